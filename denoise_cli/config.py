@@ -1,0 +1,568 @@
+"""Configuration: denoisers, mixtures, lengths, and the derived length plan.
+
+Everything here is a frozen dataclass validated on construction, so a bad configuration raises
+:class:`~denoise_cli.errors.ConfigError` before any work starts. Lengths that follow from others
+(raw chunk length per component, sentinels needed, padding) are *derived* by :func:`plan`, never
+configured.
+
+Length budgeting (T5's ``random_spans_helper``, generalised)
+------------------------------------------------------------
+For a raw chunk of ``L`` tokens a span-corruption denoiser (R/X) with rate ``r`` and mean span
+``mu`` masks ``n = clamp(rint(L*r), 1, L-1)`` tokens in ``s = max(rint(n/mu), 1)`` spans.
+
+- encoder-decoder: inputs = ``[mode] + (L-n) kept + s sentinels + EOS``; targets =
+  ``s sentinels + n noise + EOS``. Both are exact, so span-corruption rows need no input padding.
+- decoder-only: ``[mode] + inputs(without EOS) + targets + EOS`` = ``mode + L + 2s + 1`` tokens.
+
+For the S (prefix-LM) denoiser with rate ``r <= 0.5`` the prefix has ``p`` tokens, uniform on
+``[max(1, rint((1-2r)(L-1))), L-1]``; inputs = ``[mode] + p + EOS``, targets = ``(L-p) + EOS``
+(decoder-only: ``mode + L + 1``).
+
+Each component gets the *largest* ``L`` whose inputs and targets fit the budget. All of these
+counts are non-decreasing in ``L``, so the feasible set is a prefix of the integers and a binary
+search finds its end. With ``inputs_length=512`` and no mode token this reproduces T5's reference
+figures (R(3,.15) -> 568 raw / 114 targets, X(3,.5) -> 766 / 512, X(64,.5) -> 1006 / 512).
+Rounding is half-to-even everywhere (``np.rint`` / Python ``round``), as ``tf.round`` in T5.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import ConfigError
+
+Kind = Literal["R", "X", "S"]
+Layout = Literal["encoder-decoder", "decoder-only"]
+LAYOUTS: tuple[Layout, ...] = ("encoder-decoder", "decoder-only")
+DEFAULT_MODE_TOKENS: dict[str, str] = {"R": "[NLU]", "X": "[NLG]", "S": "[S2S]"}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Denoiser:
+    """One mixture component.
+
+    ``kind`` is ``R``/``X`` (span corruption with ``mean_span`` and ``rate``) or ``S``
+    (prefix-LM with ``rate <= 0.5``; ``rate=0.5`` is T5's ``prefix_lm``). ``mode_token`` is the
+    paradigm token prepended to the inputs when the mixture uses mode tokens; ``None`` means the
+    family default (``[NLU]`` R, ``[NLG]`` X, ``[S2S]`` S).
+    """
+
+    kind: Kind
+    rate: float
+    mean_span: float = 0.0
+    weight: float = 1.0
+    mode_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("R", "X", "S"):
+            raise ConfigError(f"denoiser kind must be R, X or S, got {self.kind!r}")
+        if not isinstance(self.rate, (int, float)) or not np.isfinite(self.rate):
+            raise ConfigError(f"{self.name}: rate must be a finite number")
+        if not np.isfinite(self.weight) or self.weight < 0:
+            raise ConfigError(f"{self.name}: weight must be >= 0, got {self.weight}")
+        if self.kind == "S":
+            if not 0.0 < self.rate <= 0.5:
+                raise ConfigError(
+                    f"{self.name}: S (prefix-LM) rate must be in (0, 0.5], got {self.rate}"
+                )
+        else:
+            if not 0.0 < self.rate < 1.0:
+                raise ConfigError(f"{self.name}: corruption rate must be in (0, 1), got {self.rate}")
+            if not np.isfinite(self.mean_span) or self.mean_span < 1.0:
+                raise ConfigError(
+                    f"{self.name}: mean span length must be >= 1 token, got {self.mean_span}"
+                )
+
+    @property
+    def name(self) -> str:
+        if self.kind == "S":
+            return f"S({_fmt(self.rate)})"
+        return f"{self.kind}({_fmt(self.mean_span)},{_fmt(self.rate)})"
+
+    @property
+    def is_span(self) -> bool:
+        return self.kind != "S"
+
+    def resolved_mode_token(self) -> str:
+        return self.mode_token if self.mode_token is not None else DEFAULT_MODE_TOKENS[self.kind]
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A mixture of denoisers: each example draws exactly one component, with probability
+    proportional to its weight (weights are normalised; negative or all-zero is an error)."""
+
+    name: str
+    denoisers: tuple[Denoiser, ...]
+    mode_tokens: bool = True
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.denoisers:
+            raise ConfigError(f"mixture {self.name!r} has no denoisers")
+        w = np.array([d.weight for d in self.denoisers], dtype=np.float64)
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise ConfigError(f"mixture {self.name!r}: weights must be finite and >= 0")
+        if w.sum() <= 0:
+            raise ConfigError(f"mixture {self.name!r}: weights are all zero")
+        if len(self.denoisers) > 127:
+            raise ConfigError("a mixture can have at most 127 components")
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        w = np.array([d.weight for d in self.denoisers], dtype=np.float64)
+        return w / w.sum()
+
+    def mode_token_strings(self) -> list[str]:
+        """Distinct mode tokens this mixture needs, in first-use order."""
+        if not self.mode_tokens:
+            return []
+        out: list[str] = []
+        for d in self.denoisers:
+            t = d.resolved_mode_token()
+            if t not in out:
+                out.append(t)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "mode_tokens": self.mode_tokens,
+            "denoisers": [
+                {**asdict(d), "name": d.name, "probability": float(p)}
+                for d, p in zip(self.denoisers, self.probabilities)
+            ],
+        }
+
+
+def R(mu: float, r: float, w: float = 1.0) -> Denoiser:
+    return Denoiser("R", rate=r, mean_span=mu, weight=w)
+
+
+def X(mu: float, r: float, w: float = 1.0) -> Denoiser:
+    return Denoiser("X", rate=r, mean_span=mu, weight=w)
+
+
+def S(r: float, w: float = 1.0) -> Denoiser:
+    return Denoiser("S", rate=r, weight=w)
+
+
+PRESETS: dict[str, Mixture] = {
+    "t5": Mixture(
+        "t5",
+        (R(3, 0.15),),
+        mode_tokens=False,
+        source="T5 span corruption (Raffel et al. 2020, sec. 3.3): mean span 3, 15% noise.",
+    ),
+    "ul2": Mixture(
+        "ul2",
+        (R(3, 0.15), R(8, 0.15), S(0.25), X(3, 0.5), X(8, 0.5), X(64, 0.15), X(64, 0.5)),
+        mode_tokens=True,
+        source=(
+            "UL2 (Tay et al. 2022, arXiv:2205.05131) sec. 3.1.4: the seven denoisers of the final "
+            "objective; appendix 9.2 `ul2_objective` samples tasks uniformly when `rates` is None, "
+            "so each denoiser has weight 1/7 (R 2/7, X 4/7, S 1/7). Mode tokens [NLU] R, [NLG] X, "
+            "[S2S] S as in the released UL2 checkpoints."
+        ),
+    ),
+    "ul2r": Mixture(
+        "ul2r",
+        (S(0.25, 0.50), R(3, 0.15, 0.25), X(32, 0.15, 0.125), X(3, 0.5, 0.125)),
+        mode_tokens=True,
+        source=(
+            "U-PaLM / UL2R (Tay et al. 2022, arXiv:2210.11399) sec. 3: 50% S (prefix-LM), "
+            "25% R(3,.15), 25% extreme span corruption 'mean span 32 or rate up to 50%'; "
+            "we split the X share evenly between long spans X(32,.15) and high rate X(3,.5)."
+        ),
+    ),
+    "text-denoising": Mixture(
+        "text-denoising",
+        (R(3, 0.15, 0.25), S(0.25, 0.50), X(32, 0.5, 0.125), X(64, 0.2, 0.125)),
+        mode_tokens=True,
+        source=(
+            "Defaults of the `text-denoising` PyPI package's DataCollatorForUL2 (R(3,.15) 25%, "
+            "S 50%, X from (32,.5) and (64,.2) 25%) as a correct mixture: each example draws ONE "
+            "component (the package ORs the X masks together)."
+        ),
+    ),
+}
+
+_SPEC_RE = re.compile(
+    r"^\s*(?P<kind>[RXS])\s*\(\s*(?P<a>[0-9.eE+-]+)\s*(?:,\s*(?P<b>[0-9.eE+-]+)\s*)?\)"
+    r"\s*(?:[@*]\s*(?P<w>[0-9.eE+-]+))?\s*$"
+)
+
+
+def _denoiser_from_mapping(d: Mapping[str, Any], where: str) -> Denoiser:
+    allowed = {"kind", "rate", "mean_span", "weight", "mode_token"}
+    unknown = set(d) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+    try:
+        kind = str(d["kind"]).upper()
+        rate = float(d["rate"])
+    except KeyError as e:
+        raise ConfigError(f"{where}: missing key {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if kind in ("R", "X") and "mean_span" not in d:
+        raise ConfigError(f"{where}: {kind} denoiser needs mean_span")
+    try:
+        return Denoiser(
+            kind,  # type: ignore[arg-type]
+            rate=rate,
+            mean_span=float(d.get("mean_span", 0.0)),
+            weight=float(d.get("weight", 1.0)),
+            mode_token=None if d.get("mode_token") is None else str(d["mode_token"]),
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def parse_spec(spec: str) -> Mixture:
+    """Parse a compact mixture like ``"R(3,0.15)@1; X(32,0.5)@1; S(0.25)@2"``."""
+    parts = [p for p in spec.split(";") if p.strip()]
+    out: list[Denoiser] = []
+    for p in parts:
+        m = _SPEC_RE.match(p)
+        if not m:
+            raise ConfigError(
+                f"cannot parse mixture component {p.strip()!r}; expected e.g. 'R(3,0.15)@1' or "
+                "'S(0.25)@2' separated by ';'"
+            )
+        kind, a, b, w = m["kind"], float(m["a"]), m["b"], float(m["w"] or 1.0)
+        if kind == "S":
+            if b is not None:
+                raise ConfigError(f"{p.strip()!r}: S takes one argument (rate)")
+            out.append(S(a, w))
+        else:
+            if b is None:
+                raise ConfigError(f"{p.strip()!r}: {kind} takes (mean_span, rate)")
+            out.append(Denoiser(kind, rate=float(b), mean_span=a, weight=w))  # type: ignore[arg-type]
+    return Mixture(spec.strip(), tuple(out), mode_tokens=True, source="command-line spec")
+
+
+def load_mixture(spec: str, *, mode_tokens: bool | None = None) -> Mixture:
+    """A preset name, a ``.toml``/``.json`` mixture file, or a compact spec string."""
+    if spec in PRESETS:
+        mix = PRESETS[spec]
+    elif spec.endswith((".toml", ".json")):
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"mixture file {spec} does not exist")
+        raw = path.read_bytes()
+        try:
+            if spec.endswith(".json"):
+                data = json.loads(raw)
+            else:
+                try:
+                    import tomllib
+                except ModuleNotFoundError:  # Python 3.10
+                    import tomli as tomllib  # type: ignore[no-redef]
+                data = tomllib.loads(raw.decode("utf-8"))
+        except Exception as e:
+            raise ConfigError(f"mixture file {spec}: cannot parse: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"mixture file {spec}: expected a table/object at top level")
+        items = data.get("denoisers", data.get("denoiser"))
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"mixture file {spec}: needs a non-empty 'denoisers' list")
+        dens = tuple(
+            _denoiser_from_mapping(d, f"{spec}: denoiser {i}") if isinstance(d, dict)
+            else _raise(f"{spec}: denoiser {i} must be a table/object")
+            for i, d in enumerate(items)
+        )
+        mix = Mixture(
+            str(data.get("name", path.stem)),
+            dens,
+            mode_tokens=bool(data.get("mode_tokens", True)),
+            source=str(data.get("source", f"file {path.name}")),
+        )
+    elif "(" in spec:
+        mix = parse_spec(spec)
+    else:
+        raise ConfigError(
+            f"unknown mixture {spec!r}: use a preset ({', '.join(PRESETS)}), a .toml/.json file, "
+            "or a spec like 'R(3,0.15)@1;S(0.25)@1'"
+        )
+    if mode_tokens is not None:
+        mix = replace(mix, mode_tokens=mode_tokens)
+    return mix
+
+
+def _raise(msg: str) -> Denoiser:
+    raise ConfigError(msg)
+
+
+# --------------------------------------------------------------------------- lengths
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """The model's fixed shapes. encoder-decoder: ``inputs_length`` (I) and ``targets_length``
+    (T); decoder-only: ``seq_length`` (S)."""
+
+    layout: Layout = "encoder-decoder"
+    inputs_length: int = 512
+    targets_length: int = 512
+    seq_length: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        for k in ("inputs_length", "targets_length", "seq_length"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or v < 4:
+                raise ConfigError(f"{k} must be an integer >= 4, got {v!r}")
+            if v > 2**20:
+                raise ConfigError(f"{k}={v} is larger than 2**20")
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.layout == "encoder-decoder":
+            return {"layout": self.layout, "inputs_length": self.inputs_length,
+                    "targets_length": self.targets_length}
+        return {"layout": self.layout, "seq_length": self.seq_length}
+
+
+def span_counts(length: int | np.ndarray, rate: float, mean_span: float) -> tuple[Any, Any]:
+    """(noise tokens, noise spans) for a raw length, exactly as T5's ``random_spans_noise_mask``:
+    ``n = clamp(rint(L*r), 1, L-1)``, ``s = max(rint(n/mu), 1)`` (round half to even)."""
+    L = np.asarray(length, dtype=np.int64)
+    n = np.clip(np.rint(L * rate).astype(np.int64), 1, np.maximum(L - 1, 1))
+    s = np.maximum(np.rint(n / mean_span).astype(np.int64), 1)
+    if np.ndim(length) == 0:
+        return int(n), int(s)
+    return n, s
+
+
+def s_prefix_min(length: int, rate: float) -> int:
+    """Smallest prefix length of the S denoiser on a raw chunk of ``length`` tokens."""
+    return max(1, round((1.0 - 2.0 * rate) * (length - 1)))
+
+
+@dataclass(frozen=True)
+class ComponentPlan:
+    """Derived lengths of one component for the chosen layout (all counts in tokens)."""
+
+    index: int
+    denoiser: Denoiser
+    probability: float
+    mode_token: str | None
+    raw_length: int
+    noise_tokens: int  # R/X: masked tokens per row; S: 0
+    spans: int  # R/X: spans = sentinels per row; S: 0
+    prefix_min: int  # S only (0 for R/X)
+    prefix_max: int
+    input_length: int  # max real tokens in inputs (enc-dec) or in the whole sequence (dec-only)
+    target_length: int  # max real tokens in targets (enc-dec); loss tokens (dec-only)
+    mean_input_tokens: float
+    mean_target_tokens: float
+
+    @property
+    def name(self) -> str:
+        return self.denoiser.name
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["denoiser"] = self.denoiser.name
+        return d
+
+
+def _mode_len(mix: Mixture) -> int:
+    return 1 if mix.mode_tokens else 0
+
+
+def _fits(d: Denoiser, L: int, m: int, lengths: Lengths) -> bool:
+    if L < 2:
+        return False
+    if d.is_span:
+        n, s = span_counts(L, d.rate, d.mean_span)
+        if lengths.layout == "encoder-decoder":
+            return bool(m + L - n + s + 1 <= lengths.inputs_length and n + s + 1 <= lengths.targets_length)
+        return bool(m + L + 2 * s + 1 <= lengths.seq_length)
+    if lengths.layout == "encoder-decoder":
+        lo = s_prefix_min(L, d.rate)
+        return m + L <= lengths.inputs_length and L - lo + 1 <= lengths.targets_length
+    return m + L + 1 <= lengths.seq_length
+
+
+def _largest_fit(d: Denoiser, m: int, lengths: Lengths) -> int:
+    hi_bound = 4 * max(lengths.inputs_length + lengths.targets_length, lengths.seq_length) + 8
+    if not _fits(d, 2, m, lengths):
+        return 0
+    lo, hi = 2, hi_bound  # invariant: fits(lo), not fits(hi)
+    if _fits(d, hi, m, lengths):
+        raise ConfigError(f"{d.name}: no upper bound on the raw length (internal error)")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _fits(d, mid, m, lengths):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def plan(mixture: Mixture, lengths: Lengths) -> tuple[ComponentPlan, ...]:
+    """Derive every component's raw chunk length and the resulting input/target lengths.
+
+    Raises :class:`ConfigError` when a component cannot fit even the smallest chunk, or needs
+    more noise spans than it has non-noise tokens to separate them.
+    """
+    m = _mode_len(mixture)
+    out: list[ComponentPlan] = []
+    for i, (d, p) in enumerate(zip(mixture.denoisers, mixture.probabilities)):
+        L = _largest_fit(d, m, lengths)
+        if L < 2:
+            budget = (f"inputs_length={lengths.inputs_length}, targets_length={lengths.targets_length}"
+                      if lengths.layout == "encoder-decoder" else f"seq_length={lengths.seq_length}")
+            raise ConfigError(f"{d.name}: {budget} is too small for even one span/split")
+        mode = d.resolved_mode_token() if mixture.mode_tokens else None
+        if d.is_span:
+            n, s = span_counts(L, d.rate, d.mean_span)
+            if s > L - n:
+                raise ConfigError(
+                    f"{d.name}: at raw length {L} it masks {n} tokens in {s} spans but only {L - n} "
+                    "tokens remain to separate them; lower the rate or raise the mean span"
+                )
+            if lengths.layout == "encoder-decoder":
+                inp, tgt = m + L - n + s + 1, n + s + 1
+            else:
+                inp, tgt = m + L + 2 * s + 1, n + s + 1
+            out.append(ComponentPlan(i, d, float(p), mode, L, n, s, 0, 0, inp, tgt, float(inp), float(tgt)))
+        else:
+            lo, hi = s_prefix_min(L, d.rate), L - 1
+            mean_p = (lo + hi) / 2.0
+            if lengths.layout == "encoder-decoder":
+                inp, tgt = m + L, L - lo + 1
+                mi, mt = m + mean_p + 1, L - mean_p + 1
+            else:
+                inp, tgt = m + L + 1, L - lo + 1
+                mi, mt = float(inp), L - mean_p + 1
+            out.append(ComponentPlan(i, d, float(p), mode, L, 0, 0, lo, hi, inp, tgt, mi, mt))
+    return tuple(out)
+
+
+def sentinels_needed(plans: Sequence[ComponentPlan]) -> int:
+    return max((c.spans for c in plans), default=0)
+
+
+def expected_efficiency(plans: Sequence[ComponentPlan], lengths: Lengths) -> dict[str, float]:
+    """Expected fraction of token slots holding real tokens (inputs, targets, overall)."""
+    p = np.array([c.probability for c in plans])
+    mi = float(p @ np.array([c.mean_input_tokens for c in plans]))
+    mt = float(p @ np.array([c.mean_target_tokens for c in plans]))
+    if lengths.layout == "encoder-decoder":
+        I, T = lengths.inputs_length, lengths.targets_length
+        return {"inputs": mi / I, "targets": mt / T, "overall": (mi + mt) / (I + T)}
+    return {"sequence": mi / lengths.seq_length, "overall": mi / lengths.seq_length}
+
+
+# --------------------------------------------------------------------------- tokens / job
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """Names of the special tokens. Sentinels are ``sentinel_template.format(k)``, looked up by
+    name in the tokenizer. ``eos``/``pad`` of ``None`` mean: detect from common names."""
+
+    sentinel_template: str = "<extra_id_{}>"
+    eos: str | None = None
+    pad: str | None = None
+    add_missing: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            a, b = self.sentinel_template.format(0), self.sentinel_template.format(1)
+        except (IndexError, KeyError, ValueError) as e:
+            raise ConfigError(f"bad sentinel template {self.sentinel_template!r}: {e}") from None
+        if a == b:
+            raise ConfigError(
+                f"sentinel template {self.sentinel_template!r} must contain '{{}}' for the index"
+            )
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything that determines the *content* of an output (its fingerprint) plus run options
+    that do not (workers, quiet, progress)."""
+
+    mixture: Mixture
+    lengths: Lengths = field(default_factory=Lengths)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+    seed: int = 0
+    text_key: str = "text"
+    doc_separator: Literal["eos", "none"] = "eos"
+    format: Literal["arrow", "parquet"] = "arrow"
+    shard_rows: int = 0  # 0: derived from shard_bytes
+    shard_bytes: int = 256 * 2**20
+    group_size: int = 1024  # chunks per random draw group
+    on_error: Literal["skip", "fail"] = "skip"
+    max_doc_chars: int = 0  # 0: unlimited
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        if self.doc_separator not in ("eos", "none"):
+            raise ConfigError("doc separator must be 'eos' or 'none'")
+        if self.format not in ("arrow", "parquet"):
+            raise ConfigError(f"format must be arrow or parquet, got {self.format!r}")
+        if self.on_error not in ("skip", "fail"):
+            raise ConfigError("on_error must be 'skip' or 'fail'")
+        if self.shard_rows < 0 or self.shard_bytes < 1:
+            raise ConfigError("shard size must be positive")
+        if not 1 <= self.group_size <= 1 << 20:
+            raise ConfigError("group_size must be in [1, 2**20]")
+        if not self.text_key or any(not p for p in self.text_key.split(".")):
+            raise ConfigError(f"bad text key {self.text_key!r}")
+        if self.max_doc_chars < 0:
+            raise ConfigError("max_doc_chars must be >= 0")
+
+    def plans(self) -> tuple[ComponentPlan, ...]:
+        return plan(self.mixture, self.lengths)
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """The parts of the config that determine output bytes (resume refuses a mismatch)."""
+        return {
+            "mixture": self.mixture.to_dict(),
+            "lengths": self.lengths.to_dict(),
+            "tokens": asdict(self.tokens),
+            "seed": self.seed,
+            "text_key": self.text_key,
+            "doc_separator": self.doc_separator,
+            "format": self.format,
+            "shard_rows": self.shard_rows,
+            "shard_bytes": self.shard_bytes,
+            "group_size": self.group_size,
+            "max_doc_chars": self.max_doc_chars,
+        }
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``--shard-size``: ``"50000"`` rows or ``"256MB"``/``"1GiB"`` bytes -> (rows, bytes)."""
+    t = text.strip().upper().replace(" ", "")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(B|KB|MB|GB|KIB|MIB|GIB|K|M|G)?", t)
+    if not m:
+        raise ConfigError(f"cannot parse size {text!r}: use rows (e.g. 50000) or bytes (e.g. 256MB)")
+    num, unit = float(m[1]), m[2]
+    if unit is None:
+        if num < 1 or num != int(num):
+            raise ConfigError(f"shard size in rows must be a positive integer, got {text!r}")
+        return int(num), 256 * 2**20
+    mult = {"B": 1, "K": 1000, "KB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
+            "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
+    b = int(num * mult)
+    if b < 4096:
+        raise ConfigError(f"shard size {text!r} is below 4 KiB")
+    return 0, b
