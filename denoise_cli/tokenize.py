@@ -1,0 +1,259 @@
+"""Tokenization: resolve a tokenizer, find or add the special tokens, encode documents.
+
+Special tokens are looked up **by name** (``<extra_id_k>``, ``[NLU]``, ``</s>``, ``<pad>``), never
+computed from the vocabulary size (in an mT5-sized unigram ``<extra_id_0>`` is 262243 while
+``vocab-1`` is 262246). Missing ones are added as special tokens (new ids at the end) unless
+``add_missing=False``, which makes any missing token a :class:`ConfigError` that says what is
+missing. The extended tokenizer is saved with the output, with its sha256, so decoding and
+training use exactly the ids that were written.
+
+Collisions with real text: documents are encoded with ``encode_special_tokens=True`` so text that
+spells ``<extra_id_0>`` or ``<|endoftext|>`` is tokenized as plain text by BPE tokenizers. Some
+vocabularies (T5's SentencePiece) hold the sentinels as ordinary pieces, so the model itself can
+emit them; every encoded batch is therefore checked against the reserved ids (one vectorized
+``np.isin``), and any hit is replaced by ``<unk>`` and counted (or the document is skipped when the
+tokenizer has no unk). Reserved ids thus only ever appear where the denoisers put them.
+
+Throughput (this machine, 1 core, GPT-2 BPE, English prose): ``encode_batch_fast`` ~0.8 M
+tokens/s; turning the encodings into one flat int32 array costs ~30 ns/token (~3%).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Mixture, TokenConfig
+from .corrupt import SpecialIds
+from .errors import ConfigError
+
+DEFAULT_TOKENIZER = "gpt2"
+EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>", "[SEP]")
+PAD_CANDIDATES = ("<pad>", "[PAD]", "<|padding|>", "<|pad|>")
+UNK_CANDIDATES = ("<unk>", "[UNK]", "<|unk|>")
+
+
+def _tokenizers() -> Any:
+    # Each worker process is single-threaded: never let the Rust pool oversubscribe cores.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import tokenizers
+
+    return tokenizers
+
+
+def load_tokenizer_json(spec: str | None) -> tuple[str, str]:
+    """Resolve ``--tokenizer`` to (JSON text, description of the source).
+
+    ``None``/``"gpt2"`` -> the embedded GPT-2 BPE; a ``tokenizer.json`` path; a directory holding
+    one; otherwise a Hugging Face hub name (needs network; offline fails with a clear message).
+    """
+    if spec is None or spec == DEFAULT_TOKENIZER:
+        import zstandard
+
+        blob = resources.files("denoise_cli").joinpath("data/gpt2-tokenizer.json.zst").read_bytes()
+        text = zstandard.ZstdDecompressor().decompress(blob).decode("utf-8")
+        return text, "embedded:gpt2 (OpenAI GPT-2 BPE, see denoise_cli/data/PROVENANCE.md)"
+    p = Path(spec)
+    if p.is_dir():
+        p = p / "tokenizer.json"
+        if not p.is_file():
+            raise ConfigError(f"tokenizer directory {spec} has no tokenizer.json")
+    if p.is_file():
+        try:
+            return p.read_text(encoding="utf-8"), f"file:{p.resolve()}"
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read tokenizer {p}: {e}") from None
+    if p.suffix == ".json" or os.sep in spec and not spec.count("/") == 1:
+        raise ConfigError(f"tokenizer file {spec} does not exist")
+    tk = _tokenizers()
+    try:
+        tok = tk.Tokenizer.from_pretrained(spec)
+    except Exception as e:
+        raise ConfigError(
+            f"cannot load tokenizer {spec!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
+            "Offline? Pass a local tokenizer.json file or a directory containing one."
+        ) from None
+    return str(tok.to_str()), f"hub:{spec}"
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """Identity of the (extended) tokenizer an output was written with."""
+
+    source: str
+    source_sha256: str
+    sha256: str  # of the extended tokenizer JSON saved with the output
+    vocab_size: int  # including added tokens
+    eos: tuple[str, int]
+    pad: tuple[str, int]
+    unk: tuple[str, int] | None
+    sentinels: tuple[int, ...]
+    mode_tokens: dict[str, int]
+    added: tuple[str, ...]
+    sentinel_template: str
+    json: str = field(repr=False, compare=False, default="")
+
+    def special_ids(self) -> SpecialIds:
+        return SpecialIds(
+            eos=self.eos[1],
+            pad=self.pad[1],
+            sentinels=np.asarray(self.sentinels, dtype=np.int32),
+            mode=dict(self.mode_tokens),
+        )
+
+    def reserved_ids(self) -> np.ndarray:
+        ids = {self.eos[1], self.pad[1], *self.sentinels, *self.mode_tokens.values()}
+        return np.array(sorted(ids), dtype=np.int32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+            "sha256": self.sha256,
+            "vocab_size": self.vocab_size,
+            "eos": {"token": self.eos[0], "id": self.eos[1]},
+            "pad": {"token": self.pad[0], "id": self.pad[1]},
+            "unk": None if self.unk is None else {"token": self.unk[0], "id": self.unk[1]},
+            "sentinel_template": self.sentinel_template,
+            "sentinel_ids": list(self.sentinels),
+            "mode_tokens": self.mode_tokens,
+            "added_tokens": list(self.added),
+        }
+
+
+def _find(tok: Any, names: Sequence[str]) -> tuple[str, int] | None:
+    for n in names:
+        i = tok.token_to_id(n)
+        if i is not None:
+            return n, int(i)
+    return None
+
+
+def build_tokenizer(
+    spec: str | None, tokens: TokenConfig, mixture: Mixture, n_sentinels: int
+) -> TokenizerInfo:
+    """Load the tokenizer, find/add eos, pad, ``n_sentinels`` sentinels and the mixture's mode
+    tokens, and return its identity. Raises ConfigError before any work starts."""
+    text, source = load_tokenizer_json(spec)
+    tk = _tokenizers()
+    try:
+        tok = tk.Tokenizer.from_str(text)
+    except Exception as e:
+        raise ConfigError(f"tokenizer {source} is not a valid tokenizer.json: {e}") from None
+    missing: list[str] = []
+
+    eos = _find(tok, [tokens.eos] if tokens.eos else EOS_CANDIDATES)
+    if eos is None:
+        missing.append(tokens.eos or "</s>")
+    pad = _find(tok, [tokens.pad] if tokens.pad else PAD_CANDIDATES)
+    if pad is None:
+        missing.append(tokens.pad or "<pad>")
+    sentinel_names = [tokens.sentinel_template.format(k) for k in range(n_sentinels)]
+    mode_names = mixture.mode_token_strings()
+    for name in [*sentinel_names, *mode_names]:
+        if tok.token_to_id(name) is None:
+            missing.append(name)
+    if missing and not tokens.add_missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise ConfigError(
+            f"tokenizer {source} lacks {len(missing)} special token(s) this config needs: {shown}. "
+            f"The mixture needs {n_sentinels} sentinels. Allow adding them (drop --no-add-tokens) "
+            "or choose a config that needs fewer."
+        )
+    if missing:
+        added_n = tok.add_special_tokens(
+            [tk.AddedToken(m, special=True, normalized=False) for m in missing]
+        )
+        if added_n != len(missing):
+            raise ConfigError(f"tokenizer {source}: could not add special tokens {missing}")
+    eos = eos or (tokens.eos or "</s>", int(tok.token_to_id(tokens.eos or "</s>")))
+    pad = pad or (tokens.pad or "<pad>", int(tok.token_to_id(tokens.pad or "<pad>")))
+    sentinels = tuple(int(tok.token_to_id(n)) for n in sentinel_names)
+    mode = {n: int(tok.token_to_id(n)) for n in mode_names}
+    ids = [eos[1], pad[1], *sentinels, *mode.values()]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"tokenizer {source}: special tokens share ids {dup} (eos, pad, sentinels, mode)")
+    vocab = int(tok.get_vocab_size(with_added_tokens=True))
+    if vocab >= 2**31 - 1:
+        raise ConfigError(f"vocabulary of {vocab} does not fit int32")
+    ext = str(tok.to_str())
+    return TokenizerInfo(
+        source=source,
+        source_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        sha256=hashlib.sha256(ext.encode()).hexdigest(),
+        vocab_size=vocab,
+        eos=eos,
+        pad=pad,
+        unk=_find(tok, UNK_CANDIDATES),
+        sentinels=sentinels,
+        mode_tokens=mode,
+        added=tuple(missing),
+        sentinel_template=tokens.sentinel_template,
+        json=ext,
+    )
+
+
+class Encoder:
+    """Per-worker encoder, built lazily from the extended tokenizer JSON (cheap to pickle)."""
+
+    def __init__(self, tokenizer_json: str, reserved: np.ndarray, unk: int | None) -> None:
+        self._json = tokenizer_json
+        self._reserved = np.asarray(reserved, dtype=np.int32)
+        self._unk = unk
+        self._tok: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_json": self._json, "_reserved": self._reserved, "_unk": self._unk, "_tok": None}
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tok is None:
+            tok = _tokenizers().Tokenizer.from_str(self._json)
+            tok.encode_special_tokens = True
+            tok.no_padding()
+            tok.no_truncation()
+            self._tok = tok
+        return self._tok
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """Encode documents -> (flat int32 ids, int64 offsets of len(texts)+1, counters).
+
+        Counters: ``reserved_replaced`` (ids replaced by unk), ``reserved_token`` (documents
+        dropped because a reserved id appeared and there is no unk; their span becomes empty).
+        """
+        counts: dict[str, int] = {}
+        if not texts:
+            return np.zeros(0, np.int32), np.zeros(1, np.int64), counts
+        encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        ids_lists = [e.ids for e in encs]
+        lens = np.fromiter((len(x) for x in ids_lists), dtype=np.int64, count=len(ids_lists))
+        offsets = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        total = int(offsets[-1])
+        values = np.fromiter(
+            (i for x in ids_lists for i in x), dtype=np.int32, count=total
+        ) if total else np.zeros(0, np.int32)
+        if total and len(self._reserved):
+            hit = np.isin(values, self._reserved)
+            if hit.any():
+                if self._unk is not None:
+                    counts["reserved_replaced"] = int(hit.sum())
+                    values[hit] = self._unk
+                else:
+                    docs = np.unique(np.searchsorted(offsets, np.flatnonzero(hit), side="right") - 1)
+                    keep = np.ones(total, dtype=bool)
+                    for d in docs:
+                        keep[offsets[d] : offsets[d + 1]] = False
+                    lens[docs] = 0
+                    values = values[keep]
+                    np.cumsum(lens, out=offsets[1:])
+                    counts["reserved_token"] = len(docs)
+        return values, offsets, counts
