@@ -9,4 +9,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from .load import DenoiseDataset, open_dataset  # noqa: E402
+
+__all__ = ["DenoiseDataset", "__version__", "open_dataset"]
