@@ -242,7 +242,11 @@ def parse_spec(spec: str) -> Mixture:
                 f"cannot parse mixture component {p.strip()!r}; expected e.g. 'R(3,0.15)@1' or "
                 "'S(0.25)@2' separated by ';'"
             )
-        kind, a, b, w = m["kind"], float(m["a"]), m["b"], float(m["w"] or 1.0)
+        try:
+            kind, a, w = m["kind"], float(m["a"]), float(m["w"] or 1.0)
+            b = None if m["b"] is None else float(m["b"])
+        except ValueError:
+            raise ConfigError(f"bad number in mixture component {p.strip()!r}") from None
         if kind == "S":
             if b is not None:
                 raise ConfigError(f"{p.strip()!r}: S takes one argument (rate)")
@@ -250,7 +254,7 @@ def parse_spec(spec: str) -> Mixture:
         else:
             if b is None:
                 raise ConfigError(f"{p.strip()!r}: {kind} takes (mean_span, rate)")
-            out.append(Denoiser(kind, rate=float(b), mean_span=a, weight=w))  # type: ignore[arg-type]
+            out.append(Denoiser(kind, rate=b, mean_span=a, weight=w))  # type: ignore[arg-type]
     return Mixture(spec.strip(), tuple(out), mode_tokens=True, source="command-line spec")
 
 

@@ -43,6 +43,10 @@ class InputError(DenoiseError):
             msg += f" ({detail})"
         super().__init__(msg)
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str, str, str]]:
+        # exceptions cross process boundaries (worker -> main) by pickling
+        return (InputError, (self.path, self.position, self.reason, self.detail))
+
 
 class OutputError(DenoiseError):
     exit_code = 4
@@ -50,3 +54,9 @@ class OutputError(DenoiseError):
 
 class VerifyError(DenoiseError):
     exit_code = 5
+
+
+class WorkerError(DenoiseError):
+    """A worker process died (killed, out of memory). Rerunning resumes the work."""
+
+    exit_code = 6

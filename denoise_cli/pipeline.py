@@ -26,9 +26,11 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ import orjson
 from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
-from .errors import ConfigError, DenoiseError, OutputError
+from .errors import ConfigError, DenoiseError, OutputError, WorkerError
 from .pack import Packer, PackerState, file_key, join_documents
 from .read import FileStats, InputFile, find_inputs, iter_batches
 from .tokenize import Encoder, TokenizerInfo, build_tokenizer
@@ -220,9 +222,14 @@ def process_file(job: Job, file_idx: int, progress: Callable[[int, int, int], No
         if grp is not None:
             emit(grp)
         commit_part(final=True, tail=tail)
-    except BaseException:
+    except BaseException as e:
         if writer is not None:
             writer.abort()
+        if isinstance(e, OSError):
+            raise OutputError(
+                f"{f.name}: writing under {out} failed: {e}. Nothing incomplete is visible; free "
+                "space or fix permissions and rerun the same command to resume."
+            ) from None
         raise
     return _file_record(done, f, file_idx, stats, tokens_read, tail, reserved_replaced, parts)
 
@@ -252,6 +259,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(job: Job, q: Any) -> None:
+    # Ctrl-C reaches the whole process group: the main process handles it and stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["job"] = job
     _WORKER["q"] = q
 
@@ -421,22 +430,34 @@ def run_files(job: Job, todo: Sequence[int], workers: int, progress: _Progress) 
         return [results[i] for i in todo]
     ctx = _mp_context()
     q = ctx.Queue()
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                             initializer=_worker_init, initargs=(job, q)) as ex:
-        futs: dict[Future[dict[str, Any]], int] = {ex.submit(_worker_run, i): i for i in todo}
-        pending = set(futs)
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
+                                 initializer=_worker_init, initargs=(job, q)) as ex:
+            pending: set[Future[dict[str, Any]]] = set()
+            try:
+                futs = {ex.submit(_worker_run, i): i for i in todo}
+                pending = set(futs)
+                while pending:
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    _drain(q, progress)
+                    for fu in done:
+                        results[futs[fu]] = fu.result()
+            except BaseException:
+                # Stop now (Ctrl-C, a dead worker, or a file failed under --on-error fail):
+                # killing a worker mid-part is safe, commits are atomic and a rerun resumes.
+                for fu in pending:
+                    fu.cancel()
+                procs = getattr(ex, "_processes", None) or {}
+                for proc in list(procs.values()):
+                    proc.terminate()
+                raise
+            finally:
                 _drain(q, progress)
-                for fu in done:
-                    results[futs[fu]] = fu.result()
-        except BaseException:
-            for fu in pending:
-                fu.cancel()
-            raise
-        finally:
-            _drain(q, progress)
+    except (BrokenProcessPool, BrokenPipeError, ConnectionResetError, EOFError):
+        raise WorkerError(
+            "a worker process died (killed, or out of memory); everything committed so far is "
+            "kept: rerun the same command to resume"
+        ) from None
     return [results[i] for i in todo]
 
 
@@ -472,6 +493,20 @@ def prepare(
     except OSError as e:
         raise OutputError(f"cannot create output directory {out}: {e}") from None
     identity = _run_identity(prep, prep.files)
+    try:
+        return _prepare_locked(prep, out, identity, workers, overwrite, progress)
+    except OSError as e:
+        raise OutputError(
+            f"writing under {out} failed: {e}. Free space or fix permissions and rerun the same "
+            "command to resume."
+        ) from None
+
+
+def _prepare_locked(
+    prep: Prepared, out: Path, identity: dict[str, Any], workers: int | None, overwrite: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    cfg = prep.cfg
     with _locked(out):
         _prepare_out_dir(out, identity, overwrite)
         atomic_write_bytes(out / "tokenizer.json", prep.tokenizer.json.encode())
