@@ -514,8 +514,11 @@ class PrepareConfig:
     group_size: int = 1024  # chunks per random draw group
     on_error: Literal["skip", "fail"] = "skip"
     max_doc_chars: int = 0  # 0: unlimited
+    epochs: int = 1  # independent corruptions of the same token stream
 
     def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or not 1 <= self.epochs <= 1000:
+            raise ConfigError(f"epochs must be an integer in [1, 1000], got {self.epochs!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.doc_separator not in ("eos", "none"):
@@ -550,6 +553,7 @@ class PrepareConfig:
             "shard_bytes": self.shard_bytes,
             "group_size": self.group_size,
             "max_doc_chars": self.max_doc_chars,
+            "epochs": self.epochs,
         }
 
 

@@ -42,7 +42,7 @@ from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
 from .errors import ConfigError, DenoiseError, OutputError, WorkerError
-from .pack import Packer, PackerState, file_key, join_documents
+from .pack import Group, Packer, PackerState, file_key, join_documents
 from .read import FileStats, InputFile, find_inputs, iter_batches
 from .tokenize import Encoder, TokenizerInfo, build_tokenizer
 from .write import (
@@ -75,15 +75,22 @@ class Job:
     files: tuple[InputFile, ...]
     rows_per_part: int
     group_size: int
-    epoch: int = 0
 
     @property
     def groups_per_part(self) -> int:
         return max(1, self.rows_per_part // self.group_size)
 
-    def shard_name(self, file_idx: int, part: int) -> str:
+    def epoch_dir(self, epoch: int) -> str:
+        """Where an epoch's dataset lives, relative to the output: "" for a single epoch."""
+        return epoch_dir(self.cfg.epochs, epoch)
+
+    def shard_name(self, epoch: int, file_idx: int, part: int) -> str:
         ext = "parquet" if self.cfg.format == "parquet" else "arrow"
-        return f"data/{file_idx:05d}-{part:05d}.{ext}"
+        return f"{self.epoch_dir(epoch)}data/{file_idx:05d}-{part:05d}.{ext}"
+
+
+def epoch_dir(epochs: int, epoch: int) -> str:
+    return "" if epochs == 1 else f"epoch-{epoch}/"
 
 
 def rows_per_part(cfg: PrepareConfig) -> int:
@@ -97,8 +104,8 @@ def rows_per_part(cfg: PrepareConfig) -> int:
 # --------------------------------------------------------------------------- worker side
 
 
-def _part_path(out: Path, file_idx: int, part: int) -> Path:
-    return out / STATE_DIR / "parts" / f"{file_idx:05d}-{part:05d}.json"
+def _part_path(out: Path, epoch: int, file_idx: int, part: int) -> Path:
+    return out / STATE_DIR / "parts" / f"E{epoch:03d}-{file_idx:05d}-{part:05d}.json"
 
 
 def _file_done_path(out: Path, file_idx: int) -> Path:
@@ -116,15 +123,15 @@ def _stats_from(d: dict[str, Any]) -> FileStats:
     return st
 
 
-def _last_commit(out: Path, job: Job, file_idx: int) -> dict[str, Any] | None:
-    """The last committed part of a file whose shards all exist with the recorded size."""
+def _last_commit(out: Path, epoch: int, file_idx: int) -> dict[str, Any] | None:
+    """The last committed part of (epoch, file) whose shards all exist with the recorded size."""
     last = None
     part = 0
     while True:
-        p = _part_path(out, file_idx, part)
+        p = _part_path(out, epoch, file_idx, part)
         if not p.is_file():
             return last
-        rec = orjson.loads(p.read_bytes())
+        rec: dict[str, Any] = orjson.loads(p.read_bytes())
         shard = out / rec["shard"]
         if not shard.is_file() or shard.stat().st_size != rec["bytes"]:
             return last
@@ -132,8 +139,121 @@ def _last_commit(out: Path, job: Job, file_idx: int) -> dict[str, Any] | None:
         part += 1
 
 
+class _EpochStream:
+    """One epoch's packer and shard writer over a file's token stream, with its checkpoints.
+
+    A checkpoint says: this epoch has consumed the stream up to token ``T`` (the end of record
+    ``R``), holds ``carry`` un-chunked tokens, and committed parts ``0..part-1``. Epochs commit
+    independently; on resume the file is re-read from the earliest checkpoint and each epoch
+    only takes the tokens past its own ``T`` (token positions, not records, so read batch
+    boundaries do not matter).
+    """
+
+    def __init__(self, job: Job, out: Path, file_idx: int, epoch: int, key: int) -> None:
+        self.job, self.out, self.file_idx, self.epoch = job, out, file_idx, epoch
+        rec = _last_commit(out, epoch, file_idx)
+        self.parts: list[dict[str, Any]] = []
+        self.final, self.tail = False, 0
+        self.R, self.T, self.part = 0, 0, 0
+        self.stats: dict[str, Any] | None = None
+        self.reserved = 0
+        state = None
+        if rec is not None:
+            carry = np.load(out / rec["carry"], allow_pickle=False)
+            state = PackerState(rec["next_group"], rec["offset"], carry)
+            self.R, self.T, self.part = rec["record_end"], rec["tokens_read"], rec["part"] + 1
+            self.parts, self.stats = list(rec["parts"]), rec["stats"]
+            self.reserved, self.final, self.tail = rec["reserved_replaced"], rec["final"], rec["tail"]
+        cfg = job.cfg
+        self.packer = Packer(job.plans, cfg.mixture.probabilities, job.group_size, cfg.seed, key,
+                             epoch, state)
+        self.writer: ShardWriter | None = None
+        self.part_tokens = 0
+
+    def feed(self, stream: np.ndarray, t0: int, record_end: int, stats: FileStats, reserved: int) -> None:
+        """``stream`` holds tokens ``[t0, t0 + len)`` of the file's stream."""
+        t1 = t0 + len(stream)
+        if self.final or t1 <= self.T:
+            return
+        piece = stream[max(self.T - t0, 0):]
+        self.T, self.R = t1, record_end
+        self._push(piece, stats, reserved)
+
+    def _push(self, piece: np.ndarray, stats: FileStats, reserved: int) -> None:
+        gpp = self.job.groups_per_part
+        for grp in self.packer.push(piece):
+            self.emit(grp)
+            if (grp.index + 1) % gpp == 0:
+                self.commit(stats, reserved, final=False)
+
+    def finish(self, stats: FileStats, reserved: int) -> None:
+        if self.final:
+            return
+        # a carry restored from a checkpoint can hold complete groups: cut them first
+        self._push(np.zeros(0, np.int32), stats, reserved)
+        grp, tail = self.packer.finish()
+        if grp is not None:
+            self.emit(grp)
+        self.final, self.tail = True, tail
+        self.commit(stats, reserved, final=True)
+
+    def emit(self, grp: Group) -> None:
+        job, cfg = self.job, self.job.cfg
+        rows = corrupt_mixture(grp.stream, grp.starts, grp.components, job.plans, job.special,
+                               cfg.lengths, grp.rng)
+        if self.writer is None:
+            path = self.out / job.shard_name(self.epoch, self.file_idx, self.part)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = ShardWriter(path, cfg.lengths, cfg.format)
+        n = len(grp.starts)
+        self.writer.write(record_batch(rows, cfg.lengths, grp.components, self.file_idx,
+                                       grp.first_example + np.arange(n), grp.token_offset))
+        self.part_tokens += int(grp.stream.size)
+
+    def commit(self, stats: FileStats, reserved: int, *, final: bool) -> None:
+        """Make the current shard visible, then record the checkpoint (both atomic). The last
+        part of an epoch is committed even when it has no rows, to record ``final``."""
+        job = self.job
+        shard = job.shard_name(self.epoch, self.file_idx, self.part)
+        if self.writer is not None:
+            info = self.writer.commit()
+            self.writer = None
+            self.parts.append({"shard": shard, "tokens": self.part_tokens, **info})
+            size = info["bytes"]
+        elif final:
+            shard, size = "", 0
+        else:
+            return
+        st = self.packer.state()
+        carry_rel = f"{STATE_DIR}/parts/E{self.epoch:03d}-{self.file_idx:05d}-{self.part:05d}.carry.npy"
+        atomic_save_npy(self.out / carry_rel, st.carry)
+        rec = {
+            "epoch": self.epoch, "file": self.file_idx, "part": self.part, "shard": shard,
+            "bytes": size, "record_end": self.R, "tokens_read": self.T,
+            "next_group": st.next_group, "offset": st.offset, "carry": carry_rel,
+            "reserved_replaced": reserved, "stats": stats.to_dict(), "parts": self.parts,
+            "final": final, "tail": self.tail,
+        }
+        atomic_write_bytes(_part_path(self.out, self.epoch, self.file_idx, self.part), _dumps(rec))
+        self.part += 1
+        self.part_tokens = 0
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tokens_used": self.T - self.tail,
+            "tail_tokens": self.tail,
+            "rows": sum(p["rows"] for p in self.parts),
+            "parts": self.parts,
+        }
+
+
 def process_file(job: Job, file_idx: int, progress: Callable[[int, int, int], None]) -> dict[str, Any]:
-    """Process (or finish) one input file; return its file record."""
+    """Process (or finish) one input file for every epoch; return its file record."""
     out = Path(job.out)
     done = _file_done_path(out, file_idx)
     if done.is_file():
@@ -143,113 +263,47 @@ def process_file(job: Job, file_idx: int, progress: Callable[[int, int, int], No
     cfg = job.cfg
     key = file_key(f.name)
     sep = job.special.eos if cfg.doc_separator == "eos" else None
-    commit = _last_commit(out, job, file_idx)
-    parts: list[dict[str, Any]] = []
-    if commit is None:
-        stats = FileStats()
-        state = PackerState(0, 0, np.zeros(0, np.int32))
-        record_end, tokens_read, reserved_replaced, part = 0, 0, 0, 0
-    else:
-        stats = _stats_from(commit["stats"])
-        carry = np.load(out / commit["carry"], allow_pickle=False)
-        state = PackerState(commit["next_group"], commit["offset"], carry)
-        record_end = commit["record_end"]
-        tokens_read = commit["tokens_read"]
-        reserved_replaced = commit["reserved_replaced"]
-        part = commit["part"] + 1
-        parts = list(commit["parts"])
-    packer = Packer(job.plans, cfg.mixture.probabilities, job.group_size, cfg.seed, key, job.epoch, state)
-    gpp = job.groups_per_part
-    writer: ShardWriter | None = None
-    part_tokens = 0
-
-    def start_writer() -> ShardWriter:
-        return ShardWriter(out / job.shard_name(file_idx, part), cfg.lengths, cfg.format)
-
-    def emit(grp: Any) -> None:
-        nonlocal writer, part_tokens
-        rows = corrupt_mixture(grp.stream, grp.starts, grp.components, job.plans, job.special,
-                               cfg.lengths, grp.rng)
-        if writer is None:
-            writer = start_writer()
-        n = len(grp.starts)
-        writer.write(record_batch(rows, cfg.lengths, grp.components, file_idx,
-                                  grp.first_example + np.arange(n), grp.token_offset))
-        part_tokens += int(grp.stream.size)
-
-    def commit_part(final: bool, tail: int = 0) -> None:
-        nonlocal writer, part, part_tokens
-        if writer is None:
-            return
-        info = writer.commit()
-        writer = None
-        st = packer.state()
-        carry_rel = f"{STATE_DIR}/parts/{file_idx:05d}-{part:05d}.carry.npy"
-        atomic_save_npy(out / carry_rel, st.carry)
-        shard = job.shard_name(file_idx, part)
-        parts.append({"shard": shard, "tokens": part_tokens, **info})
-        rec = {
-            "file": file_idx, "part": part, "shard": shard, "bytes": info["bytes"],
-            "record_end": record_end, "next_group": st.next_group, "offset": st.offset,
-            "carry": carry_rel, "tokens_read": tokens_read, "reserved_replaced": reserved_replaced,
-            "stats": stats.to_dict(), "parts": parts, "final": final, "tail": tail,
-        }
-        atomic_write_bytes(_part_path(out, file_idx, part), _dumps(rec))
-        part += 1
-        part_tokens = 0
-
-    if commit is not None and commit["final"]:
-        return _file_record(done, f, file_idx, stats, tokens_read, commit["tail"], reserved_replaced, parts)
+    epochs = [_EpochStream(job, out, file_idx, e, key) for e in range(cfg.epochs)]
+    first = min(epochs, key=lambda s: s.T)  # the earliest checkpoint: resume reading there
+    stats = _stats_from(first.stats) if first.stats is not None else FileStats()
+    record_end, t, reserved = first.R, first.T, first.reserved
     try:
-        last_bytes = stats.bytes_read
-        for batch in iter_batches(f, text_key=cfg.text_key, on_error=cfg.on_error, stats=stats,
-                                  start_record=record_end, max_doc_chars=cfg.max_doc_chars):
-            values, offsets, counts = job.encoder.encode(batch.texts)
-            if counts.get("reserved_token"):
-                stats.skipped["reserved_token"] = stats.skipped.get("reserved_token", 0) + counts["reserved_token"]
-                stats.docs -= counts["reserved_token"]
-            reserved_replaced += counts.get("reserved_replaced", 0)
-            stream = join_documents(values, offsets, sep)
-            tokens_read += len(stream)
-            record_end = batch.record_end
-            for grp in packer.push(stream):
-                emit(grp)
-                if (grp.index + 1) % gpp == 0:
-                    commit_part(final=False)
-            progress(len(batch.texts), len(stream), stats.bytes_read - last_bytes)
+        if not all(s.final for s in epochs):
             last_bytes = stats.bytes_read
-        grp, tail = packer.finish()
-        if grp is not None:
-            emit(grp)
-        commit_part(final=True, tail=tail)
+            for batch in iter_batches(f, text_key=cfg.text_key, on_error=cfg.on_error, stats=stats,
+                                      start_record=record_end, max_doc_chars=cfg.max_doc_chars):
+                values, offsets, counts = job.encoder.encode(batch.texts)
+                if counts.get("reserved_token"):
+                    n = counts["reserved_token"]
+                    stats.skipped["reserved_token"] = stats.skipped.get("reserved_token", 0) + n
+                    stats.docs -= n
+                reserved += counts.get("reserved_replaced", 0)
+                stream = join_documents(values, offsets, sep)
+                t0, t = t, t + len(stream)
+                for s in epochs:
+                    s.feed(stream, t0, batch.record_end, stats, reserved)
+                progress(len(batch.texts), len(stream), stats.bytes_read - last_bytes)
+                last_bytes = stats.bytes_read
+            for s in epochs:
+                s.finish(stats, reserved)
     except BaseException as e:
-        if writer is not None:
-            writer.abort()
+        for s in epochs:
+            s.abort()
         if isinstance(e, OSError):
             raise OutputError(
                 f"{f.name}: writing under {out} failed: {e}. Nothing incomplete is visible; free "
                 "space or fix permissions and rerun the same command to resume."
             ) from None
         raise
-    return _file_record(done, f, file_idx, stats, tokens_read, tail, reserved_replaced, parts)
-
-
-def _file_record(
-    done: Path, f: InputFile, file_idx: int, stats: FileStats, tokens_read: int, tail: int,
-    reserved_replaced: int, parts: list[dict[str, Any]],
-) -> dict[str, Any]:
     rec = {
         "index": file_idx,
         "name": f.name,
         "path": f.path,
         "size": f.size,
         "stats": stats.to_dict(),
-        "tokens": tokens_read,
-        "tokens_used": tokens_read - tail,
-        "tail_tokens": tail,
-        "reserved_replaced": reserved_replaced,
-        "rows": sum(p["rows"] for p in parts),
-        "parts": parts,
+        "tokens": t,
+        "reserved_replaced": reserved,
+        "epochs": [s.summary() for s in epochs],
     }
     atomic_write_bytes(done, _dumps(rec))
     return rec
@@ -470,6 +524,18 @@ def _drain(q: Any, progress: _Progress) -> None:
         progress.update(docs, tokens, nbytes)
 
 
+def assign_files(sizes: Sequence[int], num_shards: int) -> list[list[int]]:
+    """Deterministic, size-balanced split of files over ``num_shards`` machines (largest file
+    first onto the least-loaded machine; ties by index)."""
+    loads = [(0, k) for k in range(num_shards)]
+    out: list[list[int]] = [[] for _ in range(num_shards)]
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        load, k = min(loads)
+        out[k].append(i)
+        loads[k] = (load + max(sizes[i], 1), k)
+    return [sorted(x) for x in out]
+
+
 def prepare(
     inputs: Sequence[str],
     out_dir: str,
@@ -479,9 +545,22 @@ def prepare(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
-    ``out_dir/denoise.json``)."""
+    ``out_dir/denoise.json``).
+
+    ``engine="ray"`` runs the same per-file units as Ray tasks (same bytes out).
+    ``num_shards``/``shard_index`` process a deterministic, size-balanced part of the input files
+    (Slurm/Kubernetes arrays); ``denoise merge`` joins the parts.
+    """
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if not (num_shards >= 1 and 0 <= shard_index < num_shards):
+        raise ConfigError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
     prep = resolve(cfg, inputs, tokenizer)
     if not prep.files:
         raise ConfigError("no input files")
@@ -492,9 +571,30 @@ def prepare(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create output directory {out}: {e}") from None
+    mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
     identity = _run_identity(prep, prep.files)
+    if num_shards > 1:
+        identity["part"] = {"index": shard_index, "count": num_shards, "files": mine}
     try:
-        return _prepare_locked(prep, out, identity, workers, overwrite, progress)
+        with _locked(out):
+            _prepare_out_dir(out, identity, overwrite)
+            job = _make_job(prep, out)
+            todo = [i for i in mine if not _file_done_path(out, i).is_file()]
+            todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
+            bar = _Progress(sum(prep.files[i].size for i in todo), len(todo), progress)
+            try:
+                if engine == "ray":
+                    from .ray_engine import run_files_ray
+
+                    run_files_ray(job, todo, bar, address=ray_address, workers=workers)
+                else:
+                    nworkers = workers if workers and workers > 0 else (os.cpu_count() or 1)
+                    run_files(job, todo, nworkers, bar)
+            finally:
+                bar.close()
+            records = [orjson.loads(_file_done_path(out, i).read_bytes()) for i in mine]
+            part = identity.get("part")
+            return finalize(out, prep, job, records, part)
     except OSError as e:
         raise OutputError(
             f"writing under {out} failed: {e}. Free space or fix permissions and rerun the same "
@@ -502,68 +602,83 @@ def prepare(
         ) from None
 
 
-def _prepare_locked(
-    prep: Prepared, out: Path, identity: dict[str, Any], workers: int | None, overwrite: bool,
-    progress: bool,
+def _make_job(prep: Prepared, out: Path) -> Job:
+    cfg, tok = prep.cfg, prep.tokenizer
+    return Job(
+        cfg=cfg,
+        plans=prep.plans,
+        special=tok.special_ids(),
+        encoder=Encoder(tok.json, tok.reserved_ids(), tok.unk[1] if tok.unk else None),
+        out=str(out),
+        files=tuple(prep.files),
+        rows_per_part=rows_per_part(cfg),
+        group_size=min(cfg.group_size, rows_per_part(cfg)),
+    )
+
+
+def finalize(
+    out: Path, prep: Prepared, job: Job, records: list[dict[str, Any]],
+    part: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Write each epoch's dataset files (manifest, tokenizer, HF state) and, for several
+    epochs, the top-level manifest. The manifest is written last: its presence means done."""
     cfg = prep.cfg
-    with _locked(out):
-        _prepare_out_dir(out, identity, overwrite)
-        atomic_write_bytes(out / "tokenizer.json", prep.tokenizer.json.encode())
-        tok = prep.tokenizer
-        gs = min(cfg.group_size, rows_per_part(cfg))
-        job = Job(
-            cfg=cfg,
-            plans=prep.plans,
-            special=tok.special_ids(),
-            encoder=Encoder(tok.json, tok.reserved_ids(), tok.unk[1] if tok.unk else None),
-            out=str(out),
-            files=tuple(prep.files),
-            rows_per_part=rows_per_part(cfg),
-            group_size=gs,
-        )
-        todo = [i for i in range(len(prep.files)) if not _file_done_path(out, i).is_file()]
-        nworkers = workers if workers and workers > 0 else (os.cpu_count() or 1)
-        # Largest files first: better load balance; results are keyed by file index anyway.
-        todo.sort(key=lambda i: -prep.files[i].size)
-        bar = _Progress(sum(prep.files[i].size for i in todo), len(todo), progress)
-        try:
-            run_files(job, todo, nworkers, bar)
-        finally:
-            bar.close()
-        records = [orjson.loads(_file_done_path(out, i).read_bytes()) for i in range(len(prep.files))]
-        manifest = build_manifest(prep, job, records)
-        shards = [p["shard"] for r in records for p in r["parts"]]
+    manifests = []
+    for e in range(cfg.epochs):
+        d = out / job.epoch_dir(e)
+        d.mkdir(parents=True, exist_ok=True)
+        m = build_manifest(prep, job, records, e)
+        if part is not None:
+            m["part"] = part
+        atomic_write_bytes(d / "tokenizer.json", prep.tokenizer.json.encode())
         if cfg.format == "arrow":
-            state, info = hf_dataset_files(shards, cfg.lengths, tok.sha256)
-            atomic_write_bytes(out / "state.json", state)
-            atomic_write_bytes(out / "dataset_info.json", info)
-        atomic_write_bytes(out / MANIFEST, _dumps(manifest))
-        fsync_dir(out)
-    return manifest
+            state, info = hf_dataset_files([s["path"] for s in m["shards"]], cfg.lengths,
+                                           prep.tokenizer.sha256)
+            atomic_write_bytes(d / "state.json", state)
+            atomic_write_bytes(d / "dataset_info.json", info)
+        if cfg.epochs > 1:
+            atomic_write_bytes(d / MANIFEST, _dumps(m))
+        manifests.append(m)
+    if cfg.epochs == 1:
+        top = manifests[0]
+    else:
+        top = {k: v for k, v in manifests[0].items() if k not in ("shards", "epoch", "totals")}
+        top["epoch_dirs"] = [job.epoch_dir(e).rstrip("/") for e in range(cfg.epochs)]
+        top["totals"] = {**manifests[0]["totals"], "rows_per_epoch": [m["totals"]["rows"] for m in manifests]}
+        top["totals"].pop("rows")
+        top["totals"].pop("tokens_used")
+        top["totals"].pop("tail_tokens")
+        top["files"] = [{k: f[k] for k in f if k not in ("rows", "tokens_used", "tail_tokens")}
+                        for f in manifests[0]["files"]]
+    atomic_write_bytes(out / MANIFEST, _dumps(top))
+    fsync_dir(out)
+    return top
 
 
-def build_manifest(prep: Prepared, job: Job, records: list[dict[str, Any]]) -> dict[str, Any]:
+def build_manifest(prep: Prepared, job: Job, records: list[dict[str, Any]], epoch: int = 0) -> dict[str, Any]:
+    """The manifest of one epoch's dataset; shard paths are relative to the epoch's directory."""
     cfg = prep.cfg
+    prefix = job.epoch_dir(epoch)
     shards = []
     for r in records:
-        for p in r["parts"]:
-            shards.append({"path": p["shard"], "rows": p["rows"], "bytes": p["bytes"],
+        for p in r["epochs"][epoch]["parts"]:
+            shards.append({"path": p["shard"][len(prefix):], "rows": p["rows"], "bytes": p["bytes"],
                            "sha256": p["sha256"], "tokens": p["tokens"], "source_files": [r["index"]]})
     skipped: dict[str, int] = {}
     for r in records:
         for k, v in r["stats"]["skipped"].items():
             skipped[k] = skipped.get(k, 0) + v
+    ep = [r["epochs"][epoch] for r in records]
     totals = {
         "files": len(records),
-        "rows": sum(r["rows"] for r in records),
+        "rows": sum(x["rows"] for x in ep),
         "records": sum(r["stats"]["records"] for r in records),
         "docs": sum(r["stats"]["docs"] for r in records),
-        "skipped": skipped,
+        "skipped": dict(sorted(skipped.items())),
         "files_with_errors": sum(1 for r in records if r["stats"].get("error")),
         "tokens": sum(r["tokens"] for r in records),
-        "tokens_used": sum(r["tokens_used"] for r in records),
-        "tail_tokens": sum(r["tail_tokens"] for r in records),
+        "tokens_used": sum(x["tokens_used"] for x in ep),
+        "tail_tokens": sum(x["tail_tokens"] for x in ep),
         "reserved_replaced": sum(r["reserved_replaced"] for r in records),
     }
     return {
@@ -574,7 +689,8 @@ def build_manifest(prep: Prepared, job: Job, records: list[dict[str, Any]]) -> d
         "lengths": cfg.lengths.to_dict(),
         "row_widths": list(row_widths(cfg.lengths)),
         "seed": cfg.seed,
-        "epoch": job.epoch,
+        "epoch": epoch,
+        "epochs": cfg.epochs,
         "group_size": job.group_size,
         "rows_per_shard": job.rows_per_part,
         "config": cfg.fingerprint_dict(),
@@ -584,9 +700,12 @@ def build_manifest(prep: Prepared, job: Job, records: list[dict[str, Any]]) -> d
         "expected_efficiency": expected_efficiency(prep.plans, cfg.lengths),
         "tokenizer": prep.tokenizer.to_dict(),
         "files": [
-            {k: r[k] for k in ("index", "name", "size", "stats", "tokens", "tokens_used",
-                               "tail_tokens", "reserved_replaced", "rows")}
-            for r in records
+            {
+                "index": r["index"], "name": r["name"], "size": r["size"], "stats": r["stats"],
+                "tokens": r["tokens"], "reserved_replaced": r["reserved_replaced"],
+                "tokens_used": x["tokens_used"], "tail_tokens": x["tail_tokens"], "rows": x["rows"],
+            }
+            for r, x in zip(records, ep)
         ],
         "shards": shards,
         "totals": totals,
