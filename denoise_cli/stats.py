@@ -1,0 +1,447 @@
+"""``denoise stats OUT...``: what an output holds, from its columns and manifest only.
+
+Algorithm: for every record batch, read ``input_ids``, ``input_length``, ``target_length``,
+``denoiser`` (and ``prefix_length`` for decoder-only); text is never decoded. One ``np.take`` of
+a small lookup table over ``input_ids`` classifies ids, so the sentinels per row (``s``) and the
+largest sentinel index used come from a sum and a max. The rest is arithmetic on the length
+columns: span rows mask ``n = target_length - 1 - s`` tokens and their raw chunk is
+``input_length - mode - 1 - s + n`` (encoder-decoder) or ``input_length - mode - 1 - 2s``
+(decoder-only); S rows split ``raw = prefix + suffix``. Per component, ``np.bincount`` gives
+the sums and exact length histograms (``bincount(denoiser * (W + 1) + length)``), so min / median
+/ p99 / max are exact (nearest rank) and stay exact after merging. No per-row Python loop.
+
+:class:`Stats` is mergeable: ``a + b`` adds counters and histograms (padded to the longer
+width), keys components by name and sums the *configured* row share as expected rows
+(probability x rows), so ``stats out1 out2`` reports a correct combined configured share even for
+different mixtures. Configured padding efficiency is merged the same way (weighted by slots).
+
+Trade-off: counting sentinels touches the largest column (``input_ids``); the length columns
+alone cannot separate noise tokens from spans without trusting the configured raw length. Arrow
+shards are memory-mapped, so the cost is one pass over ``input_ids`` at memory speed; Parquet
+reads only the five columns (zstd decode dominates).
+
+Measured on this machine (2 cores, ``ul2`` enc-dec 512/512, GPT-2; page cache warm):
+the 21,261-row, 94 MiB Arrow output of ``shared/corpus/en-prose/*.jsonl.zst``: 0.19 s of work
+(~110,000 rows/s, ~500 MB/s of shards; 0.8 s for the whole ``denoise stats`` command, mostly
+Python and pyarrow start-up); the 5,370-row output of ``00.jsonl.zst``: 0.05 s; its Parquet
+twin (7.4 MiB): 0.15 s.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, OutputError
+from .load import read_manifest
+from .report import table
+from .verify import SENT0, OutputSpec, batch_arrays, open_shard
+
+
+def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(a) < len(b):
+        a, b = b, a
+    out: np.ndarray = a.copy()
+    out[: len(b)] += b
+    return out
+
+
+def hist_quantiles(h: np.ndarray) -> dict[str, float]:
+    """min / median / p99 / max (nearest rank, i.e. numpy's ``inverted_cdf``) and mean of a
+    histogram of integer values (``h[v]`` = count of value ``v``)."""
+    n = int(h.sum())
+    if n == 0:
+        return {"min": 0, "median": 0, "p99": 0, "max": 0, "mean": 0.0}
+    cum = np.cumsum(h)
+    nz = np.flatnonzero(h)
+
+    def rank(q: float) -> int:
+        k = max(1, int(np.ceil(q * n - 1e-9)))
+        return int(np.searchsorted(cum, k))
+
+    mean = float((np.arange(len(h)) * h).sum() / n)
+    return {"min": int(nz[0]), "median": rank(0.5), "p99": rank(0.99), "max": int(nz[-1]), "mean": mean}
+
+
+@dataclass
+class ComponentStats:
+    """Realised counts of one mixture component (keyed by its name when merging)."""
+
+    name: str
+    kind: str
+    rate: float  # configured
+    mean_span: float  # configured (0 for S)
+    expected_rows: float = 0.0  # configured probability x rows of its output
+    rows: int = 0
+    raw_tokens: int = 0
+    noise_tokens: int = 0  # span: masked tokens; S: suffix (target) tokens
+    spans: int = 0
+    input_tokens: int = 0
+    target_tokens: int = 0
+    input_hist: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    target_hist: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+
+    def __add__(self, o: ComponentStats) -> ComponentStats:
+        return ComponentStats(
+            self.name, self.kind, self.rate, self.mean_span, self.expected_rows + o.expected_rows,
+            self.rows + o.rows, self.raw_tokens + o.raw_tokens, self.noise_tokens + o.noise_tokens,
+            self.spans + o.spans, self.input_tokens + o.input_tokens, self.target_tokens + o.target_tokens,
+            _add_hist(self.input_hist, o.input_hist), _add_hist(self.target_hist, o.target_hist),
+        )
+
+    def to_dict(self, total_rows: int, total_expected: float) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rows": self.rows,
+            "share": self.rows / total_rows if total_rows else 0.0,
+            "configured_share": self.expected_rows / total_expected if total_expected else 0.0,
+            "corruption_rate": self.noise_tokens / self.raw_tokens if self.raw_tokens else 0.0,
+            "configured_rate": self.rate,
+            "mean_span": self.noise_tokens / self.spans if self.spans else None,
+            "configured_mean_span": self.mean_span if self.kind != "S" else None,
+            "raw_tokens": self.raw_tokens,
+            "noise_tokens": self.noise_tokens,
+            "spans": self.spans,
+            "input_tokens": self.input_tokens,
+            "target_tokens": self.target_tokens,
+            "input_length": hist_quantiles(self.input_hist),
+            "target_length": hist_quantiles(self.target_hist),
+        }
+
+
+@dataclass
+class ShardStats:
+    output: str
+    path: str
+    rows: int = 0
+    bytes: int = 0
+    raw_tokens: int = 0
+    input_tokens: int = 0
+    target_tokens: int = 0
+
+
+_ACCOUNTING = ("files", "records", "docs", "tokens", "tokens_used", "tail_tokens", "reserved_replaced",
+               "files_with_errors")
+
+
+@dataclass
+class Stats:
+    """Everything ``denoise stats`` reports; ``a + b`` merges two (see the module docstring)."""
+
+    outputs: list[str] = field(default_factory=list)
+    layouts: list[str] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)
+    rows: int = 0
+    raw_tokens: int = 0
+    input_real: int = 0  # real tokens in input_ids
+    input_slots: int = 0
+    target_real: int = 0  # tokens with a label
+    target_slots: int = 0
+    real: int = 0  # real token slots (enc-dec: inputs + targets; dec-only: the sequence)
+    slots: int = 0
+    expected_real: float = 0.0  # configured efficiency x slots (merge-safe)
+    max_sentinel: int = -1  # largest sentinel index seen in the rows
+    sentinels_needed: int = 0
+    vocab_size: int = 0
+    added_tokens: list[str] = field(default_factory=list)
+    accounting: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_ACCOUNTING, 0))
+    skipped: dict[str, int] = field(default_factory=dict)
+    components: dict[str, ComponentStats] = field(default_factory=dict)
+    shards: list[ShardStats] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __add__(self, o: Stats) -> Stats:
+        comps = dict(self.components)
+        for k, c in o.components.items():
+            comps[k] = comps[k] + c if k in comps else c
+        skipped = dict(self.skipped)
+        for k, v in o.skipped.items():
+            skipped[k] = skipped.get(k, 0) + v
+        return Stats(
+            outputs=self.outputs + o.outputs,
+            layouts=self.layouts + o.layouts,
+            formats=self.formats + o.formats,
+            rows=self.rows + o.rows,
+            raw_tokens=self.raw_tokens + o.raw_tokens,
+            input_real=self.input_real + o.input_real,
+            input_slots=self.input_slots + o.input_slots,
+            target_real=self.target_real + o.target_real,
+            target_slots=self.target_slots + o.target_slots,
+            real=self.real + o.real,
+            slots=self.slots + o.slots,
+            expected_real=self.expected_real + o.expected_real,
+            max_sentinel=max(self.max_sentinel, o.max_sentinel),
+            sentinels_needed=max(self.sentinels_needed, o.sentinels_needed),
+            vocab_size=max(self.vocab_size, o.vocab_size),
+            added_tokens=self.added_tokens + [t for t in o.added_tokens if t not in self.added_tokens],
+            accounting={k: self.accounting.get(k, 0) + o.accounting.get(k, 0) for k in _ACCOUNTING},
+            skipped=skipped,
+            components=comps,
+            shards=self.shards + o.shards,
+            seconds=self.seconds + o.seconds,
+        )
+
+    @property
+    def efficiency(self) -> dict[str, float]:
+        def r(a: float, b: float) -> float:
+            return a / b if b else 0.0
+
+        return {"inputs": r(self.input_real, self.input_slots), "targets": r(self.target_real, self.target_slots),
+                "overall": r(self.real, self.slots), "expected_overall": r(self.expected_real, self.slots)}
+
+    def to_dict(self) -> dict[str, Any]:
+        exp_total = sum(c.expected_rows for c in self.components.values())
+        return {
+            "outputs": self.outputs,
+            "layouts": self.layouts,
+            "formats": self.formats,
+            "rows": self.rows,
+            "raw_tokens": self.raw_tokens,
+            "input_tokens": self.input_real,
+            "target_tokens": self.target_real,
+            "padding_efficiency": self.efficiency,
+            "max_sentinel_index": self.max_sentinel,
+            "sentinels_used": self.max_sentinel + 1,
+            "sentinels_needed": self.sentinels_needed,
+            "vocab_size": self.vocab_size,
+            "tokens_added": len(self.added_tokens),
+            "added_tokens": self.added_tokens,
+            "input": {**self.accounting, "skipped": dict(sorted(self.skipped.items()))},
+            "components": [c.to_dict(self.rows, exp_total) for c in self.components.values()],
+            "shards": [dict(s.__dict__) for s in self.shards],
+        }
+
+
+_COLUMNS = ("input_ids", "input_length", "target_length", "denoiser")
+
+
+def compute(out: str | Path) -> Stats:
+    """Stats of one output directory, one record batch at a time."""
+    t0 = time.perf_counter()
+    outp = Path(out)
+    m = read_manifest(outp)
+    try:
+        spec = OutputSpec.from_manifest(m)
+        denoisers = m["config"]["mixture"]["denoisers"]
+        probs = np.array([float(d["probability"]) for d in denoisers])
+        fmt, layout = str(m["format"]), str(m["layout"])
+        tot = m["totals"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise OutputError(f"{outp}/denoise.json is malformed ({type(e).__name__}: {e})") from None
+    C = len(spec.comps)
+    enc = spec.enc_dec
+    m_tab = spec.table("mode")
+    isspan = np.array([c.span for c in spec.comps], dtype=bool)
+    wi, wt = spec.wi, spec.wt
+    cols = list(_COLUMNS) + ([] if enc else ["prefix_length"])
+    sums = np.zeros((7, C), dtype=np.int64)  # rows, raw, noise, spans, input, target, -
+    ih = np.zeros(C * (wi + 1), dtype=np.int64)
+    th = np.zeros(C * (wt + 1), dtype=np.int64)
+    st = Stats(outputs=[str(out)], layouts=[layout], formats=[fmt])
+    max_code = 0
+    for sh in m["shards"]:
+        p = outp / sh["path"]
+        if not p.is_file():
+            raise OutputError(f"{p}: shard listed in the manifest is missing (run `denoise verify {out}`)")
+        ss = ShardStats(str(out), str(sh["path"]), bytes=p.stat().st_size)
+        _, batches = open_shard(p, fmt, cols)
+        for rb in batches:
+            a = batch_arrays(rb)
+            n = rb.num_rows
+            if not n:
+                continue
+            den = np.clip(a["denoiser"].astype(np.int64), 0, C - 1)
+            il = a["input_length"].astype(np.int64)
+            tl = a["target_length"].astype(np.int64)
+            code = np.take(spec.lut, a["input_ids"], mode="clip")
+            max_code = max(max_code, int(code.max()))
+            cnt = np.count_nonzero(code >= SENT0, axis=1)
+            mm = m_tab[den]
+            span = isspan[den]
+            s = cnt if enc else cnt // 2
+            noise = np.where(span, tl - 1 - s, tl - 1)
+            if enc:
+                raw = np.where(span, il - mm - 1 - s + noise, il - mm - 1 + tl - 1)
+            else:
+                raw = il - mm - 1 - 2 * np.where(span, s, 0)
+            sums[0] += np.bincount(den, minlength=C)
+            for k, v in ((1, raw), (2, noise), (3, np.where(span, s, 0)), (4, il), (5, tl)):
+                sums[k] += np.bincount(den, weights=v, minlength=C).round().astype(np.int64)
+            ih += np.bincount(den * (wi + 1) + np.clip(il, 0, wi), minlength=C * (wi + 1))
+            th += np.bincount(den * (wt + 1) + np.clip(tl, 0, wt), minlength=C * (wt + 1))
+            ss.rows += n
+            ss.raw_tokens += int(raw.sum())
+            ss.input_tokens += int(il.sum())
+            ss.target_tokens += int(tl.sum())
+        st.shards.append(ss)
+    st.rows = int(sums[0].sum())
+    st.raw_tokens = int(sums[1].sum())
+    st.input_real, st.target_real = int(sums[4].sum()), int(sums[5].sum())
+    st.input_slots, st.target_slots = st.rows * wi, st.rows * wt
+    if enc:
+        st.real, st.slots = st.input_real + st.target_real, st.rows * (wi + wt)
+    else:
+        st.real, st.slots = st.input_real, st.rows * wi
+    st.expected_real = float(m.get("expected_efficiency", {}).get("overall", 0.0)) * st.slots
+    st.max_sentinel = max_code - SENT0 if max_code >= SENT0 else -1
+    st.sentinels_needed = int(m.get("sentinels_needed", len(spec.sentinels)))
+    tok = m["tokenizer"]
+    st.vocab_size = int(tok["vocab_size"])
+    st.added_tokens = list(tok.get("added_tokens", []))
+    st.accounting = {k: int(tot.get(k, 0)) for k in _ACCOUNTING}
+    st.skipped = {str(k): int(v) for k, v in tot.get("skipped", {}).items()}
+    ih2, th2 = ih.reshape(C, wi + 1), th.reshape(C, wt + 1)
+    for c, d in enumerate(denoisers):
+        comp = ComponentStats(
+            spec.comps[c].name, str(d["kind"]), float(d["rate"]), float(d.get("mean_span", 0.0)),
+            float(probs[c]) * st.rows, int(sums[0, c]), int(sums[1, c]), int(sums[2, c]), int(sums[3, c]),
+            int(sums[4, c]), int(sums[5, c]), ih2[c].copy(), th2[c].copy(),
+        )
+        st.components[comp.name] = st.components[comp.name] + comp if comp.name in st.components else comp
+    st.seconds = time.perf_counter() - t0
+    return st
+
+
+def collect(outs: list[str]) -> Stats:
+    """Stats of several output directories, summed."""
+    if not outs:
+        raise ConfigError("no output directory given")
+    total = compute(outs[0])
+    for o in outs[1:]:
+        total = total + compute(o)
+    return total
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _lens(q: dict[str, float]) -> str:
+    return f"{q['min']:g} / {q['median']:g} / {q['p99']:g} / {q['max']:g}"
+
+
+def render(st: Stats) -> str:
+    d = st.to_dict()
+    lay = ", ".join(sorted(set(st.layouts)))
+    enc_only = set(st.layouts) == {"encoder-decoder"}
+    lines = [
+        f"{', '.join(st.outputs)}: {st.rows:,} rows in {len(st.shards)} shard(s) "
+        f"({', '.join(sorted(set(st.formats)))}, {lay})",
+        "",
+        table(
+            ["shard", "rows", "raw tokens", "input tokens", "target tokens", "MiB"],
+            [[f"{s.output}/{s.path}" if len(st.outputs) > 1 else s.path, s.rows, s.raw_tokens, s.input_tokens, s.target_tokens, s.bytes / 2**20]
+             for s in st.shards]
+            + [["total", st.rows, st.raw_tokens, st.input_real, st.target_real,
+                sum(s.bytes for s in st.shards) / 2**20]],
+        ),
+        "",
+    ]
+    rows = []
+    for c in d["components"]:
+        span = c["configured_mean_span"] is not None
+        rows.append([
+            c["name"], _pct(c["configured_share"]), _pct(c["share"]), c["rows"],
+            f"{c['configured_rate']:.3f}", f"{c['corruption_rate']:.3f}",
+            f"{c['configured_mean_span']:g}" if span else "-",
+            f"{c['mean_span']:.2f}" if span and c["mean_span"] is not None else "-",
+            _lens(c["input_length"]), _lens(c["target_length"]),
+        ])
+    lines += [
+        table(["component", "share cfg", "share", "rows", "rate cfg", "rate", "span cfg", "span",
+               "input len min/med/p99/max", "target len min/med/p99/max"], rows, "lrrrrrrrrr"),
+        "",
+    ]
+    eff = st.efficiency
+    if enc_only:
+        lines.append(f"padding efficiency (real tokens / token slots): inputs {_pct(eff['inputs'])}, "
+                     f"targets {_pct(eff['targets'])}, overall {_pct(eff['overall'])} "
+                     f"(configured mixture expects {_pct(eff['expected_overall'])})")
+    else:
+        lines.append(f"padding efficiency (real tokens / token slots): sequence {_pct(eff['overall'])} "
+                     f"(expected {_pct(eff['expected_overall'])}); loss tokens {_pct(eff['targets'])} "
+                     f"of the slots" + ("; inputs (enc-dec outputs) " + _pct(eff["inputs"]) if not
+                                         set(st.layouts) <= {"decoder-only"} else ""))
+    used = (f"sentinels 0..{st.max_sentinel} used (<= {st.sentinels_needed} needed by the mixture)"
+            if st.max_sentinel >= 0 else "no sentinels used")
+    lines.append(f"{used}; {len(st.added_tokens)} token(s) added to the vocabulary (now {st.vocab_size:,})")
+    acc = st.accounting
+    skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(st.skipped.items())) or "none"
+    lines.append(f"input: {acc['files']} file(s), {acc['records']:,} records read, {acc['docs']:,} documents; "
+                 f"skipped: {skipped}")
+    tail_pct = f" ({_pct(acc['tail_tokens'] / acc['tokens'])})" if acc["tokens"] else ""
+    lines.append(f"tokens: {acc['tokens']:,} read, {acc['tokens_used']:,} used, {acc['tail_tokens']:,} "
+                 f"in file tails not used{tail_pct}"
+                 + (f"; {acc['files_with_errors']} file(s) with read errors" if acc["files_with_errors"] else "")
+                 + (f"; {acc['reserved_replaced']:,} special ids in text replaced by unk"
+                    if acc["reserved_replaced"] else ""))
+    return "\n".join(lines)
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError(
+            "--plot needs matplotlib, an optional extra: pip install 'denoise-cli[plot]'"
+        ) from None
+    return plt
+
+
+def plot(st: Stats, path: str) -> None:
+    """Length histograms per component and the mixture shares, as a PNG (needs matplotlib)."""
+    plt = _pyplot()
+    comps = list(st.components.values())
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    for ax, attr, title in ((axes[0], "input_hist", "input length"), (axes[1], "target_hist", "target length")):
+        hs = [getattr(c, attr) for c in comps]
+        top = max((int(np.flatnonzero(h)[-1]) for h in hs if h.any()), default=1) + 1
+        edges = np.linspace(0, top, min(top, 64) + 1)
+        ax.hist([np.arange(len(h)) for h in hs], bins=edges, weights=hs, stacked=True,
+                label=[c.name for c in comps])
+        ax.set_title(f"{title} per component (stacked)")
+        ax.set_xlabel("tokens")
+        ax.set_ylabel("rows")
+    axes[0].legend(fontsize=8)
+    exp_total = sum(c.expected_rows for c in comps) or 1.0
+    x = np.arange(len(comps))
+    axes[2].bar(x - 0.2, [c.expected_rows / exp_total for c in comps], 0.4, label="configured")
+    axes[2].bar(x + 0.2, [c.rows / max(st.rows, 1) for c in comps], 0.4, label="realised")
+    axes[2].set_xticks(x, [c.name for c in comps], rotation=30, ha="right", fontsize=8)
+    axes[2].set_title("mixture: share of rows")
+    axes[2].legend(fontsize=8)
+    fig.suptitle(f"{', '.join(st.outputs)}: {st.rows:,} rows, padding efficiency {_pct(st.efficiency['overall'])}")
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e}") from None
+    finally:
+        plt.close(fig)
+
+
+def stats_report(outs: list[str], *, as_json: bool = False, plot_path: str | None = None) -> str:
+    """``denoise stats``: collect, optionally plot, and render as text or JSON."""
+    if plot_path:
+        _pyplot()  # fail before reading anything when matplotlib is missing
+    st = collect(outs)
+    if plot_path:
+        plot(st, plot_path)
+    if as_json:
+        import json
+
+        return json.dumps(st.to_dict(), indent=2)
+    text = render(st)
+    if plot_path:
+        text += f"\nplot written to {plot_path}"
+    return text
