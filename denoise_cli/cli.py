@@ -35,7 +35,7 @@ def _config(
     mixture: str, mode_tokens: Optional[bool], layout: str, inputs_length: int, targets_length: int,
     seq_length: int, seed: int, text_key: str, doc_separator: str, fmt: str, shard_size: str,
     on_error: str, max_doc_chars: int, add_tokens: bool, eos_token: Optional[str],
-    pad_token: Optional[str], sentinel_template: str,
+    pad_token: Optional[str], sentinel_template: str, epochs: int = 1,
 ) -> PrepareConfig:
     if layout not in LAYOUTS:
         from .errors import ConfigError
@@ -54,6 +54,7 @@ def _config(
         shard_bytes=nbytes,
         on_error=on_error,  # type: ignore[arg-type]
         max_doc_chars=max_doc_chars,
+        epochs=epochs,
     )
 
 
@@ -80,6 +81,11 @@ def prepare(
     eos_token: Annotated[Optional[str], typer.Option(help="EOS token (default: detect </s>, <|endoftext|>, ...).")] = None,
     pad_token: Annotated[Optional[str], typer.Option(help="Pad token (default: detect <pad>, [PAD], ...; else add <pad>).")] = None,
     sentinel_template: Annotated[str, typer.Option(help="Sentinel token names.")] = "<extra_id_{}>",
+    epochs: Annotated[int, typer.Option(help="Write K independent corruptions (epoch-0/ ... epoch-K-1/) from one tokenization.")] = 1,
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray (Ray tasks; pip install 'denoise-cli[ray]').")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local cluster).")] = None,
+    num_shards: Annotated[Optional[int], typer.Option(help="Split the input files over N machines (default: SLURM_ARRAY_TASK_COUNT or 1).")] = None,
+    shard_index: Annotated[Optional[int], typer.Option(help="Which of the N parts this run makes (default: SLURM_ARRAY_TASK_ID or 0); join parts with `denoise merge`.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output made with another config.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (derived lengths, sentinels, padding) and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
@@ -91,13 +97,16 @@ def prepare(
     try:
         cfg = _config(mixture, mode_tokens, layout, inputs_length, targets_length, seq_length, seed,
                       text_key, doc_separator, fmt, shard_size, on_error, max_doc_chars, add_tokens,
-                      eos_token, pad_token, sentinel_template)
+                      eos_token, pad_token, sentinel_template, epochs)
+        n_shards, s_index = _array_task(num_shards, shard_index)
         if dry_run:
             prep = pipeline.resolve(cfg, inputs, tokenizer)
             _emit_plan(pipeline.plan_table(prep), as_json, report)
             return
         manifest = pipeline.prepare(inputs, out, cfg, tokenizer=tokenizer, workers=workers,
-                                    overwrite=overwrite, progress=not quiet)
+                                    overwrite=overwrite, progress=not quiet, engine=engine,
+                                    ray_address=ray_address, num_shards=n_shards,
+                                    shard_index=s_index)
     except DenoiseError as e:
         _fail(e)
         return
@@ -105,6 +114,47 @@ def prepare(
         typer.echo(json.dumps(manifest["totals"], indent=2))
     elif not quiet:
         typer.echo(report.prepare_summary(manifest, out))
+
+
+def _array_task(num_shards: Optional[int], shard_index: Optional[int]) -> tuple[int, int]:
+    """--num-shards/--shard-index, else Slurm's array variables, else (1, 0)."""
+    import os
+
+    from .errors import ConfigError
+
+    def env(name: str) -> Optional[int]:
+        v = os.environ.get(name)
+        if v is None:
+            return None
+        try:
+            return int(v)
+        except ValueError:
+            raise ConfigError(f"{name}={v!r} is not an integer") from None
+
+    n = num_shards if num_shards is not None else env("SLURM_ARRAY_TASK_COUNT") or 1
+    i = shard_index if shard_index is not None else env("SLURM_ARRAY_TASK_ID") or 0
+    if num_shards is None and shard_index is None and "SLURM_ARRAY_TASK_ID" in os.environ:
+        i -= env("SLURM_ARRAY_TASK_MIN") or 0  # arrays may start at 1
+    return n, i
+
+
+@app.command()
+def merge(
+    parts: Annotated[list[str], typer.Argument(help="Part outputs of `prepare --num-shards N --shard-index I`.", show_default=False)],
+    out: Annotated[str, typer.Argument(help="New output directory.", show_default=False)],
+    copy: Annotated[bool, typer.Option(help="Copy shards instead of hard-linking them.")] = False,
+    allow_partial: Annotated[bool, typer.Option(help="Merge even if some parts are missing.")] = False,
+) -> None:
+    """Join part outputs into one dataset (byte-identical to a single-machine run)."""
+    from .merge import merge as do_merge
+
+    try:
+        m = do_merge(parts, out, copy=copy, allow_partial=allow_partial)
+    except DenoiseError as e:
+        _fail(e)
+        return
+    rows = m["totals"].get("rows", m["totals"].get("rows_per_epoch"))
+    typer.echo(f"merged {len(parts)} part(s) into {out}: {m['totals']['files']} file(s), rows {rows}")
 
 
 def _emit_plan(table: dict[str, Any], as_json: bool, report: Any) -> None:
@@ -137,6 +187,66 @@ def plan(
         _emit_plan(pipeline.plan_table(pipeline.resolve(cfg, None, tokenizer)), as_json, report)
     except DenoiseError as e:
         _fail(e)
+
+
+# --------------------------------------------------------------------------- stats / inspect / verify
+
+
+@app.command()
+def stats(
+    outs: Annotated[list[str], typer.Argument(help="Output directories (several are summed).", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON.")] = False,
+    plot: Annotated[str | None, typer.Option("--plot", help="Also draw length histograms and mixture shares to this PNG (needs matplotlib: pip install 'denoise-cli[plot]').")] = None,
+) -> None:
+    """Rows, tokens, mixture shares, corruption rates, lengths, padding and input accounting
+    (reads columns and the manifest; never decodes text)."""
+    from . import stats as stats_mod
+
+    try:
+        typer.echo(stats_mod.stats_report(outs, as_json=as_json, plot_path=plot))
+    except DenoiseError as e:
+        _fail(e)
+
+
+@app.command()
+def inspect(
+    out: Annotated[str, typer.Argument(help="Output directory.", show_default=False)],
+    n: Annotated[int | None, typer.Option("-n", help="Show the first N rows (default: one row per denoiser; 3 with --denoiser).")] = None,
+    row: Annotated[int | None, typer.Option("--row", help="Show this row (global index; negative counts from the end).")] = None,
+    denoiser: Annotated[str | None, typer.Option("--denoiser", "-d", help="Only rows of this denoiser: a name like 'X(8,0.5)', its index, or a family R/X/S.")] = None,
+    color: Annotated[bool | None, typer.Option("--color/--no-color", help="Highlight sentinels, mode tokens and masked spans (default: only on a terminal).")] = None,
+    width: Annotated[int | None, typer.Option("--width", help="Line width (default: the terminal's).")] = None,
+) -> None:
+    """Decode rows: inputs and targets side by side, and the original text rebuilt from them."""
+    from . import inspect as inspect_mod
+
+    use_color = sys.stdout.isatty() if color is None else color
+    try:
+        text = inspect_mod.inspect_rows(out, n=n, row=row, denoiser=denoiser, color=use_color, width=width)
+    except DenoiseError as e:
+        _fail(e)
+        return
+    typer.echo(text, color=use_color)
+
+
+@app.command()
+def verify(
+    out: Annotated[str, typer.Argument(help="Output directory.", show_default=False)],
+    source: Annotated[list[str] | None, typer.Option("--source", help="The prepare inputs (repeat or pass a directory): re-tokenize them and regenerate every row bit for bit.")] = None,
+    max_problems: Annotated[int, typer.Option("--max-problems", help="Stop after this many problems.")] = 20,
+    checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="Hash every shard (sha256).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON when the output is good.")] = False,
+) -> None:
+    """Check checksums, schema, every row's structure and the token accounting; exit non-zero
+    naming the shard, row and problem."""
+    from . import verify as verify_mod
+
+    try:
+        rep = verify_mod.verify(out, sources=source, max_problems=max_problems, checksums=checksums)
+    except DenoiseError as e:
+        _fail(e)
+        return
+    typer.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.text())
 
 
 def main() -> None:

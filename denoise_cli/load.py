@@ -9,13 +9,21 @@ and exposes the rows as numpy arrays without decoding anything:
   view of the mapped file; a slice across batches or an index array costs exactly one copy of
   the requested rows (a ``np.take`` per touched batch) - microseconds for a 64 x 512 batch.
 - ``ds.manifest`` is ``denoise.json`` (mixture, tokenizer ids, lengths, per-shard checksums).
+- ``ds.iter_batches(batch_size, shuffle=..., seed=..., epoch=..., rank=..., world_size=...)``
+  yields fixed-shape numpy batches (JAX/numpy); the last batch of an epoch is dropped
+  (``drop_last=True``, the default), smaller (``drop_last=False``) or filled up with padding rows
+  (``pad_last=True``, see :data:`PAD_FILL`) so that every batch has the same shape and every rank
+  the same number of batches. :func:`epoch_batches` is the index plan behind it (the PyTorch
+  wrappers in ``denoise_cli.torch_data`` use the same one, so both give the same batches).
+- A dataset pickles as its path (DataLoader workers started with spawn/forkserver re-map the
+  shards instead of receiving a copy of the data).
 
 Parquet outputs are read into memory (zstd Parquet cannot be mapped); everything else is the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +35,21 @@ import pyarrow.parquet as pq
 from .errors import OutputError
 
 MANIFEST = "denoise.json"
+
+#: Values of the padding rows added by ``pad_last`` (``input_ids`` get the manifest's pad id).
+#: A padding row has ``labels`` all -100 (no loss), ``attention_mask`` all 0 and
+#: ``input_length == 0``; its ``source_file``/``example_index``/... are -1.
+PAD_FILL: dict[str, int] = {
+    "labels": -100,
+    "attention_mask": 0,
+    "prefix_length": 0,
+    "input_length": 0,
+    "target_length": 0,
+    "denoiser": -1,
+    "source_file": -1,
+    "example_index": -1,
+    "token_offset": -1,
+}
 
 
 def read_manifest(out: str | Path) -> dict[str, Any]:
@@ -46,7 +69,8 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
 def read_shard(path: Path, fmt: str) -> list[pa.RecordBatch]:
     """All record batches of a shard; Arrow shards are memory-mapped (zero-copy)."""
     if fmt == "parquet":
-        return pq.read_table(path).combine_chunks().to_batches()
+        batches: list[pa.RecordBatch] = pq.read_table(path).combine_chunks().to_batches()
+        return batches
     src = pa.memory_map(str(path), "r")
     return list(pa.ipc.open_stream(src))
 
@@ -55,7 +79,7 @@ def batch_arrays(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
     """Zero-copy numpy views of a record batch (fixed-size lists as ``[n, W]``)."""
     out: dict[str, np.ndarray] = {}
     n = rb.num_rows
-    for name, col in zip(rb.schema.names, rb.columns):
+    for name, col in zip(rb.schema.names, rb.columns, strict=True):
         if pa.types.is_fixed_size_list(col.type):
             w = col.type.list_size
             flat = col.values if col.offset == 0 and len(col.values) == n * w else col.flatten()
@@ -68,9 +92,16 @@ def batch_arrays(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
 class DenoiseDataset:
     """Map-style dataset over a denoise output directory (see module docstring)."""
 
-    def __init__(self, out: str | Path) -> None:
+    def __init__(self, out: str | Path, epoch: int | None = None) -> None:
         self.path = Path(out)
         self.manifest = read_manifest(self.path)
+        dirs = self.manifest.get("epoch_dirs")
+        if dirs:  # `prepare --epochs K`: serve variant epoch % K
+            self.epoch = 0 if epoch is None else int(epoch)
+            self.path = self.path / dirs[self.epoch % len(dirs)]
+            self.manifest = read_manifest(self.path)
+        else:
+            self.epoch = 0 if epoch is None else int(epoch)
         fmt = self.manifest["format"]
         self._batches: list[pa.RecordBatch] = []
         for s in self.manifest["shards"]:
@@ -85,6 +116,11 @@ class DenoiseDataset:
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Pickle as the path: a worker process re-maps the shards (zero-copy) rather than
+        # receiving a serialized copy of every record batch.
+        return (open_dataset, (str(self.path),))
 
     @property
     def num_batches(self) -> int:
@@ -116,11 +152,20 @@ class DenoiseDataset:
                     lo, hi = start - int(self._starts[bi]), stop - int(self._starts[bi])
                     return {k: v[lo:hi] for k, v in self._view(bi).items()}
             return self.take(np.arange(start, stop, step))
-        return self.take(np.asarray(key, dtype=np.int64))
+        arr = np.asarray(key)
+        if arr.dtype == np.bool_:
+            if arr.shape != (n,):
+                raise IndexError(f"boolean index of shape {arr.shape} for {n} rows")
+            return self.take(np.flatnonzero(arr))
+        return self.take(arr.astype(np.int64, copy=False))
 
-    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Rows ``idx`` (any order) in one copy."""
-        idx = np.asarray(idx, dtype=np.int64)
+    def take(self, idx: np.ndarray, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Rows ``idx`` (any order) as new arrays; ``columns`` limits the gather to those columns.
+
+        The indices are sorted so that each touched record batch is one ``ndarray.take`` per
+        column straight into a contiguous slice of the output; unsorted indices cost one more
+        pass to restore their order (a few hundred microseconds for 256 x 512)."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         n = len(self)
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"index out of range for {n} rows")
@@ -128,13 +173,43 @@ class DenoiseDataset:
         if not self._batches:
             raise IndexError("empty dataset")
         tmpl = self._view(0)
-        out = {k: np.empty((len(idx), *v.shape[1:]), dtype=v.dtype) for k, v in tmpl.items()}
-        bis = np.searchsorted(self._starts, idx, side="right") - 1
-        for bi in np.unique(bis):
-            sel = np.flatnonzero(bis == bi)
-            rows = idx[sel] - self._starts[bi]
-            for k, v in self._view(int(bi)).items():
-                out[k][sel] = np.take(v, rows, axis=0)
+        cols = list(tmpl) if columns is None else list(columns)
+        for k in cols:
+            if k not in tmpl:
+                raise KeyError(f"no column {k!r} (columns: {', '.join(tmpl)})")
+        out = {k: np.empty((len(idx), *tmpl[k].shape[1:]), dtype=tmpl[k].dtype) for k in cols}
+        is_sorted = bool(np.all(idx[1:] >= idx[:-1]))
+        order = None if is_sorted else np.argsort(idx, kind="stable")
+        sidx = idx if order is None else idx[order]
+        bis = np.searchsorted(self._starts, sidx, side="right") - 1
+        rows = sidx - self._starts[bis]
+        cuts = (np.flatnonzero(np.diff(bis)) + 1).tolist()
+        for lo, hi in zip([0, *cuts], [*cuts, len(sidx)], strict=True):
+            if hi == lo:
+                continue
+            v = self._view(int(bis[lo]))
+            r = rows[lo:hi]
+            for k in cols:
+                v[k].take(r, axis=0, out=out[k][lo:hi])
+        if order is None:
+            return out
+        inv = np.empty_like(order)
+        inv[order] = np.arange(len(order))
+        return {k: a.take(inv, axis=0) for k, a in out.items()}
+
+    def pad_batch(self, batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+        """``batch`` with padding rows appended up to ``size`` rows (values: :data:`PAD_FILL`,
+        ``input_ids`` = the manifest's pad id). Returns ``batch`` itself when it is full."""
+        have = len(next(iter(batch.values())))
+        if have >= size:
+            return batch
+        fill = {**PAD_FILL, "input_ids": int(self.manifest["tokenizer"]["pad"]["id"])}
+        out: dict[str, np.ndarray] = {}
+        for k, v in batch.items():
+            a = np.empty((size, *v.shape[1:]), dtype=v.dtype)
+            a[:have] = v
+            a[have:] = fill.get(k, 0)
+            out[k] = a
         return out
 
     def iter_batches(
@@ -147,22 +222,79 @@ class DenoiseDataset:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
+        pad_last: bool = False,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Fixed-shape numpy batches (JAX/numpy). Shuffling is a permutation seeded by
         ``(seed, epoch)``; rows are split across ``world_size`` ranks so that each row goes to
-        exactly one rank per epoch (with ``drop_last`` the tail that does not fill a batch on
-        every rank is dropped; otherwise the last batch is smaller)."""
-        order = epoch_order(len(self), shuffle=shuffle, seed=seed, epoch=epoch)
-        mine = order[rank::world_size]
-        if drop_last:
-            per_rank = (len(order) // world_size) // batch_size * batch_size
-            mine = mine[:per_rank]
-        for s in range(0, len(mine), batch_size):
-            chunk = mine[s : s + batch_size]
-            if not shuffle and len(chunk) and chunk[-1] - chunk[0] == len(chunk) - 1 and world_size == 1:
-                yield self[int(chunk[0]) : int(chunk[-1]) + 1]
+        at most one rank per epoch (exactly one unless ``drop_last``). The tail:
+
+        - ``drop_last=True`` (default): rows that do not fill a batch on *every* rank are
+          dropped, so all ranks yield the same number of full batches;
+        - ``drop_last=False``: the last batch of a rank is smaller (ranks may differ by one
+          batch when the rows do not split evenly);
+        - ``pad_last=True`` (``drop_last`` is then ignored): every rank yields the same number of
+          batches, all of ``batch_size`` rows; the missing rows are padding rows
+          (:meth:`pad_batch`: ``labels`` -100, ``attention_mask`` 0, ``input_length`` 0), so a
+          jitted step sees one shape and padding adds nothing to the loss.
+
+        See :func:`epoch_batches` for the exact plan."""
+        plan = epoch_batches(
+            len(self),
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+            pad_last=pad_last,
+        )
+        for chunk in plan:
+            if (
+                not shuffle
+                and world_size == 1
+                and len(chunk)
+                and chunk[-1] - chunk[0] == len(chunk) - 1
+            ):
+                b = self[int(chunk[0]) : int(chunk[-1]) + 1]
             else:
-                yield self.take(chunk)
+                b = self.take(chunk)
+            yield self.pad_batch(b, batch_size) if pad_last else b
+
+
+def epoch_batches(
+    n: int,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+    pad_last: bool = False,
+) -> list[np.ndarray]:
+    """The row indices of each batch that rank ``rank`` of ``world_size`` reads in an epoch.
+
+    The epoch's order (:func:`epoch_order`) is dealt round-robin to the ranks
+    (``order[rank::world_size]``), then cut into batches of ``batch_size``. With ``drop_last``
+    each rank keeps ``(n // world_size) // batch_size`` full batches; otherwise it keeps all its
+    rows and the last batch may be short; with ``pad_last`` (which overrides ``drop_last``)
+    nothing is dropped and every rank gets
+    ``ceil(ceil(n / world_size) / batch_size)`` batches (the short or empty ones are to be
+    padded by the caller, see :meth:`DenoiseDataset.pad_batch`)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+    drop_last = drop_last and not pad_last
+    order = epoch_order(n, shuffle=shuffle, seed=seed, epoch=epoch)
+    mine = order[rank::world_size]
+    if drop_last:
+        mine = mine[: (n // world_size) // batch_size * batch_size]
+    rows = -(-n // world_size) if pad_last else len(mine)  # ceil(n / world_size) when padding
+    nb = -(-rows // batch_size)
+    return [mine[i * batch_size : (i + 1) * batch_size] for i in range(nb)]
 
 
 def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
@@ -173,6 +305,9 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(n).astype(np.int64)
 
 
-def open_dataset(out: str | Path) -> DenoiseDataset:
-    """Open a ``denoise prepare`` output directory (see :class:`DenoiseDataset`)."""
-    return DenoiseDataset(out)
+def open_dataset(out: str | Path, epoch: int | None = None) -> DenoiseDataset:
+    """Open a ``denoise prepare`` output directory (see :class:`DenoiseDataset`).
+
+    For an output of ``prepare --epochs K``, ``epoch`` selects the variant ``epoch % K``
+    (default 0): pass the training epoch to get fresh corruption every epoch."""
+    return DenoiseDataset(out, epoch)

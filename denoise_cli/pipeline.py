@@ -625,33 +625,41 @@ def finalize(
     cfg = prep.cfg
     manifests = []
     for e in range(cfg.epochs):
-        d = out / job.epoch_dir(e)
-        d.mkdir(parents=True, exist_ok=True)
         m = build_manifest(prep, job, records, e)
         if part is not None:
             m["part"] = part
-        atomic_write_bytes(d / "tokenizer.json", prep.tokenizer.json.encode())
-        if cfg.format == "arrow":
-            state, info = hf_dataset_files([s["path"] for s in m["shards"]], cfg.lengths,
-                                           prep.tokenizer.sha256)
-            atomic_write_bytes(d / "state.json", state)
-            atomic_write_bytes(d / "dataset_info.json", info)
-        if cfg.epochs > 1:
-            atomic_write_bytes(d / MANIFEST, _dumps(m))
+        write_epoch_files(out / job.epoch_dir(e), m, prep.tokenizer.json, cfg.epochs > 1)
         manifests.append(m)
-    if cfg.epochs == 1:
-        top = manifests[0]
-    else:
-        top = {k: v for k, v in manifests[0].items() if k not in ("shards", "epoch", "totals")}
-        top["epoch_dirs"] = [job.epoch_dir(e).rstrip("/") for e in range(cfg.epochs)]
-        top["totals"] = {**manifests[0]["totals"], "rows_per_epoch": [m["totals"]["rows"] for m in manifests]}
-        top["totals"].pop("rows")
-        top["totals"].pop("tokens_used")
-        top["totals"].pop("tail_tokens")
-        top["files"] = [{k: f[k] for k in f if k not in ("rows", "tokens_used", "tail_tokens")}
-                        for f in manifests[0]["files"]]
+    top = top_manifest(manifests)
     atomic_write_bytes(out / MANIFEST, _dumps(top))
     fsync_dir(out)
+    return top
+
+
+def write_epoch_files(d: Path, m: dict[str, Any], tokenizer_json: str, with_manifest: bool) -> None:
+    """An epoch's directory is a complete dataset: tokenizer, HF files, (its own manifest)."""
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(d / "tokenizer.json", tokenizer_json.encode())
+    if m["format"] == "arrow":
+        state, info = hf_dataset_files([s["path"] for s in m["shards"]], m["tokenizer"]["sha256"])
+        atomic_write_bytes(d / "state.json", state)
+        atomic_write_bytes(d / "dataset_info.json", info)
+    if with_manifest:
+        atomic_write_bytes(d / MANIFEST, _dumps(m))
+
+
+def top_manifest(manifests: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One epoch: its manifest. Several: the shared part plus ``epoch_dirs`` and rows per epoch."""
+    if len(manifests) == 1:
+        return dict(manifests[0])
+    first = manifests[0]
+    top = {k: v for k, v in first.items() if k not in ("shards", "epoch", "totals", "files")}
+    top["epoch_dirs"] = [epoch_dir(len(manifests), e).rstrip("/") for e in range(len(manifests))]
+    totals = {k: v for k, v in first["totals"].items() if k not in ("rows", "tokens_used", "tail_tokens")}
+    totals["rows_per_epoch"] = [m["totals"]["rows"] for m in manifests]
+    top["totals"] = totals
+    top["files"] = [{k: v for k, v in f.items() if k not in ("rows", "tokens_used", "tail_tokens")}
+                    for f in first["files"]]
     return top
 
 
@@ -664,23 +672,15 @@ def build_manifest(prep: Prepared, job: Job, records: list[dict[str, Any]], epoc
         for p in r["epochs"][epoch]["parts"]:
             shards.append({"path": p["shard"][len(prefix):], "rows": p["rows"], "bytes": p["bytes"],
                            "sha256": p["sha256"], "tokens": p["tokens"], "source_files": [r["index"]]})
-    skipped: dict[str, int] = {}
-    for r in records:
-        for k, v in r["stats"]["skipped"].items():
-            skipped[k] = skipped.get(k, 0) + v
-    ep = [r["epochs"][epoch] for r in records]
-    totals = {
-        "files": len(records),
-        "rows": sum(x["rows"] for x in ep),
-        "records": sum(r["stats"]["records"] for r in records),
-        "docs": sum(r["stats"]["docs"] for r in records),
-        "skipped": dict(sorted(skipped.items())),
-        "files_with_errors": sum(1 for r in records if r["stats"].get("error")),
-        "tokens": sum(r["tokens"] for r in records),
-        "tokens_used": sum(x["tokens_used"] for x in ep),
-        "tail_tokens": sum(x["tail_tokens"] for x in ep),
-        "reserved_replaced": sum(r["reserved_replaced"] for r in records),
-    }
+    files = [
+        {
+            "index": r["index"], "name": r["name"], "size": r["size"], "stats": r["stats"],
+            "tokens": r["tokens"], "reserved_replaced": r["reserved_replaced"],
+            "tokens_used": r["epochs"][epoch]["tokens_used"],
+            "tail_tokens": r["epochs"][epoch]["tail_tokens"], "rows": r["epochs"][epoch]["rows"],
+        }
+        for r in records
+    ]
     return {
         "format_version": 1,
         "denoise_version": __version__,
@@ -699,16 +699,30 @@ def build_manifest(prep: Prepared, job: Job, records: list[dict[str, Any]], epoc
         "sentinels_needed": sentinels_needed(prep.plans),
         "expected_efficiency": expected_efficiency(prep.plans, cfg.lengths),
         "tokenizer": prep.tokenizer.to_dict(),
-        "files": [
-            {
-                "index": r["index"], "name": r["name"], "size": r["size"], "stats": r["stats"],
-                "tokens": r["tokens"], "reserved_replaced": r["reserved_replaced"],
-                "tokens_used": x["tokens_used"], "tail_tokens": x["tail_tokens"], "rows": x["rows"],
-            }
-            for r, x in zip(records, ep)
-        ],
+        "files": files,
         "shards": shards,
-        "totals": totals,
+        "totals": totals_from_files(files),
+    }
+
+
+def totals_from_files(files: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Dataset totals, computed only from the per-file entries (so merged parts add up to
+    exactly what one machine would have written)."""
+    skipped: dict[str, int] = {}
+    for f in files:
+        for k, v in f["stats"]["skipped"].items():
+            skipped[k] = skipped.get(k, 0) + v
+    return {
+        "files": len(files),
+        "rows": sum(f["rows"] for f in files),
+        "records": sum(f["stats"]["records"] for f in files),
+        "docs": sum(f["stats"]["docs"] for f in files),
+        "skipped": dict(sorted(skipped.items())),
+        "files_with_errors": sum(1 for f in files if f["stats"].get("error")),
+        "tokens": sum(f["tokens"] for f in files),
+        "tokens_used": sum(f["tokens_used"] for f in files),
+        "tail_tokens": sum(f["tail_tokens"] for f in files),
+        "reserved_replaced": sum(f["reserved_replaced"] for f in files),
     }
 
 

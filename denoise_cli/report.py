@@ -61,11 +61,23 @@ def plan_text(t: dict[str, Any]) -> str:
 
 def prepare_summary(m: dict[str, Any], out: str) -> str:
     t = m["totals"]
-    lines = [
-        f"wrote {t['rows']:,} rows in {len(m['shards'])} shard(s) to {out} ({m['format']}, {m['layout']})",
-        f"read {t['files']} file(s): {t['records']:,} records, {t['docs']:,} documents, "
-        f"{t['tokens']:,} tokens ({t['tokens_used']:,} used, {t['tail_tokens']:,} in file tails)",
-    ]
+    if "epoch_dirs" in m:
+        rows = " / ".join(f"{r:,}" for r in t["rows_per_epoch"])
+        lines = [
+            f"wrote {len(m['epoch_dirs'])} epochs ({', '.join(m['epoch_dirs'])}) to {out}: {rows} "
+            f"rows ({m['format']}, {m['layout']})",
+            f"read {t['files']} file(s): {t['records']:,} records, {t['docs']:,} documents, "
+            f"{t['tokens']:,} tokens (tokenized once)",
+        ]
+    else:
+        lines = [
+            f"wrote {t['rows']:,} rows in {len(m['shards'])} shard(s) to {out} ({m['format']}, {m['layout']})",
+            f"read {t['files']} file(s): {t['records']:,} records, {t['docs']:,} documents, "
+            f"{t['tokens']:,} tokens ({t['tokens_used']:,} used, {t['tail_tokens']:,} in file tails)",
+        ]
+    if "part" in m:
+        lines.append(f"this is part {m['part']['index']} of {m['part']['count']}: join the parts "
+                     "with `denoise merge PART... OUT`")
     if t["skipped"]:
         lines.append("skipped records: " + ", ".join(f"{k} {v:,}" for k, v in sorted(t["skipped"].items())))
     else:

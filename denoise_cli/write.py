@@ -211,7 +211,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def hf_dataset_files(shards: list[str], lengths: Lengths, fingerprint: str) -> tuple[bytes, bytes]:
+def hf_dataset_files(shards: list[str], fingerprint: str) -> tuple[bytes, bytes]:
     """``state.json`` and ``dataset_info.json`` so that ``datasets.load_from_disk(out)`` works."""
     import orjson
 
@@ -230,7 +230,6 @@ def hf_dataset_files(shards: list[str], lengths: Lengths, fingerprint: str) -> t
         "homepage": "",
         "license": "",
     }
-    del lengths
     return (
         orjson.dumps(state, option=orjson.OPT_INDENT_2),
         orjson.dumps(info, option=orjson.OPT_INDENT_2),

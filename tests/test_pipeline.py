@@ -49,17 +49,24 @@ def source_streams(out: Path, inputs: list[str], cfg: PrepareConfig) -> dict[int
     """Independently re-read and re-tokenize each input file into its token stream."""
     m = open_dataset(out).manifest
     tok = m["tokenizer"]
-    reserved = np.array(sorted({tok["eos"]["id"], tok["pad"]["id"], *tok["sentinel_ids"],
-                                *tok["mode_tokens"].values()}), dtype=np.int32)
-    enc = Encoder((out / "tokenizer.json").read_text(), reserved,
-                  tok["unk"]["id"] if tok["unk"] else None)
+    reserved = np.array(
+        sorted(
+            {tok["eos"]["id"], tok["pad"]["id"], *tok["sentinel_ids"], *tok["mode_tokens"].values()}
+        ),
+        dtype=np.int32,
+    )
+    enc = Encoder(
+        (out / "tokenizer.json").read_text(), reserved, tok["unk"]["id"] if tok["unk"] else None
+    )
     streams = {}
     for i, f in enumerate(find_inputs(inputs)):
         st = FileStats()
         parts = []
         for b in iter_batches(f, text_key=cfg.text_key, stats=st):
             v, o, _ = enc.encode(b.texts)
-            parts.append(join_documents(v, o, tok["eos"]["id"] if cfg.doc_separator == "eos" else None))
+            parts.append(
+                join_documents(v, o, tok["eos"]["id"] if cfg.doc_separator == "eos" else None)
+            )
         streams[i] = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     return streams
 
@@ -127,8 +134,8 @@ def test_sample_rows_rebuild_the_token_stream(sample_out: tuple[Path, PrepareCon
         used[f] += len(raw)
         # padding only after the real tokens, never masked
         am = row["attention_mask"]
-        assert am[: row["input_length"]].all() and not am[row["input_length"]:].any()
-        assert (row["input_ids"][row["input_length"]:] == m["tokenizer"]["pad"]["id"]).all()
+        assert am[: row["input_length"]].all() and not am[row["input_length"] :].any()
+        assert (row["input_ids"][row["input_length"] :] == m["tokenizer"]["pad"]["id"]).all()
     for f, rec in enumerate(m["files"]):
         assert rec["tokens"] == len(streams[f])
         assert rec["tokens_used"] == used[f]
@@ -150,7 +157,10 @@ def test_manifest_accounts_for_every_record(sample_out: tuple[Path, PrepareConfi
         assert hashlib.sha256(p.read_bytes()).hexdigest() == s["sha256"]
         with pa.memory_map(str(p)) as src:
             assert pa.ipc.open_stream(src).read_all().num_rows == s["rows"]
-    assert m["tokenizer"]["sha256"] == hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()
+    assert (
+        m["tokenizer"]["sha256"]
+        == hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()
+    )
     assert m["sentinels_needed"] == max(c["spans"] for c in m["components"])
     assert len(m["shards"]) > 2  # shard_rows=64 splits files into several parts
 
@@ -178,7 +188,9 @@ def test_rerun_on_complete_output_changes_nothing(sample_out: tuple[Path, Prepar
     assert (out / "denoise.json").read_bytes() == m1
 
 
-def test_interrupted_run_resumes_without_gaps_or_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_resumes_without_gaps_or_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = cfg_for("ul2", shard_rows=16, group_size=16)
     ref = tmp_path / "ref"
     prepare([str(SAMPLE)], str(ref), cfg, workers=1, progress=False)
@@ -215,7 +227,9 @@ def test_config_drift_is_refused_unless_overwrite(tmp_path: Path) -> None:
         prepare([str(SAMPLE)], str(out), replace(cfg, seed=7), workers=1, progress=False)
     with pytest.raises(OutputError, match="mixture"):
         prepare([str(SAMPLE)], str(out), cfg_for("ul2"), workers=1, progress=False)
-    prepare([str(SAMPLE)], str(out), replace(cfg, seed=7), workers=1, progress=False, overwrite=True)
+    prepare(
+        [str(SAMPLE)], str(out), replace(cfg, seed=7), workers=1, progress=False, overwrite=True
+    )
     assert json.loads((out / "denoise.json").read_text())["seed"] == 7
 
 
@@ -231,24 +245,57 @@ def test_refuses_non_empty_foreign_directory(tmp_path: Path) -> None:
 def test_bad_records_are_counted_and_good_neighbours_kept(tmp_path: Path) -> None:
     good = [orjson.dumps({"text": f"document number {i} " * 40}) for i in range(30)]
     lines = [
-        good[0], b"{not json", good[1], b'"just a string"', good[2], b'{"meta": 1}', good[3],
-        b'{"text": null}', good[4], b'{"text": 12}', good[5], b'{"text": ["a"]}', good[6],
-        b'{"text": ""}', good[7], b'{"text": "\xff\xfe bad utf8"}', good[8], *good[9:],
+        good[0],
+        b"{not json",
+        good[1],
+        b'"just a string"',
+        good[2],
+        b'{"meta": 1}',
+        good[3],
+        b'{"text": null}',
+        good[4],
+        b'{"text": 12}',
+        good[5],
+        b'{"text": ["a"]}',
+        good[6],
+        b'{"text": ""}',
+        good[7],
+        b'{"text": "\xff\xfe bad utf8"}',
+        good[8],
+        *good[9:],
     ]
     inp = tmp_path / "in"
     inp.mkdir()
     write_jsonl_zst(inp / "a.jsonl.zst", lines)
     out = tmp_path / "o"
-    m = prepare([str(inp)], str(out), cfg_for("t5", lengths=Lengths("encoder-decoder", 64, 32)),
-                tokenizer=T5_TINY, workers=1, progress=False)
+    m = prepare(
+        [str(inp)],
+        str(out),
+        cfg_for("t5", lengths=Lengths("encoder-decoder", 64, 32)),
+        tokenizer=T5_TINY,
+        workers=1,
+        progress=False,
+    )
     f = m["files"][0]["stats"]
     assert f["docs"] == 30
-    assert f["skipped"] == {"malformed_json": 1, "not_object": 1, "missing_text": 2,
-                            "text_not_string": 2, "empty": 1, "invalid_utf8": 1}
+    assert f["skipped"] == {
+        "malformed_json": 1,
+        "not_object": 1,
+        "missing_text": 2,
+        "text_not_string": 2,
+        "empty": 1,
+        "invalid_utf8": 1,
+    }
     assert f["records"] == 30 + 8
     with pytest.raises(InputError, match=r"a\.jsonl\.zst.*line 2"):
-        prepare([str(inp)], str(tmp_path / "o2"), cfg_for("t5", lengths=Lengths("encoder-decoder", 64, 32), on_error="fail"),
-                tokenizer=T5_TINY, workers=1, progress=False)
+        prepare(
+            [str(inp)],
+            str(tmp_path / "o2"),
+            cfg_for("t5", lengths=Lengths("encoder-decoder", 64, 32), on_error="fail"),
+            tokenizer=T5_TINY,
+            workers=1,
+            progress=False,
+        )
 
 
 def test_truncated_zstd_keeps_what_was_read(tmp_path: Path) -> None:
@@ -258,8 +305,14 @@ def test_truncated_zstd_keeps_what_was_read(tmp_path: Path) -> None:
     blob = zstandard.ZstdCompressor().compress(b"\n".join(docs) + b"\n")
     (inp / "cut.jsonl.zst").write_bytes(blob[: len(blob) * 2 // 3])
     write_jsonl_zst(inp / "ok.jsonl.zst", docs[:50])
-    m = prepare([str(inp)], str(tmp_path / "o"), cfg_for("t5", lengths=Lengths("encoder-decoder", 64, 32)),
-                tokenizer=T5_TINY, workers=1, progress=False)
+    m = prepare(
+        [str(inp)],
+        str(tmp_path / "o"),
+        cfg_for("t5", lengths=Lengths("encoder-decoder", 64, 32)),
+        tokenizer=T5_TINY,
+        workers=1,
+        progress=False,
+    )
     cut = next(f for f in m["files"] if f["name"] == "cut.jsonl.zst")
     assert cut["stats"]["error"] and "cut.jsonl.zst" in cut["stats"]["error"]
     assert 0 < cut["stats"]["docs"] < 400 and cut["rows"] > 0
@@ -283,9 +336,15 @@ def test_sentinels_looked_up_by_name_not_by_vocab_size(tmp_path: Path) -> None:
     inp.mkdir()
     texts = [" ".join(rng.choice(words, 300)) + " <extra_id_0> </s>" for _ in range(20)]
     (inp / "a.jsonl").write_bytes(b"\n".join(orjson.dumps({"text": t}) for t in texts))
-    cfg = cfg_for("t5", lengths=Lengths("encoder-decoder", 64, 32), tokens=TokenConfig(add_missing=False))
-    m = prepare([str(inp)], str(tmp_path / "o"), cfg, tokenizer=str(tk_path), workers=1, progress=False)
-    assert m["tokenizer"]["sentinel_ids"] == [vocab[f"<extra_id_{k}>"] for k in range(m["sentinels_needed"])]
+    cfg = cfg_for(
+        "t5", lengths=Lengths("encoder-decoder", 64, 32), tokens=TokenConfig(add_missing=False)
+    )
+    m = prepare(
+        [str(inp)], str(tmp_path / "o"), cfg, tokenizer=str(tk_path), workers=1, progress=False
+    )
+    assert m["tokenizer"]["sentinel_ids"] == [
+        vocab[f"<extra_id_{k}>"] for k in range(m["sentinels_needed"])
+    ]
     assert m["tokenizer"]["added_tokens"] == []
     # the literal "<extra_id_0>" / "</s>" in the text became unk, never a sentinel / eos
     assert m["totals"]["reserved_replaced"] == 40
@@ -300,10 +359,15 @@ def test_sentinels_looked_up_by_name_not_by_vocab_size(tmp_path: Path) -> None:
 
 
 def test_too_few_sentinels_fails_before_work(tmp_path: Path) -> None:
-    cfg = PrepareConfig(mixture=load_mixture("X(3,0.5)"), lengths=Lengths("encoder-decoder", 512, 512),
-                        tokens=TokenConfig(add_missing=False))
+    cfg = PrepareConfig(
+        mixture=load_mixture("X(3,0.5)"),
+        lengths=Lengths("encoder-decoder", 512, 512),
+        tokens=TokenConfig(add_missing=False),
+    )
     with pytest.raises(ConfigError, match="127 sentinels"):
-        prepare([str(SAMPLE)], str(tmp_path / "o"), cfg, tokenizer=T5_TINY, workers=1, progress=False)
+        prepare(
+            [str(SAMPLE)], str(tmp_path / "o"), cfg, tokenizer=T5_TINY, workers=1, progress=False
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -335,7 +399,11 @@ def test_datasets_load_from_disk(sample_out: tuple[Path, PrepareConfig]) -> None
 
 
 def test_mixture_is_never_an_or_of_masks(tmp_path: Path) -> None:
-    mix = Mixture("two", (load_mixture("R(3,0.15)").denoisers[0], load_mixture("R(8,0.15)").denoisers[0]), mode_tokens=False)
+    mix = Mixture(
+        "two",
+        (load_mixture("R(3,0.15)").denoisers[0], load_mixture("R(8,0.15)").denoisers[0]),
+        mode_tokens=False,
+    )
     cfg = PrepareConfig(mixture=mix, lengths=Lengths("encoder-decoder", 128, 128))
     m = prepare([str(SAMPLE)], str(tmp_path / "o"), cfg, workers=1, progress=False)
     b = open_dataset(tmp_path / "o")[0 : m["totals"]["rows"]]
