@@ -39,7 +39,7 @@ import numpy as np
 from .errors import ConfigError, OutputError
 from .load import read_manifest
 from .report import table
-from .verify import SENT0, OutputSpec, batch_arrays, open_shard
+from .verify import SENT0, OutputSpec, batch_arrays, epoch_outputs, open_shard
 
 
 def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -152,6 +152,7 @@ class Stats:
     skipped: dict[str, int] = field(default_factory=dict)
     components: dict[str, ComponentStats] = field(default_factory=dict)
     shards: list[ShardStats] = field(default_factory=list)
+    epochs: int = 0  # datasets summed (one per output, or one per epoch of ``--epochs K``)
     seconds: float = 0.0
 
     def __add__(self, o: Stats) -> Stats:
@@ -182,6 +183,7 @@ class Stats:
             skipped=skipped,
             components=comps,
             shards=self.shards + o.shards,
+            epochs=self.epochs + o.epochs,
             seconds=self.seconds + o.seconds,
         )
 
@@ -197,6 +199,7 @@ class Stats:
         exp_total = sum(c.expected_rows for c in self.components.values())
         return {
             "outputs": self.outputs,
+            "epochs": self.epochs,
             "layouts": self.layouts,
             "formats": self.formats,
             "rows": self.rows,
@@ -220,10 +223,25 @@ _COLUMNS = ("input_ids", "input_length", "target_length", "denoiser")
 
 
 def compute(out: str | Path) -> Stats:
-    """Stats of one output directory, one record batch at a time."""
-    t0 = time.perf_counter()
+    """Stats of one output directory, one record batch at a time. An output of
+    ``prepare --epochs K`` is the sum of its epochs, with the input counted once."""
     outp = Path(out)
-    m = read_manifest(outp)
+    eps = epoch_outputs(outp)
+    if len(eps) == 1:
+        return _compute_one(outp, eps[0][2], str(out), "")
+    st = _compute_one(eps[0][1], eps[0][2], str(out), eps[0][0])
+    for prefix, path, m in eps[1:]:
+        st = st + _compute_one(path, m, str(out), prefix)
+    top = read_manifest(outp)["totals"]
+    st.outputs, st.layouts, st.formats = st.outputs[:1], st.layouts[:1], st.formats[:1]
+    for k in ("files", "records", "docs", "tokens", "reserved_replaced", "files_with_errors"):
+        st.accounting[k] = int(top.get(k, 0))
+    st.skipped = {str(k): int(v) for k, v in top.get("skipped", {}).items()}
+    return st
+
+
+def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
+    t0 = time.perf_counter()
     try:
         spec = OutputSpec.from_manifest(m)
         denoisers = m["config"]["mixture"]["denoisers"]
@@ -241,13 +259,13 @@ def compute(out: str | Path) -> Stats:
     sums = np.zeros((7, C), dtype=np.int64)  # rows, raw, noise, spans, input, target, -
     ih = np.zeros(C * (wi + 1), dtype=np.int64)
     th = np.zeros(C * (wt + 1), dtype=np.int64)
-    st = Stats(outputs=[str(out)], layouts=[layout], formats=[fmt])
+    st = Stats(outputs=[out], layouts=[layout], formats=[fmt], epochs=1)
     max_code = 0
     for sh in m["shards"]:
         p = outp / sh["path"]
         if not p.is_file():
             raise OutputError(f"{p}: shard listed in the manifest is missing (run `denoise verify {out}`)")
-        ss = ShardStats(str(out), str(sh["path"]), bytes=p.stat().st_size)
+        ss = ShardStats(out, prefix + str(sh["path"]), bytes=p.stat().st_size)
         _, batches = open_shard(p, fmt, cols)
         for rb in batches:
             a = batch_arrays(rb)
@@ -379,6 +397,8 @@ def render(st: Stats) -> str:
     tail_pct = f" ({_pct(acc['tail_tokens'] / acc['tokens'])})" if acc["tokens"] else ""
     lines.append(f"tokens: {acc['tokens']:,} read, {acc['tokens_used']:,} used, {acc['tail_tokens']:,} "
                  f"in file tails not used{tail_pct}"
+                 + (f" (used and tails summed over {st.epochs} datasets/epochs)"
+                    if st.epochs > len(st.outputs) else "")
                  + (f"; {acc['files_with_errors']} file(s) with read errors" if acc["files_with_errors"] else "")
                  + (f"; {acc['reserved_replaced']:,} special ids in text replaced by unk"
                     if acc["reserved_replaced"] else ""))

@@ -501,17 +501,21 @@ class RowChecker:
 
 
 class Problems:
+    """Collects messages (each prefixed with ``prefix``: the epoch directory, if any) and stops
+    the scan once ``limit`` are in."""
+
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
         self.items: list[str] = []
         self.truncated = False
+        self.prefix = ""
 
     @property
     def left(self) -> int:
         return self.limit - len(self.items)
 
     def add(self, msg: str) -> None:
-        self.items.append(msg)
+        self.items.append(self.prefix + msg)
         if len(self.items) >= self.limit:
             self.truncated = True
             raise _Enough
@@ -557,6 +561,38 @@ class _FileChain:
 # --------------------------------------------------------------------------- verify
 
 
+def epoch_outputs(out: Path, probs: Problems | None = None) -> list[tuple[str, Path, dict[str, Any]]]:
+    """The datasets of an output: ``[("", out, manifest)]``, or for ``prepare --epochs K`` one
+    ``("epoch-k/", out/epoch-k, its manifest)`` per epoch (each a complete dataset). With
+    ``probs``, the top-level manifest is checked against the epochs' (rows per epoch, epoch
+    numbers, shared configuration and tokenizer)."""
+    m = read_manifest(out)
+    dirs = m.get("epoch_dirs")
+    if not dirs:
+        return [("", out, m)]
+    res = []
+    for k, d in enumerate(dirs):
+        em = read_manifest(out / d)
+        res.append((f"{d}/", out / d, em))
+        if probs is None:
+            continue
+        probs.prefix = f"{d}/"
+        if em.get("epoch") != k:
+            probs.add(f"{MANIFEST}: epoch {em.get('epoch')}, the output's epoch_dirs put epoch {k} here")
+        rows = m.get("totals", {}).get("rows_per_epoch", [])
+        if k < len(rows) and em["totals"]["rows"] != rows[k]:
+            probs.add(f"{MANIFEST}: {em['totals']['rows']:,} rows, the top-level manifest says {rows[k]:,}")
+        for key in ("config", "components", "tokenizer", "seed", "layout", "format"):
+            if em.get(key) != m.get(key):
+                probs.add(f"{MANIFEST}: {key} differs from the top-level manifest's")
+    if probs is not None:
+        probs.prefix = ""
+        data = out / "data"
+        if data.is_dir() and any(data.iterdir()):
+            probs.add("data/: holds files, but this output keeps its shards in the epoch directories")
+    return res
+
+
 def verify(
     out: str | Path,
     *,
@@ -570,20 +606,21 @@ def verify(
 
     t0 = time.perf_counter()
     outp = Path(out)
-    m = read_manifest(outp)
     rep = VerifyReport(str(out))
     probs = Problems(max_problems)
     try:
-        try:
-            spec = OutputSpec.from_manifest(m)
-            _check_manifest(outp, m, probs, rep)
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            probs.add(f"{MANIFEST}: malformed ({type(e).__name__}: {e})")
-            raise _Enough from None
-        _check_files(outp, m, probs, rep, checksums)
-        ok_rows = _check_rows(outp, m, spec, probs, rep)
-        if sources:
-            _check_sources(outp, m, spec, sources, probs, rep, ok_rows)
+        for prefix, path, m in epoch_outputs(outp, probs):
+            probs.prefix = prefix
+            try:
+                spec = OutputSpec.from_manifest(m)
+                _check_manifest(path, m, probs, rep)
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                probs.add(f"{MANIFEST}: malformed ({type(e).__name__}: {e})")
+                raise _Enough from None
+            _check_files(path, m, probs, rep, checksums)
+            ok_rows = _check_rows(path, m, spec, probs, rep)
+            if sources:
+                _check_sources(path, m, spec, sources, probs, rep, ok_rows)
     except _Enough:
         pass
     rep.seconds = time.perf_counter() - t0
@@ -597,7 +634,8 @@ def verify(
 
 def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport) -> None:
     shards, files, tot = m["shards"], m["files"], m["totals"]
-    rep.files, rep.shards = len(files), len(shards)
+    rep.files = len(files)
+    rep.shards += len(shards)
     if m.get("format") not in ("arrow", "parquet"):
         probs.add(f"{MANIFEST}: unknown format {m.get('format')!r}")
     nsum = sum(int(s["rows"]) for s in shards)
@@ -644,8 +682,9 @@ def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyRe
         got = hashlib.sha256(tok.read_bytes()).hexdigest()
         if got != want:
             probs.add(f"tokenizer.json: sha256 {got[:12]}... does not match the manifest's {want[:12]}...")
-    rep.checks.append("manifest sums")
-    rep.checks.append("tokenizer sha256")
+    for c in ("manifest sums", "tokenizer sha256"):
+        if c not in rep.checks:
+            rep.checks.append(c)
 
 
 def _check_files(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport, checksums: bool) -> None:
@@ -680,7 +719,9 @@ def _check_files(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyRepor
         else:
             if files != [s["path"] for s in m["shards"]]:
                 probs.add("state.json: its data files differ from the manifest's shards")
-    rep.checks.append("shard sizes" + (" and sha256" if checksums else ""))
+    c = "shard sizes" + (" and sha256" if checksums else "")
+    if c not in rep.checks:
+        rep.checks.append(c)
 
 
 def _file_names(m: dict[str, Any]) -> dict[int, str]:
@@ -768,8 +809,9 @@ def _check_rows(out: Path, m: dict[str, Any], spec: OutputSpec, probs: Problems,
         if ch.rows == int(f["rows"]) and ch.offset != int(f["tokens_used"]):
             probs.add(f"{ch.where}: the file's last chunk ends at token {ch.offset:,}, "
                       f"file {fidx} ({f['name']}) used {f['tokens_used']:,} tokens")
-    rep.checks += ["schema", "vocabulary", "padding/attention", "labels -100", "lengths per component",
-                   "mode/EOS", "sentinel order and spans", "rebuilt chunk lengths and offsets"]
+    rep.checks += [c for c in ("schema", "vocabulary", "padding/attention", "labels -100",
+                               "lengths per component", "mode/EOS", "sentinel order and spans",
+                               "rebuilt chunk lengths and offsets") if c not in rep.checks]
     return ok_rows
 
 
@@ -944,8 +986,8 @@ def _check_sources(out: Path, m: dict[str, Any], spec: OutputSpec, sources: Sequ
         if reserved_replaced != int(mf.get("reserved_replaced", 0)):
             probs.add(f"{where}: {reserved_replaced:,} reserved ids replaced in the source, the manifest "
                       f"says {mf.get('reserved_replaced', 0):,}")
-    rep.checks += ["--source: streams re-tokenized, every token accounted for",
-                   "rows regenerated bit for bit"]
+    rep.checks += [c for c in ("--source: streams re-tokenized, every token accounted for",
+                               "rows regenerated bit for bit") if c not in rep.checks]
 
 
 class _Regen:

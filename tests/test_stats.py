@@ -185,3 +185,18 @@ def test_plot(outs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyP
     res = runner.invoke(app, ["stats", str(outs["ed"]), "--plot", str(tmp_path / "t.png")])
     assert res.exit_code == 2
     assert "--plot needs matplotlib" in res.output and "denoise-cli[plot]" in res.output
+
+
+def test_epochs_are_summed_with_the_input_once(tmp_path: Path) -> None:
+    cfg = PrepareConfig(mixture=load_mixture("t5"), lengths=Lengths("encoder-decoder", 128, 48), epochs=3)
+    one = SAMPLE / "en-prose-00.jsonl.zst"
+    prepare([str(one)], str(tmp_path / "e"), cfg, tokenizer=str(T5TOK), workers=1, progress=False)
+    st = compute(tmp_path / "e")
+    per = [compute(tmp_path / "e" / f"epoch-{k}") for k in range(3)]
+    m = _manifest(tmp_path / "e")
+    assert st.epochs == 3 and st.outputs == [str(tmp_path / "e")]
+    assert st.rows == sum(p.rows for p in per) == sum(m["totals"]["rows_per_epoch"])
+    assert st.accounting["records"] == per[0].accounting["records"] == m["totals"]["records"]
+    assert st.accounting["tokens"] == m["totals"]["tokens"]
+    assert [s.path for s in st.shards] == [f"epoch-{k}/data/00000-00000.arrow" for k in range(3)]
+    assert "summed over 3 datasets/epochs" in render(st)

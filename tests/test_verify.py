@@ -42,12 +42,13 @@ def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         # the default: ul2, encoder-decoder 512/512, embedded GPT-2
         "ed": _prepare(base, "ed", inputs=SAMPLE),
-        "ed5": _prepare(base, "ed5", tokenizer=str(T5TOK)),  # the same, with the tiny tokenizer
+        "ed5": _prepare(base, "ed5", tokenizer=str(T5TOK), lengths=Lengths("encoder-decoder", 192, 192)),
         "do": _prepare(base, "do", tokenizer=str(T5TOK), lengths=Lengths("decoder-only", seq_length=256)),
         "pq": _prepare(base, "pq", tokenizer=str(T5TOK), lengths=small, format="parquet"),
         # one component: every row of seed 0 and seed 1 has the same offsets, only the masks differ
         "t5a": _prepare(base, "t5a", "t5", str(T5TOK), lengths=small, seed=0),
         "t5b": _prepare(base, "t5b", "t5", str(T5TOK), lengths=small, seed=1),
+        "ep": _prepare(base, "ep", "ul2", str(T5TOK), lengths=small, epochs=2),
     }
 
 
@@ -115,10 +116,13 @@ def _first_row(out: Path, rel: str, name: str) -> int:
 # --------------------------------------------------------------------------- good outputs
 
 
-@pytest.mark.parametrize("name", ["ed", "do", "pq", "t5a"])
+@pytest.mark.parametrize("name", ["ed", "do", "pq", "t5a", "ep"])
 def test_good_outputs_pass(outs: dict[str, Path], name: str) -> None:
     rep = verify(outs[name])
     m = orjson.loads((outs[name] / "denoise.json").read_bytes())
+    if "epoch_dirs" in m:  # prepare --epochs K: one dataset per epoch
+        assert rep.rows == sum(m["totals"]["rows_per_epoch"]) > 0
+        return
     assert rep.rows == m["totals"]["rows"] > 0
     assert rep.tokens == m["totals"]["tokens_used"]
     assert "sentinel order and spans" in rep.checks
@@ -395,3 +399,19 @@ def test_cli(outs: dict[str, Path], tmp_path: Path) -> None:
     res = runner.invoke(app, ["verify", str(out)])
     assert res.exit_code == VerifyError.exit_code
     assert f"{SHARD0}: missing" in res.output
+
+
+def test_epochs(outs: dict[str, Path], tmp_path: Path) -> None:
+    """Each epoch is regenerated with its own epoch number; problems name the epoch directory."""
+    out = _copy(outs["ep"], tmp_path)
+    a0 = _read(out / "epoch-0", SHARD0)
+
+    def swap_in_epoch0_row(a: dict[str, np.ndarray]) -> None:
+        for k in a:
+            a[k][4] = a0[k][4]
+
+    # row 4 of epoch 0 put into epoch 1 (same chunk only if the same component was drawn)
+    _rewrite(out / "epoch-1", SHARD0, swap_in_epoch0_row)
+    msg = _problems(out, sources=[str(ONE)])
+    assert f"epoch-1/{SHARD0} row 4: " in msg
+    assert f"epoch-0/{SHARD0}" not in msg
