@@ -216,13 +216,15 @@ def inspect(
     denoiser: Annotated[str | None, typer.Option("--denoiser", "-d", help="Only rows of this denoiser: a name like 'X(8,0.5)', its index, or a family R/X/S.")] = None,
     color: Annotated[bool | None, typer.Option("--color/--no-color", help="Highlight sentinels, mode tokens and masked spans (default: only on a terminal).")] = None,
     width: Annotated[int | None, typer.Option("--width", help="Line width (default: the terminal's).")] = None,
+    epoch: Annotated[int, typer.Option("--epoch", help="Which epoch of a `prepare --epochs K` output.")] = 0,
 ) -> None:
     """Decode rows: inputs and targets side by side, and the original text rebuilt from them."""
     from . import inspect as inspect_mod
 
     use_color = sys.stdout.isatty() if color is None else color
     try:
-        text = inspect_mod.inspect_rows(out, n=n, row=row, denoiser=denoiser, color=use_color, width=width)
+        text = inspect_mod.inspect_rows(out, n=n, row=row, denoiser=denoiser, color=use_color,
+                                        width=width, epoch=epoch)
     except DenoiseError as e:
         _fail(e)
         return
