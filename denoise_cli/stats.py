@@ -20,11 +20,12 @@ alone cannot separate noise tokens from spans without trusting the configured ra
 shards are memory-mapped, so the cost is one pass over ``input_ids`` at memory speed; Parquet
 reads only the five columns (zstd decode dominates).
 
-Measured on this machine (2 cores, ``ul2`` enc-dec 512/512, GPT-2; page cache warm):
-the 21,261-row, 94 MiB Arrow output of ``shared/corpus/en-prose/*.jsonl.zst``: 0.19 s of work
-(~110,000 rows/s, ~500 MB/s of shards; 0.8 s for the whole ``denoise stats`` command, mostly
-Python and pyarrow start-up); the 5,370-row output of ``00.jsonl.zst``: 0.05 s; its Parquet
-twin (7.4 MiB): 0.15 s.
+Measured on this machine (2 cores shared with other jobs, load average ~6; ``ul2`` enc-dec
+512/512, GPT-2; page cache warm, best of 3): the 21,261-row, 94 MiB Arrow output of
+``shared/corpus/en-prose/*.jsonl.zst`` in 0.24 s (~89,000 rows/s, ~410 MB/s of shards); the
+5,370-row output of ``00.jsonl.zst`` in 0.06 s, its Parquet twin (6.9 MiB) in 0.11 s (zstd
+decoding). The whole ``denoise stats`` command takes ~1-2 s, mostly interpreter and pyarrow
+start-up.
 """
 
 from __future__ import annotations

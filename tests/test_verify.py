@@ -399,6 +399,8 @@ def test_cli(outs: dict[str, Path], tmp_path: Path) -> None:
     res = runner.invoke(app, ["verify", str(out)])
     assert res.exit_code == VerifyError.exit_code
     assert f"{SHARD0}: missing" in res.output
+    res = runner.invoke(app, ["verify", str(tmp_path / "nothing")])
+    assert res.exit_code == VerifyError.exit_code and "has no denoise.json" in res.output
 
 
 def test_epochs(outs: dict[str, Path], tmp_path: Path) -> None:
