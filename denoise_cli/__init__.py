@@ -9,6 +9,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .load import DenoiseDataset, open_dataset  # noqa: E402
+from .load import DenoiseDataset, open_dataset
 
 __all__ = ["DenoiseDataset", "__version__", "open_dataset"]

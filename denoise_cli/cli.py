@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -26,16 +26,47 @@ def _fail(e: DenoiseError) -> None:
     raise typer.Exit(e.exit_code)
 
 
-MixtureOpt = Annotated[str, typer.Option("--mixture", "-m", help="Preset (t5, ul2, ul2r, text-denoising), a .toml/.json mixture file, or a spec like 'R(3,0.15)@1;S(0.25)@1'.")]
-TokenizerOpt = Annotated[Optional[str], typer.Option(help="tokenizer.json, a directory holding one, or a hub name. Default: the embedded GPT-2 BPE.")]
-LayoutOpt = Annotated[str, typer.Option(help="encoder-decoder (input_ids[I] + labels[T]) or decoder-only (one sequence of --seq-length).")]
+MixtureOpt = Annotated[
+    str,
+    typer.Option(
+        "--mixture",
+        "-m",
+        help="Preset (t5, ul2, ul2r, text-denoising), a .toml/.json mixture file, or a spec like 'R(3,0.15)@1;S(0.25)@1'.",
+    ),
+]
+TokenizerOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="tokenizer.json, a directory holding one, or a hub name. Default: the embedded GPT-2 BPE."
+    ),
+]
+LayoutOpt = Annotated[
+    str,
+    typer.Option(
+        help="encoder-decoder (input_ids[I] + labels[T]) or decoder-only (one sequence of --seq-length)."
+    ),
+]
 
 
 def _config(
-    mixture: str, mode_tokens: Optional[bool], layout: str, inputs_length: int, targets_length: int,
-    seq_length: int, seed: int, text_key: str, doc_separator: str, fmt: str, shard_size: str,
-    on_error: str, max_doc_chars: int, add_tokens: bool, eos_token: Optional[str],
-    pad_token: Optional[str], sentinel_template: str, epochs: int = 1,
+    mixture: str,
+    mode_tokens: bool | None,
+    layout: str,
+    inputs_length: int,
+    targets_length: int,
+    seq_length: int,
+    seed: int,
+    text_key: str,
+    doc_separator: str,
+    fmt: str,
+    shard_size: str,
+    on_error: str,
+    max_doc_chars: int,
+    add_tokens: bool,
+    eos_token: str | None,
+    pad_token: str | None,
+    sentinel_template: str,
+    epochs: int = 1,
 ) -> PrepareConfig:
     if layout not in LAYOUTS:
         from .errors import ConfigError
@@ -44,7 +75,7 @@ def _config(
     rows, nbytes = parse_size(shard_size)
     return PrepareConfig(
         mixture=load_mixture(mixture, mode_tokens=mode_tokens),
-        lengths=Lengths(layout, inputs_length, targets_length, seq_length),  # type: ignore[arg-type]
+        lengths=Lengths(layout, inputs_length, targets_length, seq_length),
         tokens=TokenConfig(sentinel_template, eos_token, pad_token, add_tokens),
         seed=seed,
         text_key=text_key,
@@ -60,53 +91,163 @@ def _config(
 
 @app.command()
 def prepare(
-    inputs: Annotated[list[str], typer.Argument(help="Input files, directories (recursive) or globs: .jsonl[.zst|.gz], .json.zst.", show_default=False)],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Input files, directories (recursive) or globs: .jsonl[.zst|.gz], .json.zst.",
+            show_default=False,
+        ),
+    ],
     out: Annotated[str, typer.Argument(help="Output directory.", show_default=False)],
     mixture: MixtureOpt = "ul2",
-    mode_tokens: Annotated[Optional[bool], typer.Option("--mode-tokens/--no-mode-tokens", help="Prepend [NLU]/[NLG]/[S2S] (default: as the mixture says).")] = None,
+    mode_tokens: Annotated[
+        bool | None,
+        typer.Option(
+            "--mode-tokens/--no-mode-tokens",
+            help="Prepend [NLU]/[NLG]/[S2S] (default: as the mixture says).",
+        ),
+    ] = None,
     tokenizer: TokenizerOpt = None,
     layout: LayoutOpt = "encoder-decoder",
-    inputs_length: Annotated[int, typer.Option("--inputs-length", "-I", help="Encoder length (encoder-decoder).")] = 512,
-    targets_length: Annotated[int, typer.Option("--targets-length", "-T", help="Decoder length (encoder-decoder).")] = 512,
-    seq_length: Annotated[int, typer.Option("--seq-length", "-S", help="Sequence length (decoder-only).")] = 1024,
+    inputs_length: Annotated[
+        int, typer.Option("--inputs-length", "-I", help="Encoder length (encoder-decoder).")
+    ] = 512,
+    targets_length: Annotated[
+        int, typer.Option("--targets-length", "-T", help="Decoder length (encoder-decoder).")
+    ] = 512,
+    seq_length: Annotated[
+        int, typer.Option("--seq-length", "-S", help="Sequence length (decoder-only).")
+    ] = 1024,
     seed: int = 0,
-    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes (0 = all cores).")] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="arrow (uncompressed IPC, zero-copy, datasets.load_from_disk) or parquet (zstd).")] = "arrow",
-    shard_size: Annotated[str, typer.Option(help="Rows per shard (e.g. 50000) or bytes (e.g. 256MB).")] = "256MiB",
-    text_key: Annotated[str, typer.Option(help="JSON key of the text (dotted path allowed).")] = "text",
-    doc_separator: Annotated[str, typer.Option(help="eos (an EOS between documents) or none.")] = "eos",
-    on_error: Annotated[str, typer.Option(help="skip (count bad records and go on) or fail (stop at the first, naming file and position).")] = "skip",
-    max_doc_chars: Annotated[int, typer.Option(help="Skip documents longer than this (0 = no limit).")] = 0,
-    add_tokens: Annotated[bool, typer.Option("--add-tokens/--no-add-tokens", help="Add missing sentinels, mode and pad tokens to the vocabulary (else: error).")] = True,
-    eos_token: Annotated[Optional[str], typer.Option(help="EOS token (default: detect </s>, <|endoftext|>, ...).")] = None,
-    pad_token: Annotated[Optional[str], typer.Option(help="Pad token (default: detect <pad>, [PAD], ...; else add <pad>).")] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", help="Worker processes (0 = all cores).")
+    ] = 0,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="arrow (uncompressed IPC, zero-copy, datasets.load_from_disk) or parquet (zstd).",
+        ),
+    ] = "arrow",
+    shard_size: Annotated[
+        str, typer.Option(help="Rows per shard (e.g. 50000) or bytes (e.g. 256MB).")
+    ] = "256MiB",
+    text_key: Annotated[
+        str, typer.Option(help="JSON key of the text (dotted path allowed).")
+    ] = "text",
+    doc_separator: Annotated[
+        str, typer.Option(help="eos (an EOS between documents) or none.")
+    ] = "eos",
+    on_error: Annotated[
+        str,
+        typer.Option(
+            help="skip (count bad records and go on) or fail (stop at the first, naming file and position)."
+        ),
+    ] = "skip",
+    max_doc_chars: Annotated[
+        int, typer.Option(help="Skip documents longer than this (0 = no limit).")
+    ] = 0,
+    add_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--add-tokens/--no-add-tokens",
+            help="Add missing sentinels, mode and pad tokens to the vocabulary (else: error).",
+        ),
+    ] = True,
+    eos_token: Annotated[
+        str | None, typer.Option(help="EOS token (default: detect </s>, <|endoftext|>, ...).")
+    ] = None,
+    pad_token: Annotated[
+        str | None,
+        typer.Option(help="Pad token (default: detect <pad>, [PAD], ...; else add <pad>)."),
+    ] = None,
     sentinel_template: Annotated[str, typer.Option(help="Sentinel token names.")] = "<extra_id_{}>",
-    epochs: Annotated[int, typer.Option(help="Write K independent corruptions (epoch-0/ ... epoch-K-1/) from one tokenization.")] = 1,
-    engine: Annotated[str, typer.Option(help="local (process pool) or ray (Ray tasks; pip install 'denoise-cli[ray]').")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local cluster).")] = None,
-    num_shards: Annotated[Optional[int], typer.Option(help="Split the input files over N machines (default: SLURM_ARRAY_TASK_COUNT or 1).")] = None,
-    shard_index: Annotated[Optional[int], typer.Option(help="Which of the N parts this run makes (default: SLURM_ARRAY_TASK_ID or 0); join parts with `denoise merge`.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output made with another config.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (derived lengths, sentinels, padding) and exit.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest's totals as JSON.")] = False,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            help="Write K independent corruptions (epoch-0/ ... epoch-K-1/) from one tokenization."
+        ),
+    ] = 1,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (process pool) or ray (Ray tasks; pip install 'denoise-cli[ray]')."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local cluster)."),
+    ] = None,
+    num_shards: Annotated[
+        int | None,
+        typer.Option(
+            help="Split the input files over N machines (default: SLURM_ARRAY_TASK_COUNT or 1)."
+        ),
+    ] = None,
+    shard_index: Annotated[
+        int | None,
+        typer.Option(
+            help="Which of the N parts this run makes (default: SLURM_ARRAY_TASK_ID or 0); join parts with `denoise merge`."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing output made with another config.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the plan (derived lengths, sentinels, padding) and exit."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the manifest's totals as JSON.")
+    ] = False,
 ) -> None:
     """Read json(.zst) shards, tokenize, apply the mixture of denoisers, write shards."""
     from . import pipeline, report
 
     try:
-        cfg = _config(mixture, mode_tokens, layout, inputs_length, targets_length, seq_length, seed,
-                      text_key, doc_separator, fmt, shard_size, on_error, max_doc_chars, add_tokens,
-                      eos_token, pad_token, sentinel_template, epochs)
+        cfg = _config(
+            mixture,
+            mode_tokens,
+            layout,
+            inputs_length,
+            targets_length,
+            seq_length,
+            seed,
+            text_key,
+            doc_separator,
+            fmt,
+            shard_size,
+            on_error,
+            max_doc_chars,
+            add_tokens,
+            eos_token,
+            pad_token,
+            sentinel_template,
+            epochs,
+        )
         n_shards, s_index = _array_task(num_shards, shard_index)
         if dry_run:
             prep = pipeline.resolve(cfg, inputs, tokenizer)
             _emit_plan(pipeline.plan_table(prep), as_json, report)
             return
-        manifest = pipeline.prepare(inputs, out, cfg, tokenizer=tokenizer, workers=workers,
-                                    overwrite=overwrite, progress=not quiet, engine=engine,
-                                    ray_address=ray_address, num_shards=n_shards,
-                                    shard_index=s_index)
+        manifest = pipeline.prepare(
+            inputs,
+            out,
+            cfg,
+            tokenizer=tokenizer,
+            workers=workers,
+            overwrite=overwrite,
+            progress=not quiet,
+            engine=engine,
+            ray_address=ray_address,
+            num_shards=n_shards,
+            shard_index=s_index,
+        )
     except DenoiseError as e:
         _fail(e)
         return
@@ -116,13 +257,13 @@ def prepare(
         typer.echo(report.prepare_summary(manifest, out))
 
 
-def _array_task(num_shards: Optional[int], shard_index: Optional[int]) -> tuple[int, int]:
+def _array_task(num_shards: int | None, shard_index: int | None) -> tuple[int, int]:
     """--num-shards/--shard-index, else Slurm's array variables, else (1, 0)."""
     import os
 
     from .errors import ConfigError
 
-    def env(name: str) -> Optional[int]:
+    def env(name: str) -> int | None:
         v = os.environ.get(name)
         if v is None:
             return None
@@ -140,10 +281,17 @@ def _array_task(num_shards: Optional[int], shard_index: Optional[int]) -> tuple[
 
 @app.command()
 def merge(
-    parts: Annotated[list[str], typer.Argument(help="Part outputs of `prepare --num-shards N --shard-index I`.", show_default=False)],
+    parts: Annotated[
+        list[str],
+        typer.Argument(
+            help="Part outputs of `prepare --num-shards N --shard-index I`.", show_default=False
+        ),
+    ],
     out: Annotated[str, typer.Argument(help="New output directory.", show_default=False)],
     copy: Annotated[bool, typer.Option(help="Copy shards instead of hard-linking them.")] = False,
-    allow_partial: Annotated[bool, typer.Option(help="Merge even if some parts are missing.")] = False,
+    allow_partial: Annotated[
+        bool, typer.Option(help="Merge even if some parts are missing.")
+    ] = False,
 ) -> None:
     """Join part outputs into one dataset (byte-identical to a single-machine run)."""
     from .merge import merge as do_merge
@@ -154,7 +302,9 @@ def merge(
         _fail(e)
         return
     rows = m["totals"].get("rows", m["totals"].get("rows_per_epoch"))
-    typer.echo(f"merged {len(parts)} part(s) into {out}: {m['totals']['files']} file(s), rows {rows}")
+    typer.echo(
+        f"merged {len(parts)} part(s) into {out}: {m['totals']['files']} file(s), rows {rows}"
+    )
 
 
 def _emit_plan(table: dict[str, Any], as_json: bool, report: Any) -> None:
@@ -167,7 +317,7 @@ def _emit_plan(table: dict[str, Any], as_json: bool, report: Any) -> None:
 @app.command()
 def plan(
     mixture: MixtureOpt = "ul2",
-    mode_tokens: Annotated[Optional[bool], typer.Option("--mode-tokens/--no-mode-tokens")] = None,
+    mode_tokens: Annotated[bool | None, typer.Option("--mode-tokens/--no-mode-tokens")] = None,
     tokenizer: TokenizerOpt = None,
     layout: LayoutOpt = "encoder-decoder",
     inputs_length: Annotated[int, typer.Option("--inputs-length", "-I")] = 512,
@@ -181,9 +331,25 @@ def plan(
     from . import pipeline, report
 
     try:
-        cfg = _config(mixture, mode_tokens, layout, inputs_length, targets_length, seq_length, 0,
-                      "text", "eos", "arrow", "256MiB", "skip", 0, add_tokens, None, None,
-                      sentinel_template)
+        cfg = _config(
+            mixture,
+            mode_tokens,
+            layout,
+            inputs_length,
+            targets_length,
+            seq_length,
+            0,
+            "text",
+            "eos",
+            "arrow",
+            "256MiB",
+            "skip",
+            0,
+            add_tokens,
+            None,
+            None,
+            sentinel_template,
+        )
         _emit_plan(pipeline.plan_table(pipeline.resolve(cfg, None, tokenizer)), as_json, report)
     except DenoiseError as e:
         _fail(e)
@@ -194,9 +360,18 @@ def plan(
 
 @app.command()
 def stats(
-    outs: Annotated[list[str], typer.Argument(help="Output directories (several are summed).", show_default=False)],
+    outs: Annotated[
+        list[str],
+        typer.Argument(help="Output directories (several are summed).", show_default=False),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON.")] = False,
-    plot: Annotated[str | None, typer.Option("--plot", help="Also draw length histograms and mixture shares to this PNG (needs matplotlib: pip install 'denoise-cli[plot]').")] = None,
+    plot: Annotated[
+        str | None,
+        typer.Option(
+            "--plot",
+            help="Also draw length histograms and mixture shares to this PNG (needs matplotlib: pip install 'denoise-cli[plot]').",
+        ),
+    ] = None,
 ) -> None:
     """Rows, tokens, mixture shares, corruption rates, lengths, padding and input accounting
     (reads columns and the manifest; never decodes text)."""
@@ -211,20 +386,46 @@ def stats(
 @app.command()
 def inspect(
     out: Annotated[str, typer.Argument(help="Output directory.", show_default=False)],
-    n: Annotated[int | None, typer.Option("-n", help="Show the first N rows (default: one row per denoiser; 3 with --denoiser).")] = None,
-    row: Annotated[int | None, typer.Option("--row", help="Show this row (global index; negative counts from the end).")] = None,
-    denoiser: Annotated[str | None, typer.Option("--denoiser", "-d", help="Only rows of this denoiser: a name like 'X(8,0.5)', its index, or a family R/X/S.")] = None,
-    color: Annotated[bool | None, typer.Option("--color/--no-color", help="Highlight sentinels, mode tokens and masked spans (default: only on a terminal).")] = None,
-    width: Annotated[int | None, typer.Option("--width", help="Line width (default: the terminal's).")] = None,
-    epoch: Annotated[int, typer.Option("--epoch", help="Which epoch of a `prepare --epochs K` output.")] = 0,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "-n", help="Show the first N rows (default: one row per denoiser; 3 with --denoiser)."
+        ),
+    ] = None,
+    row: Annotated[
+        int | None,
+        typer.Option("--row", help="Show this row (global index; negative counts from the end)."),
+    ] = None,
+    denoiser: Annotated[
+        str | None,
+        typer.Option(
+            "--denoiser",
+            "-d",
+            help="Only rows of this denoiser: a name like 'X(8,0.5)', its index, or a family R/X/S.",
+        ),
+    ] = None,
+    color: Annotated[
+        bool | None,
+        typer.Option(
+            "--color/--no-color",
+            help="Highlight sentinels, mode tokens and masked spans (default: only on a terminal).",
+        ),
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option("--width", help="Line width (default: the terminal's).")
+    ] = None,
+    epoch: Annotated[
+        int, typer.Option("--epoch", help="Which epoch of a `prepare --epochs K` output.")
+    ] = 0,
 ) -> None:
     """Decode rows: inputs and targets side by side, and the original text rebuilt from them."""
     from . import inspect as inspect_mod
 
     use_color = sys.stdout.isatty() if color is None else color
     try:
-        text = inspect_mod.inspect_rows(out, n=n, row=row, denoiser=denoiser, color=use_color,
-                                        width=width, epoch=epoch)
+        text = inspect_mod.inspect_rows(
+            out, n=n, row=row, denoiser=denoiser, color=use_color, width=width, epoch=epoch
+        )
     except DenoiseError as e:
         _fail(e)
         return
@@ -234,10 +435,22 @@ def inspect(
 @app.command()
 def verify(
     out: Annotated[str, typer.Argument(help="Output directory.", show_default=False)],
-    source: Annotated[list[str] | None, typer.Option("--source", help="The prepare inputs (repeat or pass a directory): re-tokenize them and regenerate every row bit for bit.")] = None,
-    max_problems: Annotated[int, typer.Option("--max-problems", help="Stop after this many problems.")] = 20,
-    checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="Hash every shard (sha256).")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON when the output is good.")] = False,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="The prepare inputs (repeat or pass a directory): re-tokenize them and regenerate every row bit for bit.",
+        ),
+    ] = None,
+    max_problems: Annotated[
+        int, typer.Option("--max-problems", help="Stop after this many problems.")
+    ] = 20,
+    checksums: Annotated[
+        bool, typer.Option("--checksums/--no-checksums", help="Hash every shard (sha256).")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON when the output is good.")
+    ] = False,
 ) -> None:
     """Check checksums, schema, every row's structure and the token accounting; exit non-zero
     naming the shard, row and problem."""
@@ -263,4 +476,4 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
-__all__ = ["app", "main", "Path"]
+__all__ = ["Path", "app", "main"]

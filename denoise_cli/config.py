@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -78,7 +79,9 @@ class Denoiser:
                 )
         else:
             if not 0.0 < self.rate < 1.0:
-                raise ConfigError(f"{self.name}: corruption rate must be in (0, 1), got {self.rate}")
+                raise ConfigError(
+                    f"{self.name}: corruption rate must be in (0, 1), got {self.rate}"
+                )
             if not np.isfinite(self.mean_span) or self.mean_span < 1.0:
                 raise ConfigError(
                     f"{self.name}: mean span length must be >= 1 token, got {self.mean_span}"
@@ -122,7 +125,8 @@ class Mixture:
     @property
     def probabilities(self) -> np.ndarray:
         w = np.array([d.weight for d in self.denoisers], dtype=np.float64)
-        return w / w.sum()
+        p: np.ndarray = w / w.sum()
+        return p
 
     def mode_token_strings(self) -> list[str]:
         """Distinct mode tokens this mixture needs, in first-use order."""
@@ -142,7 +146,7 @@ class Mixture:
             "mode_tokens": self.mode_tokens,
             "denoisers": [
                 {**asdict(d), "name": d.name, "probability": float(p)}
-                for d, p in zip(self.denoisers, self.probabilities)
+                for d, p in zip(self.denoisers, self.probabilities, strict=False)
             ],
         }
 
@@ -271,11 +275,7 @@ def load_mixture(spec: str, *, mode_tokens: bool | None = None) -> Mixture:
             if spec.endswith(".json"):
                 data = json.loads(raw)
             else:
-                try:
-                    import tomllib
-                except ModuleNotFoundError:  # Python 3.10
-                    import tomli as tomllib  # type: ignore[no-redef]
-                data = tomllib.loads(raw.decode("utf-8"))
+                data = _toml_loads(raw.decode("utf-8"))
         except Exception as e:
             raise ConfigError(f"mixture file {spec}: cannot parse: {e}") from None
         if not isinstance(data, dict):
@@ -284,7 +284,8 @@ def load_mixture(spec: str, *, mode_tokens: bool | None = None) -> Mixture:
         if not isinstance(items, list) or not items:
             raise ConfigError(f"mixture file {spec}: needs a non-empty 'denoisers' list")
         dens = tuple(
-            _denoiser_from_mapping(d, f"{spec}: denoiser {i}") if isinstance(d, dict)
+            _denoiser_from_mapping(d, f"{spec}: denoiser {i}")
+            if isinstance(d, dict)
             else _raise(f"{spec}: denoiser {i} must be a table/object")
             for i, d in enumerate(items)
         )
@@ -304,6 +305,16 @@ def load_mixture(spec: str, *, mode_tokens: bool | None = None) -> Mixture:
     if mode_tokens is not None:
         mix = replace(mix, mode_tokens=mode_tokens)
     return mix
+
+
+def _toml_loads(text: str) -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib.loads(text)
+    import tomli  # Python 3.10: a declared dependency
+
+    return tomli.loads(text)
 
 
 def _raise(msg: str) -> Denoiser:
@@ -335,8 +346,11 @@ class Lengths:
 
     def to_dict(self) -> dict[str, Any]:
         if self.layout == "encoder-decoder":
-            return {"layout": self.layout, "inputs_length": self.inputs_length,
-                    "targets_length": self.targets_length}
+            return {
+                "layout": self.layout,
+                "inputs_length": self.inputs_length,
+                "targets_length": self.targets_length,
+            }
         return {"layout": self.layout, "seq_length": self.seq_length}
 
 
@@ -394,7 +408,9 @@ def _fits(d: Denoiser, L: int, m: int, lengths: Lengths) -> bool:
     if d.is_span:
         n, s = span_counts(L, d.rate, d.mean_span)
         if lengths.layout == "encoder-decoder":
-            return bool(m + L - n + s + 1 <= lengths.inputs_length and n + s + 1 <= lengths.targets_length)
+            return bool(
+                m + L - n + s + 1 <= lengths.inputs_length and n + s + 1 <= lengths.targets_length
+            )
         return bool(m + L + 2 * s + 1 <= lengths.seq_length)
     if lengths.layout == "encoder-decoder":
         lo = s_prefix_min(L, d.rate)
@@ -426,11 +442,14 @@ def plan(mixture: Mixture, lengths: Lengths) -> tuple[ComponentPlan, ...]:
     """
     m = _mode_len(mixture)
     out: list[ComponentPlan] = []
-    for i, (d, p) in enumerate(zip(mixture.denoisers, mixture.probabilities)):
+    for i, (d, p) in enumerate(zip(mixture.denoisers, mixture.probabilities, strict=False)):
         L = _largest_fit(d, m, lengths)
         if L < 2:
-            budget = (f"inputs_length={lengths.inputs_length}, targets_length={lengths.targets_length}"
-                      if lengths.layout == "encoder-decoder" else f"seq_length={lengths.seq_length}")
+            budget = (
+                f"inputs_length={lengths.inputs_length}, targets_length={lengths.targets_length}"
+                if lengths.layout == "encoder-decoder"
+                else f"seq_length={lengths.seq_length}"
+            )
             raise ConfigError(f"{d.name}: {budget} is too small for even one span/split")
         mode = d.resolved_mode_token() if mixture.mode_tokens else None
         if d.is_span:
@@ -444,7 +463,9 @@ def plan(mixture: Mixture, lengths: Lengths) -> tuple[ComponentPlan, ...]:
                 inp, tgt = m + L - n + s + 1, n + s + 1
             else:
                 inp, tgt = m + L + 2 * s + 1, n + s + 1
-            out.append(ComponentPlan(i, d, float(p), mode, L, n, s, 0, 0, inp, tgt, float(inp), float(tgt)))
+            out.append(
+                ComponentPlan(i, d, float(p), mode, L, n, s, 0, 0, inp, tgt, float(inp), float(tgt))
+            )
         else:
             lo, hi = s_prefix_min(L, d.rate), L - 1
             mean_p = (lo + hi) / 2.0
@@ -562,14 +583,26 @@ def parse_size(text: str) -> tuple[int, int]:
     t = text.strip().upper().replace(" ", "")
     m = re.fullmatch(r"(\d+(?:\.\d+)?)(B|KB|MB|GB|KIB|MIB|GIB|K|M|G)?", t)
     if not m:
-        raise ConfigError(f"cannot parse size {text!r}: use rows (e.g. 50000) or bytes (e.g. 256MB)")
+        raise ConfigError(
+            f"cannot parse size {text!r}: use rows (e.g. 50000) or bytes (e.g. 256MB)"
+        )
     num, unit = float(m[1]), m[2]
     if unit is None:
         if num < 1 or num != int(num):
             raise ConfigError(f"shard size in rows must be a positive integer, got {text!r}")
         return int(num), 256 * 2**20
-    mult = {"B": 1, "K": 1000, "KB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
-            "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
+    mult = {
+        "B": 1,
+        "K": 1000,
+        "KB": 1000,
+        "M": 10**6,
+        "MB": 10**6,
+        "G": 10**9,
+        "GB": 10**9,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+    }[unit]
     b = int(num * mult)
     if b < 4096:
         raise ConfigError(f"shard size {text!r} is below 4 KiB")

@@ -103,7 +103,7 @@ def _assemble_fixed(
     ones = np.ones(b, dtype=np.int32)
     if lengths.layout == "encoder-decoder":
         ids = np.full((b, lengths.inputs_length), special.pad, dtype=np.int32)
-        if m:
+        if mode_id is not None:
             ids[:, 0] = mode_id
         ids[:, m : m + wi] = inputs
         ids[:, m + wi] = special.eos
@@ -113,7 +113,7 @@ def _assemble_fixed(
         ilen, tlen, plen = m + wi + 1, wt + 1, m + wi
     else:
         ids = np.full((b, lengths.seq_length), special.pad, dtype=np.int32)
-        if m:
+        if mode_id is not None:
             ids[:, 0] = mode_id
         ids[:, m : m + wi] = inputs
         ids[:, m + wi : m + wi + wt] = targets
@@ -137,7 +137,7 @@ def _assemble_prefix(
     if lengths.layout == "encoder-decoder":
         I, T = lengths.inputs_length, lengths.targets_length
         ids = np.full((b, I), special.pad, dtype=np.int32)
-        if m:
+        if mode_id is not None:
             ids[:, 0] = mode_id
         col = np.arange(I)[None, :]
         ids[:, m : m + L] = tokens
@@ -153,12 +153,14 @@ def _assemble_prefix(
     else:
         Sx = lengths.seq_length
         ids = np.full((b, Sx), special.pad, dtype=np.int32)
-        if m:
+        if mode_id is not None:
             ids[:, 0] = mode_id
         ids[:, m : m + L] = tokens
         ids[:, m + L] = special.eos
         col = np.arange(Sx)[None, :]
-        lab = np.where((col >= (m + p)[:, None]) & (col <= m + L), ids, IGNORE_INDEX).astype(np.int32)
+        lab = np.where((col >= (m + p)[:, None]) & (col <= m + L), ids, IGNORE_INDEX).astype(
+            np.int32
+        )
         ilen = np.full(b, m + L + 1, dtype=np.int32)
         tlen = (L - p32 + 1).astype(np.int32)
         plen = m + p32

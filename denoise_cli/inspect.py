@@ -71,14 +71,18 @@ def _select_components(spec: OutputSpec, denoiser: str | None) -> list[int] | No
     comps = spec.comps
     if key.isdigit() and int(key) < len(comps):
         return [int(key)]
-    hit = [c.index for c in comps if c.name.replace(" ", "").lower() == key.replace(" ", "").lower()]
+    hit = [
+        c.index for c in comps if c.name.replace(" ", "").lower() == key.replace(" ", "").lower()
+    ]
     if not hit:
         hit = [c.index for c in comps if c.name[0].upper() == key.upper()]  # a family: R, X or S
     if not hit:
         hit = [c.index for c in comps if (c.mode_token or "").lower() == key.lower()]
     if not hit:
         names = ", ".join(f"{c.index}={c.name}" for c in comps)
-        raise ConfigError(f"no denoiser {denoiser!r} in this output; use a name, index or family: {names}")
+        raise ConfigError(
+            f"no denoiser {denoiser!r} in this output; use a name, index or family: {names}"
+        )
     return hit
 
 
@@ -101,13 +105,21 @@ def _iter_rows(out: Path, m: dict[str, Any], start: int = 0) -> Iterator[_Row]:
                 continue
             a = batch_arrays(rb)
             for i in range(max(0, start - g - r), n):
-                yield _Row(g + r + i, str(sh["path"]), r + i, {k: v[i : i + 1] for k, v in a.items()})
+                yield _Row(
+                    g + r + i, str(sh["path"]), r + i, {k: v[i : i + 1] for k, v in a.items()}
+                )
             r += n
         g += rows
 
 
-def choose_rows(out: Path, m: dict[str, Any], spec: OutputSpec, n: int | None, row: int | None,
-                denoiser: str | None) -> list[_Row]:
+def choose_rows(
+    out: Path,
+    m: dict[str, Any],
+    spec: OutputSpec,
+    n: int | None,
+    row: int | None,
+    denoiser: str | None,
+) -> list[_Row]:
     total = int(m["totals"]["rows"])
     if row is not None:
         if not -total <= row < total:
@@ -140,8 +152,13 @@ def choose_rows(out: Path, m: dict[str, Any], spec: OutputSpec, n: int | None, r
 # --------------------------------------------------------------------------- pieces of text
 
 
-def _pieces(tok: Any, spec: OutputSpec, ids: np.ndarray, noise: np.ndarray | None = None,
-            flags: list[bool] | None = None) -> list[Piece]:
+def _pieces(
+    tok: Any,
+    spec: OutputSpec,
+    ids: np.ndarray,
+    noise: np.ndarray | None = None,
+    flags: list[bool] | None = None,
+) -> list[Piece]:
     """Runs of ordinary tokens decoded together; special tokens by name, each its own piece;
     ``noise`` marks the tokens that came from the targets (rebuilt original only); ``flags``
     receives the noise flag of every piece."""
@@ -244,32 +261,44 @@ def _block(title: str, pieces: list[Piece], width: int, color: bool) -> list[str
     return [_line(p, color) for p in wrap([(title, "label")], width) + wrap(pieces, width)]
 
 
-def _side_by_side(left: tuple[str, list[Piece]], right: tuple[str, list[Piece]], width: int,
-                  color: bool) -> list[str]:
+def _side_by_side(
+    left: tuple[str, list[Piece]], right: tuple[str, list[Piece]], width: int, color: bool
+) -> list[str]:
     w = (width - 3) // 2
     a: list[list[Piece]] = [[(left[0], "label")], *wrap(left[1], w)]
     b: list[list[Piece]] = [[(right[0], "label")], *wrap(right[1], w)]
     n = max(len(a), len(b))
     a += [[] for _ in range(n - len(a))]
     b += [[] for _ in range(n - len(b))]
-    return [(_line(x, color, w) + " │ " + _line(y, color)).rstrip() for x, y in zip(a, b, strict=True)]
+    return [
+        (_line(x, color, w) + " │ " + _line(y, color)).rstrip() for x, y in zip(a, b, strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------- rows
 
 
-def render_row(r: _Row, m: dict[str, Any], spec: OutputSpec, checker: RowChecker, tok: Any,
-               width: int, color: bool) -> str:
+def render_row(
+    r: _Row,
+    m: dict[str, Any],
+    spec: OutputSpec,
+    checker: RowChecker,
+    tok: Any,
+    width: int,
+    color: bool,
+) -> str:
     a = r.a
     d = int(a["denoiser"][0])
     il, tl = int(a["input_length"][0]), int(a["target_length"][0])
     files = {int(f["index"]): f["name"] for f in m["files"]}
     comp = spec.comps[d] if 0 <= d < len(spec.comps) else None
     name = comp.name if comp else f"denoiser {d}?"
-    head = (f"row {r.index:,} ({r.shard} row {r.row}) · {name}"
-            f"{' ' + comp.mode_token if comp and comp.mode_token else ''} · "
-            f"{files.get(int(a['source_file'][0]), '?')} example {int(a['example_index'][0]):,} at token "
-            f"{int(a['token_offset'][0]):,} · input {il} / target {tl} tokens")
+    head = (
+        f"row {r.index:,} ({r.shard} row {r.row}) · {name}"
+        f"{' ' + comp.mode_token if comp and comp.mode_token else ''} · "
+        f"{files.get(int(a['source_file'][0]), '?')} example {int(a['example_index'][0]):,} at token "
+        f"{int(a['token_offset'][0]):,} · input {il} / target {tl} tokens"
+    )
     lines = [_style(head, "head", color)]
     ids, lab = a["input_ids"][0], a["labels"][0]
     if spec.enc_dec:
@@ -290,11 +319,21 @@ def render_row(r: _Row, m: dict[str, Any], spec: OutputSpec, checker: RowChecker
         chunk, noise = checker.rebuild(a, np.array([0]), comp)
         flags: list[bool] = []
         pieces = _mark_noise(_pieces(tok, spec, chunk[0], noise[0], flags), flags, color)
-        lines += _block(f"original ({comp.raw} tokens rebuilt from inputs + targets; "
-                        f"{'highlighted' if color else '⟦marked⟧'}: what the targets hold)", pieces, width, color)
+        lines += _block(
+            f"original ({comp.raw} tokens rebuilt from inputs + targets; "
+            f"{'highlighted' if color else '⟦marked⟧'}: what the targets hold)",
+            pieces,
+            width,
+            color,
+        )
     else:
-        lines.append(_style(f"cannot rebuild the original: {msgs[0][1] if msgs else 'unknown denoiser'}",
-                            "error", color))
+        lines.append(
+            _style(
+                f"cannot rebuild the original: {msgs[0][1] if msgs else 'unknown denoiser'}",
+                "error",
+                color,
+            )
+        )
     return "\n".join(lines)
 
 

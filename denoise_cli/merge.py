@@ -27,13 +27,12 @@ from .pipeline import (
     STATE_DIR,
     _diff,
     _dumps,
-    atomic_write_bytes,
     epoch_dir,
-    fsync_dir,
     top_manifest,
     totals_from_files,
     write_epoch_files,
 )
+from .write import atomic_write_bytes, fsync_dir
 
 
 def _identity(part: Path) -> dict[str, Any]:
@@ -58,7 +57,9 @@ def _place(src: Path, dst: Path, copy: bool) -> None:
     os.replace(tmp, dst)
 
 
-def merge(parts: Sequence[str], out: str, *, copy: bool = False, allow_partial: bool = False) -> dict[str, Any]:
+def merge(
+    parts: Sequence[str], out: str, *, copy: bool = False, allow_partial: bool = False
+) -> dict[str, Any]:
     """Merge part outputs into ``out`` (hard links by default; ``copy=True`` copies)."""
     if not parts:
         raise ConfigError("no parts to merge")
@@ -66,11 +67,13 @@ def merge(parts: Sequence[str], out: str, *, copy: bool = False, allow_partial: 
     tops = [read_manifest(d) for d in dirs]
     idents = [_identity(d) for d in dirs]
     base = {k: v for k, v in idents[0].items() if k != "part"}
-    for d, ident in zip(dirs[1:], idents[1:]):
+    for d, ident in zip(dirs[1:], idents[1:], strict=False):
         diffs = _diff({k: v for k, v in ident.items() if k != "part"}, base)
         if diffs:
-            raise ConfigError(f"{d} was made with a different configuration than {dirs[0]}:\n  "
-                              + "\n  ".join(diffs[:12]))
+            raise ConfigError(
+                f"{d} was made with a different configuration than {dirs[0]}:\n  "
+                + "\n  ".join(diffs[:12])
+            )
     infos = [ident.get("part") or {"index": 0, "count": 1} for ident in idents]
     count = infos[0]["count"]
     seen = sorted(i["index"] for i in infos)
@@ -78,7 +81,9 @@ def merge(parts: Sequence[str], out: str, *, copy: bool = False, allow_partial: 
         raise ConfigError(f"parts overlap or come from different splits: {infos}")
     if seen != list(range(count)) and not allow_partial:
         missing = sorted(set(range(count)) - set(seen))
-        raise ConfigError(f"parts {missing} of {count} are missing (use --allow-partial to merge anyway)")
+        raise ConfigError(
+            f"parts {missing} of {count} are missing (use --allow-partial to merge anyway)"
+        )
     dst = Path(out)
     if dst.exists() and any(dst.iterdir()):
         raise OutputError(f"{dst} is not empty; merge into a new directory")
@@ -86,10 +91,10 @@ def merge(parts: Sequence[str], out: str, *, copy: bool = False, allow_partial: 
     manifests = []
     for e in range(epochs):
         sub = epoch_dir(epochs, e)
-        ms = [read_manifest(d / sub) if sub else t for d, t in zip(dirs, tops)]
+        ms = [read_manifest(d / sub) if sub else t for d, t in zip(dirs, tops, strict=False)]
         files = sorted((f for m in ms for f in m["files"]), key=lambda f: f["index"])
         shards: list[tuple[Path, dict[str, Any]]] = []
-        for d, m in zip(dirs, ms):
+        for d, m in zip(dirs, ms, strict=False):
             shards += [(d / sub / s["path"], s) for s in m["shards"]]
         shards.sort(key=lambda x: (x[1]["source_files"][0], x[1]["path"]))
         for src, s in shards:

@@ -60,7 +60,9 @@ STATE_DIR = ".denoise"
 
 
 def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(
+        obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    )
 
 
 @dataclass(frozen=True)
@@ -163,19 +165,26 @@ class _EpochStream:
             state = PackerState(rec["next_group"], rec["offset"], carry)
             self.R, self.T, self.part = rec["record_end"], rec["tokens_read"], rec["part"] + 1
             self.parts, self.stats = list(rec["parts"]), rec["stats"]
-            self.reserved, self.final, self.tail = rec["reserved_replaced"], rec["final"], rec["tail"]
+            self.reserved, self.final, self.tail = (
+                rec["reserved_replaced"],
+                rec["final"],
+                rec["tail"],
+            )
         cfg = job.cfg
-        self.packer = Packer(job.plans, cfg.mixture.probabilities, job.group_size, cfg.seed, key,
-                             epoch, state)
+        self.packer = Packer(
+            job.plans, cfg.mixture.probabilities, job.group_size, cfg.seed, key, epoch, state
+        )
         self.writer: ShardWriter | None = None
         self.part_tokens = 0
 
-    def feed(self, stream: np.ndarray, t0: int, record_end: int, stats: FileStats, reserved: int) -> None:
+    def feed(
+        self, stream: np.ndarray, t0: int, record_end: int, stats: FileStats, reserved: int
+    ) -> None:
         """``stream`` holds tokens ``[t0, t0 + len)`` of the file's stream."""
         t1 = t0 + len(stream)
         if self.final or t1 <= self.T:
             return
-        piece = stream[max(self.T - t0, 0):]
+        piece = stream[max(self.T - t0, 0) :]
         self.T, self.R = t1, record_end
         self._push(piece, stats, reserved)
 
@@ -199,15 +208,24 @@ class _EpochStream:
 
     def emit(self, grp: Group) -> None:
         job, cfg = self.job, self.job.cfg
-        rows = corrupt_mixture(grp.stream, grp.starts, grp.components, job.plans, job.special,
-                               cfg.lengths, grp.rng)
+        rows = corrupt_mixture(
+            grp.stream, grp.starts, grp.components, job.plans, job.special, cfg.lengths, grp.rng
+        )
         if self.writer is None:
             path = self.out / job.shard_name(self.epoch, self.file_idx, self.part)
             path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = ShardWriter(path, cfg.lengths, cfg.format)
         n = len(grp.starts)
-        self.writer.write(record_batch(rows, cfg.lengths, grp.components, self.file_idx,
-                                       grp.first_example + np.arange(n), grp.token_offset))
+        self.writer.write(
+            record_batch(
+                rows,
+                cfg.lengths,
+                grp.components,
+                self.file_idx,
+                grp.first_example + np.arange(n),
+                grp.token_offset,
+            )
+        )
         self.part_tokens += int(grp.stream.size)
 
     def commit(self, stats: FileStats, reserved: int, *, final: bool) -> None:
@@ -225,14 +243,26 @@ class _EpochStream:
         else:
             return
         st = self.packer.state()
-        carry_rel = f"{STATE_DIR}/parts/E{self.epoch:03d}-{self.file_idx:05d}-{self.part:05d}.carry.npy"
+        carry_rel = (
+            f"{STATE_DIR}/parts/E{self.epoch:03d}-{self.file_idx:05d}-{self.part:05d}.carry.npy"
+        )
         atomic_save_npy(self.out / carry_rel, st.carry)
         rec = {
-            "epoch": self.epoch, "file": self.file_idx, "part": self.part, "shard": shard,
-            "bytes": size, "record_end": self.R, "tokens_read": self.T,
-            "next_group": st.next_group, "offset": st.offset, "carry": carry_rel,
-            "reserved_replaced": reserved, "stats": stats.to_dict(), "parts": self.parts,
-            "final": final, "tail": self.tail,
+            "epoch": self.epoch,
+            "file": self.file_idx,
+            "part": self.part,
+            "shard": shard,
+            "bytes": size,
+            "record_end": self.R,
+            "tokens_read": self.T,
+            "next_group": st.next_group,
+            "offset": st.offset,
+            "carry": carry_rel,
+            "reserved_replaced": reserved,
+            "stats": stats.to_dict(),
+            "parts": self.parts,
+            "final": final,
+            "tail": self.tail,
         }
         atomic_write_bytes(_part_path(self.out, self.epoch, self.file_idx, self.part), _dumps(rec))
         self.part += 1
@@ -252,7 +282,9 @@ class _EpochStream:
         }
 
 
-def process_file(job: Job, file_idx: int, progress: Callable[[int, int, int], None]) -> dict[str, Any]:
+def process_file(
+    job: Job, file_idx: int, progress: Callable[[int, int, int], None]
+) -> dict[str, Any]:
     """Process (or finish) one input file for every epoch; return its file record."""
     out = Path(job.out)
     done = _file_done_path(out, file_idx)
@@ -270,8 +302,14 @@ def process_file(job: Job, file_idx: int, progress: Callable[[int, int, int], No
     try:
         if not all(s.final for s in epochs):
             last_bytes = stats.bytes_read
-            for batch in iter_batches(f, text_key=cfg.text_key, on_error=cfg.on_error, stats=stats,
-                                      start_record=record_end, max_doc_chars=cfg.max_doc_chars):
+            for batch in iter_batches(
+                f,
+                text_key=cfg.text_key,
+                on_error=cfg.on_error,
+                stats=stats,
+                start_record=record_end,
+                max_doc_chars=cfg.max_doc_chars,
+            ):
                 values, offsets, counts = job.encoder.encode(batch.texts)
                 if counts.get("reserved_token"):
                     n = counts["reserved_token"]
@@ -451,8 +489,14 @@ class _Progress:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
-                            desc=f"prepare {nfiles} file(s)", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total_bytes,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"prepare {nfiles} file(s)",
+                dynamic_ncols=True,
+            )
 
     def update(self, docs: int, tokens: int, nbytes: int) -> None:
         self.docs += docs
@@ -475,7 +519,9 @@ def _mp_context() -> Any:
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def run_files(job: Job, todo: Sequence[int], workers: int, progress: _Progress) -> list[dict[str, Any]]:
+def run_files(
+    job: Job, todo: Sequence[int], workers: int, progress: _Progress
+) -> list[dict[str, Any]]:
     """Process files, in-process for one worker, else in a process pool."""
     results: dict[int, dict[str, Any]] = {}
     if workers <= 1 or len(todo) <= 1:
@@ -485,8 +531,12 @@ def run_files(job: Job, todo: Sequence[int], workers: int, progress: _Progress) 
     ctx = _mp_context()
     q = ctx.Queue()
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                 initializer=_worker_init, initargs=(job, q)) as ex:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(todo)),
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(job, q),
+        ) as ex:
             pending: set[Future[dict[str, Any]]] = set()
             try:
                 futs = {ex.submit(_worker_run, i): i for i in todo}
@@ -617,7 +667,10 @@ def _make_job(prep: Prepared, out: Path) -> Job:
 
 
 def finalize(
-    out: Path, prep: Prepared, job: Job, records: list[dict[str, Any]],
+    out: Path,
+    prep: Prepared,
+    job: Job,
+    records: list[dict[str, Any]],
     part: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write each epoch's dataset files (manifest, tokenizer, HF state) and, for several
@@ -655,29 +708,48 @@ def top_manifest(manifests: Sequence[dict[str, Any]]) -> dict[str, Any]:
     first = manifests[0]
     top = {k: v for k, v in first.items() if k not in ("shards", "epoch", "totals", "files")}
     top["epoch_dirs"] = [epoch_dir(len(manifests), e).rstrip("/") for e in range(len(manifests))]
-    totals = {k: v for k, v in first["totals"].items() if k not in ("rows", "tokens_used", "tail_tokens")}
+    totals = {
+        k: v for k, v in first["totals"].items() if k not in ("rows", "tokens_used", "tail_tokens")
+    }
     totals["rows_per_epoch"] = [m["totals"]["rows"] for m in manifests]
     top["totals"] = totals
-    top["files"] = [{k: v for k, v in f.items() if k not in ("rows", "tokens_used", "tail_tokens")}
-                    for f in first["files"]]
+    top["files"] = [
+        {k: v for k, v in f.items() if k not in ("rows", "tokens_used", "tail_tokens")}
+        for f in first["files"]
+    ]
     return top
 
 
-def build_manifest(prep: Prepared, job: Job, records: list[dict[str, Any]], epoch: int = 0) -> dict[str, Any]:
+def build_manifest(
+    prep: Prepared, job: Job, records: list[dict[str, Any]], epoch: int = 0
+) -> dict[str, Any]:
     """The manifest of one epoch's dataset; shard paths are relative to the epoch's directory."""
     cfg = prep.cfg
     prefix = job.epoch_dir(epoch)
     shards = []
     for r in records:
         for p in r["epochs"][epoch]["parts"]:
-            shards.append({"path": p["shard"][len(prefix):], "rows": p["rows"], "bytes": p["bytes"],
-                           "sha256": p["sha256"], "tokens": p["tokens"], "source_files": [r["index"]]})
+            shards.append(
+                {
+                    "path": p["shard"][len(prefix) :],
+                    "rows": p["rows"],
+                    "bytes": p["bytes"],
+                    "sha256": p["sha256"],
+                    "tokens": p["tokens"],
+                    "source_files": [r["index"]],
+                }
+            )
     files = [
         {
-            "index": r["index"], "name": r["name"], "size": r["size"], "stats": r["stats"],
-            "tokens": r["tokens"], "reserved_replaced": r["reserved_replaced"],
+            "index": r["index"],
+            "name": r["name"],
+            "size": r["size"],
+            "stats": r["stats"],
+            "tokens": r["tokens"],
+            "reserved_replaced": r["reserved_replaced"],
             "tokens_used": r["epochs"][epoch]["tokens_used"],
-            "tail_tokens": r["epochs"][epoch]["tail_tokens"], "rows": r["epochs"][epoch]["rows"],
+            "tail_tokens": r["epochs"][epoch]["tail_tokens"],
+            "rows": r["epochs"][epoch]["rows"],
         }
         for r in records
     ]

@@ -12,7 +12,10 @@ def table(headers: list[str], rows: list[list[Any]], align: str | None = None) -
     align = align or "l" + "r" * (len(headers) - 1)
     lines = []
     for j, r in enumerate(cells):
-        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)]
+        parts = [
+            c.ljust(w) if a == "l" else c.rjust(w)
+            for c, w, a in zip(r, widths, align, strict=False)
+        ]
         lines.append("  ".join(parts).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -31,31 +34,63 @@ def plan_text(t: dict[str, Any]) -> str:
     lengths = t["lengths"]
     lines = [f"mixture {t['mixture']['name']}: {t['mixture']['source']}", ""]
     enc = lengths["layout"] == "encoder-decoder"
-    shape = (f"encoder-decoder, inputs {lengths['inputs_length']}, targets {lengths['targets_length']}"
-             if enc else f"decoder-only, sequence {lengths['seq_length']}")
+    shape = (
+        f"encoder-decoder, inputs {lengths['inputs_length']}, targets {lengths['targets_length']}"
+        if enc
+        else f"decoder-only, sequence {lengths['seq_length']}"
+    )
     lines.append(f"layout: {shape}")
     rows = []
     for c in t["components"]:
-        rows.append([
-            c["index"], c["denoiser"], f"{c['probability']:.3f}", c["mode_token"] or "",
-            c["raw_length"], c["noise_tokens"] or "", c["spans"] or "",
-            f"{c['prefix_min']}-{c['prefix_max']}" if c["prefix_max"] else "",
-            c["input_length"], c["target_length"],
-            f"{c['mean_input_tokens']:.1f}", f"{c['mean_target_tokens']:.1f}",
-        ])
-    hdr = ["#", "denoiser", "p", "mode", "raw", "noise", "spans", "prefix",
-           "max in" if enc else "max seq", "max tgt", "mean in" if enc else "mean seq", "mean tgt"]
+        rows.append(
+            [
+                c["index"],
+                c["denoiser"],
+                f"{c['probability']:.3f}",
+                c["mode_token"] or "",
+                c["raw_length"],
+                c["noise_tokens"] or "",
+                c["spans"] or "",
+                f"{c['prefix_min']}-{c['prefix_max']}" if c["prefix_max"] else "",
+                c["input_length"],
+                c["target_length"],
+                f"{c['mean_input_tokens']:.1f}",
+                f"{c['mean_target_tokens']:.1f}",
+            ]
+        )
+    hdr = [
+        "#",
+        "denoiser",
+        "p",
+        "mode",
+        "raw",
+        "noise",
+        "spans",
+        "prefix",
+        "max in" if enc else "max seq",
+        "max tgt",
+        "mean in" if enc else "mean seq",
+        "mean tgt",
+    ]
     lines += ["", table(hdr, rows, "llrlrrrrrrrr"), ""]
     eff = t["expected_efficiency"]
-    lines.append("expected real tokens / slots: " + ", ".join(f"{k} {v:.1%}" for k, v in eff.items()))
+    lines.append(
+        "expected real tokens / slots: " + ", ".join(f"{k} {v:.1%}" for k, v in eff.items())
+    )
     tok = t["tokenizer"]
-    lines.append(f"sentinels needed: {t['sentinels_needed']} "
-                 f"(ids {tok['sentinel_ids'][:3]}{'...' if len(tok['sentinel_ids']) > 3 else ''})")
-    lines.append(f"tokenizer: {tok['source']}; vocabulary {tok['vocab_size']:,} "
-                 f"(eos {tok['eos']['token']}={tok['eos']['id']}, pad {tok['pad']['token']}={tok['pad']['id']})")
+    lines.append(
+        f"sentinels needed: {t['sentinels_needed']} "
+        f"(ids {tok['sentinel_ids'][:3]}{'...' if len(tok['sentinel_ids']) > 3 else ''})"
+    )
+    lines.append(
+        f"tokenizer: {tok['source']}; vocabulary {tok['vocab_size']:,} "
+        f"(eos {tok['eos']['token']}={tok['eos']['id']}, pad {tok['pad']['token']}={tok['pad']['id']})"
+    )
     if tok["added_tokens"]:
         a = tok["added_tokens"]
-        lines.append(f"added to the vocabulary: {len(a)} token(s): {', '.join(a[:6])}{' ...' if len(a) > 6 else ''}")
+        lines.append(
+            f"added to the vocabulary: {len(a)} token(s): {', '.join(a[:6])}{' ...' if len(a) > 6 else ''}"
+        )
     return "\n".join(lines)
 
 
@@ -76,20 +111,28 @@ def prepare_summary(m: dict[str, Any], out: str) -> str:
             f"{t['tokens']:,} tokens ({t['tokens_used']:,} used, {t['tail_tokens']:,} in file tails)",
         ]
     if "part" in m:
-        lines.append(f"this is part {m['part']['index']} of {m['part']['count']}: join the parts "
-                     "with `denoise merge PART... OUT`")
+        lines.append(
+            f"this is part {m['part']['index']} of {m['part']['count']}: join the parts "
+            "with `denoise merge PART... OUT`"
+        )
     if t["skipped"]:
-        lines.append("skipped records: " + ", ".join(f"{k} {v:,}" for k, v in sorted(t["skipped"].items())))
+        lines.append(
+            "skipped records: " + ", ".join(f"{k} {v:,}" for k, v in sorted(t["skipped"].items()))
+        )
     else:
         lines.append("skipped records: none")
     errs = [f for f in m["files"] if f["stats"].get("error")]
     for f in errs:
         lines.append(f"  file error: {f['stats']['error']}")
     if t.get("reserved_replaced"):
-        lines.append(f"special-token ids found in text and replaced by unk: {t['reserved_replaced']:,}")
+        lines.append(
+            f"special-token ids found in text and replaced by unk: {t['reserved_replaced']:,}"
+        )
     tok = m["tokenizer"]
-    lines.append(f"vocabulary: {tok['vocab_size']:,} ({len(tok['added_tokens'])} added); "
-                 f"sentinels used up to <extra_id_{max(m['sentinels_needed'] - 1, 0)}>")
+    lines.append(
+        f"vocabulary: {tok['vocab_size']:,} ({len(tok['added_tokens'])} added); "
+        f"sentinels used up to <extra_id_{max(m['sentinels_needed'] - 1, 0)}>"
+    )
     lines += ["", "load it:", load_snippet(out, m["format"])]
     return "\n".join(lines)
 

@@ -65,7 +65,13 @@ def hist_quantiles(h: np.ndarray) -> dict[str, float]:
         return int(np.searchsorted(cum, k))
 
     mean = float((np.arange(len(h)) * h).sum() / n)
-    return {"min": int(nz[0]), "median": rank(0.5), "p99": rank(0.99), "max": int(nz[-1]), "mean": mean}
+    return {
+        "min": int(nz[0]),
+        "median": rank(0.5),
+        "p99": rank(0.99),
+        "max": int(nz[-1]),
+        "mean": mean,
+    }
 
 
 @dataclass
@@ -88,10 +94,19 @@ class ComponentStats:
 
     def __add__(self, o: ComponentStats) -> ComponentStats:
         return ComponentStats(
-            self.name, self.kind, self.rate, self.mean_span, self.expected_rows + o.expected_rows,
-            self.rows + o.rows, self.raw_tokens + o.raw_tokens, self.noise_tokens + o.noise_tokens,
-            self.spans + o.spans, self.input_tokens + o.input_tokens, self.target_tokens + o.target_tokens,
-            _add_hist(self.input_hist, o.input_hist), _add_hist(self.target_hist, o.target_hist),
+            self.name,
+            self.kind,
+            self.rate,
+            self.mean_span,
+            self.expected_rows + o.expected_rows,
+            self.rows + o.rows,
+            self.raw_tokens + o.raw_tokens,
+            self.noise_tokens + o.noise_tokens,
+            self.spans + o.spans,
+            self.input_tokens + o.input_tokens,
+            self.target_tokens + o.target_tokens,
+            _add_hist(self.input_hist, o.input_hist),
+            _add_hist(self.target_hist, o.target_hist),
         )
 
     def to_dict(self, total_rows: int, total_expected: float) -> dict[str, Any]:
@@ -125,8 +140,16 @@ class ShardStats:
     target_tokens: int = 0
 
 
-_ACCOUNTING = ("files", "records", "docs", "tokens", "tokens_used", "tail_tokens", "reserved_replaced",
-               "files_with_errors")
+_ACCOUNTING = (
+    "files",
+    "records",
+    "docs",
+    "tokens",
+    "tokens_used",
+    "tail_tokens",
+    "reserved_replaced",
+    "files_with_errors",
+)
 
 
 @dataclass
@@ -179,7 +202,8 @@ class Stats:
             max_sentinel=max(self.max_sentinel, o.max_sentinel),
             sentinels_needed=max(self.sentinels_needed, o.sentinels_needed),
             vocab_size=max(self.vocab_size, o.vocab_size),
-            added_tokens=self.added_tokens + [t for t in o.added_tokens if t not in self.added_tokens],
+            added_tokens=self.added_tokens
+            + [t for t in o.added_tokens if t not in self.added_tokens],
             accounting={k: self.accounting.get(k, 0) + o.accounting.get(k, 0) for k in _ACCOUNTING},
             skipped=skipped,
             components=comps,
@@ -193,8 +217,12 @@ class Stats:
         def r(a: float, b: float) -> float:
             return a / b if b else 0.0
 
-        return {"inputs": r(self.input_real, self.input_slots), "targets": r(self.target_real, self.target_slots),
-                "overall": r(self.real, self.slots), "expected_overall": r(self.expected_real, self.slots)}
+        return {
+            "inputs": r(self.input_real, self.input_slots),
+            "targets": r(self.target_real, self.target_slots),
+            "overall": r(self.real, self.slots),
+            "expected_overall": r(self.expected_real, self.slots),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         exp_total = sum(c.expected_rows for c in self.components.values())
@@ -265,7 +293,9 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     for sh in m["shards"]:
         p = outp / sh["path"]
         if not p.is_file():
-            raise OutputError(f"{p}: shard listed in the manifest is missing (run `denoise verify {out}`)")
+            raise OutputError(
+                f"{p}: shard listed in the manifest is missing (run `denoise verify {out}`)"
+            )
         ss = ShardStats(out, prefix + str(sh["path"]), bytes=p.stat().st_size)
         _, batches = open_shard(p, fmt, cols)
         for rb in batches:
@@ -316,11 +346,23 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     ih2, th2 = ih.reshape(C, wi + 1), th.reshape(C, wt + 1)
     for c, d in enumerate(denoisers):
         comp = ComponentStats(
-            spec.comps[c].name, str(d["kind"]), float(d["rate"]), float(d.get("mean_span", 0.0)),
-            float(probs[c]) * st.rows, int(sums[0, c]), int(sums[1, c]), int(sums[2, c]), int(sums[3, c]),
-            int(sums[4, c]), int(sums[5, c]), ih2[c].copy(), th2[c].copy(),
+            spec.comps[c].name,
+            str(d["kind"]),
+            float(d["rate"]),
+            float(d.get("mean_span", 0.0)),
+            float(probs[c]) * st.rows,
+            int(sums[0, c]),
+            int(sums[1, c]),
+            int(sums[2, c]),
+            int(sums[3, c]),
+            int(sums[4, c]),
+            int(sums[5, c]),
+            ih2[c].copy(),
+            th2[c].copy(),
         )
-        st.components[comp.name] = st.components[comp.name] + comp if comp.name in st.components else comp
+        st.components[comp.name] = (
+            st.components[comp.name] + comp if comp.name in st.components else comp
+        )
     st.seconds = time.perf_counter() - t0
     return st
 
@@ -356,53 +398,118 @@ def render(st: Stats) -> str:
         "",
         table(
             ["shard", "rows", "raw tokens", "input tokens", "target tokens", "MiB"],
-            [[f"{s.output}/{s.path}" if len(st.outputs) > 1 else s.path, s.rows, s.raw_tokens, s.input_tokens, s.target_tokens, s.bytes / 2**20]
-             for s in st.shards]
-            + [["total", st.rows, st.raw_tokens, st.input_real, st.target_real,
-                sum(s.bytes for s in st.shards) / 2**20]],
+            [
+                [
+                    f"{s.output}/{s.path}" if len(st.outputs) > 1 else s.path,
+                    s.rows,
+                    s.raw_tokens,
+                    s.input_tokens,
+                    s.target_tokens,
+                    s.bytes / 2**20,
+                ]
+                for s in st.shards
+            ]
+            + [
+                [
+                    "total",
+                    st.rows,
+                    st.raw_tokens,
+                    st.input_real,
+                    st.target_real,
+                    sum(s.bytes for s in st.shards) / 2**20,
+                ]
+            ],
         ),
         "",
     ]
     rows = []
     for c in d["components"]:
         span = c["configured_mean_span"] is not None
-        rows.append([
-            c["name"], _pct(c["configured_share"]), _pct(c["share"]), c["rows"],
-            f"{c['configured_rate']:.3f}", f"{c['corruption_rate']:.3f}",
-            f"{c['configured_mean_span']:g}" if span else "-",
-            f"{c['mean_span']:.2f}" if span and c["mean_span"] is not None else "-",
-            _lens(c["input_length"]), _lens(c["target_length"]),
-        ])
+        rows.append(
+            [
+                c["name"],
+                _pct(c["configured_share"]),
+                _pct(c["share"]),
+                c["rows"],
+                f"{c['configured_rate']:.3f}",
+                f"{c['corruption_rate']:.3f}",
+                f"{c['configured_mean_span']:g}" if span else "-",
+                f"{c['mean_span']:.2f}" if span and c["mean_span"] is not None else "-",
+                _lens(c["input_length"]),
+                _lens(c["target_length"]),
+            ]
+        )
     lines += [
-        table(["component", "share cfg", "share", "rows", "rate cfg", "rate", "span cfg", "span",
-               "input len min/med/p99/max", "target len min/med/p99/max"], rows, "lrrrrrrrrr"),
+        table(
+            [
+                "component",
+                "share cfg",
+                "share",
+                "rows",
+                "rate cfg",
+                "rate",
+                "span cfg",
+                "span",
+                "input len min/med/p99/max",
+                "target len min/med/p99/max",
+            ],
+            rows,
+            "lrrrrrrrrr",
+        ),
         "",
     ]
     eff = st.efficiency
     if enc_only:
-        lines.append(f"padding efficiency (real tokens / token slots): inputs {_pct(eff['inputs'])}, "
-                     f"targets {_pct(eff['targets'])}, overall {_pct(eff['overall'])} "
-                     f"(configured mixture expects {_pct(eff['expected_overall'])})")
+        lines.append(
+            f"padding efficiency (real tokens / token slots): inputs {_pct(eff['inputs'])}, "
+            f"targets {_pct(eff['targets'])}, overall {_pct(eff['overall'])} "
+            f"(configured mixture expects {_pct(eff['expected_overall'])})"
+        )
     else:
-        lines.append(f"padding efficiency (real tokens / token slots): sequence {_pct(eff['overall'])} "
-                     f"(expected {_pct(eff['expected_overall'])}); loss tokens {_pct(eff['targets'])} "
-                     f"of the slots" + ("; inputs (enc-dec outputs) " + _pct(eff["inputs"]) if not
-                                         set(st.layouts) <= {"decoder-only"} else ""))
-    used = (f"sentinels 0..{st.max_sentinel} used (<= {st.sentinels_needed} needed by the mixture)"
-            if st.max_sentinel >= 0 else "no sentinels used")
-    lines.append(f"{used}; {len(st.added_tokens)} token(s) added to the vocabulary (now {st.vocab_size:,})")
+        lines.append(
+            f"padding efficiency (real tokens / token slots): sequence {_pct(eff['overall'])} "
+            f"(expected {_pct(eff['expected_overall'])}); loss tokens {_pct(eff['targets'])} "
+            f"of the slots"
+            + (
+                "; inputs (enc-dec outputs) " + _pct(eff["inputs"])
+                if not set(st.layouts) <= {"decoder-only"}
+                else ""
+            )
+        )
+    used = (
+        f"sentinels 0..{st.max_sentinel} used (<= {st.sentinels_needed} needed by the mixture)"
+        if st.max_sentinel >= 0
+        else "no sentinels used"
+    )
+    lines.append(
+        f"{used}; {len(st.added_tokens)} token(s) added to the vocabulary (now {st.vocab_size:,})"
+    )
     acc = st.accounting
     skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(st.skipped.items())) or "none"
-    lines.append(f"input: {acc['files']} file(s), {acc['records']:,} records read, {acc['docs']:,} documents; "
-                 f"skipped: {skipped}")
+    lines.append(
+        f"input: {acc['files']} file(s), {acc['records']:,} records read, {acc['docs']:,} documents; "
+        f"skipped: {skipped}"
+    )
     tail_pct = f" ({_pct(acc['tail_tokens'] / acc['tokens'])})" if acc["tokens"] else ""
-    lines.append(f"tokens: {acc['tokens']:,} read, {acc['tokens_used']:,} used, {acc['tail_tokens']:,} "
-                 f"in file tails not used{tail_pct}"
-                 + (f" (used and tails summed over {st.epochs} datasets/epochs)"
-                    if st.epochs > len(st.outputs) else "")
-                 + (f"; {acc['files_with_errors']} file(s) with read errors" if acc["files_with_errors"] else "")
-                 + (f"; {acc['reserved_replaced']:,} special ids in text replaced by unk"
-                    if acc["reserved_replaced"] else ""))
+    lines.append(
+        f"tokens: {acc['tokens']:,} read, {acc['tokens_used']:,} used, {acc['tail_tokens']:,} "
+        f"in file tails not used{tail_pct}"
+        + (
+            f" (used and tails summed over {st.epochs} datasets/epochs)"
+            if st.epochs > len(st.outputs)
+            else ""
+        )
+        + (
+            f"; {acc['files_with_errors']} file(s) with read errors"
+            if acc["files_with_errors"]
+            else ""
+        )
+        + (
+            f"; {acc['reserved_replaced']:,} special ids in text replaced by unk"
+            if acc["reserved_replaced"]
+            else ""
+        )
+    )
     return "\n".join(lines)
 
 
@@ -424,12 +531,20 @@ def plot(st: Stats, path: str) -> None:
     plt = _pyplot()
     comps = list(st.components.values())
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    for ax, attr, title in ((axes[0], "input_hist", "input length"), (axes[1], "target_hist", "target length")):
+    for ax, attr, title in (
+        (axes[0], "input_hist", "input length"),
+        (axes[1], "target_hist", "target length"),
+    ):
         hs = [getattr(c, attr) for c in comps]
         top = max((int(np.flatnonzero(h)[-1]) for h in hs if h.any()), default=1) + 1
         edges = np.linspace(0, top, min(top, 64) + 1)
-        ax.hist([np.arange(len(h)) for h in hs], bins=edges, weights=hs, stacked=True,
-                label=[c.name for c in comps])
+        ax.hist(
+            [np.arange(len(h)) for h in hs],
+            bins=edges,
+            weights=hs,
+            stacked=True,
+            label=[c.name for c in comps],
+        )
         ax.set_title(f"{title} per component (stacked)")
         ax.set_xlabel("tokens")
         ax.set_ylabel("rows")
@@ -441,7 +556,9 @@ def plot(st: Stats, path: str) -> None:
     axes[2].set_xticks(x, [c.name for c in comps], rotation=30, ha="right", fontsize=8)
     axes[2].set_title("mixture: share of rows")
     axes[2].legend(fontsize=8)
-    fig.suptitle(f"{', '.join(st.outputs)}: {st.rows:,} rows, padding efficiency {_pct(st.efficiency['overall'])}")
+    fig.suptitle(
+        f"{', '.join(st.outputs)}: {st.rows:,} rows, padding efficiency {_pct(st.efficiency['overall'])}"
+    )
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=110)

@@ -70,7 +70,7 @@ def load_tokenizer_json(spec: str | None) -> tuple[str, str]:
             return p.read_text(encoding="utf-8"), f"file:{p.resolve()}"
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read tokenizer {p}: {e}") from None
-    if p.suffix == ".json" or os.sep in spec and not spec.count("/") == 1:
+    if p.suffix == ".json" or (os.sep in spec and not spec.count("/") == 1):
         raise ConfigError(f"tokenizer file {spec} does not exist")
     tk = _tokenizers()
     try:
@@ -161,7 +161,9 @@ def build_tokenizer(
         if tok.token_to_id(name) is None:
             missing.append(name)
     if missing and not tokens.add_missing:
-        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        shown = ", ".join(missing[:5]) + (
+            f", ... ({len(missing)} in all)" if len(missing) > 5 else ""
+        )
         raise ConfigError(
             f"tokenizer {source} lacks {len(missing)} special token(s) this config needs: {shown}. "
             f"The mixture needs {n_sentinels} sentinels. Allow adding them (drop --no-add-tokens) "
@@ -180,7 +182,9 @@ def build_tokenizer(
     ids = [eos[1], pad[1], *sentinels, *mode.values()]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise ConfigError(f"tokenizer {source}: special tokens share ids {dup} (eos, pad, sentinels, mode)")
+        raise ConfigError(
+            f"tokenizer {source}: special tokens share ids {dup} (eos, pad, sentinels, mode)"
+        )
     vocab = int(tok.get_vocab_size(with_added_tokens=True))
     if vocab >= 2**31 - 1:
         raise ConfigError(f"vocabulary of {vocab} does not fit int32")
@@ -238,9 +242,11 @@ class Encoder:
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         total = int(offsets[-1])
-        values = np.fromiter(
-            (i for x in ids_lists for i in x), dtype=np.int32, count=total
-        ) if total else np.zeros(0, np.int32)
+        values = (
+            np.fromiter((i for x in ids_lists for i in x), dtype=np.int32, count=total)
+            if total
+            else np.zeros(0, np.int32)
+        )
         if total and len(self._reserved):
             hit = np.isin(values, self._reserved)
             if hit.any():
@@ -248,7 +254,9 @@ class Encoder:
                     counts["reserved_replaced"] = int(hit.sum())
                     values[hit] = self._unk
                 else:
-                    docs = np.unique(np.searchsorted(offsets, np.flatnonzero(hit), side="right") - 1)
+                    docs = np.unique(
+                        np.searchsorted(offsets, np.flatnonzero(hit), side="right") - 1
+                    )
                     keep = np.ones(total, dtype=bool)
                     for d in docs:
                         keep[offsets[d] : offsets[d + 1]] = False

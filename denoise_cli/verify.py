@@ -154,12 +154,21 @@ class OutputSpec:
         comps = []
         for c in m["components"]:
             mt = c.get("mode_token")
-            comps.append(Component(
-                index=int(c["index"]), name=str(c["denoiser"]), span=not str(c["denoiser"]).startswith("S"),
-                mode=0 if mt is None else 1, mode_id=-1 if mt is None else modes[mt], mode_token=mt,
-                raw=int(c["raw_length"]), noise=int(c["noise_tokens"]), spans=int(c["spans"]),
-                prefix_min=int(c["prefix_min"]), prefix_max=int(c["prefix_max"]),
-            ))
+            comps.append(
+                Component(
+                    index=int(c["index"]),
+                    name=str(c["denoiser"]),
+                    span=not str(c["denoiser"]).startswith("S"),
+                    mode=0 if mt is None else 1,
+                    mode_id=-1 if mt is None else modes[mt],
+                    mode_token=mt,
+                    raw=int(c["raw_length"]),
+                    noise=int(c["noise_tokens"]),
+                    spans=int(c["spans"]),
+                    prefix_min=int(c["prefix_min"]),
+                    prefix_max=int(c["prefix_max"]),
+                )
+            )
         wi, wt = (int(x) for x in m["row_widths"])
         return cls(str(m["layout"]), wi, wt, vocab, eos, pad, sent, tuple(comps), names, lut)
 
@@ -172,15 +181,19 @@ def shard_schema(m: dict[str, Any]) -> pa.Schema:
     from .write import schema
 
     lengths = m["lengths"]
-    return schema(Lengths(
-        layout=lengths["layout"],
-        inputs_length=int(lengths.get("inputs_length", 512)),
-        targets_length=int(lengths.get("targets_length", 512)),
-        seq_length=int(lengths.get("seq_length", 1024)),
-    ))
+    return schema(
+        Lengths(
+            layout=lengths["layout"],
+            inputs_length=int(lengths.get("inputs_length", 512)),
+            targets_length=int(lengths.get("targets_length", 512)),
+            seq_length=int(lengths.get("seq_length", 1024)),
+        )
+    )
 
 
-def open_shard(path: Path, fmt: str, columns: Sequence[str] | None = None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+def open_shard(
+    path: Path, fmt: str, columns: Sequence[str] | None = None
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """A shard's schema and its record batches, reading only ``columns`` (Arrow IPC: memory-mapped,
     zero-copy; Parquet: only those column chunks are decoded)."""
     if fmt == "parquet":
@@ -196,9 +209,18 @@ def open_shard(path: Path, fmt: str, columns: Sequence[str] | None = None) -> tu
     return reader.schema, gen()
 
 
-_NP = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
-       pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.uint64(): np.uint64,
-       pa.float32(): np.float32, pa.float64(): np.float64}
+_NP = {
+    pa.int8(): np.int8,
+    pa.int16(): np.int16,
+    pa.int32(): np.int32,
+    pa.int64(): np.int64,
+    pa.uint8(): np.uint8,
+    pa.uint16(): np.uint16,
+    pa.uint32(): np.uint32,
+    pa.uint64(): np.uint64,
+    pa.float32(): np.float32,
+    pa.float64(): np.float64,
+}
 
 
 def _flat(a: pa.Array, start: int, count: int) -> np.ndarray:
@@ -253,11 +275,17 @@ class RowChecker:
         self.pmin = spec.table("prefix_min")
         self.pmax = spec.table("prefix_max")
 
-    def check(self, a: dict[str, np.ndarray], limit: int) -> tuple[list[tuple[int, str]], np.ndarray]:
+    def check(
+        self, a: dict[str, np.ndarray], limit: int
+    ) -> tuple[list[tuple[int, str]], np.ndarray]:
         """(row, message) for up to ``limit`` rows per check, and the mask of rows that pass."""
         s = self.s
         ids, lab, att = a["input_ids"], a["labels"], a["attention_mask"]
-        il, tl, den = a["input_length"].astype(np.int64), a["target_length"].astype(np.int64), a["denoiser"]
+        il, tl, den = (
+            a["input_length"].astype(np.int64),
+            a["target_length"].astype(np.int64),
+            a["denoiser"],
+        )
         pl = a["prefix_length"].astype(np.int64) if "prefix_length" in a else None
         n = len(den)
         ok = np.ones(n, dtype=bool)
@@ -271,52 +299,83 @@ class RowChecker:
                 ok[bad] = False
 
         C = len(s.comps)
-        flag((den < 0) | (den >= C), lambda r: f"denoiser {den[r]} is not a mixture component (0..{C - 1})")
+        flag(
+            (den < 0) | (den >= C),
+            lambda r: f"denoiser {den[r]} is not a mixture component (0..{C - 1})",
+        )
         dc = np.where(ok, den, 0).astype(np.int64)
         comp = s.comps
 
-        flag((ids.view(np.uint32) >= s.vocab).any(axis=1), lambda r: (
-            f"input_ids column {_first_col(ids[r].view(np.uint32) >= s.vocab)} holds "
-            f"{ids[r][_first_col(ids[r].view(np.uint32) >= s.vocab)]}, outside the vocabulary "
-            f"of {s.vocab:,} (manifest tokenizer.vocab_size)"))
+        flag(
+            (ids.view(np.uint32) >= s.vocab).any(axis=1),
+            lambda r: (
+                f"input_ids column {_first_col(ids[r].view(np.uint32) >= s.vocab)} holds "
+                f"{ids[r][_first_col(ids[r].view(np.uint32) >= s.vocab)]}, outside the vocabulary "
+                f"of {s.vocab:,} (manifest tokenizer.vocab_size)"
+            ),
+        )
         lbad = (lab != IGNORE) & (lab.view(np.uint32) >= s.vocab)
-        flag(lbad.any(axis=1), lambda r: (
-            f"labels column {_first_col(lbad[r])} holds {lab[r][_first_col(lbad[r])]}, neither -100 "
-            f"nor within the vocabulary of {s.vocab:,}"))
+        flag(
+            lbad.any(axis=1),
+            lambda r: (
+                f"labels column {_first_col(lbad[r])} holds {lab[r][_first_col(lbad[r])]}, neither -100 "
+                f"nor within the vocabulary of {s.vocab:,}"
+            ),
+        )
         bad_len = (il < 1) | (il > s.wi) | (tl < 1) | (tl > s.wt)
         if pl is not None:
             bad_len |= (pl < 0) | (pl > il)
-        flag(bad_len, lambda r: (
-            f"input_length {il[r]} / target_length {tl[r]}"
-            + (f" / prefix_length {pl[r]}" if pl is not None else "")
-            + f" outside the row widths {s.wi}/{s.wt}"))
+        flag(
+            bad_len,
+            lambda r: (
+                f"input_length {il[r]} / target_length {tl[r]}"
+                + (f" / prefix_length {pl[r]}" if pl is not None else "")
+                + f" outside the row widths {s.wi}/{s.wt}"
+            ),
+        )
         ilc = np.clip(il, 1, s.wi)[:, None]
         tlc = np.clip(tl, 1, s.wt)[:, None]
         col = np.arange(s.wi)[None, :]
         real = col < ilc
         abad = (att != 0) != real
-        flag(abad.any(axis=1), lambda r: (
-            f"attention_mask[{_first_col(abad[r])}] is {att[r][_first_col(abad[r])]}, expected "
-            f"{int(_first_col(abad[r]) < il[r])} (input_length {il[r]})"))
+        flag(
+            abad.any(axis=1),
+            lambda r: (
+                f"attention_mask[{_first_col(abad[r])}] is {att[r][_first_col(abad[r])]}, expected "
+                f"{int(_first_col(abad[r]) < il[r])} (input_length {il[r]})"
+            ),
+        )
         pbad = (ids != s.pad) & ~real
-        flag(pbad.any(axis=1), lambda r: (
-            f"padding only at the end: input_ids[{_first_col(pbad[r])}] is "
-            f"{s.tok(ids[r][_first_col(pbad[r])])} after input_length {il[r]}"))
+        flag(
+            pbad.any(axis=1),
+            lambda r: (
+                f"padding only at the end: input_ids[{_first_col(pbad[r])}] is "
+                f"{s.tok(ids[r][_first_col(pbad[r])])} after input_length {il[r]}"
+            ),
+        )
         if s.enc_dec:
             colt = np.arange(s.wt)[None, :]
             ign = lab == IGNORE
             lbad2 = ign != (colt >= tlc)
-            flag(lbad2.any(axis=1), lambda r: (
-                f"labels[{_first_col(lbad2[r])}] is {lab[r][_first_col(lbad2[r])]}: -100 must be "
-                f"exactly from target_length {tl[r]} on"))
+            flag(
+                lbad2.any(axis=1),
+                lambda r: (
+                    f"labels[{_first_col(lbad2[r])}] is {lab[r][_first_col(lbad2[r])]}: -100 must be "
+                    f"exactly from target_length {tl[r]} on"
+                ),
+            )
         else:
             assert pl is not None
             want = np.where((col >= pl[:, None]) & real, ids, IGNORE)
             lbad2 = lab != want
-            flag(lbad2.any(axis=1), lambda r: (
-                f"labels[{_first_col(lbad2[r])}] is {lab[r][_first_col(lbad2[r])]}, expected "
-                f"{want[r][_first_col(lbad2[r])]} (labels = input_ids on [prefix_length "
-                f"{pl[r]}, input_length {il[r]}), -100 elsewhere)"))
+            flag(
+                lbad2.any(axis=1),
+                lambda r: (
+                    f"labels[{_first_col(lbad2[r])}] is {lab[r][_first_col(lbad2[r])]}, expected "
+                    f"{want[r][_first_col(lbad2[r])]} (labels = input_ids on [prefix_length "
+                    f"{pl[r]}, input_length {il[r]}), -100 elsewhere)"
+                ),
+            )
 
         # lengths the component's parameters dictate
         m, L, nz, sp = self.m[dc], self.raw[dc], self.noise[dc], self.spans[dc]
@@ -333,56 +392,101 @@ class RowChecker:
             exp_tl = np.where(span, nz + sp + 1, L - p + 1)
             exp_pl = np.where(span, m + L - nz + sp, pl)
         pbad_s = ~span & ((p < self.pmin[dc]) | (p > self.pmax[dc]))
-        flag(pbad_s, lambda r: (
-            f"{comp[dc[r]].name}: prefix of {p[r]} tokens outside [{comp[dc[r]].prefix_min}, "
-            f"{comp[dc[r]].prefix_max}] (input_length {il[r]})"))
-        flag(il != exp_il, lambda r: (
-            f"{comp[dc[r]].name}: input_length {il[r]}, its parameters give {exp_il[r]}"
-            + (f" (mode {m[r]} + raw {L[r]} - noise {nz[r]} + {sp[r]} sentinels + EOS)" if span[r] and s.enc_dec else "")))
-        flag(tl != exp_tl, lambda r: (
-            f"{comp[dc[r]].name}: target_length {tl[r]}, its parameters give {exp_tl[r]}"
-            + (f" (noise {nz[r]} + {sp[r]} sentinels + EOS)" if span[r] else
-               f" (raw {L[r]} - prefix {p[r]} + EOS)")))
+        flag(
+            pbad_s,
+            lambda r: (
+                f"{comp[dc[r]].name}: prefix of {p[r]} tokens outside [{comp[dc[r]].prefix_min}, "
+                f"{comp[dc[r]].prefix_max}] (input_length {il[r]})"
+            ),
+        )
+        flag(
+            il != exp_il,
+            lambda r: (
+                f"{comp[dc[r]].name}: input_length {il[r]}, its parameters give {exp_il[r]}"
+                + (
+                    f" (mode {m[r]} + raw {L[r]} - noise {nz[r]} + {sp[r]} sentinels + EOS)"
+                    if span[r] and s.enc_dec
+                    else ""
+                )
+            ),
+        )
+        flag(
+            tl != exp_tl,
+            lambda r: (
+                f"{comp[dc[r]].name}: target_length {tl[r]}, its parameters give {exp_tl[r]}"
+                + (
+                    f" (noise {nz[r]} + {sp[r]} sentinels + EOS)"
+                    if span[r]
+                    else f" (raw {L[r]} - prefix {p[r]} + EOS)"
+                )
+            ),
+        )
         if exp_pl is not None:
             assert pl is not None
-            flag(pl != exp_pl, lambda r: (
-                f"{comp[dc[r]].name}: prefix_length {pl[r]}, its parameters give {exp_pl[r]}"))
+            flag(
+                pl != exp_pl,
+                lambda r: (
+                    f"{comp[dc[r]].name}: prefix_length {pl[r]}, its parameters give {exp_pl[r]}"
+                ),
+            )
 
         # mode token first, EOS last
         mid = self.mode_id[dc]
-        flag((m == 1) & (ids[:, 0] != mid), lambda r: (
-            f"input_ids[0] is {s.tok(ids[r, 0])}, {comp[dc[r]].name} rows start with "
-            f"{comp[dc[r]].mode_token}"))
+        flag(
+            (m == 1) & (ids[:, 0] != mid),
+            lambda r: (
+                f"input_ids[0] is {s.tok(ids[r, 0])}, {comp[dc[r]].name} rows start with "
+                f"{comp[dc[r]].mode_token}"
+            ),
+        )
         rows = np.arange(n)
         last = ids[rows, np.clip(il, 1, s.wi) - 1]
-        flag(last != s.eos, lambda r: f"input_ids[{il[r] - 1}] (last real token) is {s.tok(last[r])}, not EOS")
+        flag(
+            last != s.eos,
+            lambda r: f"input_ids[{il[r] - 1}] (last real token) is {s.tok(last[r])}, not EOS",
+        )
         if s.enc_dec:
             lastt = lab[rows, np.clip(tl, 1, s.wt) - 1]
-            flag(lastt != s.eos, lambda r: f"labels[{tl[r] - 1}] (last target) is {s.tok(lastt[r])}, not EOS")
+            flag(
+                lastt != s.eos,
+                lambda r: f"labels[{tl[r] - 1}] (last target) is {s.tok(lastt[r])}, not EOS",
+            )
 
         # classes of the ids inside the text
         code = np.take(s.lut, ids, mode="clip")
         inside = (col >= m[:, None]) & (col < ilc - 1)
         rbad = ((code == PAD) | (code == MODE)) & inside
-        flag(rbad.any(axis=1), lambda r: (
-            f"input_ids[{_first_col(rbad[r])}] is {s.tok(ids[r][_first_col(rbad[r])])} inside the "
-            f"row's tokens (pad and mode tokens only belong at the end / in column 0)"))
+        flag(
+            rbad.any(axis=1),
+            lambda r: (
+                f"input_ids[{_first_col(rbad[r])}] is {s.tok(ids[r][_first_col(rbad[r])])} inside the "
+                f"row's tokens (pad and mode tokens only belong at the end / in column 0)"
+            ),
+        )
         sent_in = (code >= SENT0) & inside
         lcode: np.ndarray | None = None
         if s.enc_dec:
             lcode = np.take(s.lut, lab, mode="clip")
             linside = np.arange(s.wt)[None, :] < tlc - 1
             lrbad = ((lcode == PAD) | (lcode == MODE)) & linside
-            flag(lrbad.any(axis=1), lambda r: (
-                f"labels[{_first_col(lrbad[r])}] is {s.tok(lab[r][_first_col(lrbad[r])])} inside the targets"))
+            flag(
+                lrbad.any(axis=1),
+                lambda r: (
+                    f"labels[{_first_col(lrbad[r])}] is {s.tok(lab[r][_first_col(lrbad[r])])} inside the targets"
+                ),
+            )
             sent_t = (lcode >= SENT0) & linside
             has_sent = sent_in.any(axis=1) | sent_t.any(axis=1)
         else:
             has_sent = sent_in.any(axis=1)
-        flag(~span & has_sent, lambda r: (
-            f"{comp[dc[r]].name} row holds sentinel "
-            f"{s.tok(ids[r][_first_col(sent_in[r])] if sent_in[r].any() else lab[r][_first_col(sent_t[r])])}"
-            " (S rows split once and have no sentinels)"))
+        flag(
+            ~span & has_sent,
+            lambda r: (
+                f"{comp[dc[r]].name} row holds sentinel "
+                f"{s.tok(ids[r][_first_col(sent_in[r])] if sent_in[r].any() else lab[r][_first_col(sent_t[r])])}"
+                " (S rows split once and have no sentinels)"
+            ),
+        )
 
         # span rows: sentinels 0..s-1 in order in the inputs and in the targets, no empty part
         for c in comp:
@@ -397,9 +501,15 @@ class RowChecker:
                     ok[r] = False
         return sorted(msgs), ok
 
-    def regions(self, c: Component, ids: np.ndarray, lab: np.ndarray, idx: np.ndarray,
-                code: np.ndarray | None = None, lcode: np.ndarray | None = None,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
+    def regions(
+        self,
+        c: Component,
+        ids: np.ndarray,
+        lab: np.ndarray,
+        idx: np.ndarray,
+        code: np.ndarray | None = None,
+        lcode: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
         """Inputs and targets of span rows ``idx`` (fixed widths), their classes, and the column
         where each starts in its array."""
         s = self.s
@@ -407,7 +517,7 @@ class RowChecker:
         wt_c = c.noise + c.spans
         i0 = c.mode
         inp = ids[idx, i0 : i0 + wi_c]
-        ci = (code[idx, i0 : i0 + wi_c] if code is not None else np.take(s.lut, inp, mode="clip"))
+        ci = code[idx, i0 : i0 + wi_c] if code is not None else np.take(s.lut, inp, mode="clip")
         if s.enc_dec:
             t0 = 0
             tgt = lab[idx, :wt_c]
@@ -418,8 +528,15 @@ class RowChecker:
             ct = code[idx, t0 : t0 + wt_c] if code is not None else np.take(s.lut, tgt, mode="clip")
         return inp, tgt, ci, ct, i0, t0
 
-    def _span_structure(self, c: Component, ids: np.ndarray, lab: np.ndarray, code: np.ndarray,
-                        lcode: np.ndarray | None, idx: np.ndarray) -> list[tuple[int, str]]:
+    def _span_structure(
+        self,
+        c: Component,
+        ids: np.ndarray,
+        lab: np.ndarray,
+        code: np.ndarray,
+        lcode: np.ndarray | None,
+        idx: np.ndarray,
+    ) -> list[tuple[int, str]]:
         s = self.s
         _, _, ci, ct, i0, t0 = self.regions(c, ids, lab, idx, code, lcode)
         tname = "input_ids" if not s.enc_dec else "labels"
@@ -429,8 +546,13 @@ class RowChecker:
         ni, nt = si.sum(axis=1), st.sum(axis=1)
         bad = (ni != k) | (nt != k)
         for j in np.flatnonzero(bad):
-            out.append((int(idx[j]), f"{c.name}: {ni[j]} sentinels in the inputs and {nt[j]} in the "
-                        f"targets, its parameters give {k} spans"))
+            out.append(
+                (
+                    int(idx[j]),
+                    f"{c.name}: {ni[j]} sentinels in the inputs and {nt[j]} in the "
+                    f"targets, its parameters give {k} spans",
+                )
+            )
         good = np.flatnonzero(~bad)
         if not len(good):
             return out
@@ -443,23 +565,46 @@ class RowChecker:
         tk = np.take_along_axis(ct, tpos, axis=1) - SENT0
         wi_c, wt_c = ci.shape[1], ct.shape[1]
         checks: list[tuple[np.ndarray, Callable[[int], str]]] = [
-            ((ik != want).any(axis=1), lambda j: (
-                f"sentinels out of order in input_ids: column {i0 + ipos[j][_first_col(ik[j] != want)]} "
-                f"holds {s.tok(s.sentinels[ik[j][_first_col(ik[j] != want)]])} where "
-                f"{s.tok(s.sentinels[_first_col(ik[j] != want)])} belongs")),
-            ((tk != want).any(axis=1), lambda j: (
-                f"sentinels out of order in {tname}: column {t0 + tpos[j][_first_col(tk[j] != want)]} "
-                f"holds {s.tok(s.sentinels[tk[j][_first_col(tk[j] != want)]])} where "
-                f"{s.tok(s.sentinels[_first_col(tk[j] != want)])} belongs")),
-            (ipos[:, -1] != wi_c - 1, lambda j: (
-                f"{c.name}: the inputs do not end with the last sentinel (input_ids[{i0 + wi_c - 1}])")),
-            (tpos[:, 0] != 0, lambda j: f"{c.name}: the targets do not start with sentinel 0 ({tname}[{t0}])"),
-            ((ipos[:, 0] == 0) | (np.diff(ipos, axis=1) == 1).any(axis=1), lambda j: (
-                f"{c.name}: empty kept segment before sentinel "
-                f"{_first_col(np.diff(np.concatenate([[-1], ipos[j]])) == 1)} in input_ids")),
-            ((np.diff(tpos, axis=1) == 1).any(axis=1) | (tpos[:, -1] == wt_c - 1), lambda j: (
-                f"{c.name}: empty noise span after sentinel "
-                f"{_first_col(np.diff(np.concatenate([tpos[j], [wt_c]])) == 1)} in {tname}")),
+            (
+                (ik != want).any(axis=1),
+                lambda j: (
+                    f"sentinels out of order in input_ids: column {i0 + ipos[j][_first_col(ik[j] != want)]} "
+                    f"holds {s.tok(s.sentinels[ik[j][_first_col(ik[j] != want)]])} where "
+                    f"{s.tok(s.sentinels[_first_col(ik[j] != want)])} belongs"
+                ),
+            ),
+            (
+                (tk != want).any(axis=1),
+                lambda j: (
+                    f"sentinels out of order in {tname}: column {t0 + tpos[j][_first_col(tk[j] != want)]} "
+                    f"holds {s.tok(s.sentinels[tk[j][_first_col(tk[j] != want)]])} where "
+                    f"{s.tok(s.sentinels[_first_col(tk[j] != want)])} belongs"
+                ),
+            ),
+            (
+                ipos[:, -1] != wi_c - 1,
+                lambda j: (
+                    f"{c.name}: the inputs do not end with the last sentinel (input_ids[{i0 + wi_c - 1}])"
+                ),
+            ),
+            (
+                tpos[:, 0] != 0,
+                lambda j: f"{c.name}: the targets do not start with sentinel 0 ({tname}[{t0}])",
+            ),
+            (
+                (ipos[:, 0] == 0) | (np.diff(ipos, axis=1) == 1).any(axis=1),
+                lambda j: (
+                    f"{c.name}: empty kept segment before sentinel "
+                    f"{_first_col(np.diff(np.concatenate([[-1], ipos[j]])) == 1)} in input_ids"
+                ),
+            ),
+            (
+                (np.diff(tpos, axis=1) == 1).any(axis=1) | (tpos[:, -1] == wt_c - 1),
+                lambda j: (
+                    f"{c.name}: empty noise span after sentinel "
+                    f"{_first_col(np.diff(np.concatenate([tpos[j], [wt_c]])) == 1)} in {tname}"
+                ),
+            ),
         ]
         flagged = np.zeros(b, dtype=bool)
         for bad_j, describe in checks:
@@ -469,7 +614,9 @@ class RowChecker:
             flagged |= bad_j
         return out
 
-    def rebuild(self, a: dict[str, np.ndarray], idx: np.ndarray, c: Component) -> tuple[np.ndarray, np.ndarray]:
+    def rebuild(
+        self, a: dict[str, np.ndarray], idx: np.ndarray, c: Component
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Raw chunks ``[len(idx), raw]`` of valid rows ``idx`` of component ``c``, and the
         noise/target mask (True where the token came from the targets)."""
         s = self.s
@@ -493,10 +640,19 @@ class RowChecker:
         kk = np.arange(k)
         # kept token at input column j of segment g: j - g + (noise before segment g = tpos_g - g)
         seg = np.cumsum(si, axis=1)
-        pos_i = np.arange(inp.shape[1])[None, :] - seg + np.take_along_axis(tpos - kk, np.minimum(seg, k - 1), axis=1)
+        pos_i = (
+            np.arange(inp.shape[1])[None, :]
+            - seg
+            + np.take_along_axis(tpos - kk, np.minimum(seg, k - 1), axis=1)
+        )
         # noise token at target column j of span g: j - g - 1 + (kept through segment g = ipos_g - g)
         spn = np.cumsum(st, axis=1) - 1
-        pos_t = np.arange(tgt.shape[1])[None, :] - spn - 1 + np.take_along_axis(ipos - kk, np.maximum(spn, 0), axis=1)
+        pos_t = (
+            np.arange(tgt.shape[1])[None, :]
+            - spn
+            - 1
+            + np.take_along_axis(ipos - kk, np.maximum(spn, 0), axis=1)
+        )
         out = np.empty((b, L), dtype=inp.dtype)
         noise = np.zeros((b, L), dtype=bool)
         ri, rt = np.nonzero(~si), np.nonzero(~st)
@@ -570,7 +726,9 @@ class _FileChain:
 # --------------------------------------------------------------------------- verify
 
 
-def epoch_outputs(out: Path, probs: Problems | None = None) -> list[tuple[str, Path, dict[str, Any]]]:
+def epoch_outputs(
+    out: Path, probs: Problems | None = None
+) -> list[tuple[str, Path, dict[str, Any]]]:
     """The datasets of an output: ``[("", out, manifest)]``, or for ``prepare --epochs K`` one
     ``("epoch-k/", out/epoch-k, its manifest)`` per epoch (each a complete dataset). With
     ``probs``, the top-level manifest is checked against the epochs' (rows per epoch, epoch
@@ -587,10 +745,14 @@ def epoch_outputs(out: Path, probs: Problems | None = None) -> list[tuple[str, P
             continue
         probs.prefix = f"{d}/"
         if em.get("epoch") != k:
-            probs.add(f"{MANIFEST}: epoch {em.get('epoch')}, the output's epoch_dirs put epoch {k} here")
+            probs.add(
+                f"{MANIFEST}: epoch {em.get('epoch')}, the output's epoch_dirs put epoch {k} here"
+            )
         rows = m.get("totals", {}).get("rows_per_epoch", [])
         if k < len(rows) and em["totals"]["rows"] != rows[k]:
-            probs.add(f"{MANIFEST}: {em['totals']['rows']:,} rows, the top-level manifest says {rows[k]:,}")
+            probs.add(
+                f"{MANIFEST}: {em['totals']['rows']:,} rows, the top-level manifest says {rows[k]:,}"
+            )
         for key in ("config", "components", "tokenizer", "seed", "layout", "format"):
             if em.get(key) != m.get(key):
                 probs.add(f"{MANIFEST}: {key} differs from the top-level manifest's")
@@ -598,7 +760,9 @@ def epoch_outputs(out: Path, probs: Problems | None = None) -> list[tuple[str, P
         probs.prefix = ""
         data = out / "data"
         if data.is_dir() and any(data.iterdir()):
-            probs.add("data/: holds files, but this output keeps its shards in the epoch directories")
+            probs.add(
+                "data/: holds files, but this output keeps its shards in the epoch directories"
+            )
     return res
 
 
@@ -655,7 +819,9 @@ def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyRe
     nsum = sum(int(s["rows"]) for s in shards)
     fsum = sum(int(f["rows"]) for f in files)
     if not nsum == fsum == int(tot["rows"]):
-        probs.add(f"{MANIFEST}: row counts disagree: shards {nsum:,}, files {fsum:,}, totals {tot['rows']:,}")
+        probs.add(
+            f"{MANIFEST}: row counts disagree: shards {nsum:,}, files {fsum:,}, totals {tot['rows']:,}"
+        )
     for key in ("tokens", "tokens_used", "tail_tokens", "records", "docs"):
         s = sum(int(f[key]) if key in f else int(f["stats"][key]) for f in files)
         if s != int(tot[key]):
@@ -663,24 +829,32 @@ def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyRe
     for f in files:
         name = f"file {f['index']} ({f['name']})"
         if int(f["tokens"]) != int(f["tokens_used"]) + int(f["tail_tokens"]):
-            probs.add(f"{MANIFEST}: {name}: tokens {f['tokens']:,} != used {f['tokens_used']:,} + "
-                      f"tail {f['tail_tokens']:,}")
+            probs.add(
+                f"{MANIFEST}: {name}: tokens {f['tokens']:,} != used {f['tokens_used']:,} + "
+                f"tail {f['tail_tokens']:,}"
+            )
         st = f["stats"]
         if int(st["records"]) != int(st["docs"]) + sum(int(v) for v in st["skipped"].values()):
-            probs.add(f"{MANIFEST}: {name}: records {st['records']:,} != docs {st['docs']:,} + "
-                      f"skipped {sum(st['skipped'].values()):,}")
+            probs.add(
+                f"{MANIFEST}: {name}: records {st['records']:,} != docs {st['docs']:,} + "
+                f"skipped {sum(st['skipped'].values()):,}"
+            )
         own = [s for s in shards if s["source_files"] == [f["index"]]]
         rsum = sum(int(s["rows"]) for s in own)
         if rsum != int(f["rows"]):
             probs.add(f"{MANIFEST}: {name}: {f['rows']:,} rows, its shards list {rsum:,}")
         tsum = sum(int(s["tokens"]) for s in own)
         if tsum != int(f["tokens_used"]):
-            probs.add(f"{MANIFEST}: {name}: tokens_used {f['tokens_used']:,}, its shards list {tsum:,}")
+            probs.add(
+                f"{MANIFEST}: {name}: tokens_used {f['tokens_used']:,}, its shards list {tsum:,}"
+            )
     idx = {int(f["index"]) for f in files}
     seen: set[str] = set()
     for s in shards:
         if len(s["source_files"]) != 1 or s["source_files"][0] not in idx:
-            probs.add(f"{s['path']}: source_files {s['source_files']} is not one file of the manifest")
+            probs.add(
+                f"{s['path']}: source_files {s['source_files']} is not one file of the manifest"
+            )
         if s["path"] in seen:
             probs.add(f"{s['path']}: listed twice in the manifest")
         seen.add(s["path"])
@@ -695,13 +869,17 @@ def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyRe
     else:
         got = hashlib.sha256(tok.read_bytes()).hexdigest()
         if got != want:
-            probs.add(f"tokenizer.json: sha256 {got[:12]}... does not match the manifest's {want[:12]}...")
+            probs.add(
+                f"tokenizer.json: sha256 {got[:12]}... does not match the manifest's {want[:12]}..."
+            )
     for c in ("manifest sums", "tokenizer sha256"):
         if c not in rep.checks:
             rep.checks.append(c)
 
 
-def _check_files(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport, checksums: bool) -> None:
+def _check_files(
+    out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport, checksums: bool
+) -> None:
     listed = set()
     for s in m["shards"]:
         rel = s["path"]
@@ -713,11 +891,15 @@ def _check_files(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyRepor
         size = p.stat().st_size
         rep.bytes += size
         if size != int(s["bytes"]):
-            probs.add(f"{rel}: {size:,} bytes, the manifest says {s['bytes']:,} (truncated or rewritten)")
+            probs.add(
+                f"{rel}: {size:,} bytes, the manifest says {s['bytes']:,} (truncated or rewritten)"
+            )
         elif checksums:
             got = sha256_file(p)
             if got != s["sha256"]:
-                probs.add(f"{rel}: sha256 {got[:12]}... does not match the manifest's {s['sha256'][:12]}...")
+                probs.add(
+                    f"{rel}: sha256 {got[:12]}... does not match the manifest's {s['sha256'][:12]}..."
+                )
     data = out / "data"
     if data.is_dir():
         for p in sorted(data.iterdir()):
@@ -742,8 +924,9 @@ def _file_names(m: dict[str, Any]) -> dict[int, str]:
     return {int(f["index"]): str(f["name"]) for f in m["files"]}
 
 
-def _check_rows(out: Path, m: dict[str, Any], spec: OutputSpec, probs: Problems,
-                rep: VerifyReport) -> dict[str, np.ndarray]:
+def _check_rows(
+    out: Path, m: dict[str, Any], spec: OutputSpec, probs: Problems, rep: VerifyReport
+) -> dict[str, np.ndarray]:
     """Steps 2-3 over every shard; returns, per shard, the mask of rows that passed."""
     checker = RowChecker(spec)
     want_schema = shard_schema(m)
@@ -764,8 +947,10 @@ def _check_rows(out: Path, m: dict[str, Any], spec: OutputSpec, probs: Problems,
         try:
             schema, batches = open_shard(p, m["format"])
             if not schema.equals(want_schema):
-                probs.add(f"{rel}: schema differs from the one this manifest implies:\n    got  {schema}\n"
-                          f"    want {want_schema}".replace("\n", "\n    "))
+                probs.add(
+                    f"{rel}: schema differs from the one this manifest implies:\n    got  {schema}\n"
+                    f"    want {want_schema}".replace("\n", "\n    ")
+                )
                 continue
             for rb in batches:
                 a = batch_arrays(rb)
@@ -788,16 +973,25 @@ def _check_rows(out: Path, m: dict[str, Any], spec: OutputSpec, probs: Problems,
                 for r in np.flatnonzero(bad_sf | bad_ex | bad_off)[: probs.left]:
                     r = int(r)
                     if bad_sf[r]:
-                        probs.add(f"{rel} row {nrows + r}: source_file {sf[r]}, but the shard holds rows "
-                                  f"of file {fidx} only")
+                        probs.add(
+                            f"{rel} row {nrows + r}: source_file {sf[r]}, but the shard holds rows "
+                            f"of file {fidx} only"
+                        )
                     elif bad_ex[r]:
-                        probs.add(f"{rel} row {nrows + r}: example_index {ex[r]}, expected {prev_ex[r] + 1} "
-                                  "(rows are written in order per file)")
+                        probs.add(
+                            f"{rel} row {nrows + r}: example_index {ex[r]}, expected {prev_ex[r] + 1} "
+                            "(rows are written in order per file)"
+                        )
                     else:
-                        what = ("the file's first chunk starts at 0" if ch.rows == 0 and r == 0 else
-                                f"the previous chunk ends there: raw_length {rl[r - 1] if r else '...'} "
-                                f"after token_offset {off[r - 1] if r else '...'}")
-                        probs.add(f"{rel} row {nrows + r}: token_offset {off[r]}, expected {prev_end[r]} ({what})")
+                        what = (
+                            "the file's first chunk starts at 0"
+                            if ch.rows == 0 and r == 0
+                            else f"the previous chunk ends there: raw_length {rl[r - 1] if r else '...'} "
+                            f"after token_offset {off[r - 1] if r else '...'}"
+                        )
+                        probs.add(
+                            f"{rel} row {nrows + r}: token_offset {off[r]}, expected {prev_end[r]} ({what})"
+                        )
                 if n:
                     ch.example = int(ex[-1]) + 1
                     ch.offset = int(off[-1] + rl[-1])
@@ -815,17 +1009,32 @@ def _check_rows(out: Path, m: dict[str, Any], spec: OutputSpec, probs: Problems,
         if nrows != int(sh["rows"]):
             probs.add(f"{rel}: holds {nrows:,} rows, the manifest says {sh['rows']:,}")
         elif tokens != int(sh["tokens"]):
-            probs.add(f"{rel}: its rows hold {tokens:,} raw tokens, the manifest says {sh['tokens']:,}")
+            probs.add(
+                f"{rel}: its rows hold {tokens:,} raw tokens, the manifest says {sh['tokens']:,}"
+            )
     for fidx, ch in chains.items():
         f = files.get(fidx)
         if f is None:
             continue
         if ch.rows == int(f["rows"]) and ch.offset != int(f["tokens_used"]):
-            probs.add(f"{ch.where}: the file's last chunk ends at token {ch.offset:,}, "
-                      f"file {fidx} ({f['name']}) used {f['tokens_used']:,} tokens")
-    rep.checks += [c for c in ("schema", "vocabulary", "padding/attention", "labels -100",
-                               "lengths per component", "mode/EOS", "sentinel order and spans",
-                               "rebuilt chunk lengths and offsets") if c not in rep.checks]
+            probs.add(
+                f"{ch.where}: the file's last chunk ends at token {ch.offset:,}, "
+                f"file {fidx} ({f['name']}) used {f['tokens_used']:,} tokens"
+            )
+    rep.checks += [
+        c
+        for c in (
+            "schema",
+            "vocabulary",
+            "padding/attention",
+            "labels -100",
+            "lengths per component",
+            "mode/EOS",
+            "sentinel order and spans",
+            "rebuilt chunk lengths and offsets",
+        )
+        if c not in rep.checks
+    ]
     return ok_rows
 
 
@@ -835,8 +1044,9 @@ def _check_rows(out: Path, m: dict[str, Any], spec: OutputSpec, probs: Problems,
 class _RowCursor:
     """A file's rows across its shards, handed out ``k`` at a time."""
 
-    def __init__(self, out: Path, shards: list[dict[str, Any]], fmt: str,
-                 ok_rows: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self, out: Path, shards: list[dict[str, Any]], fmt: str, ok_rows: dict[str, np.ndarray]
+    ) -> None:
         self.names = [str(s["path"]) for s in shards]
         self._ok = ok_rows
         self._it = self._gen(out, fmt)
@@ -856,7 +1066,9 @@ class _RowCursor:
             except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError):
                 continue  # reported by the row pass
 
-    def take(self, k: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray] | None:
+    def take(
+        self, k: int
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray] | None:
         """Up to ``k`` next rows: (columns, shard index of each row, row within its shard, whether
         the row passed the row checks)."""
         parts: list[tuple[int, int, dict[str, np.ndarray]]] = []
@@ -883,11 +1095,14 @@ class _RowCursor:
         sizes = [len(p[2]["denoiser"]) for p in parts]
         shard = np.repeat(np.array([p[0] for p in parts]), sizes)
         row = np.concatenate([p[1] + np.arange(n) for p, n in zip(parts, sizes, strict=True)])
-        passed = np.concatenate([
-            self._ok[self.names[p[0]]][p[1] : p[1] + n] if self.names[p[0]] in self._ok
-            else np.zeros(n, dtype=bool)
-            for p, n in zip(parts, sizes, strict=True)
-        ])
+        passed = np.concatenate(
+            [
+                self._ok[self.names[p[0]]][p[1] : p[1] + n]
+                if self.names[p[0]] in self._ok
+                else np.zeros(n, dtype=bool)
+                for p, n in zip(parts, sizes, strict=True)
+            ]
+        )
         if len(passed) != got:  # the row pass stopped early in that shard
             passed = np.zeros(got, dtype=bool)
         return cols, shard, row, passed
@@ -898,19 +1113,37 @@ def _config_from_manifest(m: dict[str, Any]) -> Any:
 
     mx = m["config"]["mixture"]
     dens = tuple(
-        Denoiser(d["kind"], rate=float(d["rate"]), mean_span=float(d.get("mean_span", 0.0)),
-                 weight=float(d["weight"]), mode_token=d.get("mode_token"))
+        Denoiser(
+            d["kind"],
+            rate=float(d["rate"]),
+            mean_span=float(d.get("mean_span", 0.0)),
+            weight=float(d["weight"]),
+            mode_token=d.get("mode_token"),
+        )
         for d in mx["denoisers"]
     )
-    mix = Mixture(str(mx["name"]), dens, mode_tokens=bool(mx["mode_tokens"]), source=str(mx.get("source", "")))
+    mix = Mixture(
+        str(mx["name"]), dens, mode_tokens=bool(mx["mode_tokens"]), source=str(mx.get("source", ""))
+    )
     ln = m["lengths"]
-    lengths = Lengths(ln["layout"], int(ln.get("inputs_length", 512)), int(ln.get("targets_length", 512)),
-                      int(ln.get("seq_length", 1024)))
+    lengths = Lengths(
+        ln["layout"],
+        int(ln.get("inputs_length", 512)),
+        int(ln.get("targets_length", 512)),
+        int(ln.get("seq_length", 1024)),
+    )
     return mix, lengths, plan(mix, lengths)
 
 
-def _check_sources(out: Path, m: dict[str, Any], spec: OutputSpec, sources: Sequence[str],
-                   probs: Problems, rep: VerifyReport, ok_rows: dict[str, np.ndarray]) -> None:
+def _check_sources(
+    out: Path,
+    m: dict[str, Any],
+    spec: OutputSpec,
+    sources: Sequence[str],
+    probs: Problems,
+    rep: VerifyReport,
+    ok_rows: dict[str, np.ndarray],
+) -> None:
     from .corrupt import SpecialIds
     from .errors import DenoiseError
     from .pack import Packer, file_key, join_documents
@@ -924,15 +1157,23 @@ def _check_sources(out: Path, m: dict[str, Any], spec: OutputSpec, sources: Sequ
         return
     mix, lengths, plans = _config_from_manifest(m)
     if [p.to_dict() for p in plans] != m["components"]:
-        probs.add(f"{MANIFEST}: components differ from what this version derives from the config "
-                  "(cannot regenerate rows)")
+        probs.add(
+            f"{MANIFEST}: components differ from what this version derives from the config "
+            "(cannot regenerate rows)"
+        )
         return
     cfg = m["config"]
     tokm = m["tokenizer"]
-    special = SpecialIds(eos=spec.eos, pad=spec.pad, sentinels=spec.sentinels.astype(np.int32),
-                         mode={str(k): int(v) for k, v in tokm["mode_tokens"].items()})
-    reserved = np.array(sorted({spec.eos, spec.pad, *spec.sentinels.tolist(), *special.mode.values()}),
-                        dtype=np.int32)
+    special = SpecialIds(
+        eos=spec.eos,
+        pad=spec.pad,
+        sentinels=spec.sentinels.astype(np.int32),
+        mode={str(k): int(v) for k, v in tokm["mode_tokens"].items()},
+    )
+    reserved = np.array(
+        sorted({spec.eos, spec.pad, *spec.sentinels.tolist(), *special.mode.values()}),
+        dtype=np.int32,
+    )
     unk = tokm["unk"]["id"] if tokm.get("unk") else None
     encoder = Encoder((out / "tokenizer.json").read_text(encoding="utf-8"), reserved, unk)
     sep = spec.eos if cfg["doc_separator"] == "eos" else None
@@ -958,16 +1199,29 @@ def _check_sources(out: Path, m: dict[str, Any], spec: OutputSpec, sources: Sequ
         shards = [s for s in m["shards"] if s["source_files"] == [fidx]]
         cursor = _RowCursor(out, shards, m["format"], ok_rows)
         stats = FileStats()
-        packer = Packer(plans, mix.probabilities, int(m["group_size"]), int(m["seed"]), file_key(name),
-                        int(m.get("epoch", 0)))
+        packer = Packer(
+            plans,
+            mix.probabilities,
+            int(m["group_size"]),
+            int(m["seed"]),
+            file_key(name),
+            int(m.get("epoch", 0)),
+        )
         tokens_read = reserved_replaced = 0
         state = _FileChain(where=name)
         try:
-            for batch in iter_batches(f, text_key=cfg["text_key"], on_error="skip", stats=stats,
-                                      max_doc_chars=int(cfg.get("max_doc_chars", 0))):
+            for batch in iter_batches(
+                f,
+                text_key=cfg["text_key"],
+                on_error="skip",
+                stats=stats,
+                max_doc_chars=int(cfg.get("max_doc_chars", 0)),
+            ):
                 values, offsets, counts = encoder.encode(batch.texts)
                 if counts.get("reserved_token"):
-                    stats.skipped["reserved_token"] = stats.skipped.get("reserved_token", 0) + counts["reserved_token"]
+                    stats.skipped["reserved_token"] = (
+                        stats.skipped.get("reserved_token", 0) + counts["reserved_token"]
+                    )
                     stats.docs -= counts["reserved_token"]
                 reserved_replaced += counts.get("reserved_replaced", 0)
                 stream = join_documents(values, offsets, sep)
@@ -983,38 +1237,75 @@ def _check_sources(out: Path, m: dict[str, Any], spec: OutputSpec, sources: Sequ
         rep.source_tokens += tokens_read
         extra = cursor.take(1)
         if extra is not None and state.offset == 0:
-            probs.add(f"{cursor.names[int(extra[1][0])]} row {int(extra[2][0])}: {where} gives "
-                      f"{state.rows:,} rows from the source, its shards hold more")
+            probs.add(
+                f"{cursor.names[int(extra[1][0])]} row {int(extra[2][0])}: {where} gives "
+                f"{state.rows:,} rows from the source, its shards hold more"
+            )
         if tokens_read != int(mf["tokens"]):
-            probs.add(f"{where}: the source tokenizes to {tokens_read:,} tokens, the manifest says {mf['tokens']:,}")
+            probs.add(
+                f"{where}: the source tokenizes to {tokens_read:,} tokens, the manifest says {mf['tokens']:,}"
+            )
         if tail != int(mf["tail_tokens"]) or tokens_read - tail != int(mf["tokens_used"]):
-            probs.add(f"{where}: {tokens_read - tail:,} tokens used + {tail:,} tail from the source, the "
-                      f"manifest says {mf['tokens_used']:,} + {mf['tail_tokens']:,}")
+            probs.add(
+                f"{where}: {tokens_read - tail:,} tokens used + {tail:,} tail from the source, the "
+                f"manifest says {mf['tokens_used']:,} + {mf['tail_tokens']:,}"
+            )
         ms = mf["stats"]
         for key in ("records", "docs"):
             if int(getattr(stats, key)) != int(ms[key]):
-                probs.add(f"{where}: {getattr(stats, key):,} {key} in the source, the manifest says {ms[key]:,}")
+                probs.add(
+                    f"{where}: {getattr(stats, key):,} {key} in the source, the manifest says {ms[key]:,}"
+                )
         skipped = dict(sorted(stats.skipped.items()))
         if skipped != dict(sorted(ms["skipped"].items())):
-            probs.add(f"{where}: skipped records {skipped} in the source, the manifest says {ms['skipped']}")
+            probs.add(
+                f"{where}: skipped records {skipped} in the source, the manifest says {ms['skipped']}"
+            )
         if reserved_replaced != int(mf.get("reserved_replaced", 0)):
-            probs.add(f"{where}: {reserved_replaced:,} reserved ids replaced in the source, the manifest "
-                      f"says {mf.get('reserved_replaced', 0):,}")
-    rep.checks += [c for c in ("--source: streams re-tokenized, every token accounted for",
-                               "rows regenerated bit for bit") if c not in rep.checks]
+            probs.add(
+                f"{where}: {reserved_replaced:,} reserved ids replaced in the source, the manifest "
+                f"says {mf.get('reserved_replaced', 0):,}"
+            )
+    rep.checks += [
+        c
+        for c in (
+            "--source: streams re-tokenized, every token accounted for",
+            "rows regenerated bit for bit",
+        )
+        if c not in rep.checks
+    ]
 
 
 class _Regen:
     """Compares the rows a source group regenerates with the shard rows, most specific first."""
 
-    def __init__(self, spec: OutputSpec, m: dict[str, Any], plans: Any, special: Any, lengths: Any,
-                 probs: Problems) -> None:
-        self.spec, self.plans, self.special, self.lengths, self.probs = spec, plans, special, lengths, probs
+    def __init__(
+        self,
+        spec: OutputSpec,
+        m: dict[str, Any],
+        plans: Any,
+        special: Any,
+        lengths: Any,
+        probs: Problems,
+    ) -> None:
+        self.spec, self.plans, self.special, self.lengths, self.probs = (
+            spec,
+            plans,
+            special,
+            lengths,
+            probs,
+        )
         self.seed = int(m["seed"])
         self.checker = RowChecker(spec)
-        self.cols = ["input_ids", "labels", "attention_mask",
-                     *(["prefix_length"] if spec.layout == "decoder-only" else []),
-                     "input_length", "target_length", "example_index"]
+        self.cols = [
+            "input_ids",
+            "labels",
+            "attention_mask",
+            *(["prefix_length"] if spec.layout == "decoder-only" else []),
+            "input_length",
+            "target_length",
+            "example_index",
+        ]
 
     def compare(self, grp: Any, cursor: _RowCursor, st: _FileChain) -> None:
         """``st.rows``: rows compared so far; ``st.offset`` set to 1 once the shards ran short."""
@@ -1027,8 +1318,10 @@ class _Regen:
         got = cursor.take(g)
         have = 0 if got is None else len(got[1])
         if have < g:
-            probs.add(f"file {name}: the source gives at least {st.rows + g:,} rows (group {grp.index}), "
-                      f"its shards end after {st.rows + have:,}")
+            probs.add(
+                f"file {name}: the source gives at least {st.rows + g:,} rows (group {grp.index}), "
+                f"its shards end after {st.rows + have:,}"
+            )
             st.offset = 1
         st.rows += have
         if got is None:
@@ -1044,18 +1337,28 @@ class _Regen:
         def flag(bad: np.ndarray, describe: Callable[[int], str]) -> None:
             bad = bad & ok
             for r in np.flatnonzero(bad)[: probs.left]:
-                probs.add(f"{cursor.names[int(shard_of[r])]} row {int(row_of[r])}: {describe(int(r))}")
+                probs.add(
+                    f"{cursor.names[int(shard_of[r])]} row {int(row_of[r])}: {describe(int(r))}"
+                )
             ok[bad] = False
 
         def cname(c: int) -> str:
             return spec.comps[c].name if 0 <= c < len(spec.comps) else str(c)
 
         den = a["denoiser"].astype(np.int64)
-        flag(den != comps, lambda r: (
-            f"denoiser {cname(int(den[r]))}, but {origin} draws {cname(int(comps[r]))} for example {first + r}"))
+        flag(
+            den != comps,
+            lambda r: (
+                f"denoiser {cname(int(den[r]))}, but {origin} draws {cname(int(comps[r]))} for example {first + r}"
+            ),
+        )
         off = a["token_offset"]
-        flag(off != exp_off, lambda r: (
-            f"token_offset {off[r]}, the source stream puts example {first + r} at {exp_off[r]}"))
+        flag(
+            off != exp_off,
+            lambda r: (
+                f"token_offset {off[r]}, the source stream puts example {first + r} at {exp_off[r]}"
+            ),
+        )
         for c in spec.comps:
             idx = np.flatnonzero(ok & passed & (comps == c.index))
             if not len(idx):
@@ -1068,32 +1371,48 @@ class _Regen:
             pos = np.full(have, -1)
             pos[idx] = np.arange(len(idx))
 
-            def desc(r: int, diff: np.ndarray = diff, chunks: np.ndarray = chunks,
-                     src: np.ndarray = src, pos: np.ndarray = pos) -> str:
+            def desc(
+                r: int,
+                diff: np.ndarray = diff,
+                chunks: np.ndarray = chunks,
+                src: np.ndarray = src,
+                pos: np.ndarray = pos,
+            ) -> str:
                 j = int(pos[r])
                 col = _first_col(diff[j])
-                return (f"rebuilt tokens differ from the source at stream offset {int(exp_off[r]) + col:,} "
-                        f"(position {col} of the chunk): the row gives {spec.tok(int(chunks[j, col]))}, "
-                        f"{name} gives {spec.tok(int(src[j, col]))}")
+                return (
+                    f"rebuilt tokens differ from the source at stream offset {int(exp_off[r]) + col:,} "
+                    f"(position {col} of the chunk): the row gives {spec.tok(int(chunks[j, col]))}, "
+                    f"{name} gives {spec.tok(int(src[j, col]))}"
+                )
 
             flag(bad, desc)
-        exp = corrupt_mixture(grp.stream, grp.starts, grp.components, self.plans, self.special,
-                              self.lengths, grp.rng)
+        exp = corrupt_mixture(
+            grp.stream, grp.starts, grp.components, self.plans, self.special, self.lengths, grp.rng
+        )
         want = {
-            "input_ids": exp.input_ids, "labels": exp.labels, "attention_mask": exp.attention_mask,
-            "input_length": exp.input_length, "target_length": exp.target_length,
-            "prefix_length": exp.prefix_length, "example_index": first + np.arange(g),
+            "input_ids": exp.input_ids,
+            "labels": exp.labels,
+            "attention_mask": exp.attention_mask,
+            "input_length": exp.input_length,
+            "target_length": exp.target_length,
+            "prefix_length": exp.prefix_length,
+            "example_index": first + np.arange(g),
         }
         for col in self.cols:
             w = want[col][:have]
             v = a[col]
             d = (v != w).reshape(have, -1)
 
-            def desc2(r: int, d: np.ndarray = d, col: str = col, v: np.ndarray = v, w: np.ndarray = w) -> str:
+            def desc2(
+                r: int, d: np.ndarray = d, col: str = col, v: np.ndarray = v, w: np.ndarray = w
+            ) -> str:
                 j = _first_col(d[r])
                 at = "" if v.ndim == 1 else f"[{j}]"
                 gv, wv = (v[r], w[r]) if v.ndim == 1 else (v[r, j], w[r, j])
-                return (f"not the row that {origin} gives: {col}{at} is {gv}, regenerated {wv} "
-                        "(a row from another run?)")
+                return (
+                    f"not the row that {origin} gives: {col}{at} is {gv}, regenerated {wv} "
+                    "(a row from another run?)"
+                )
 
             flag(d.any(axis=1), desc2)

@@ -63,8 +63,11 @@ def schema(lengths: Lengths) -> pa.Schema:
     return pa.schema(fields)
 
 
-_ARROW_TYPES = {np.dtype(np.int8): pa.int8(), np.dtype(np.int32): pa.int32(),
-                np.dtype(np.int64): pa.int64()}
+_ARROW_TYPES = {
+    np.dtype(np.int8): pa.int8(),
+    np.dtype(np.int32): pa.int32(),
+    np.dtype(np.int64): pa.int64(),
+}
 
 
 def _prim(arr: np.ndarray) -> pa.Array:
@@ -75,7 +78,7 @@ def _prim(arr: np.ndarray) -> pa.Array:
 
 
 def _fixed(arr: np.ndarray) -> pa.Array:
-    b, w = arr.shape
+    _b, w = arr.shape
     return pa.FixedSizeListArray.from_arrays(_prim(arr.reshape(-1)), w)
 
 
@@ -88,7 +91,11 @@ def record_batch(
     token_offset: np.ndarray,
 ) -> pa.RecordBatch:
     n = len(rows.input_length)
-    cols: list[pa.Array] = [_fixed(rows.input_ids), _fixed(rows.labels), _fixed(rows.attention_mask)]
+    cols: list[pa.Array] = [
+        _fixed(rows.input_ids),
+        _fixed(rows.labels),
+        _fixed(rows.attention_mask),
+    ]
     if lengths.layout == "decoder-only":
         cols.append(_prim(rows.prefix_length))
     cols += [
@@ -106,7 +113,7 @@ class _HashingFile:
     """A binary file wrapper that hashes what is written through it."""
 
     def __init__(self, path: Path) -> None:
-        self._f = open(path, "wb")  # noqa: SIM115
+        self._f = open(path, "wb")
         self.sha = hashlib.sha256()
         self.size = 0
         self.closed = False
@@ -215,7 +222,7 @@ def hf_dataset_files(shards: list[str], fingerprint: str) -> tuple[bytes, bytes]
     """``state.json`` and ``dataset_info.json`` so that ``datasets.load_from_disk(out)`` works."""
     import orjson
 
-    state = {
+    state: dict[str, Any] = {
         "_data_files": [{"filename": s} for s in shards],
         "_fingerprint": fingerprint[:16],
         "_format_columns": None,

@@ -29,8 +29,12 @@ def tree_digest(out: Path) -> dict[str, str]:
 
 
 def cfg(**kw: object) -> PrepareConfig:
-    return PrepareConfig(mixture=load_mixture("ul2"), lengths=Lengths("encoder-decoder", 128, 128),
-                         shard_rows=40, **kw)  # type: ignore[arg-type]
+    return PrepareConfig(
+        mixture=load_mixture("ul2"),
+        lengths=Lengths("encoder-decoder", 128, 128),
+        shard_rows=40,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +74,7 @@ def test_epochs_hold_same_tokens_with_fresh_corruption(three_epochs: Path) -> No
     assert not np.array_equal(rows[0]["denoiser"][:50], rows[1]["denoiser"][:50])
     assert not np.array_equal(rows[1]["denoiser"][:50], rows[2]["denoiser"][:50])
     # every epoch tiles each file's stream from offset 0 without gaps
-    for r, m in zip(rows, per):
+    for r, m in zip(rows, per, strict=False):
         comps = m["components"]
         for f in range(len(m["files"])):
             sel = r["source_file"] == f
@@ -81,8 +85,9 @@ def test_epochs_hold_same_tokens_with_fresh_corruption(three_epochs: Path) -> No
             assert raw.sum() == m["files"][f]["tokens_used"]
 
 
-def test_epochs_are_worker_count_independent_and_resumable(three_epochs: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_epochs_are_worker_count_independent_and_resumable(
+    three_epochs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import denoise_cli.pipeline as pl
 
     out = tmp_path / "o"
@@ -130,7 +135,9 @@ def test_parts_merge_to_the_single_machine_output(tmp_path: Path) -> None:
     parts = []
     for i in range(2):
         p = tmp_path / f"part{i}"
-        m = prepare([str(SAMPLE)], str(p), c, workers=1, progress=False, num_shards=2, shard_index=i)
+        m = prepare(
+            [str(SAMPLE)], str(p), c, workers=1, progress=False, num_shards=2, shard_index=i
+        )
         assert m["part"]["index"] == i and m["totals"]["files"] == 1
         parts.append(str(p))
     merged = tmp_path / "merged"
@@ -139,7 +146,15 @@ def test_parts_merge_to_the_single_machine_output(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="missing"):
         merge(parts[:1], str(tmp_path / "m2"))
     other = tmp_path / "other"
-    prepare([str(SAMPLE)], str(other), replace(c, seed=5), workers=1, progress=False, num_shards=2, shard_index=1)
+    prepare(
+        [str(SAMPLE)],
+        str(other),
+        replace(c, seed=5),
+        workers=1,
+        progress=False,
+        num_shards=2,
+        shard_index=1,
+    )
     with pytest.raises(ConfigError, match="seed"):
         merge([parts[0], str(other)], str(tmp_path / "m3"))
 

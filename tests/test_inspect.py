@@ -105,7 +105,9 @@ def test_selection(out: Path) -> None:
 
 
 def test_wrap() -> None:
-    lines = wrap([("hello world ", None), ("<extra_id_0>", "sentinel"), ("x" * 25 + "\nnext", None)], 10)
+    lines = wrap(
+        [("hello world ", None), ("<extra_id_0>", "sentinel"), ("x" * 25 + "\nnext", None)], 10
+    )
     texts = ["".join(t for t, _ in line) for line in lines]
     assert all(len(t) <= 10 for t in texts)
     assert "".join(texts).replace(" ", "") == "helloworld<extra_id_0>" + "x" * 25 + "next"

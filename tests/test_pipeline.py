@@ -103,7 +103,7 @@ def rebuild_raw(row: dict[str, Any], comp: dict[str, Any], manifest: dict[str, A
     assert len(noises) == comp["spans"] == len(keeps) - 1
     assert all(noises) and all(keeps[:-1]), "empty span"
     raw: list[int] = []
-    for k, n in zip(keeps, noises):
+    for k, n in zip(keeps, noises, strict=False):
         raw += k + n
     return np.array(raw + keeps[-1])
 
@@ -143,7 +143,7 @@ def test_sample_rows_rebuild_the_token_stream(sample_out: tuple[Path, PrepareCon
     # the token stream itself never holds sentinel/mode/pad ids: only the denoisers write them
     reserved = set(m["tokenizer"]["sentinel_ids"]) | set(m["tokenizer"]["mode_tokens"].values())
     for s in streams.values():
-        assert not np.isin(s, list(reserved) + [m["tokenizer"]["pad"]["id"]]).any()
+        assert not np.isin(s, [*list(reserved), m["tokenizer"]["pad"]["id"]]).any()
 
 
 def test_manifest_accounts_for_every_record(sample_out: tuple[Path, PrepareConfig]) -> None:
@@ -201,10 +201,12 @@ def test_interrupted_run_resumes_without_gaps_or_duplicates(
         out = tmp_path / f"cut{kill_after}"
         calls = {"n": 0}
 
-        def flaky(path: Path, data: bytes) -> None:
+        def flaky(
+            path: Path, data: bytes, calls: dict[str, int] = calls, limit: int = kill_after
+        ) -> None:
             if "/parts/" in str(path):
                 calls["n"] += 1
-                if calls["n"] > kill_after:
+                if calls["n"] > limit:
                     raise KeyboardInterrupt("simulated kill")
             real(path, data)
 
@@ -327,7 +329,7 @@ def test_sentinels_looked_up_by_name_not_by_vocab_size(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     vocab_list = words + specials
     perm = rng.permutation(len(vocab_list))
-    vocab = {tok: int(i) for tok, i in zip(vocab_list, perm)}
+    vocab = {tok: int(i) for tok, i in zip(vocab_list, perm, strict=False)}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tk_path = tmp_path / "tok.json"

@@ -28,12 +28,16 @@ def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     def mk(name: str, **kw: object) -> Path:
         cfg = PrepareConfig(mixture=load_mixture("ul2"), **kw)  # type: ignore[arg-type]
-        prepare([str(SAMPLE)], str(base / name), cfg, tokenizer=str(T5TOK), workers=1, progress=False)
+        prepare(
+            [str(SAMPLE)], str(base / name), cfg, tokenizer=str(T5TOK), workers=1, progress=False
+        )
         return base / name
 
     return {
         "ed": mk("ed", lengths=Lengths("encoder-decoder", 256, 256), shard_rows=100),
-        "pq": mk("pq", lengths=Lengths("encoder-decoder", 256, 256), shard_rows=100, format="parquet"),
+        "pq": mk(
+            "pq", lengths=Lengths("encoder-decoder", 256, 256), shard_rows=100, format="parquet"
+        ),
         "do": mk("do", lengths=Lengths("decoder-only", seq_length=512), seed=7),
     }
 
@@ -143,7 +147,9 @@ def test_several_outputs_are_summed(outs: dict[str, Path]) -> None:
     assert both.accounting["files"] == 4
     for name, c in both.components.items():
         assert c.rows == a.components[name].rows + b.components[name].rows
-        assert (c.input_hist[: len(b.components[name].input_hist)] >= b.components[name].input_hist).all()
+        assert (
+            c.input_hist[: len(b.components[name].input_hist)] >= b.components[name].input_hist
+        ).all()
         assert c.input_hist.sum() == c.rows
     assert both.to_dict()["components"][0]["configured_share"] == pytest.approx(1 / 7)
     # merging is associative and + is the same as collect
@@ -157,8 +163,17 @@ def test_cli_text_and_json(outs: dict[str, Path]) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["stats", str(outs["ed"])])
     assert res.exit_code == 0, res.output
-    for word in ("share cfg", "R(3,0.15)", "S(0.25)", "padding efficiency", "sentinels 0..",
-                 "token(s) added to the vocabulary", "records read", "skipped: none", "in file tails"):
+    for word in (
+        "share cfg",
+        "R(3,0.15)",
+        "S(0.25)",
+        "padding efficiency",
+        "sentinels 0..",
+        "token(s) added to the vocabulary",
+        "records read",
+        "skipped: none",
+        "in file tails",
+    ):
         assert word in res.output
     res = runner.invoke(app, ["stats", str(outs["ed"]), str(outs["pq"]), "--json"])
     assert res.exit_code == 0, res.output
@@ -188,7 +203,9 @@ def test_plot(outs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_epochs_are_summed_with_the_input_once(tmp_path: Path) -> None:
-    cfg = PrepareConfig(mixture=load_mixture("t5"), lengths=Lengths("encoder-decoder", 128, 48), epochs=3)
+    cfg = PrepareConfig(
+        mixture=load_mixture("t5"), lengths=Lengths("encoder-decoder", 128, 48), epochs=3
+    )
     one = SAMPLE / "en-prose-00.jsonl.zst"
     prepare([str(one)], str(tmp_path / "e"), cfg, tokenizer=str(T5TOK), workers=1, progress=False)
     st = compute(tmp_path / "e")

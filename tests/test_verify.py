@@ -27,8 +27,14 @@ ONE = SAMPLE / "en-prose-00.jsonl.zst"  # one file: half the work for most outpu
 SHARD0 = "data/00000-00000.arrow"
 
 
-def _prepare(base: Path, name: str, mixture: str = "ul2", tokenizer: str | None = None,
-             inputs: Path = ONE, **kw: object) -> Path:
+def _prepare(
+    base: Path,
+    name: str,
+    mixture: str = "ul2",
+    tokenizer: str | None = None,
+    inputs: Path = ONE,
+    **kw: object,
+) -> Path:
     out = base / name
     cfg = PrepareConfig(mixture=load_mixture(mixture), **kw)  # type: ignore[arg-type]
     prepare([str(inputs)], str(out), cfg, tokenizer=tokenizer, workers=1, progress=False)
@@ -42,8 +48,12 @@ def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         # the default: ul2, encoder-decoder 512/512, embedded GPT-2
         "ed": _prepare(base, "ed", inputs=SAMPLE),
-        "ed5": _prepare(base, "ed5", tokenizer=str(T5TOK), lengths=Lengths("encoder-decoder", 192, 192)),
-        "do": _prepare(base, "do", tokenizer=str(T5TOK), lengths=Lengths("decoder-only", seq_length=256)),
+        "ed5": _prepare(
+            base, "ed5", tokenizer=str(T5TOK), lengths=Lengths("encoder-decoder", 192, 192)
+        ),
+        "do": _prepare(
+            base, "do", tokenizer=str(T5TOK), lengths=Lengths("decoder-only", seq_length=256)
+        ),
         "pq": _prepare(base, "pq", tokenizer=str(T5TOK), lengths=small, format="parquet"),
         # one component: every row of seed 0 and seed 1 has the same offsets, only the masks differ
         "t5a": _prepare(base, "t5a", "t5", str(T5TOK), lengths=small, seed=0),
@@ -65,8 +75,9 @@ def _read(out: Path, rel: str) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _rewrite(out: Path, rel: str, edit: Callable[[dict[str, np.ndarray]], None],
-             update_checksum: bool = True) -> None:
+def _rewrite(
+    out: Path, rel: str, edit: Callable[[dict[str, np.ndarray]], None], update_checksum: bool = True
+) -> None:
     """Rewrite an Arrow shard with edited columns (same schema); by default update the manifest's
     bytes and sha256 so that only the semantic checks can notice."""
     p = out / rel
@@ -196,7 +207,9 @@ def test_flipped_token_checksum(outs: dict[str, Path], tmp_path: Path) -> None:
 
     _rewrite(out, SHARD0, flip, update_checksum=False)
     msg = _problems(out)
-    assert f"{SHARD0}: " in msg and ("does not match the manifest" in msg or "bytes, the manifest says" in msg)
+    assert f"{SHARD0}: " in msg and (
+        "does not match the manifest" in msg or "bytes, the manifest says" in msg
+    )
 
 
 def test_flipped_target_token_decoder_only(outs: dict[str, Path], tmp_path: Path) -> None:
@@ -220,7 +233,9 @@ def test_truncated_shard(outs: dict[str, Path], tmp_path: Path) -> None:
     with open(p, "r+b") as f:
         f.truncate(size // 2)
     msg = _problems(out)
-    assert f"{SHARD0}: {size // 2:,} bytes, the manifest says {size:,} (truncated or rewritten)" in msg
+    assert (
+        f"{SHARD0}: {size // 2:,} bytes, the manifest says {size:,} (truncated or rewritten)" in msg
+    )
     assert f"{SHARD0}: unreadable after row" in msg or f"{SHARD0}: holds" in msg
 
 
@@ -238,8 +253,10 @@ def test_swapped_sentinel(outs: dict[str, Path], tmp_path: Path) -> None:
 
     _rewrite(out, SHARD0, swap)
     msg = _problems(out)
-    assert (f"{SHARD0} row {r}: sentinels out of order in input_ids: column {c3} holds "
-            f"<extra_id_4> ({s4}) where <extra_id_3> ({s3}) belongs") in msg
+    assert (
+        f"{SHARD0} row {r}: sentinels out of order in input_ids: column {c3} holds "
+        f"<extra_id_4> ({s4}) where <extra_id_3> ({s3}) belongs"
+    ) in msg
 
 
 def test_row_from_another_run(outs: dict[str, Path], tmp_path: Path) -> None:
@@ -257,8 +274,10 @@ def test_row_from_another_run(outs: dict[str, Path], tmp_path: Path) -> None:
     _rewrite(out, SHARD0, replace)
     verify(out)  # a valid row, in the right place, of the right chunk: structure cannot tell
     msg = _problems(out, sources=[str(ONE)])
-    assert (f"{SHARD0} row {r}: not the row that (seed 0, file en-prose-00.jsonl.zst, group 0) gives: "
-            "input_ids[") in msg
+    assert (
+        f"{SHARD0} row {r}: not the row that (seed 0, file en-prose-00.jsonl.zst, group 0) gives: "
+        "input_ids["
+    ) in msg
     assert "a row from another run?" in msg
     assert "1 problem(s) found" in msg
 
@@ -299,7 +318,9 @@ def test_id_outside_vocabulary(outs: dict[str, Path], tmp_path: Path) -> None:
     pq.write_table(t, out / rel)
     _edit_manifest(out, lambda m: _set_shard(m, rel, out / rel))
     msg = _problems(out)
-    assert f"{rel} row 4: input_ids column 7 holds {vocab}, outside the vocabulary of {vocab:,}" in msg
+    assert (
+        f"{rel} row 4: input_ids column 7 holds {vocab}, outside the vocabulary of {vocab:,}" in msg
+    )
 
 
 def test_padding_and_labels(outs: dict[str, Path], tmp_path: Path) -> None:
@@ -315,8 +336,14 @@ def test_padding_and_labels(outs: dict[str, Path], tmp_path: Path) -> None:
 
     _rewrite(out, SHARD0, edit)
     msg = _problems(out)
-    assert f"{SHARD0} row {r_s}: padding only at the end: input_ids[{il + 2}] is id 11 after input_length {il}" in msg
-    assert f"{SHARD0} row {r_r}: labels[{tl + 1}] is 11: -100 must be exactly from target_length {tl} on" in msg
+    assert (
+        f"{SHARD0} row {r_s}: padding only at the end: input_ids[{il + 2}] is id 11 after input_length {il}"
+        in msg
+    )
+    assert (
+        f"{SHARD0} row {r_r}: labels[{tl + 1}] is 11: -100 must be exactly from target_length {tl} on"
+        in msg
+    )
 
 
 def test_broken_chain_and_lengths(outs: dict[str, Path], tmp_path: Path) -> None:
@@ -334,7 +361,10 @@ def test_broken_chain_and_lengths(outs: dict[str, Path], tmp_path: Path) -> None
     expect = int(a["token_offset"][5])
     assert f"{SHARD0} row 5: token_offset {expect + 1}, expected {expect}" in msg
     assert f"{SHARD0} row 9: example_index 100, expected 9" in msg
-    assert f"{SHARD0} row 12: R(3,0.15): target_length {int(a['target_length'][12]) - 1}, its parameters give" in msg
+    assert (
+        f"{SHARD0} row 12: R(3,0.15): target_length {int(a['target_length'][12]) - 1}, its parameters give"
+        in msg
+    )
 
 
 def test_span_structure_messages(outs: dict[str, Path], tmp_path: Path) -> None:
@@ -371,8 +401,10 @@ def test_source_mismatch(outs: dict[str, Path], tmp_path: Path) -> None:
     src.mkdir()
     shutil.copy(SAMPLE / "en-prose-01.jsonl.zst", src / "en-prose-00.jsonl.zst")
     msg = _problems(outs["t5a"], sources=[str(src)])
-    assert ("file 0 (en-prose-00.jsonl.zst): " + f"{src / 'en-prose-00.jsonl.zst'} has 72,906 bytes, "
-            "the manifest says 76,225") in msg
+    assert (
+        "file 0 (en-prose-00.jsonl.zst): " + f"{src / 'en-prose-00.jsonl.zst'} has 72,906 bytes, "
+        "the manifest says 76,225"
+    ) in msg
     msg = _problems(outs["t5a"], sources=[str(SAMPLE / "en-prose-01.jsonl.zst")])
     assert "file 0 (en-prose-00.jsonl.zst): not among the --source inputs" in msg
 
