@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, OutputError
+from .load import batch_arrays
 from .verify import (
     EOS,
     MODE,
@@ -36,7 +37,6 @@ from .verify import (
     SENT0,
     OutputSpec,
     RowChecker,
-    batch_arrays,
     epoch_outputs,
     open_shard,
 )

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, OutputError
-from .load import read_manifest
+from .load import batch_arrays, read_manifest
 from .report import table
-from .verify import SENT0, OutputSpec, batch_arrays, epoch_outputs, open_shard
+from .verify import SENT0, OutputSpec, epoch_outputs, open_shard
 
 
 def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import OutputError, VerifyError
-from .load import MANIFEST, read_manifest
+from .load import MANIFEST, batch_arrays, read_manifest
 
 IGNORE = -100
 
@@ -207,43 +207,6 @@ def open_shard(
             yield rb.select(list(columns)) if columns is not None else rb
 
     return reader.schema, gen()
-
-
-_NP = {
-    pa.int8(): np.int8,
-    pa.int16(): np.int16,
-    pa.int32(): np.int32,
-    pa.int64(): np.int64,
-    pa.uint8(): np.uint8,
-    pa.uint16(): np.uint16,
-    pa.uint32(): np.uint32,
-    pa.uint64(): np.uint64,
-    pa.float32(): np.float32,
-    pa.float64(): np.float64,
-}
-
-
-def _flat(a: pa.Array, start: int, count: int) -> np.ndarray:
-    dt = _NP.get(a.type)
-    if dt is None or a.null_count:
-        raise ValueError(f"unexpected column type {a.type} (or nulls)")
-    off = a.offset + start
-    return np.frombuffer(a.buffers()[1], dtype=dt, count=off + count)[off:]
-
-
-def batch_arrays(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
-    """Zero-copy numpy views of a record batch's primitive and fixed-size-list columns
-    (``[n, W]``). Built from the Arrow buffers directly: ``Array.to_numpy`` imports pandas on
-    first use, which costs ~1.5 s per process."""
-    out: dict[str, np.ndarray] = {}
-    n = rb.num_rows
-    for name, col in zip(rb.schema.names, rb.columns, strict=True):
-        if pa.types.is_fixed_size_list(col.type):
-            w = col.type.list_size
-            out[name] = _flat(col.values, col.offset * w, n * w).reshape(n, w)
-        else:
-            out[name] = _flat(col, 0, n)
-    return out
 
 
 def sha256_file(path: Path) -> str:
