@@ -1,0 +1,280 @@
+"""``denoise prepare --engine ray``: the per-file units of :mod:`denoise_cli.pipeline` as Ray tasks.
+
+One Ray core task per input file, each calling :func:`pipeline.process_file` exactly as a local
+worker does, so the shards are byte-identical to ``--engine local`` for any cluster size. The
+driver (the ``denoise prepare`` process) holds the output lock and writes the manifest once
+every task is done; workers read the inputs and write shards + commit records under the output
+directory, so **inputs and output must be on a filesystem every node sees at the same path**
+(NFS, Lustre, GPFS, a single machine). Object stores (``s3://``...) are not supported.
+
+- The :class:`~denoise_cli.pipeline.Job` (config, plans, tokenizer JSON) is ``ray.put`` once
+  and passed by reference; each worker process deserializes it (and builds its tokenizer) once
+  and reuses it for every file it gets.
+- A lost task (worker killed, out of memory, node died) is retried up to ``MAX_RETRIES`` times:
+  ``process_file`` resumes from the file's last committed part and rewrites nothing that was
+  committed, so a retry is safe and cheap. Exceptions raised *by the code* are not retried: an
+  :class:`~denoise_cli.errors.InputError` (``--on-error fail``), ``OutputError`` etc. reach the
+  caller as the same exception type, and the other tasks are cancelled. A task that keeps losing
+  its worker ends the run with :class:`~denoise_cli.errors.WorkerError` (rerun to resume).
+- Progress: tasks send (docs, tokens, bytes), at most every ``REPORT_EVERY_S``, to a small
+  zero-CPU actor that the driver polls while it waits on the tasks.
+- ``workers`` caps the number of tasks in flight (one CPU each); without it Ray schedules as
+  many as the cluster has CPUs.
+- Cluster: ``address`` (``--ray-address``), else ``RAY_ADDRESS``, else a new local instance
+  (``num_cpus=workers`` or all cores, no dashboard). If the calling process is already
+  connected (``ray.init`` called before), that connection is used. Only what this function
+  started is shut down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, DenoiseError, WorkerError
+from .pipeline import STATE_DIR, Job, _Progress, process_file
+from .write import TMP_PREFIX
+
+MAX_RETRIES = 3
+REPORT_EVERY_S = 0.25
+POLL_S = 0.2
+
+_log = logging.getLogger(__name__)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "--engine ray needs Ray, which is not installed: pip install 'denoise-cli[ray]'"
+        ) from None
+    return ray
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+class _ProgressSink:
+    """Ray actor: accumulates what the tasks report until the driver takes it."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, docs: int, tokens: int, nbytes: int) -> None:
+        self.counts[0] += docs
+        self.counts[1] += tokens
+        self.counts[2] += nbytes
+
+    def started(self, info: dict[str, Any]) -> None:
+        self.events.append(info)
+
+    def take(self) -> tuple[list[int], list[dict[str, Any]]]:
+        out = (self.counts, self.events)
+        self.counts, self.events = [0, 0, 0], []
+        return out
+
+
+class _Reporter:
+    """The ``progress`` callback of ``process_file`` inside a task: batched actor calls."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.acc = [0, 0, 0]
+        self.last = time.monotonic()
+
+    def __call__(self, docs: int, tokens: int, nbytes: int) -> None:
+        self.acc[0] += docs
+        self.acc[1] += tokens
+        self.acc[2] += nbytes
+        if time.monotonic() - self.last >= REPORT_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if any(self.acc):
+            self.sink.add.remote(*self.acc)
+            self.acc = [0, 0, 0]
+        self.last = time.monotonic()
+
+
+_JOB_CACHE: dict[str, Job] = {}
+
+
+def _job(ray: Any, ref: Any) -> Job:
+    """The job behind ``ref``, deserialized once per worker process (its tokenizer too)."""
+    key = ref.hex()
+    job = _JOB_CACHE.get(key)
+    if job is None:
+        _JOB_CACHE.clear()
+        job = ray.get(ref)
+        _JOB_CACHE[key] = job
+    return job
+
+
+def _clean_stale_tmp(job: Job, file_idx: int) -> None:
+    """Remove the temporary files an earlier attempt at this file left behind (a killed worker
+    cannot clean up). Only one task works on a file at a time, and the driver holds the lock."""
+    out = Path(job.out)
+    pats = [
+        (out / job.epoch_dir(e) / "data", f"{TMP_PREFIX}{file_idx:05d}-*")
+        for e in range(job.cfg.epochs)
+    ]
+    pats += [
+        (out / STATE_DIR / "parts", f"{TMP_PREFIX}E*-{file_idx:05d}-*"),
+        (out / STATE_DIR / "files", f"{TMP_PREFIX}{file_idx:05d}.json.*"),
+    ]
+    for d, pat in pats:
+        for p in d.glob(pat):
+            p.unlink(missing_ok=True)
+
+
+def _file_task(box: list[Any], file_idx: int, sink: Any) -> dict[str, Any]:
+    """Body of the Ray task for one input file. ``box`` holds the job's ObjectRef (inside a
+    list, so Ray passes the reference and the worker can cache what it resolves to)."""
+    ray = _import_ray()
+    # Each task gets one CPU: never let the tokenizers' Rust pool oversubscribe it. Read at
+    # every encode call, so this holds even when tokenizers was imported earlier.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    sink.started.remote(
+        {
+            "file": file_idx,
+            "pid": os.getpid(),
+            "node": ray.util.get_node_ip_address(),
+            "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
+        }
+    )
+    job = _job(ray, box[0])
+    _clean_stale_tmp(job, file_idx)
+    rep = _Reporter(sink)
+    try:
+        return process_file(job, file_idx, rep)
+    finally:
+        rep.flush()
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
+    """Connect to (or start) Ray; return whether this call did (and so must shut it down)."""
+    if ray.is_initialized():
+        return False
+    common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address or os.environ.get("RAY_ADDRESS"):
+            # explicit address, else Ray's own RAY_ADDRESS handling
+            ray.init(address=address or None, **common)
+        else:
+            ray.init(address="local", num_cpus=workers or None, include_dashboard=False, **common)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = address or os.environ.get("RAY_ADDRESS") or "a new local instance"
+        raise ConfigError(f"cannot start or connect to Ray ({where}): {e}") from None
+    return True
+
+
+def _reraise(ray: Any, e: BaseException, job: Job, file_idx: int) -> None:
+    """Turn what ``ray.get`` raised into what the caller expects; always raises."""
+    if isinstance(e, ray.exceptions.RayTaskError):
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, DenoiseError):
+            raise cause from None  # InputError, OutputError, ...: the same type as --engine local
+        raise e
+    if isinstance(e, ray.exceptions.RayError):
+        raise WorkerError(
+            f"{job.files[file_idx].name}: the Ray task failed ({type(e).__name__}: {e}) and was "
+            f"retried {MAX_RETRIES} times; everything committed so far is kept: rerun the same "
+            "command to resume"
+        ) from None
+    raise e
+
+
+def run_files_ray(
+    job: Job,
+    todo: Sequence[int],
+    progress: _Progress,
+    *,
+    address: str | None,
+    workers: int | None,
+) -> None:
+    """Process ``todo`` (file indices, in submission order) as Ray tasks; raise as
+    :func:`pipeline.run_files` does. The caller finalizes the output."""
+    ray = _import_ray()
+    if not todo:
+        return
+    limit = workers if workers and workers > 0 else None
+    started = _connect(ray, address, limit)
+    sink = None
+    inflight: dict[Any, int] = {}
+    try:
+        sink = ray.remote(num_cpus=0, max_restarts=0)(_ProgressSink).remote()
+        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_file_task)
+        box = [ray.put(job)]
+        queue = list(todo)
+        queue.reverse()  # pop() from the end: submission keeps todo's order
+        attempts: dict[int, int] = {}
+        while queue or inflight:
+            while queue and (limit is None or len(inflight) < limit):
+                i = queue.pop()
+                inflight[task.remote(box, i, sink)] = i
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
+            _poll(ray, sink, progress, job, attempts)
+            for ref in ready:
+                i = inflight.pop(ref)
+                try:
+                    ray.get(ref)
+                except Exception as e:
+                    _reraise(ray, e, job, i)
+        _poll(ray, sink, progress, job, attempts)
+    except BaseException:
+        # Stop the other tasks now (an error, Ctrl-C): a task killed mid-part is safe, commits
+        # are atomic and a rerun resumes.
+        for ref in inflight:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # already finished or its worker is gone
+                pass
+        raise
+    finally:
+        if sink is not None:
+            try:
+                ray.kill(sink)
+            except Exception:
+                pass
+        if started:
+            ray.shutdown()
+
+
+def _poll(ray: Any, sink: Any, progress: _Progress, job: Job, attempts: dict[int, int]) -> None:
+    try:
+        counts, events = ray.get(sink.take.remote())
+    except ray.exceptions.RayError:  # progress is cosmetic: never fail the run over it
+        return
+    for ev in events:
+        i = int(ev["file"])
+        attempts[i] = attempts.get(i, 0) + 1
+        extra = {
+            "file_idx": i,
+            "pid": ev["pid"],
+            "node": ev["node"],
+            "attempt": attempts[i],
+            "tokenizers_parallelism": ev["tokenizers_parallelism"],
+        }
+        if attempts[i] > 1:
+            _log.warning(
+                "%s: Ray task restarted (attempt %d, its worker was lost); resuming from "
+                "its last committed part",
+                job.files[i].name,
+                attempts[i],
+                extra=extra,
+            )
+        else:
+            _log.debug(
+                "%s: running on %s pid %d", job.files[i].name, ev["node"], ev["pid"], extra=extra
+            )
+    if any(counts):
+        progress.update(*counts)
