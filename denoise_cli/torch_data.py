@@ -1,0 +1,391 @@
+"""PyTorch access to a ``denoise prepare`` output: batches as tensors with no per-row work.
+
+This module imports ``torch`` (``import denoise_cli`` does not); without it you get an
+``ImportError`` that says what to install. Two ways in:
+
+- :class:`DenoiseBatches` (recommended): an ``IterableDataset`` that yields whole batches. Each
+  batch is gathered in one pass (:func:`gather`: one ``ndarray.take`` per column and record batch
+  touched, straight into new tensors' memory, widened to int64 and pinned on the way when asked);
+  use it with ``DataLoader(..., batch_size=None)``::
+
+      from torch.utils.data import DataLoader
+      from denoise_cli.torch_data import DenoiseBatches, MODEL_COLUMNS
+
+      batches = DenoiseBatches(out_dir, batch_size=64, seed=0, columns=MODEL_COLUMNS)
+      loader = DataLoader(batches, batch_size=None, num_workers=2, pin_memory=True,
+                          persistent_workers=True)
+      for epoch in range(epochs):
+          batches.set_epoch(epoch)
+          for batch in loader:
+              batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+              loss = model(**batch).loss
+
+- :class:`DenoiseTorchDataset` (map-style, ``ds[i]`` -> dict of tensors) with
+  :class:`DenoiseBatchSampler`; its ``__getitems__`` gathers a whole batch in one take, so
+  ``DataLoader(ds, batch_sampler=sampler, collate_fn=collate)`` does no per-row work either.
+
+Shuffling is a permutation seeded by ``(seed, epoch)`` (``set_epoch``). Rows are split across
+data-parallel ranks (from ``torch.distributed`` when it is initialised at construction time,
+else the ``rank``/``world_size`` arguments, else 0/1) and, for :class:`DenoiseBatches`, across
+DataLoader workers (``get_worker_info``): every row is read exactly once per epoch over all ranks
+and workers (``drop_last=False``; ``drop_last=True`` drops the tail that does not fill a batch on
+every rank). The plan is :func:`denoise_cli.load.epoch_batches`, the same as
+``DenoiseDataset.iter_batches`` with the same arguments, so numpy and torch give the same batches.
+
+For an output of ``prepare --epochs K`` (given by path), :class:`DenoiseBatches` reads variant
+``epoch % K`` in epoch ``epoch`` (fresh corruption every epoch, nothing else to do than
+``set_epoch``).
+
+Tensors: integer columns become ``int64`` by default (``long=True``: torch losses need ``Long``
+targets and ``datasets``' torch format does the same); ``long=False`` keeps the stored
+``int32``/``int8`` (half the bytes to copy to the device, and no conversion on the CPU: convert
+there with ``.long()``). Batches have fixed
+shapes ``[batch_size, W]`` (``pad_last`` keeps the last one full too). ``set_epoch`` is stored in
+shared memory, so it reaches ``persistent_workers`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    import torch
+    from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
+except ImportError as _e:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "denoise_cli.torch_data needs PyTorch: pip install 'denoise-cli[torch]' "
+        "(or any torch build for your platform). The numpy API (denoise_cli.open_dataset) "
+        "works without it."
+    ) from _e
+
+from .load import DenoiseDataset, epoch_batches, open_dataset, read_manifest
+
+Batch = dict[str, torch.Tensor]
+
+#: The columns a Hugging Face model's ``forward`` takes (the others are bookkeeping).
+MODEL_COLUMNS: tuple[str, ...] = ("input_ids", "attention_mask", "labels")
+
+__all__ = [
+    "MODEL_COLUMNS",
+    "Batch",
+    "DenoiseBatchSampler",
+    "DenoiseBatches",
+    "DenoiseTorchDataset",
+    "collate",
+    "dist_rank_world",
+    "gather",
+    "to_tensors",
+]
+
+
+def _dataset(data: str | Path | DenoiseDataset) -> DenoiseDataset:
+    return data if isinstance(data, DenoiseDataset) else open_dataset(data)
+
+
+def dist_rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """``(rank, world_size)``: the arguments where given, else ``torch.distributed``'s when it is
+    initialised, else ``(0, 1)``."""
+    if rank is None or world_size is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            r, w = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            r, w = 0, 1
+        rank = r if rank is None else rank
+        world_size = w if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+    return rank, world_size
+
+
+def to_tensors(
+    batch: Mapping[str, np.ndarray], *, long: bool = True, pin_memory: bool = False
+) -> Batch:
+    """numpy batch -> tensors with ``torch.from_numpy`` (no copy), then ``long`` widens integer
+    columns to int64 with torch (its allocator reuses memory; a fresh numpy int64 array per batch
+    costs page faults that are several times the gather itself). Read-only views (zero-copy
+    slices of the mapped shards) are copied once, since torch wants writable memory."""
+    out: Batch = {}
+    for k, a in batch.items():
+        if not a.flags.writeable:
+            a = a.astype(np.int64) if long and a.dtype.kind in "iu" else a.copy()
+        t = torch.from_numpy(a)
+        if long and a.dtype.kind in "iu" and t.dtype != torch.int64:
+            t = t.to(torch.int64)
+        out[k] = t.pin_memory() if pin_memory else t
+    return out
+
+
+def _torch_dtype(dt: np.dtype[Any], long: bool) -> torch.dtype:
+    if long and dt.kind in "iu":
+        return torch.int64
+    return torch.from_numpy(np.empty(0, dtype=dt)).dtype
+
+
+def gather(
+    ds: DenoiseDataset,
+    idx: np.ndarray | Sequence[int],
+    columns: Sequence[str] | None = None,
+    *,
+    long: bool = True,
+    pin_memory: bool = False,
+    size: int | None = None,
+) -> Batch:
+    """Rows ``idx`` of ``ds`` as tensors, gathered in one pass straight into new tensors
+    (``DenoiseDataset.take(out=...)`` on their ``.numpy()`` views): int64 when ``long`` (the
+    widening is part of the gather), allocated in pinned memory when ``pin_memory`` (then the
+    host-to-device copy can be ``non_blocking``). ``size > len(idx)`` appends padding rows
+    (``ds.pad_values``: labels -100, attention_mask 0, input_length 0, ...)."""
+    info = ds.column_info
+    cols = list(info) if columns is None else list(columns)
+    n = len(idx)
+    size = n if size is None else size
+    if size < n:
+        raise ValueError(f"size {size} < {n} rows")
+    tensors: Batch = {}
+    for k in cols:
+        if k not in info:
+            raise KeyError(f"no column {k!r} (columns: {', '.join(info)})")
+        shape, dt = info[k]
+        tensors[k] = torch.empty(
+            (size, *shape), dtype=_torch_dtype(dt, long), pin_memory=pin_memory
+        )
+    ds.take(idx, out={k: t[:n].numpy() for k, t in tensors.items()})
+    if size > n:
+        fill = ds.pad_values
+        for k, t in tensors.items():
+            t[n:] = fill.get(k, 0)
+    return tensors
+
+
+def _select(batch: dict[str, np.ndarray], columns: Sequence[str] | None) -> dict[str, np.ndarray]:
+    return batch if columns is None else {c: batch[c] for c in columns}
+
+
+def _check_columns(ds: DenoiseDataset, columns: Sequence[str] | None) -> tuple[str, ...] | None:
+    if columns is None:
+        return None
+    missing = [c for c in columns if c not in ds.columns]
+    if missing:
+        raise KeyError(f"columns {missing} are not in {ds.path} (it has {ds.columns})")
+    return tuple(columns)
+
+
+def _can_pin() -> bool:
+    return torch.cuda.is_available()
+
+
+class _SharedEpoch:
+    """An epoch counter in shared memory: ``set_epoch`` in the main process reaches DataLoader
+    workers, persistent ones included (fork and spawn alike)."""
+
+    def __init__(self, epoch: int) -> None:
+        self._t = torch.full((1,), epoch, dtype=torch.int64)
+        self._t.share_memory_()  # type: ignore[no-untyped-call]
+
+    def get(self) -> int:
+        return int(self._t[0])
+
+    def set(self, epoch: int) -> None:
+        self._t[0] = int(epoch)
+
+
+class DenoiseBatches(IterableDataset[Batch]):
+    """Whole fixed-shape batches as tensors; use with ``DataLoader(self, batch_size=None)``.
+
+    ``len()`` is the number of batches this rank yields per epoch (summed over workers).
+    Worker ``w`` of ``W`` yields this rank's batches ``w, w + W, ...``; the DataLoader
+    interleaves workers round-robin, so the batch order is the same for any ``num_workers``.
+
+    Given the path of an output of ``prepare --epochs K``, epoch ``e`` reads the variant
+    ``e % K`` (``open_dataset(path, epoch=e)``: fresh corruption every epoch) in the order of
+    epoch ``e``; given a :class:`DenoiseDataset`, that one dataset is used for every epoch.
+    """
+
+    def __init__(
+        self,
+        data: str | Path | DenoiseDataset,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = True,
+        pad_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        columns: Sequence[str] | None = None,
+        long: bool = True,
+        pin_memory: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._fixed: DenoiseDataset | None = None
+        self._root: Path | None = None
+        if isinstance(data, DenoiseDataset):
+            self._fixed = data
+        else:
+            self._root = Path(data)
+        self._variants: dict[int, DenoiseDataset] = {}
+        self._num_variants = 1
+        if self._root is not None:  # prepare --epochs K: K variants, epoch e reads e % K
+            self._num_variants = len(read_manifest(self._root).get("epoch_dirs") or [None])
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last and not pad_last
+        self.pad_last = pad_last
+        self.rank, self.world_size = dist_rank_world(rank, world_size)
+        self._epoch = _SharedEpoch(epoch)
+        self.columns = _check_columns(self.dataset, columns)
+        self.long = long
+        self.pin_memory = pin_memory
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
+
+    def dataset_for(self, epoch: int) -> DenoiseDataset:
+        """The dataset that epoch ``epoch`` reads (see the class docstring)."""
+        if self._fixed is not None:
+            return self._fixed
+        assert self._root is not None
+        key = epoch % self._num_variants
+        ds = self._variants.get(key)
+        if ds is None:
+            ds = self._variants[key] = open_dataset(self._root, epoch=key)
+        return ds
+
+    @property
+    def dataset(self) -> DenoiseDataset:
+        """The dataset of the current epoch."""
+        return self.dataset_for(self.epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of epoch ``epoch`` from the next ``iter()`` on (call before each epoch)."""
+        self._epoch.set(epoch)
+
+    def plan(self, epoch: int | None = None) -> list[np.ndarray]:
+        """This rank's batches (row indices) of an epoch, before the split across workers."""
+        epoch = self.epoch if epoch is None else epoch
+        return epoch_batches(
+            len(self.dataset_for(epoch)),
+            self.batch_size,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            drop_last=self.drop_last,
+            pad_last=self.pad_last,
+        )
+
+    def __len__(self) -> int:
+        return len(self.plan())
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        pin = self.pin_memory and info is None and _can_pin()
+        size = self.batch_size if self.pad_last else None
+        epoch = self.epoch
+        ds = self.dataset_for(epoch)
+        for idx in self.plan(epoch)[wid::nw]:
+            yield gather(ds, idx, self.columns, long=self.long, pin_memory=pin, size=size)
+
+
+class DenoiseTorchDataset(Dataset[Batch]):
+    """Map-style dataset: ``ds[i]`` is one row as tensors; ``ds.__getitems__(indices)`` (what
+    ``DataLoader`` calls with a batch sampler) is a whole batch gathered in one take. Use
+    ``collate_fn=collate`` with it (the default collate would try to stack a dict)."""
+
+    def __init__(
+        self,
+        data: str | Path | DenoiseDataset,
+        *,
+        columns: Sequence[str] | None = None,
+        long: bool = True,
+    ) -> None:
+        self.dataset = _dataset(data)
+        self.columns = _check_columns(self.dataset, columns)
+        self.long = long
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Batch:
+        row = _select(self.dataset[int(i)], self.columns)
+        return to_tensors({k: np.asarray(v) for k, v in row.items()}, long=self.long)
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        return gather(
+            self.dataset, np.asarray(indices, dtype=np.int64), self.columns, long=self.long
+        )
+
+
+def collate(data: Any) -> Any:
+    """``collate_fn`` for :class:`DenoiseTorchDataset`: a batch from ``__getitems__`` passes
+    through; a list of rows is stacked with torch's ``default_collate``."""
+    if isinstance(data, Mapping):
+        return data
+    from torch.utils.data import default_collate
+
+    return default_collate(data)
+
+
+class DenoiseBatchSampler(Sampler[list[int]]):
+    """Batches of row indices: deterministic shuffle by ``(seed, epoch)`` (``set_epoch``) and a
+    split across data-parallel ranks, same plan as :class:`DenoiseBatches`. The sampler runs in
+    the main process, so DataLoader workers need no split of their own."""
+
+    def __init__(
+        self,
+        data: int | str | Path | DenoiseDataset | DenoiseTorchDataset,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if isinstance(data, int):
+            self.num_rows = data
+        elif isinstance(data, DenoiseTorchDataset):
+            self.num_rows = len(data.dataset)
+        else:
+            self.num_rows = len(_dataset(data))
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = epoch
+        self.drop_last = drop_last
+        self.rank, self.world_size = dist_rank_world(rank, world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _plan(self) -> list[np.ndarray]:
+        return epoch_batches(
+            self.num_rows,
+            self.batch_size,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            drop_last=self.drop_last,
+        )
+
+    def __len__(self) -> int:
+        return len(self._plan())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for idx in self._plan():
+            yield idx.tolist()
