@@ -1,0 +1,637 @@
+"""Packing: several examples per fixed-shape row, with segment ids and positions.
+
+One-example-per-row output wastes slots on padding whenever a mixture's components have
+different lengths (encoder-decoder: R(3,.15) at I=512 has 114 target tokens, X(3,.5) has 510).
+Packing puts several *whole* examples into one row of the model's fixed shape and marks them
+the way T5X / seqio do: **segment ids** ``1..k`` per row (``0`` = padding) and **positions**
+that restart at ``0`` in every segment (``0`` on padding). flash-attention's varlen interface
+takes the same information as ``cu_seqlens`` (:func:`cu_seqlens`, :func:`unpad_indices`).
+
+Examples must be planned for a budget smaller than the row, or nothing fits next to them:
+:func:`example_lengths` gives the :class:`~denoise_cli.config.Lengths` to plan and corrupt
+with (e.g. ``inputs_length = I / factor``); :func:`pack_rows` then packs one group of those
+unpacked rows (as :func:`~denoise_cli.corrupt.corrupt_mixture` returns them) into rows of the
+real lengths, and :func:`packed_record_batch` turns them into an Arrow record batch.
+
+Schema (one row = up to ``K`` examples; ``K`` = :func:`max_segments`)
+---------------------------------------------------------------------
+
+encoder-decoder (``W = inputs_length``, ``V = targets_length``):
+
+=====================  =========================  =============================================
+column                 type                       meaning
+=====================  =========================  =============================================
+input_ids              fixed_size_list<int32>[W]  each example's ``[mode] inputs EOS``, then pad
+labels                 fixed_size_list<int32>[V]  each example's ``targets EOS``, then -100
+attention_mask         fixed_size_list<int8>[W]   1 on real tokens (= encoder_segment_ids > 0)
+encoder_segment_ids    fixed_size_list<int32>[W]  1..k per example, 0 on padding
+encoder_positions      fixed_size_list<int32>[W]  0.. within each example, 0 on padding
+decoder_segment_ids    fixed_size_list<int32>[V]  1..k (same k as the encoder side), 0 padding
+decoder_positions      fixed_size_list<int32>[V]  0.. within each example's targets
+num_segments           int32                      examples in the row (k)
+input_length           int32                      real tokens in input_ids (sum over segments)
+target_length          int32                      tokens with a label (sum over segments)
+source_file            int32                      index into the manifest's files
+segment_denoiser       fixed_size_list<int8>[K]   per segment: component index, -1 = none
+segment_example_index  fixed_size_list<int64>[K]  per segment: chunk index in the file, -1
+segment_token_offset   fixed_size_list<int64>[K]  per segment: raw chunk offset in the file, -1
+segment_input_length   fixed_size_list<int32>[K]  per segment: tokens in input_ids, 0 = none
+segment_target_length  fixed_size_list<int32>[K]  per segment: tokens in labels, 0 = none
+=====================  =========================  =============================================
+
+decoder-only (``S = seq_length``): ``input_ids``/``labels``/``attention_mask`` ``[S]`` as above
+(each example's ``[mode] inputs targets EOS``; labels -100 on its own mode+inputs part),
+``segment_ids`` and ``positions`` ``fixed_size_list<int32>[S]``, ``prefix_mask``
+``fixed_size_list<int8>[S]`` (1 on each segment's bidirectional prefix, i.e. its first
+``prefix_length`` tokens), then the same row and per-segment columns plus
+``segment_prefix_length`` ``fixed_size_list<int32>[K]`` (0 = none).
+
+Segment ``j`` of a row occupies one contiguous run of slots on each side, segments appear in
+the order of their ``example_index`` and rows in the order of their first example, padding only
+at the end of a row. Segment ``j``'s slots are ``segment_ids == j``, so every segment is
+recovered exactly (:func:`unpack_rows`).
+
+What a trainer must do with packed rows
+---------------------------------------
+
+- Attention must be **segment-aware**: a token attends only to tokens of its own segment
+  (encoder self-attention: same ``encoder_segment_ids``; decoder: same ``decoder_segment_ids``
+  and causal; cross-attention: ``decoder_segment_ids[q] == encoder_segment_ids[k]``; decoder-only
+  prefix-LM: same segment and (causal or ``prefix_mask[k]``), see :func:`segment_mask`). With
+  flash-attention use the varlen kernels with :func:`unpad_indices` / :func:`cu_seqlens` (the
+  k-th sequence on both sides of an encoder-decoder batch is the same example).
+- Position ids are ``positions`` (absolute embeddings, RoPE); T5's relative buckets are
+  unaffected because attention never crosses segments.
+- encoder-decoder: the decoder inputs are the labels shifted right **within each segment**, with
+  the decoder start token at every segment's first position (HF's ``_shift_right`` on the whole
+  row would feed segment ``j``'s EOS into segment ``j+1``): :func:`decoder_input_ids`.
+- decoder-only: HF causal LMs shift labels inside the model (position ``t`` predicts
+  ``labels[t+1]``). The first token of every segment is its mode token or first input token,
+  whose label is -100, so no token is ever predicted from the previous segment; this is checked
+  when packing. Unmodified HF attention (one causal mask over the row) would still let segments
+  see each other: pass a 4-D mask from :func:`segment_mask` or use varlen attention.
+
+Algorithm
+---------
+Rows are assigned by first fit over a window of at most ``window`` open rows (pure Python, one
+pass over the group, about a microsecond per example). Decoder-only packing is one-dimensional
+and runs it once in decreasing-size order (first fit decreasing). Encoder-decoder packing is a
+two-dimensional (inputs, targets) problem: it runs first fit in two *balanced* orders, which
+interleave target-heavy and input-heavy examples so that every prefix has the group's
+target/input ratio (best when both sides bind, ``T`` near ``rho * I``), plus decreasing size when
+one side binds (the other side needs < 65% of its rows, e.g. ``I = T``), and keeps the assignment
+with the fewest rows (ties: the earlier order; it stops early at the lower bound
+``max(ceil(sum a / W), ceil(sum b / V), ceil(n / K))``). All keys are integers, so the result
+depends only on the group: the same rows for any worker count or machine. The rows themselves are
+built with vectorized numpy (boolean-mask scatters, no per-token Python).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from .config import ComponentPlan, Layout, Lengths
+from .corrupt import IGNORE_INDEX, Rows, row_widths
+from .write import _fixed, _prim
+
+NO_SEGMENT = -1  # padding of the per-segment metadata lists
+DEFAULT_WINDOW = 32  # open rows first fit looks at
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def example_lengths(
+    lengths: Lengths,
+    factor: int = 4,
+    *,
+    inputs_budget: int | None = None,
+    targets_budget: int | None = None,
+    seq_budget: int | None = None,
+) -> Lengths:
+    """The lengths to plan (and corrupt) examples with, so that about ``factor`` of them share
+    one row of ``lengths``.
+
+    encoder-decoder: inputs budget ``I // factor``; targets budget ``min(T, I // factor)``, so
+    each component keeps the shape it has in an unpacked ``I = T`` row, scaled down (a ``T``
+    smaller than ``I`` only caps it). decoder-only: ``S // factor``. Explicit budgets override.
+    Raises ``ValueError`` for a budget larger than the row or smaller than 4 tokens.
+    """
+    if factor < 1:
+        raise ValueError(f"pack factor must be >= 1, got {factor}")
+    if lengths.layout == "encoder-decoder":
+        bi = inputs_budget if inputs_budget is not None else lengths.inputs_length // factor
+        bt = targets_budget if targets_budget is not None else min(lengths.targets_length, bi)
+        if not 4 <= bi <= lengths.inputs_length or not 4 <= bt <= lengths.targets_length:
+            raise ValueError(
+                f"example budget inputs={bi}, targets={bt} must be in [4, row] for rows of "
+                f"inputs={lengths.inputs_length}, targets={lengths.targets_length}"
+            )
+        return Lengths("encoder-decoder", inputs_length=bi, targets_length=bt)
+    bs = seq_budget if seq_budget is not None else lengths.seq_length // factor
+    if not 4 <= bs <= lengths.seq_length:
+        raise ValueError(f"example budget seq={bs} must be in [4, {lengths.seq_length}]")
+    return Lengths("decoder-only", seq_length=bs)
+
+
+def _min_example(c: ComponentPlan, layout: Layout) -> tuple[int, int]:
+    """Smallest (input tokens, target tokens) a component's example can have."""
+    m = 0 if c.mode_token is None else 1
+    if layout == "decoder-only" or c.denoiser.is_span:
+        return c.input_length, c.target_length  # exact for span; S decoder-only: m + L + 1
+    return m + c.prefix_min + 1, c.raw_length - c.prefix_max + 1
+
+
+def max_segments(plans: Sequence[ComponentPlan], lengths: Lengths) -> int:
+    """Segments per row ``K`` (the width of the per-segment lists): the most examples planned by
+    ``plans`` (at the example budget) that can share a row of ``lengths`` (the real rows)."""
+    mins = [_min_example(c, lengths.layout) for c in plans]
+    if lengths.layout == "encoder-decoder":
+        k = min(
+            lengths.inputs_length // min(a for a, _ in mins),
+            lengths.targets_length // min(b for _, b in mins),
+        )
+    else:
+        k = lengths.seq_length // min(a for a, _ in mins)
+    return max(k, 1)
+
+
+def mixture_ratio(plans: Sequence[ComponentPlan]) -> float:
+    """Expected target tokens per input token over the mixture (encoder-decoder plans):
+    ``E[targets] / E[inputs]`` with the components' probabilities."""
+    p = np.array([c.probability for c in plans], dtype=np.float64)
+    mi = float(p @ np.array([c.mean_input_tokens for c in plans]))
+    mt = float(p @ np.array([c.mean_target_tokens for c in plans]))
+    return mt / mi
+
+
+def efficiency_bound(plans: Sequence[ComponentPlan], lengths: Lengths) -> dict[str, float]:
+    """Upper bound on packed token efficiency (real tokens / slots) from the ratio argument.
+
+    Every packed example brings ``rho = E[targets]/E[inputs]`` target tokens per input token in
+    aggregate, and a row holds at most ``I`` input and ``T`` target tokens, so over many rows
+    inputs <= min(1, T / (rho I)) and targets <= min(1, rho I / T). ``plans`` are the plans of
+    the examples (at the example budget), ``lengths`` the packed rows. Granularity (whole
+    examples of few distinct sizes) can make the true optimum lower; see docs/packing.md."""
+    if lengths.layout == "decoder-only":
+        return {"sequence": 1.0, "overall": 1.0}
+    rho = mixture_ratio(plans)
+    I, T = lengths.inputs_length, lengths.targets_length
+    ei = min(1.0, T / (rho * I))
+    et = min(1.0, rho * I / T)
+    return {"ratio": rho, "inputs": ei, "targets": et, "overall": (ei * I + et * T) / (I + T)}
+
+
+def targets_length_window(
+    plans: Sequence[ComponentPlan], inputs_length: int, efficiency: float = 0.98
+) -> tuple[int, int]:
+    """Integer targets lengths ``T`` for which the ratio bound allows ``>= efficiency`` on both
+    sides with rows of ``inputs_length``: ``efficiency * rho * I <= T <= rho * I / efficiency``
+    (empty, lo > hi, when ``efficiency`` is 1 and ``rho * I`` is not an integer). Only valid
+    while the example plans do not depend on ``T`` (targets budget <= T)."""
+    rho = mixture_ratio(plans)
+    return math.ceil(efficiency * rho * inputs_length - 1e-9), math.floor(
+        rho * inputs_length / efficiency + 1e-9
+    )
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+def _first_fit(
+    order: Sequence[int],
+    a: list[int],
+    b: list[int],
+    cap_a: int,
+    cap_b: int,
+    k_max: int,
+    window: int,
+    out: list[int],
+) -> int:
+    """First fit of ``order``'s examples over the ``window`` most recently opened rows that can
+    still take something; writes each example's row into ``out``; returns the row count."""
+    a_min, b_min = min(a), min(b)
+    open_rows: list[list[int]] = []  # [row, free a, free b, free slots]
+    n_rows = 0
+    for i in order:
+        x, y = a[i], b[i]
+        j = 0
+        for j, r in enumerate(open_rows):  # noqa: B007 (j is used after the loop)
+            if r[1] >= x and r[2] >= y:
+                break
+        else:
+            if len(open_rows) == window:
+                del open_rows[0]
+            open_rows.append([n_rows, cap_a, cap_b, k_max])
+            j = len(open_rows) - 1
+            n_rows += 1
+        r = open_rows[j]
+        out[i] = r[0]
+        r[1] -= x
+        r[2] -= y
+        r[3] -= 1
+        if r[1] < a_min or r[2] < b_min or r[3] == 0:
+            del open_rows[j]
+    return n_rows
+
+
+def _balanced_order(
+    a: np.ndarray, b: np.ndarray, cap_a: int, cap_b: int, light_by_excess: bool
+) -> list[int]:
+    """Target-heavy and input-heavy examples interleaved so that every prefix of the order has
+    about the group's ratio of target to input tokens (integer keys: exact and portable).
+
+    ``d_i = b_i * sum(a) - a_i * sum(b)`` is example ``i``'s excess of targets over the group's
+    ratio. Heavy examples (``d > 0``) are sorted by decreasing size; light ones are kept in group
+    order (or sorted by decreasing ``|d|``); the two lists are merged taking a heavy example
+    whenever the running sum of ``d`` is <= 0."""
+    sa, sb = int(a.sum()), int(b.sum())
+    d = b * sa - a * sb
+    size = a * cap_b + b * cap_a
+    heavy = np.flatnonzero(d > 0)
+    light = np.flatnonzero(d <= 0)
+    hl = heavy[np.argsort(-size[heavy], kind="stable")].tolist()
+    if light_by_excess:
+        light = light[np.argsort(d[light], kind="stable")]  # most negative first
+    ll = light.tolist()
+    dl = d.tolist()
+    out: list[int] = []
+    s = i = j = 0
+    while i < len(hl) or j < len(ll):
+        if j >= len(ll) or (s <= 0 and i < len(hl)):
+            k = hl[i]
+            i += 1
+        else:
+            k = ll[j]
+            j += 1
+        out.append(k)
+        s += dl[k]
+    return out
+
+
+def assign_rows(
+    a: np.ndarray,
+    b: np.ndarray | None,
+    cap_a: int,
+    cap_b: int,
+    max_segs: int,
+    *,
+    window: int = DEFAULT_WINDOW,
+) -> tuple[np.ndarray, int]:
+    """Assign examples of sizes ``a`` (and ``b``: second dimension, ``None`` for 1-D) to rows of
+    capacity ``cap_a`` (``cap_b``) holding at most ``max_segs`` examples.
+
+    Returns ``(row of each example (int64), number of rows)``; every row is non-empty and row ids
+    are in order of creation. Deterministic: a pure function of the arguments."""
+    a = np.asarray(a, dtype=np.int64)
+    n = len(a)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    two_d = b is not None
+    bb = np.zeros(n, dtype=np.int64) if b is None else np.asarray(b, dtype=np.int64)
+    if max_segs < 1 or window < 1:
+        raise ValueError("max_segs and window must be >= 1")
+    if (a < 0).any() or (bb < 0).any() or int(a.max()) > cap_a or int(bb.max()) > cap_b:
+        raise ValueError("an example is larger than the row")
+    lower = max(
+        -(-int(a.sum()) // cap_a), -(-int(bb.sum()) // cap_b) if two_d else 0, -(-n // max_segs)
+    )
+    al, bl = a.tolist(), bb.tolist()
+    size = a * cap_b + bb * cap_a
+    # Orders: "decreasing" (first fit decreasing) is best when one side binds (the other needs
+    # < 0.65 of its rows, e.g. encoder-decoder with I = T); the two balanced orders are best
+    # when both sides bind, where decreasing is poor and slow (its window fills with rows that
+    # are full on one side only). Measured in benchmarks/bench_packing.py.
+    need_a, need_b = int(a.sum()) * cap_b, int(bb.sum()) * cap_a
+    one_side = not two_d or min(need_a, need_b) * 100 < 65 * max(need_a, need_b)
+    kinds = ["decreasing"] if one_side else []
+    if two_d:
+        kinds += ["balanced", "balanced-excess"]
+    best: list[int] = []
+    best_rows = 0
+    for kind in kinds:
+        if kind == "decreasing":
+            order: Sequence[int] = np.argsort(-size, kind="stable").tolist()
+        else:
+            order = _balanced_order(a, bb, cap_a, cap_b, light_by_excess=kind != "balanced")
+        out = [0] * n
+        rows = _first_fit(order, al, bl, cap_a, cap_b, max_segs, window, out)
+        if not best or rows < best_rows:
+            best, best_rows = out, rows
+        if best_rows <= lower:
+            break
+    return np.array(best, dtype=np.int64), best_rows
+
+
+# --------------------------------------------------------------------------- packing
+
+
+@dataclass
+class PackedRows:
+    """Packed rows of one group. ``columns`` maps each Arrow column name of
+    :func:`packed_schema` (except ``source_file``) to its numpy array (``[R, width]`` or
+    ``[R]``), in schema order. ``source_row[r, j]`` is the index, in the unpacked group, of the
+    example in segment ``j + 1`` of row ``r`` (-1 = none)."""
+
+    layout: Layout
+    columns: dict[str, np.ndarray]
+    source_row: np.ndarray
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.source_row)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+
+def _side(
+    src: np.ndarray,
+    o: np.ndarray,
+    lens: np.ndarray,
+    slot: np.ndarray,
+    totals: np.ndarray,
+    width: int,
+    fill: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One side of the packed rows from examples ``o`` (sorted by row, then segment) with
+    lengths ``lens``: ``(tokens, segment ids, positions, real-token mask, position within each
+    example of every real token)``. Segments are contiguous and padding is at the end of a row,
+    so the real slots of ``[R, width]`` in row-major order are exactly the examples' tokens in
+    ``o`` order: one boolean-mask assignment per array, no index arithmetic."""
+    R = len(totals)
+    real = np.arange(width)[None, :] < totals[:, None]
+    it = np.int32 if int(lens.sum()) < 2**31 else np.int64
+    cum = (np.cumsum(lens) - lens).astype(it)
+    within = np.arange(int(lens.sum()), dtype=it) - np.repeat(cum, lens)
+    tok = np.full((R, width), fill, dtype=np.int32)
+    tok[real] = _gather(src, o, lens)
+    seg = np.zeros((R, width), dtype=np.int32)
+    seg[real] = np.repeat((slot + 1).astype(np.int32), lens)
+    pos = np.zeros((R, width), dtype=np.int32)
+    pos[real] = within
+    return tok, seg, pos, real, within
+
+
+def _gather(src: np.ndarray, idx: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Concatenation of ``src[idx[i], :lens[i]]`` over ``i`` (one boolean gather)."""
+    sub = src[idx]
+    out: np.ndarray = sub[np.arange(sub.shape[1])[None, :] < lens[:, None]]
+    return out
+
+
+def pack_rows(
+    rows: Rows,
+    lengths: Lengths,
+    *,
+    pad_id: int,
+    max_segs: int,
+    denoiser: np.ndarray,
+    example_index: np.ndarray,
+    token_offset: np.ndarray,
+    window: int = DEFAULT_WINDOW,
+) -> PackedRows:
+    """Pack one group of unpacked examples into rows of ``lengths``.
+
+    ``rows`` are the group's examples as :func:`~denoise_cli.corrupt.corrupt_mixture` returns
+    them (any widths, typically those of :func:`example_lengths`): example ``i`` is
+    ``input_ids[i, :input_length[i]]`` and, encoder-decoder, ``labels[i, :target_length[i]]``;
+    decoder-only, ``labels[i, :input_length[i]]`` with ``prefix_length[i]``. ``denoiser``,
+    ``example_index`` and ``token_offset`` are per-example metadata copied into the per-segment
+    lists; ``max_segs`` is ``K`` (:func:`max_segments`), ``pad_id`` the tokenizer's pad id."""
+    enc_dec = lengths.layout == "encoder-decoder"
+    W, V = row_widths(lengths)
+    n = len(rows.input_length)
+    a = rows.input_length.astype(np.int64)
+    b = rows.target_length.astype(np.int64)
+    meta = [np.asarray(x) for x in (denoiser, example_index, token_offset)]
+    if any(len(x) != n for x in meta):
+        raise ValueError("denoiser, example_index and token_offset need one entry per example")
+    if n and (a.min() < 1 or a.max() > min(W, rows.input_ids.shape[1])):
+        raise ValueError(f"input lengths must be in [1, {W}] (the packed row)")
+    if enc_dec and n and (b.min() < 1 or b.max() > min(V, rows.labels.shape[1])):
+        raise ValueError(f"target lengths must be in [1, {V}] (the packed row)")
+    if not enc_dec and n and (rows.labels[:, 0] != IGNORE_INDEX).any():
+        raise ValueError("decoder-only examples must not have a label on their first token")
+
+    row, R = assign_rows(a, b if enc_dec else None, W, V if enc_dec else 1, max_segs, window=window)
+    # Canonical order: rows by their first (smallest) example index, segments by example index.
+    o = np.argsort(row, kind="stable")
+    firsts = np.flatnonzero(np.diff(row[o], prepend=-1))  # first segment of each row, by id
+    rank = np.empty(R, dtype=np.int64)
+    rank[np.argsort(o[firsts], kind="stable")] = np.arange(R)
+    row = rank[row]
+    o = np.argsort(row, kind="stable")
+    r = row[o]
+    counts = np.bincount(r, minlength=R)
+    first = np.cumsum(counts) - counts  # index in o of each row's first segment
+    slot = np.arange(n, dtype=np.int64) - first[r]
+    ao = a[o]
+
+    cols: dict[str, np.ndarray] = {}
+    tot_a = np.add.reduceat(ao, first) if n else ao
+    ids, seg, pos, real, within = _side(rows.input_ids, o, ao, slot, tot_a, W, pad_id)
+    if enc_dec:
+        bo = b[o]
+        tot_b = np.add.reduceat(bo, first) if n else bo
+        lab, dseg, dpos, _, _ = _side(rows.labels, o, bo, slot, tot_b, V, IGNORE_INDEX)
+        cols.update(
+            input_ids=ids, labels=lab, attention_mask=real.astype(np.int8),
+            encoder_segment_ids=seg, encoder_positions=pos,
+            decoder_segment_ids=dseg, decoder_positions=dpos,
+        )  # fmt: skip
+    else:
+        lab = np.full((R, W), IGNORE_INDEX, dtype=np.int32)
+        lab[real] = _gather(rows.labels, o, ao)
+        pre = np.zeros((R, W), dtype=np.int8)
+        pl = rows.prefix_length[o].astype(within.dtype)
+        pre[real] = within < np.repeat(pl, ao)
+        cols.update(
+            input_ids=ids, labels=lab, attention_mask=real.astype(np.int8),
+            segment_ids=seg, positions=pos, prefix_mask=pre,
+        )  # fmt: skip
+
+    K = max_segs
+
+    def per_segment(values: np.ndarray, dtype: type[np.generic], fill: int) -> np.ndarray:
+        out = np.full((R, K), fill, dtype=dtype)
+        out[r, slot] = values
+        return out
+
+    seg_in = per_segment(ao, np.int32, 0)
+    seg_tg = per_segment(b[o], np.int32, 0)
+    cols["num_segments"] = counts.astype(np.int32)
+    cols["input_length"] = seg_in.sum(axis=1, dtype=np.int32)
+    cols["target_length"] = seg_tg.sum(axis=1, dtype=np.int32)  # labelled tokens
+    cols["segment_denoiser"] = per_segment(meta[0][o], np.int8, NO_SEGMENT)
+    cols["segment_example_index"] = per_segment(meta[1][o], np.int64, NO_SEGMENT)
+    cols["segment_token_offset"] = per_segment(meta[2][o], np.int64, NO_SEGMENT)
+    cols["segment_input_length"] = seg_in
+    cols["segment_target_length"] = seg_tg
+    if not enc_dec:
+        cols["segment_prefix_length"] = per_segment(rows.prefix_length[o], np.int32, 0)
+    source = per_segment(o, np.int32, NO_SEGMENT)
+    return PackedRows(lengths.layout, cols, source)
+
+
+# --------------------------------------------------------------------------- Arrow
+
+
+def packed_schema(lengths: Lengths, max_segs: int) -> pa.Schema:
+    """The Arrow schema of packed rows of ``lengths`` with ``max_segs`` segments per row."""
+    W, V = row_widths(lengths)
+    K = max_segs
+
+    def fixed(name: str, t: pa.DataType, w: int) -> pa.Field:
+        return pa.field(name, pa.list_(t, w), nullable=False)
+
+    def prim(name: str, t: pa.DataType) -> pa.Field:
+        return pa.field(name, t, nullable=False)
+
+    i8, i32, i64 = pa.int8(), pa.int32(), pa.int64()
+    fields = [fixed("input_ids", i32, W), fixed("labels", i32, V), fixed("attention_mask", i8, W)]
+    if lengths.layout == "encoder-decoder":
+        fields += [
+            fixed("encoder_segment_ids", i32, W),
+            fixed("encoder_positions", i32, W),
+            fixed("decoder_segment_ids", i32, V),
+            fixed("decoder_positions", i32, V),
+        ]
+    else:
+        fields += [
+            fixed("segment_ids", i32, W),
+            fixed("positions", i32, W),
+            fixed("prefix_mask", i8, W),
+        ]
+    fields += [
+        prim("num_segments", i32),
+        prim("input_length", i32),
+        prim("target_length", i32),
+        prim("source_file", i32),
+        fixed("segment_denoiser", i8, K),
+        fixed("segment_example_index", i64, K),
+        fixed("segment_token_offset", i64, K),
+        fixed("segment_input_length", i32, K),
+        fixed("segment_target_length", i32, K),
+    ]
+    if lengths.layout == "decoder-only":
+        fields.append(fixed("segment_prefix_length", i32, K))
+    return pa.schema(fields)
+
+
+def packed_record_batch(packed: PackedRows, lengths: Lengths, source_file: int) -> pa.RecordBatch:
+    """Arrow record batch of :func:`packed_schema` over the packed arrays (zero-copy: every
+    column wraps its numpy buffer)."""
+    K = packed.source_row.shape[1]
+    sch = packed_schema(lengths, K)
+    R = packed.num_rows
+    arrays: list[pa.Array] = []
+    for f in sch:
+        if f.name == "source_file":
+            arrays.append(_prim(np.full(R, source_file, dtype=np.int32)))
+            continue
+        v = packed.columns[f.name]
+        arrays.append(_fixed(v) if v.ndim == 2 else _prim(v))
+    return pa.RecordBatch.from_arrays(arrays, schema=sch)
+
+
+# --------------------------------------------------------------------------- readers / trainers
+
+
+def unpack_rows(columns: Mapping[str, np.ndarray], lengths: Lengths, pad_id: int) -> Rows:
+    """The examples of packed rows (a dict of packed columns, e.g. ``PackedRows.columns`` or a
+    loaded batch) as unpacked :class:`Rows` of ``lengths`` (the example budget), in
+    (row, segment) order; match them to their origin with ``segment_example_index``."""
+    enc_dec = "encoder_segment_ids" in columns
+    seg = columns["encoder_segment_ids" if enc_dec else "segment_ids"]
+    W, V = row_widths(lengths)
+    ns = np.asarray(columns["num_segments"]).astype(np.int64)
+    n = int(ns.sum())
+    valid = np.arange(columns["segment_input_length"].shape[1])[None, :] < ns[:, None]
+    ilen = columns["segment_input_length"][valid].astype(np.int32)
+    tlen = columns["segment_target_length"][valid].astype(np.int32)
+    out_ids = np.full((n, W), pad_id, dtype=np.int32)
+    out_lab = np.full((n, V), IGNORE_INDEX, dtype=np.int32)
+    tok = seg > 0  # row-major order of real tokens = (row, segment, position) order
+    mask = np.arange(W)[None, :] < ilen[:, None]
+    out_ids[mask] = columns["input_ids"][tok]
+    if enc_dec:
+        dtok = columns["decoder_segment_ids"] > 0
+        out_lab[np.arange(V)[None, :] < tlen[:, None]] = columns["labels"][dtok]
+        plen = ilen - 1
+    else:
+        out_lab[mask] = columns["labels"][tok]
+        plen = columns["segment_prefix_length"][valid].astype(np.int32)
+    att = mask.astype(np.int8)
+    return Rows(out_ids, out_lab, att, ilen, tlen, plen)
+
+
+def unpad_indices(segment_ids: np.ndarray) -> np.ndarray:
+    """Flat (row-major) indices of the real tokens of a ``[B, L]`` batch: gather
+    ``x.reshape(B * L, ...)[idx]`` to get the unpadded tokens :func:`cu_seqlens` describes."""
+    return np.flatnonzero(np.asarray(segment_ids).reshape(-1) > 0)
+
+
+def cu_seqlens(segment_ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """flash-attention varlen metadata of a ``[B, L]`` batch of segment ids (0 = padding):
+    ``cu_seqlens`` (int32, ``[num_segments + 1]``, cumulative segment lengths in row-major order
+    over the unpadded tokens of :func:`unpad_indices`) and ``max_seqlen``. Vectorized."""
+    s = np.asarray(segment_ids)
+    L = s.shape[1]
+    flat = s.reshape(-1)
+    idx = np.flatnonzero(flat > 0)
+    if idx.size == 0:
+        return np.zeros(1, dtype=np.int32), 0
+    v = flat[idx]
+    rowi = idx // L
+    new = np.ones(idx.size, dtype=bool)
+    new[1:] = (v[1:] != v[:-1]) | (rowi[1:] != rowi[:-1])
+    starts = np.flatnonzero(new)
+    cu = np.empty(starts.size + 1, dtype=np.int32)
+    cu[:-1] = starts
+    cu[-1] = idx.size
+    return cu, int(np.diff(cu).max())
+
+
+def segment_mask(
+    q_segment_ids: np.ndarray,
+    kv_segment_ids: np.ndarray | None = None,
+    *,
+    causal: bool = False,
+    prefix_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Boolean attention mask ``[B, Lq, Lk]`` (True = may attend) for packed rows: same non-zero
+    segment; ``causal`` adds ``k <= q`` (positions in the row); with ``prefix_mask``
+    (decoder-only prefix-LM) a key in its segment's prefix is visible to the whole segment."""
+    q = np.asarray(q_segment_ids)
+    k = q if kv_segment_ids is None else np.asarray(kv_segment_ids)
+    m: np.ndarray = (q[:, :, None] == k[:, None, :]) & (q[:, :, None] > 0)
+    if causal:
+        c = np.arange(k.shape[1])[None, :] <= np.arange(q.shape[1])[:, None]
+        if prefix_mask is not None:
+            c = c[None, :, :] | (np.asarray(prefix_mask)[:, None, :] > 0)
+        m &= c
+    return m
+
+
+def decoder_input_ids(
+    labels: np.ndarray, decoder_segment_ids: np.ndarray, start_id: int, pad_id: int
+) -> np.ndarray:
+    """Decoder inputs of packed encoder-decoder rows: labels shifted right by one **within each
+    segment**, ``start_id`` (T5: the pad id) at each segment's first position, ``pad_id`` on
+    padding (HF ``_shift_right`` per segment)."""
+    lab = np.asarray(labels)
+    seg = np.asarray(decoder_segment_ids)
+    out = np.full(lab.shape, pad_id, dtype=lab.dtype)
+    out[:, 1:] = lab[:, :-1]
+    out[out == IGNORE_INDEX] = pad_id
+    first = seg > 0
+    first[:, 1:] &= seg[:, 1:] != seg[:, :-1]
+    out[first] = start_id
+    out[seg == 0] = pad_id
+    return out
