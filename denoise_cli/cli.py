@@ -67,6 +67,7 @@ def _config(
     pad_token: str | None,
     sentinel_template: str,
     epochs: int = 1,
+    pack: int = 0,
 ) -> PrepareConfig:
     if layout not in LAYOUTS:
         from .errors import ConfigError
@@ -86,6 +87,7 @@ def _config(
         on_error=on_error,  # type: ignore[arg-type]
         max_doc_chars=max_doc_chars,
         epochs=epochs,
+        pack_factor=pack,
     )
 
 
@@ -168,6 +170,13 @@ def prepare(
             help="Write K independent corruptions (epoch-0/ ... epoch-K-1/) from one tokenization."
         ),
     ] = 1,
+    pack: Annotated[
+        int,
+        typer.Option(
+            help="Pack several examples per row (segment ids + positions; see docs/packing.md): "
+            "examples are planned for 1/PACK of a row, e.g. 4. 0 = one example per row."
+        ),
+    ] = 0,
     engine: Annotated[
         str,
         typer.Option(
@@ -229,6 +238,7 @@ def prepare(
             pad_token,
             sentinel_template,
             epochs,
+            pack,
         )
         n_shards, s_index = _array_task(num_shards, shard_index)
         if dry_run:

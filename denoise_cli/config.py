@@ -536,8 +536,13 @@ class PrepareConfig:
     on_error: Literal["skip", "fail"] = "skip"
     max_doc_chars: int = 0  # 0: unlimited
     epochs: int = 1  # independent corruptions of the same token stream
+    pack_factor: int = 0  # 0: one example per row; k: examples planned for 1/k row, packed
 
     def __post_init__(self) -> None:
+        if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
+            raise ConfigError(
+                f"pack factor must be an integer in [0, 64], got {self.pack_factor!r}"
+            )
         if not isinstance(self.epochs, int) or not 1 <= self.epochs <= 1000:
             raise ConfigError(f"epochs must be an integer in [1, 1000], got {self.epochs!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
@@ -557,8 +562,21 @@ class PrepareConfig:
         if self.max_doc_chars < 0:
             raise ConfigError("max_doc_chars must be >= 0")
 
+    @property
+    def example_lengths(self) -> Lengths:
+        """The lengths examples are planned and corrupted with: the row lengths, or with
+        ``pack_factor`` k a 1/k budget (several examples then share a row)."""
+        if not self.pack_factor:
+            return self.lengths
+        from .packing import example_lengths
+
+        try:
+            return example_lengths(self.lengths, self.pack_factor)
+        except ValueError as e:
+            raise ConfigError(f"--pack {self.pack_factor}: {e}") from None
+
     def plans(self) -> tuple[ComponentPlan, ...]:
-        return plan(self.mixture, self.lengths)
+        return plan(self.mixture, self.example_lengths)
 
     def fingerprint_dict(self) -> dict[str, Any]:
         """The parts of the config that determine output bytes (resume refuses a mismatch)."""
@@ -575,6 +593,7 @@ class PrepareConfig:
             "group_size": self.group_size,
             "max_doc_chars": self.max_doc_chars,
             "epochs": self.epochs,
+            "pack_factor": self.pack_factor,
         }
 
 

@@ -77,6 +77,7 @@ class Job:
     files: tuple[InputFile, ...]
     rows_per_part: int
     group_size: int
+    max_segments: int = 0  # packed output: examples per row at most (0: unpacked)
 
     @property
     def groups_per_part(self) -> int:
@@ -209,15 +210,30 @@ class _EpochStream:
     def emit(self, grp: Group) -> None:
         job, cfg = self.job, self.job.cfg
         rows = corrupt_mixture(
-            grp.stream, grp.starts, grp.components, job.plans, job.special, cfg.lengths, grp.rng
+            grp.stream,
+            grp.starts,
+            grp.components,
+            job.plans,
+            job.special,
+            cfg.example_lengths,
+            grp.rng,
         )
-        if self.writer is None:
-            path = self.out / job.shard_name(self.epoch, self.file_idx, self.part)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = ShardWriter(path, cfg.lengths, cfg.format)
         n = len(grp.starts)
-        self.writer.write(
-            record_batch(
+        if job.max_segments:
+            from . import packing
+
+            packed = packing.pack_rows(
+                rows,
+                cfg.lengths,
+                pad_id=job.special.pad,
+                max_segs=job.max_segments,
+                denoiser=grp.components,
+                example_index=grp.first_example + np.arange(n),
+                token_offset=grp.token_offset,
+            )
+            batch = packing.packed_record_batch(packed, cfg.lengths, self.file_idx)
+        else:
+            batch = record_batch(
                 rows,
                 cfg.lengths,
                 grp.components,
@@ -225,7 +241,11 @@ class _EpochStream:
                 grp.first_example + np.arange(n),
                 grp.token_offset,
             )
-        )
+        if self.writer is None:
+            path = self.out / job.shard_name(self.epoch, self.file_idx, self.part)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = ShardWriter(path, cfg.lengths, cfg.format, batch.schema)
+        self.writer.write(batch)
         self.part_tokens += int(grp.stream.size)
 
     def commit(self, stats: FileStats, reserved: int, *, final: bool) -> None:
@@ -395,7 +415,7 @@ def plan_table(prep: Prepared) -> dict[str, Any]:
         "lengths": cfg.lengths.to_dict(),
         "components": [c.to_dict() for c in prep.plans],
         "sentinels_needed": sentinels_needed(prep.plans),
-        "expected_efficiency": expected_efficiency(prep.plans, cfg.lengths),
+        "expected_efficiency": _expected_efficiency(prep),
         "tokenizer": prep.tokenizer.to_dict(),
     }
 
@@ -663,7 +683,28 @@ def _make_job(prep: Prepared, out: Path) -> Job:
         files=tuple(prep.files),
         rows_per_part=rows_per_part(cfg),
         group_size=min(cfg.group_size, rows_per_part(cfg)),
+        max_segments=_max_segments(prep),
     )
+
+
+def _expected_efficiency(prep: Prepared) -> dict[str, float]:
+    """Unpacked: the plan's mean real tokens / slots. Packed: the ratio bound (an upper bound;
+    the measured figure is in ``denoise stats``)."""
+    if not prep.cfg.pack_factor:
+        return expected_efficiency(prep.plans, prep.cfg.lengths)
+    from .packing import efficiency_bound
+
+    return {
+        f"packed_bound_{k}": v for k, v in efficiency_bound(prep.plans, prep.cfg.lengths).items()
+    }
+
+
+def _max_segments(prep: Prepared) -> int:
+    if not prep.cfg.pack_factor:
+        return 0
+    from .packing import max_segments
+
+    return max_segments(prep.plans, prep.cfg.lengths)
 
 
 def finalize(
@@ -764,12 +805,19 @@ def build_manifest(
         "epoch": epoch,
         "epochs": cfg.epochs,
         "group_size": job.group_size,
+        "packing": None
+        if not cfg.pack_factor
+        else {
+            "factor": cfg.pack_factor,
+            "example_lengths": cfg.example_lengths.to_dict(),
+            "max_segments": job.max_segments,
+        },
         "rows_per_shard": job.rows_per_part,
         "config": cfg.fingerprint_dict(),
         "mixture": cfg.mixture.to_dict(),
         "components": [c.to_dict() for c in prep.plans],
         "sentinels_needed": sentinels_needed(prep.plans),
-        "expected_efficiency": expected_efficiency(prep.plans, cfg.lengths),
+        "expected_efficiency": _expected_efficiency(prep),
         "tokenizer": prep.tokenizer.to_dict(),
         "files": files,
         "shards": shards,

@@ -147,11 +147,13 @@ class _HashingFile:
 class ShardWriter:
     """Write one shard from record batches; ``commit()`` makes it appear atomically."""
 
-    def __init__(self, path: Path, lengths: Lengths, fmt: str) -> None:
+    def __init__(
+        self, path: Path, lengths: Lengths, fmt: str, schema_: pa.Schema | None = None
+    ) -> None:
         self.path = path
         self.tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
         self.rows = 0
-        self._schema = schema(lengths)
+        self._schema = schema_ if schema_ is not None else schema(lengths)
         self._fmt = fmt
         self._sink = _HashingFile(self.tmp)
         self._pa_sink = pa.PythonFile(self._sink, mode="w")
