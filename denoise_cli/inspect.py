@@ -12,8 +12,10 @@ Rows are decoded with the output's own extended tokenizer (``OUT/tokenizer.json`
 sentinel and mode ids are exactly the ones written. Decoding is done per run of ordinary tokens
 (one ``decode_batch`` call per row), so a special token never merges with its neighbours.
 Selection: ``row`` (a global row index), else the first ``n`` rows (of ``denoiser`` if given),
-else the first row of every component - one example of each denoiser at a glance. Rows are read
-one record batch at a time and the scan stops as soon as the selection is complete.
+else the first row of every component - one example of each denoiser at a glance. Packed outputs: every
+example of a packed row is shown as a row of its own, labelled ``row R segment j of k``;
+``row`` shows all the examples of that packed row one after the other; ``n`` and ``denoiser``
+select examples. Rows are read one record batch at a time and the scan stops as soon as the selection is complete.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .verify import (
     RowChecker,
     epoch_outputs,
     open_shard,
+    unpacked_view,
 )
 
 Piece = tuple[str, str | None]  # (text, style name)
@@ -62,6 +65,8 @@ class _Row:
     shard: str
     row: int  # within the shard
     a: dict[str, np.ndarray]  # the row's columns, as 1-row arrays
+    segment: int = -1  # packed output: the example's segment in the row (0-based); -1 unpacked
+    segments: int = 0  # packed output: examples in the row
 
 
 def _select_components(spec: OutputSpec, denoiser: str | None) -> list[int] | None:
@@ -86,7 +91,11 @@ def _select_components(spec: OutputSpec, denoiser: str | None) -> list[int] | No
     return hit
 
 
-def _iter_rows(out: Path, m: dict[str, Any], start: int = 0) -> Iterator[_Row]:
+def _iter_rows(
+    out: Path, m: dict[str, Any], start: int = 0, spec: OutputSpec | None = None
+) -> Iterator[_Row]:
+    """Rows from global row ``start`` on; for a packed output (``spec.packed``) the examples of
+    each packed row, one ``_Row`` per segment (``index`` / ``row`` are the packed row's)."""
     g = 0
     for sh in m["shards"]:
         rows = int(sh["rows"])
@@ -104,6 +113,22 @@ def _iter_rows(out: Path, m: dict[str, Any], start: int = 0) -> Iterator[_Row]:
                 r += n
                 continue
             a = batch_arrays(rb)
+            if spec is not None and spec.packed:
+                v = unpacked_view(a, spec)
+                ns = a["num_segments"]
+                lo = max(0, start - g - r)
+                for e in np.flatnonzero(v["packed_row"] >= lo):
+                    i = int(v["packed_row"][e])
+                    yield _Row(
+                        g + r + i,
+                        str(sh["path"]),
+                        r + i,
+                        {k: x[e : e + 1] for k, x in v.items()},
+                        int(v["segment"][e]),
+                        int(ns[i]),
+                    )
+                r += n
+                continue
             for i in range(max(0, start - g - r), n):
                 yield _Row(
                     g + r + i, str(sh["path"]), r + i, {k: v[i : i + 1] for k, v in a.items()}
@@ -125,12 +150,19 @@ def choose_rows(
         if not -total <= row < total:
             raise ConfigError(f"row {row} is out of range: {out} has {total:,} rows")
         row = row % total
-        return [next(_iter_rows(out, m, row))]
+        if not spec.packed:
+            return [next(_iter_rows(out, m, row))]
+        segs: list[_Row] = []  # every example of the packed row
+        for r in _iter_rows(out, m, row, spec):
+            if r.index != row:
+                break
+            segs.append(r)
+        return segs
     want = _select_components(spec, denoiser)
     rows: list[_Row] = []
     if want is None and n is None:  # one example of each component
         left = set(range(len(spec.comps)))
-        for r in _iter_rows(out, m):
+        for r in _iter_rows(out, m, 0, spec):
             d = int(r.a["denoiser"][0])
             if d in left:
                 rows.append(r)
@@ -141,7 +173,7 @@ def choose_rows(
     count = 3 if n is None else n
     if count <= 0:
         return []
-    for r in _iter_rows(out, m):
+    for r in _iter_rows(out, m, 0, spec):
         if want is None or int(r.a["denoiser"][0]) in want:
             rows.append(r)
             if len(rows) >= count:
@@ -293,8 +325,13 @@ def render_row(
     files = {int(f["index"]): f["name"] for f in m["files"]}
     comp = spec.comps[d] if 0 <= d < len(spec.comps) else None
     name = comp.name if comp else f"denoiser {d}?"
+    where = (
+        f"row {r.index:,} ({r.shard} row {r.row})"
+        if r.segment < 0
+        else f"row {r.index:,} segment {r.segment + 1} of {r.segments} ({r.shard} row {r.row})"
+    )
     head = (
-        f"row {r.index:,} ({r.shard} row {r.row}) · {name}"
+        f"{where} · {name}"
         f"{' ' + comp.mode_token if comp and comp.mode_token else ''} · "
         f"{files.get(int(a['source_file'][0]), '?')} example {int(a['example_index'][0]):,} at token "
         f"{int(a['token_offset'][0]):,} · input {il} / target {tl} tokens"
@@ -376,4 +413,16 @@ def inspect_rows(
         return "no rows selected"
     checker = RowChecker(spec)
     sep = "\n" + ("─" * min(w, 120)) + "\n"
-    return sep.join(render_row(r, m, spec, checker, tok, w, color) for r in rows)
+    text = sep.join(render_row(r, m, spec, checker, tok, w, color) for r in rows)
+    if spec.packed and row is not None:
+        r0 = rows[0]
+        W, V = spec.packed_widths
+        il = sum(int(r.a["input_length"][0]) for r in rows)
+        tl = sum(int(r.a["target_length"][0]) for r in rows)
+        sides = f"input {il} / {W}, target {tl} / {V}" if spec.enc_dec else f"{il} / {W}"
+        head = (
+            f"packed row {r0.index:,} ({r0.shard} row {r0.row}): {len(rows)} examples, one "
+            f"after the other ({sides} tokens; each attends only within its segment)"
+        )
+        text = _style(head, "head", color) + sep + text
+    return text

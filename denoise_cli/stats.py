@@ -15,6 +15,12 @@ width), keys components by name and sums the *configured* row share as expected 
 (probability x rows), so ``stats out1 out2`` reports a correct combined configured share even for
 different mixtures. Configured padding efficiency is merged the same way (weighted by slots).
 
+Packed outputs (``prepare --pack``): each batch is turned into its examples
+(``verify.unpacked_view``) and counted as above at the example budget (``rows`` are then
+examples, efficiency per example against the example slots); the packed rows add their own
+token efficiency (``input_length`` / ``target_length`` per row over the packed slots), examples
+per row and the manifest's ratio bound (``Stats.packed_efficiency``).
+
 Trade-off: counting sentinels touches the largest column (``input_ids``); the length columns
 alone cannot separate noise tokens from spans without trusting the configured raw length. Arrow
 shards are memory-mapped, so the cost is one pass over ``input_ids`` at memory speed; Parquet
@@ -40,7 +46,7 @@ import numpy as np
 from .errors import ConfigError, OutputError
 from .load import batch_arrays, read_manifest
 from .report import table
-from .verify import SENT0, OutputSpec, epoch_outputs, open_shard
+from .verify import SENT0, OutputSpec, epoch_outputs, open_shard, unpacked_view
 
 
 def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -138,6 +144,7 @@ class ShardStats:
     raw_tokens: int = 0
     input_tokens: int = 0
     target_tokens: int = 0
+    examples: int = 0  # packed output: examples in its rows (unpacked: = rows)
 
 
 _ACCOUNTING = (
@@ -178,6 +185,17 @@ class Stats:
     shards: list[ShardStats] = field(default_factory=list)
     epochs: int = 0  # datasets summed (one per output, or one per epoch of ``--epochs K``)
     seconds: float = 0.0
+    # packed outputs (``prepare --pack``): ``rows`` and the figures above count *examples* (the
+    # slots are those of the example budget); these count the packed rows and their slots
+    packed_rows: int = 0
+    packed_input_real: int = 0
+    packed_input_slots: int = 0
+    packed_target_real: int = 0
+    packed_target_slots: int = 0
+    packed_real: int = 0
+    packed_slots: int = 0
+    packed_examples: int = 0
+    expected_packed_real: float = 0.0  # the manifest's ratio bound x slots (merge-safe)
 
     def __add__(self, o: Stats) -> Stats:
         comps = dict(self.components)
@@ -210,7 +228,36 @@ class Stats:
             shards=self.shards + o.shards,
             epochs=self.epochs + o.epochs,
             seconds=self.seconds + o.seconds,
+            packed_rows=self.packed_rows + o.packed_rows,
+            packed_input_real=self.packed_input_real + o.packed_input_real,
+            packed_input_slots=self.packed_input_slots + o.packed_input_slots,
+            packed_target_real=self.packed_target_real + o.packed_target_real,
+            packed_target_slots=self.packed_target_slots + o.packed_target_slots,
+            packed_real=self.packed_real + o.packed_real,
+            packed_slots=self.packed_slots + o.packed_slots,
+            packed_examples=self.packed_examples + o.packed_examples,
+            expected_packed_real=self.expected_packed_real + o.expected_packed_real,
         )
+
+    @property
+    def packed_efficiency(self) -> dict[str, float] | None:
+        """Token efficiency of the packed rows (real tokens / slots), examples per row and the
+        manifest's ratio bound; None when no output is packed."""
+        if not self.packed_rows:
+            return None
+
+        def r(a: float, b: float) -> float:
+            return a / b if b else 0.0
+
+        return {
+            "rows": self.packed_rows,
+            "examples": self.packed_examples,
+            "examples_per_row": r(self.packed_examples, self.packed_rows),
+            "inputs": r(self.packed_input_real, self.packed_input_slots),
+            "targets": r(self.packed_target_real, self.packed_target_slots),
+            "overall": r(self.packed_real, self.packed_slots),
+            "bound_overall": r(self.expected_packed_real, self.packed_slots),
+        }
 
     @property
     def efficiency(self) -> dict[str, float]:
@@ -236,6 +283,7 @@ class Stats:
             "input_tokens": self.input_real,
             "target_tokens": self.target_real,
             "padding_efficiency": self.efficiency,
+            "packed": self.packed_efficiency,
             "max_sentinel_index": self.max_sentinel,
             "sentinels_used": self.max_sentinel + 1,
             "sentinels_needed": self.sentinels_needed,
@@ -297,12 +345,13 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
                 f"{p}: shard listed in the manifest is missing (run `denoise verify {out}`)"
             )
         ss = ShardStats(out, prefix + str(sh["path"]), bytes=p.stat().st_size)
-        _, batches = open_shard(p, fmt, cols)
+        _, batches = open_shard(p, fmt, None if spec.packed else cols)
         for rb in batches:
             a = batch_arrays(rb)
-            n = rb.num_rows
-            if not n:
+            if not rb.num_rows:
                 continue
+            if spec.packed:
+                a = _packed(a, spec, st, ss, p, out)
             den = np.clip(a["denoiser"].astype(np.int64), 0, C - 1)
             il = a["input_length"].astype(np.int64)
             tl = a["target_length"].astype(np.int64)
@@ -322,7 +371,7 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
                 sums[k] += np.bincount(den, weights=v, minlength=C).round().astype(np.int64)
             ih += np.bincount(den * (wi + 1) + np.clip(il, 0, wi), minlength=C * (wi + 1))
             th += np.bincount(den * (wt + 1) + np.clip(tl, 0, wt), minlength=C * (wt + 1))
-            ss.rows += n
+            ss.rows += rb.num_rows
             ss.raw_tokens += int(raw.sum())
             ss.input_tokens += int(il.sum())
             ss.target_tokens += int(tl.sum())
@@ -336,6 +385,9 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     else:
         st.real, st.slots = st.input_real, st.rows * wi
     st.expected_real = float(m.get("expected_efficiency", {}).get("overall", 0.0)) * st.slots
+    if spec.packed:
+        bound = float(m.get("expected_efficiency", {}).get("packed_bound_overall", 0.0))
+        st.expected_packed_real = bound * st.packed_slots
     st.max_sentinel = max_code - SENT0 if max_code >= SENT0 else -1
     st.sentinels_needed = int(m.get("sentinels_needed", len(spec.sentinels)))
     tok = m["tokenizer"]
@@ -367,6 +419,37 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     return st
 
 
+def _packed(
+    a: dict[str, np.ndarray], spec: OutputSpec, st: Stats, ss: ShardStats, p: Path, out: str
+) -> dict[str, np.ndarray]:
+    """Count a batch of packed rows (rows, real tokens and slots of the packed rows) and return
+    its examples (``verify.unpacked_view``), which the caller counts as an unpacked output."""
+    R = len(a["num_segments"])
+    W, V = spec.packed_widths
+    il = int(a["input_length"].astype(np.int64).sum())
+    tl = int(a["target_length"].astype(np.int64).sum())
+    ne = int(a["num_segments"].astype(np.int64).sum())
+    st.packed_rows += R
+    st.packed_examples += ne
+    st.packed_input_real += il
+    st.packed_input_slots += R * W
+    st.packed_target_real += tl
+    st.packed_target_slots += R * V
+    if spec.enc_dec:
+        st.packed_real += il + tl
+        st.packed_slots += R * (W + V)
+    else:
+        st.packed_real += il
+        st.packed_slots += R * W
+    ss.examples += ne
+    try:
+        return unpacked_view(a, spec)
+    except (ValueError, IndexError) as e:
+        raise OutputError(
+            f"{p}: malformed packed rows ({type(e).__name__}: {e}); run `denoise verify {out}`"
+        ) from None
+
+
 def collect(outs: list[str]) -> Stats:
     """Stats of several output directories, summed."""
     if not outs:
@@ -392,16 +475,25 @@ def render(st: Stats) -> str:
     d = st.to_dict()
     lay = ", ".join(sorted(set(st.layouts)))
     enc_only = set(st.layouts) == {"encoder-decoder"}
-    lines = [
+    pk = st.packed_efficiency
+    ex_col = ["examples"] if pk else []
+    head = (
         f"{', '.join(st.outputs)}: {st.rows:,} rows in {len(st.shards)} shard(s) "
-        f"({', '.join(sorted(set(st.formats)))}, {lay})",
+        if not pk
+        else f"{', '.join(st.outputs)}: {st.rows:,} examples"
+        + (f" ({st.packed_examples:,} packed)" if st.packed_examples != st.rows else "")
+        + f" in {st.packed_rows:,} packed rows, {len(st.shards)} shard(s) "
+    )
+    lines = [
+        head + f"({', '.join(sorted(set(st.formats)))}, {lay})",
         "",
         table(
-            ["shard", "rows", "raw tokens", "input tokens", "target tokens", "MiB"],
+            ["shard", "rows", *ex_col, "raw tokens", "input tokens", "target tokens", "MiB"],
             [
                 [
                     f"{s.output}/{s.path}" if len(st.outputs) > 1 else s.path,
                     s.rows,
+                    *([s.examples or s.rows] if pk else []),
                     s.raw_tokens,
                     s.input_tokens,
                     s.target_tokens,
@@ -412,7 +504,8 @@ def render(st: Stats) -> str:
             + [
                 [
                     "total",
-                    st.rows,
+                    sum(s.rows for s in st.shards),
+                    *([st.rows] if pk else []),
                     st.raw_tokens,
                     st.input_real,
                     st.target_real,
@@ -459,16 +552,29 @@ def render(st: Stats) -> str:
         "",
     ]
     eff = st.efficiency
+    per = "per example at the example budget, " if pk else ""
+    if pk:
+        lines.append(
+            f"packed rows: {pk['rows']:,} rows, {pk['examples_per_row']:.2f} examples per row; "
+            "token efficiency of the packed rows (real tokens / slots): "
+            + (f"inputs {_pct(pk['inputs'])}, targets {_pct(pk['targets'])}, " if enc_only else "")
+            + f"overall {_pct(pk['overall'])}"
+            + (f" (ratio bound {_pct(pk['bound_overall'])})" if pk["bound_overall"] else "")
+        )
+    expect = (
+        f" (configured mixture expects {_pct(eff['expected_overall'])})"
+        if eff["expected_overall"] or not pk
+        else ""
+    )
     if enc_only:
         lines.append(
-            f"padding efficiency (real tokens / token slots): inputs {_pct(eff['inputs'])}, "
-            f"targets {_pct(eff['targets'])}, overall {_pct(eff['overall'])} "
-            f"(configured mixture expects {_pct(eff['expected_overall'])})"
+            f"padding efficiency ({per}real tokens / token slots): inputs {_pct(eff['inputs'])}, "
+            f"targets {_pct(eff['targets'])}, overall {_pct(eff['overall'])}{expect}"
         )
     else:
         lines.append(
-            f"padding efficiency (real tokens / token slots): sequence {_pct(eff['overall'])} "
-            f"(expected {_pct(eff['expected_overall'])}); loss tokens {_pct(eff['targets'])} "
+            f"padding efficiency ({per}real tokens / token slots): sequence "
+            f"{_pct(eff['overall'])}{expect}; loss tokens {_pct(eff['targets'])} "
             f"of the slots"
             + (
                 "; inputs (enc-dec outputs) " + _pct(eff["inputs"])

@@ -36,6 +36,19 @@ within the shard), up to ``max_problems`` are collected, then :class:`VerifyErro
    checksum was recomputed. Then every token is accounted for: tokens read = used + tail, the
    records/docs/skip counters and the row count equal the manifest's.
 
+Packed outputs (``prepare --pack``, manifest ``packing``): the schema is ``packing.packed_schema``;
+every batch first gets :func:`packed_checks` (``num_segments`` in ``1..K``, per-segment metadata
+exactly on the first ``num_segments`` slots, segments in example order, segment ids ``1..k`` in
+contiguous runs of the segment lengths with 0 only on the padding at the end, positions
+restarting at 0, pad / -100 on the padding, ``attention_mask == segment ids > 0``, row lengths =
+sums of segment lengths, decoder-only ``prefix_mask``); the rows that pass are turned into the
+unpacked per-example view (:func:`unpacked_view`) and get steps 2-3 at the example budget
+(messages ``shard row R segment j: ...``). Rows must be ordered by their first example; the
+file's examples, sorted by ``example_index``, must be ``0..n-1`` and chain. With ``sources``
+each group is regenerated at the example lengths and packed again with ``packing.pack_rows``:
+per example the component, offset and rebuilt chunk are compared, then the packed rows bit for
+bit.
+
 Trade-offs: without ``sources`` a changed ordinary token that keeps every count intact cannot be
 detected (nothing in an encoder-decoder row is redundant; decoder-only labels duplicate the
 target ids, so there it is caught); the sha256 check catches it unless the checksum was
@@ -116,6 +129,16 @@ class OutputSpec:
     comps: tuple[Component, ...]
     names: dict[int, str]  # special ids -> token names (messages)
     lut: np.ndarray  # int16 [vocab]: NORMAL / EOS / PAD / MODE / SENT0 + k
+    # packed output (manifest "packing"): wi / wt above are the *example* budget; these are the
+    # packed rows' widths, the example and row Lengths, and K (0 = unpacked)
+    packed_widths: tuple[int, int] = (0, 0)
+    example_lengths: Any = None
+    row_lengths: Any = None
+    max_segments: int = 0
+
+    @property
+    def packed(self) -> bool:
+        return self.max_segments > 0
 
     @property
     def enc_dec(self) -> bool:
@@ -170,25 +193,280 @@ class OutputSpec:
                 )
             )
         wi, wt = (int(x) for x in m["row_widths"])
-        return cls(str(m["layout"]), wi, wt, vocab, eos, pad, sent, tuple(comps), names, lut)
+        pk = m.get("packing")
+        if not pk:
+            return cls(str(m["layout"]), wi, wt, vocab, eos, pad, sent, tuple(comps), names, lut)
+        from .corrupt import row_widths
+
+        ex = lengths_from(pk["example_lengths"])
+        ewi, ewt = row_widths(ex)
+        return cls(
+            str(m["layout"]),
+            ewi,
+            ewt,
+            vocab,
+            eos,
+            pad,
+            sent,
+            tuple(comps),
+            names,
+            lut,
+            (wi, wt),
+            ex,
+            lengths_from(m["lengths"]),
+            int(pk["max_segments"]),
+        )
+
+
+def lengths_from(d: dict[str, Any]) -> Any:
+    """A :class:`~denoise_cli.config.Lengths` from its manifest dict."""
+    from .config import Lengths
+
+    return Lengths(
+        d["layout"],
+        int(d.get("inputs_length", 512)),
+        int(d.get("targets_length", 512)),
+        int(d.get("seq_length", 1024)),
+    )
+
+
+# --------------------------------------------------------------------------- packed outputs
+
+
+def unpacked_view(a: dict[str, np.ndarray], spec: OutputSpec) -> dict[str, np.ndarray]:
+    """The examples of a batch of packed rows as the columns of an unpacked output at the
+    example budget (``packing.unpack_rows`` plus ``denoiser`` / ``example_index`` /
+    ``token_offset`` / ``source_file`` from the ``segment_*`` columns), in (row, segment) order,
+    with ``packed_row`` (index in the batch) and ``segment`` (0-based) of every example. The rows
+    must be well formed (:func:`packed_checks`)."""
+    from .packing import unpack_rows
+
+    ns = a["num_segments"].astype(np.int64)
+    K = a["segment_denoiser"].shape[1]
+    valid = np.arange(K)[None, :] < ns[:, None]
+    rows = unpack_rows(a, spec.example_lengths, spec.pad)
+    r, j = np.nonzero(valid)
+    out = {
+        "input_ids": rows.input_ids,
+        "labels": rows.labels,
+        "attention_mask": rows.attention_mask,
+    }
+    if not spec.enc_dec:
+        out["prefix_length"] = rows.prefix_length
+    out.update(
+        input_length=rows.input_length,
+        target_length=rows.target_length,
+        denoiser=a["segment_denoiser"][valid],
+        source_file=a["source_file"][r],
+        example_index=a["segment_example_index"][valid],
+        token_offset=a["segment_token_offset"][valid],
+        packed_row=r,
+        segment=j,
+    )
+    return out
+
+
+def _expected_side(
+    seglen: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """From per-segment lengths ``[R, K]`` (0 = none): (the segments fit ``width`` ``[R]``,
+    expected segment ids ``[R, width]``, expected positions, real-token mask, total)."""
+    R, K = seglen.shape
+    sl = np.maximum(seglen.astype(np.int64), 0)
+    tot = sl.sum(axis=1)
+    fits = tot <= width
+    sl = np.where(fits[:, None], sl, 0)
+    real = np.arange(width)[None, :] < np.where(fits, tot, 0)[:, None]
+    flat = sl.ravel()
+    segno = np.repeat(np.tile(np.arange(1, K + 1, dtype=np.int32), R), flat)
+    starts = np.cumsum(flat) - flat
+    pos = np.arange(int(flat.sum()), dtype=np.int64) - np.repeat(starts, flat)
+    es = np.zeros((R, width), dtype=np.int32)
+    es[real] = segno
+    ep = np.zeros((R, width), dtype=np.int32)
+    ep[real] = pos
+    return fits, es, ep, real, tot
+
+
+def packed_checks(
+    a: dict[str, np.ndarray], spec: OutputSpec, limit: int
+) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """Structure of packed rows: ``num_segments`` in ``1..K``; per-segment lengths within the
+    example budget and metadata set exactly on the first ``num_segments`` slots; segments in
+    example order; on each side, segment ids ``1..k`` in contiguous runs of the segment lengths
+    and 0 only on the padding at the end, positions restarting at 0 per segment, pad / -100 on
+    the padding, ``attention_mask == (segment ids > 0)``, row lengths = sums of the segment
+    lengths; decoder-only ``prefix_mask`` = each segment's first ``prefix_length`` tokens.
+    Returns (row, message) and the mask of rows that pass (only those can be unpacked)."""
+    s = spec
+    W, V = s.packed_widths
+    K = s.max_segments
+    C = len(s.comps)
+    ns = a["num_segments"].astype(np.int64)
+    n = len(ns)
+    ok = np.ones(n, dtype=bool)
+    msgs: list[tuple[int, str]] = []
+
+    def flag(bad: Any, describe: Callable[[int], str]) -> None:
+        bad = np.asarray(bad, dtype=bool) & ok
+        if bad.any():
+            for r in np.flatnonzero(bad)[:limit]:
+                msgs.append((int(r), describe(int(r))))
+            ok[bad] = False
+
+    flag(
+        (ns < 1) | (ns > K),
+        lambda r: f"num_segments {ns[r]} outside 1..{K} (the manifest's packing.max_segments)",
+    )
+    valid = np.arange(K)[None, :] < np.where(ok, ns, 0)[:, None]
+    sil = a["segment_input_length"].astype(np.int64)
+    stl = a["segment_target_length"].astype(np.int64)
+    den = a["segment_denoiser"].astype(np.int64)
+    ex, off = a["segment_example_index"], a["segment_token_offset"]
+    spl = a["segment_prefix_length"].astype(np.int64) if not s.enc_dec else None
+    bad_seg = valid & (
+        (sil < 1) | (sil > s.wi) | (stl < 1) | (stl > s.wt) | (den < 0) | (den >= C) | (ex < 0)
+    )
+    bad_seg |= valid & (off < 0)
+    if spl is not None:
+        bad_seg |= valid & ((spl < 0) | (spl > sil))
+
+    def seg_desc(r: int) -> str:
+        j = _first_col(bad_seg[r])
+        return (
+            f"segment {j + 1}: input/target length {sil[r, j]}/{stl[r, j]}"
+            + (f", prefix_length {spl[r, j]}" if spl is not None else "")
+            + f", denoiser {den[r, j]}, example_index {ex[r, j]}, token_offset {off[r, j]} "
+            f"(lengths must be in 1..{s.wi}/1..{s.wt}, the example budget; denoiser 0..{C - 1})"
+        )
+
+    flag(bad_seg.any(axis=1), seg_desc)
+    empty = ~valid & ((sil != 0) | (stl != 0) | (den != -1) | (ex != -1) | (off != -1))
+    if spl is not None:
+        empty |= ~valid & (spl != 0)
+    flag(
+        empty.any(axis=1),
+        lambda r: (
+            f"segment slot {_first_col(empty[r]) + 1} is beyond num_segments {ns[r]} but not empty "
+            "(lengths 0, metadata -1)"
+        ),
+    )
+    order = valid[:, 1:] & (ex[:, 1:] <= ex[:, :-1])
+    flag(
+        order.any(axis=1),
+        lambda r: (
+            f"segment {_first_col(order[r]) + 2} holds example {ex[r, _first_col(order[r]) + 1]} "
+            f"after example {ex[r, _first_col(order[r])]} (segments are numbered in example order)"
+        ),
+    )
+    okv = ok[:, None] & valid
+
+    def mismatch(
+        bad: np.ndarray, got: np.ndarray, col: str, tail: Callable[[int, int], str]
+    ) -> None:
+        flag(
+            bad.any(axis=1),
+            lambda r: (
+                f"{col}[{_first_col(bad[r])}] is {got[r, _first_col(bad[r])]}"
+                + tail(r, _first_col(bad[r]))
+            ),
+        )
+
+    def side(
+        segc: str, posc: str, sl: np.ndarray, width: int, tokc: str, fill: int, lenc: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        fits, es, ep, real, tot = _expected_side(sl, width)
+        flag(
+            ~fits,
+            lambda r: f"the segments hold {tot[r]} tokens of {tokc}, the row has {width} slots",
+        )
+        seg, pos, tok = a[segc], a[posc], a[tokc]
+        rl = a[lenc].astype(np.int64)
+        flag(rl != tot, lambda r: f"{lenc} {rl[r]}, the segment lengths add up to {tot[r]}")
+        mismatch(
+            seg != es,
+            seg,
+            segc,
+            lambda r, j: (
+                f", expected {es[r, j]} (segment ids 1..num_segments in contiguous runs of the "
+                "segment lengths, 0 only on the padding at the end)"
+            ),
+        )
+        mismatch(
+            pos != ep,
+            pos,
+            posc,
+            lambda r, j: (
+                f", expected {ep[r, j]} (positions restart at 0 in every segment, 0 on the padding)"
+            ),
+        )
+        mismatch(
+            ~real & (tok != fill),
+            tok,
+            tokc,
+            lambda r, j: f" on the padding after the segments, not {fill}",
+        )
+        return real, ep, fits
+
+    sil0 = np.where(okv, sil, 0)
+    real, ep, fits = side(
+        "encoder_segment_ids" if s.enc_dec else "segment_ids",
+        "encoder_positions" if s.enc_dec else "positions",
+        sil0,
+        W,
+        "input_ids",
+        s.pad,
+        "input_length",
+    )
+    segname = "encoder_segment_ids" if s.enc_dec else "segment_ids"
+    att = a["attention_mask"]
+    mismatch(att != real, att, "attention_mask", lambda r, j: f", not ({segname} > 0)")
+    if s.enc_dec:
+        stl0 = np.where(okv, stl, 0)
+        side(
+            "decoder_segment_ids",
+            "decoder_positions",
+            stl0,
+            V,
+            "labels",
+            IGNORE,
+            "target_length",
+        )
+    elif spl is not None:
+        lab = a["labels"]
+        mismatch(~real & (lab != IGNORE), lab, "labels", lambda r, j: " on the padding, not -100")
+        ptok = np.zeros(real.shape, dtype=np.int64)
+        ptok[real] = np.repeat(
+            np.where(okv, spl, 0).ravel(), np.where(fits[:, None], sil0, 0).ravel()
+        )
+        pmask = a["prefix_mask"]
+        mismatch(
+            pmask != (real & (ep < ptok)),
+            pmask,
+            "prefix_mask",
+            lambda r, j: ", expected 1 exactly on each segment's first prefix_length tokens",
+        )
+        tl = a["target_length"].astype(np.int64)
+        tsum = np.where(okv, stl, 0).sum(axis=1)
+        flag(
+            tl != tsum,
+            lambda r: f"target_length {tl[r]}, the segment target lengths add up to {tsum[r]}",
+        )
+    return sorted(msgs), ok
 
 
 # --------------------------------------------------------------------------- reading shards
 
 
 def shard_schema(m: dict[str, Any]) -> pa.Schema:
-    from .config import Lengths
     from .write import schema
 
-    lengths = m["lengths"]
-    return schema(
-        Lengths(
-            layout=lengths["layout"],
-            inputs_length=int(lengths.get("inputs_length", 512)),
-            targets_length=int(lengths.get("targets_length", 512)),
-            seq_length=int(lengths.get("seq_length", 1024)),
-        )
-    )
+    lengths = lengths_from(m["lengths"])
+    if m.get("packing"):
+        from .packing import packed_schema
+
+        return packed_schema(lengths, int(m["packing"]["max_segments"]))
+    return schema(lengths)
 
 
 def open_shard(
@@ -897,6 +1175,7 @@ def _check_rows(
     files = {int(f["index"]): f for f in m["files"]}
     chains: dict[int, _FileChain] = {}
     ok_rows: dict[str, np.ndarray] = {}
+    packs: dict[int, _PackedFile] = {}
     for sh in m["shards"]:
         rel = sh["path"]
         p = out / rel
@@ -916,8 +1195,14 @@ def _check_rows(
                 )
                 continue
             for rb in batches:
-                a = batch_arrays(rb)
                 n = rb.num_rows
+                if spec.packed:
+                    tokens += _packed_batch(
+                        batch_arrays(rb), rel, nrows, fidx, spec, checker, probs, oks, packs
+                    )
+                    nrows += n
+                    continue
+                a = batch_arrays(rb)
                 msgs, ok = checker.check(a, probs.left)
                 for r, msg in msgs:
                     probs.add(f"{rel} row {nrows + r}: {msg}")
@@ -969,15 +1254,23 @@ def _check_rows(
             rep.tokens += tokens
             if oks:
                 ok_rows[rel] = np.concatenate(oks)
+        if spec.packed:
+            ch.rows += nrows
+            ch.where = f"{rel} row {nrows - 1}"
         if nrows != int(sh["rows"]):
             probs.add(f"{rel}: holds {nrows:,} rows, the manifest says {sh['rows']:,}")
+        elif spec.packed and packs.get(fidx, _PackedFile()).broken:
+            pass  # the examples of the rows that failed are not counted
         elif tokens != int(sh["tokens"]):
             probs.add(
                 f"{rel}: its rows hold {tokens:,} raw tokens, the manifest says {sh['tokens']:,}"
             )
+    for fidx, pf in packs.items():
+        if not pf.broken:
+            chains[fidx].offset = _packed_chain(pf, probs)
     for fidx, ch in chains.items():
         f = files.get(fidx)
-        if f is None:
+        if f is None or packs.get(fidx, _PackedFile()).broken:
             continue
         if ch.rows == int(f["rows"]) and ch.offset != int(f["tokens_used"]):
             probs.add(
@@ -995,10 +1288,122 @@ def _check_rows(
             "mode/EOS",
             "sentinel order and spans",
             "rebuilt chunk lengths and offsets",
+            *(
+                ["packed segments (ids, positions, masks, lengths, example order)"]
+                if spec.packed
+                else []
+            ),
         )
         if c not in rep.checks
     ]
     return ok_rows
+
+
+@dataclass
+class _PackedFile:
+    """A packed file's examples, gathered over its shards (the chain is checked in example
+    order at the end: a row holds examples from anywhere in its group)."""
+
+    broken: bool = False  # some row failed the packed structure checks
+    last_first: int = -1  # first example of the previous row
+    parts: list[tuple[np.ndarray, ...]] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
+
+
+def _packed_batch(
+    pa_: dict[str, np.ndarray],
+    rel: str,
+    start: int,
+    fidx: int,
+    spec: OutputSpec,
+    checker: RowChecker,
+    probs: Problems,
+    oks: list[np.ndarray],
+    packs: dict[int, _PackedFile],
+) -> int:
+    """Row checks of one batch of packed rows: the packed structure, then every example with the
+    unpacked checks at the example budget; gathers the examples for the chain check. Returns
+    the batch's raw tokens."""
+    pf = packs.setdefault(fidx, _PackedFile())
+    pmsgs, pok = packed_checks(pa_, spec, probs.left)
+    for r, msg in pmsgs:
+        probs.add(f"{rel} row {start + r}: {msg}")
+    sf = pa_["source_file"]
+    bad_sf = pok & (sf != fidx)
+    for r in np.flatnonzero(bad_sf)[: probs.left]:
+        probs.add(
+            f"{rel} row {start + int(r)}: source_file {sf[r]}, but the shard holds rows of file "
+            f"{fidx} only"
+        )
+    pok &= ~bad_sf
+    if not pok.all():
+        pf.broken = True
+    rowid = np.flatnonzero(pok)
+    a = unpacked_view({k: v[rowid] for k, v in pa_.items()}, spec)
+    prow = rowid[a["packed_row"]]
+    pseg = a["segment"]
+    msgs, ok = checker.check(a, probs.left)
+    for r, msg in msgs:
+        probs.add(f"{rel} row {start + int(prow[r])} segment {int(pseg[r]) + 1}: {msg}")
+    rok = pok.copy()
+    rok[prow[~ok]] = False
+    oks.append(rok)
+    # rows in the order of their first example
+    first = pa_["segment_example_index"][rowid, 0]
+    prev = np.concatenate([[pf.last_first], first[:-1]])
+    bad = first <= prev
+    for i in np.flatnonzero(bad)[: probs.left]:
+        probs.add(
+            f"{rel} row {start + int(rowid[i])}: its first example {first[i]} comes after "
+            f"example {prev[i]} of the previous row (rows are ordered by their first example)"
+        )
+    if len(first):
+        pf.last_first = int(first[-1])
+    rl = checker.raw[np.clip(a["denoiser"].astype(np.int64), 0, len(checker.raw) - 1)]
+    pf.where.append(rel)
+    pf.parts.append(
+        (
+            a["example_index"].astype(np.int64),
+            a["token_offset"].astype(np.int64),
+            rl,
+            np.full(len(rl), len(pf.where) - 1),
+            start + prow,
+            pseg,
+        )
+    )
+    return int(rl.sum())
+
+
+def _packed_chain(pf: _PackedFile, probs: Problems) -> int:
+    """The examples of a packed file, in example order, must be 0..n-1 and chain (each starts
+    where the previous one ends, the first at 0); returns where the last one ends."""
+    if not pf.parts:
+        return 0
+    ex, off, rl, shard, row, seg = (np.concatenate([p[k] for p in pf.parts]) for k in range(6))
+    o = np.argsort(ex, kind="stable")
+    ex, off, rl, shard, row, seg = ex[o], off[o], rl[o], shard[o], row[o], seg[o]
+
+    def where(i: int) -> str:
+        return f"{pf.where[int(shard[i])]} row {int(row[i])} segment {int(seg[i]) + 1}"
+
+    want = np.arange(len(ex))
+    bad_ex = ex != want
+    if bad_ex.any():
+        i = _first_col(bad_ex)
+        probs.add(
+            f"{where(i)}: example_index {ex[i]}, expected {want[i]} (the file's examples, in "
+            "example order, must be 0..n-1: one is missing or repeated)"
+        )
+        return int(off[-1] + rl[-1])
+    prev_end = np.concatenate([[0], off[:-1] + rl[:-1]])
+    for i in np.flatnonzero(off != prev_end)[: probs.left]:
+        what = (
+            "the file's first chunk starts at 0"
+            if i == 0
+            else f"example {i - 1} ends there: raw_length {rl[i - 1]} after token_offset {off[i - 1]}"
+        )
+        probs.add(f"{where(int(i))}: token_offset {off[i]}, expected {prev_end[i]} ({what})")
+    return int(off[-1] + rl[-1])
 
 
 # --------------------------------------------------------------------------- --source
@@ -1043,7 +1448,7 @@ class _RowCursor:
                     break
                 self._buf.append(nxt)
             si, start, a = self._buf[0]
-            n = len(a["denoiser"])
+            n = len(next(iter(a.values())))
             need = k - got
             if n <= need:
                 parts.append(self._buf.pop(0))
@@ -1055,7 +1460,7 @@ class _RowCursor:
         if not parts:
             return None
         cols = {c: np.concatenate([p[2][c] for p in parts]) for c in parts[0][2]}
-        sizes = [len(p[2]["denoiser"]) for p in parts]
+        sizes = [len(next(iter(p[2].values()))) for p in parts]
         shard = np.repeat(np.array([p[0] for p in parts]), sizes)
         row = np.concatenate([p[1] + np.arange(n) for p, n in zip(parts, sizes, strict=True)])
         passed = np.concatenate(
@@ -1088,13 +1493,8 @@ def _config_from_manifest(m: dict[str, Any]) -> Any:
     mix = Mixture(
         str(mx["name"]), dens, mode_tokens=bool(mx["mode_tokens"]), source=str(mx.get("source", ""))
     )
-    ln = m["lengths"]
-    lengths = Lengths(
-        ln["layout"],
-        int(ln.get("inputs_length", 512)),
-        int(ln.get("targets_length", 512)),
-        int(ln.get("seq_length", 1024)),
-    )
+    pk = m.get("packing")
+    lengths: Lengths = lengths_from(pk["example_lengths"] if pk else m["lengths"])
     return mix, lengths, plan(mix, lengths)
 
 
@@ -1276,6 +1676,9 @@ class _Regen:
 
         if st.offset:
             return
+        if self.spec.packed:
+            self._compare_packed(grp, cursor, st)
+            return
         spec, probs, name = self.spec, self.probs, st.where
         g = len(grp.starts)
         got = cursor.take(g)
@@ -1376,6 +1779,146 @@ class _Regen:
                 return (
                     f"not the row that {origin} gives: {col}{at} is {gv}, regenerated {wv} "
                     "(a row from another run?)"
+                )
+
+            flag(d.any(axis=1), desc2)
+
+    def _compare_packed(self, grp: Any, cursor: _RowCursor, st: _FileChain) -> None:
+        """Packed output: regenerate the group's examples, pack them again with
+        ``packing.pack_rows`` (a pure function of the group) and compare the packed rows bit for
+        bit; the drawn components, offsets and rebuilt chunks are compared first, per example,
+        for precise messages."""
+        from .corrupt import corrupt_mixture
+        from .packing import pack_rows
+
+        spec, probs, name = self.spec, self.probs, st.where
+        g = len(grp.starts)
+        first = grp.first_example
+        exp = corrupt_mixture(
+            grp.stream, grp.starts, grp.components, self.plans, self.special, self.lengths, grp.rng
+        )
+        packed = pack_rows(
+            exp,
+            spec.row_lengths,
+            pad_id=spec.pad,
+            max_segs=spec.max_segments,
+            denoiser=grp.components,
+            example_index=first + np.arange(g),
+            token_offset=grp.token_offset,
+        )
+        R = packed.num_rows
+        got = cursor.take(R)
+        have = 0 if got is None else len(got[1])
+        if have < R:
+            probs.add(
+                f"file {name}: the source gives at least {st.rows + R:,} rows (group {grp.index}), "
+                f"its shards end after {st.rows + have:,}"
+            )
+            st.offset = 1
+        st.rows += have
+        if got is None:
+            return
+        a, shard_of, row_of, passed = got
+        origin = f"(seed {self.seed}, file {name}, group {grp.index})"
+        ok = np.ones(have, dtype=bool)
+
+        def flag(bad: np.ndarray, describe: Callable[[int], str]) -> None:
+            bad = bad & ok
+            for r in np.flatnonzero(bad)[: probs.left]:
+                probs.add(
+                    f"{cursor.names[int(shard_of[r])]} row {int(row_of[r])}: {describe(int(r))}"
+                )
+            ok[bad] = False
+
+        def cname(c: int) -> str:
+            return spec.comps[c].name if 0 <= c < len(spec.comps) else str(c)
+
+        # per example of the rows that passed the row checks: component, offset, rebuilt chunk
+        rowid = np.flatnonzero(passed)
+        v = unpacked_view({k: x[rowid] for k, x in a.items()}, spec)
+        prow = rowid[v["packed_row"]]
+        seg = v["segment"]
+        e = v["example_index"].astype(np.int64) - first
+        inside = (e >= 0) & (e < g)
+        ec = np.where(inside, e, 0)
+        comps = grp.components.astype(np.int64)[ec]
+        den = v["denoiser"].astype(np.int64)
+        off = v["token_offset"]
+        exp_off = grp.token_offset[ec]
+        bad = np.zeros(len(e), dtype=bool)
+
+        def flag_ex(bad_e: np.ndarray, describe: Callable[[int], str]) -> None:
+            bad_e = bad_e & ~bad & ok[prow]
+            for i in np.flatnonzero(bad_e)[: probs.left]:
+                r = int(prow[i])
+                probs.add(
+                    f"{cursor.names[int(shard_of[r])]} row {int(row_of[r])} segment "
+                    f"{int(seg[i]) + 1}: {describe(int(i))}"
+                )
+            bad[bad_e] = True
+
+        flag_ex(
+            ~inside,
+            lambda i: f"example_index {first + e[i]} is not in {origin} ({first}..{first + g - 1})",
+        )
+        flag_ex(
+            den != comps,
+            lambda i: (
+                f"denoiser {cname(int(den[i]))}, but {origin} draws {cname(int(comps[i]))} for "
+                f"example {first + e[i]}"
+            ),
+        )
+        flag_ex(
+            off != exp_off,
+            lambda i: (
+                f"token_offset {off[i]}, the source stream puts example {first + e[i]} at "
+                f"{exp_off[i]}"
+            ),
+        )
+        for c in spec.comps:
+            idx = np.flatnonzero(~bad & (den == c.index))
+            if not len(idx):
+                continue
+            chunks, _ = self.checker.rebuild(v, idx, c)
+            src = grp.stream[grp.starts[ec[idx]][:, None] + np.arange(c.raw)[None, :]]
+            diff = chunks != src
+            bad_c = np.zeros(len(e), dtype=bool)
+            bad_c[idx] = diff.any(axis=1)
+            pos = np.full(len(e), -1)
+            pos[idx] = np.arange(len(idx))
+
+            def desc(
+                i: int,
+                diff: np.ndarray = diff,
+                chunks: np.ndarray = chunks,
+                src: np.ndarray = src,
+                pos: np.ndarray = pos,
+            ) -> str:
+                j = int(pos[i])
+                col = _first_col(diff[j])
+                return (
+                    f"rebuilt tokens differ from the source at stream offset "
+                    f"{int(exp_off[i]) + col:,} (position {col} of the chunk): the row gives "
+                    f"{spec.tok(int(chunks[j, col]))}, {name} gives {spec.tok(int(src[j, col]))}"
+                )
+
+            flag_ex(bad_c, desc)
+        ok[prow[bad]] = False
+        # the whole packed rows, bit for bit
+        for col, w in packed.columns.items():
+            w = w[:have]
+            x = a[col]
+            d = (x != w).reshape(have, -1)
+
+            def desc2(
+                r: int, d: np.ndarray = d, col: str = col, x: np.ndarray = x, w: np.ndarray = w
+            ) -> str:
+                j = _first_col(d[r])
+                at = "" if x.ndim == 1 else f"[{j}]"
+                gv, wv = (x[r], w[r]) if x.ndim == 1 else (x[r, j], w[r, j])
+                return (
+                    f"not the row that {origin} gives: {col}{at} is {gv}, regenerated and "
+                    f"packed {wv} (a row from another run?)"
                 )
 
             flag(d.any(axis=1), desc2)
