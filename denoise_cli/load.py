@@ -205,10 +205,11 @@ class DenoiseDataset:
         """Rows ``idx`` (any order) as new arrays; ``columns`` limits the gather to those columns.
 
         ``out``: arrays of ``len(idx)`` rows to fill instead (its keys are the columns; any dtype
-        the values cast to, e.g. int64 tensors' ``.numpy()`` views: the widening happens in the
-        same pass). Sorted indices (what :func:`epoch_batches` gives) are gathered with one
-        ``ndarray.take`` per column and touched record batch, straight into the output; unsorted
-        ones are scattered into place, with no extra pass over the batch."""
+        the values cast to under ``same_kind``, e.g. int64 tensors' ``.numpy()`` views: the
+        widening happens in the same pass). Sorted indices (what :func:`epoch_batches` gives) are
+        written in one pass: per record batch touched, consecutive rows are a view and others one
+        ``ndarray.take``, then one ``np.concatenate`` per column into the output; unsorted indices
+        cost one more pass (a scatter into place)."""
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         n = len(self)
         if idx.size and (idx.min() < -n or idx.max() >= n):
@@ -236,19 +237,27 @@ class DenoiseDataset:
         sidx = idx if order is None else idx[order]
         bis = np.searchsorted(self._starts, sidx, side="right") - 1
         rows = sidx - self._starts[bis]
-        cuts = (np.flatnonzero(bis[1:] != bis[:-1]) + 1).tolist()
-        outs = [(k, out[k]) for k in cols]
-        for lo, hi in zip([0, *cuts], [*cuts, len(sidx)], strict=True):
-            v = self._view(int(bis[lo]))
-            r = rows[lo:hi]
-            for k, o in outs:
-                src = v[k]
-                if order is not None:
-                    o[order[lo:hi]] = src.take(r, axis=0)
-                elif o.dtype == src.dtype:
-                    src.take(r, axis=0, out=o[lo:hi])
-                else:
-                    o[lo:hi] = src.take(r, axis=0)
+        # runs of sorted indices in one record batch: [lo, hi); a run of consecutive rows is a
+        # view, any other run one ndarray.take; one concatenate per column writes the output
+        los = [0, *(np.flatnonzero(bis[1:] != bis[:-1]) + 1).tolist()]
+        his = [*los[1:], len(sidx)]
+        rows_l = rows.tolist()
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in cols}
+        for lo, hi, bi in zip(los, his, bis[los].tolist(), strict=True):
+            v = self._view(bi)
+            r0, r1 = rows_l[lo], rows_l[hi - 1]
+            if r1 - r0 == hi - lo - 1:
+                for k in cols:
+                    parts[k].append(v[k][r0 : r1 + 1])
+            else:
+                r_arr = rows[lo:hi]
+                for k in cols:
+                    parts[k].append(v[k].take(r_arr, axis=0))
+        for k in cols:
+            if order is None:
+                np.concatenate(parts[k], axis=0, out=out[k], casting="same_kind")
+            else:
+                out[k][order] = np.concatenate(parts[k], axis=0)
         return out
 
     def pad_batch(self, batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
