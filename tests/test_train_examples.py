@@ -1,0 +1,183 @@
+"""The shards train as they are (slow, CPU): the examples in ``examples/`` run briefly on the
+bundled sample and their loss must fall well below where it started; ``Seq2SeqTrainer`` /
+``Trainer`` run on ``datasets.load_from_disk(out)`` with no custom collator.
+
+The sample is prepared with the tiny test tokenizer (vocabulary 129, mode tokens included) so
+that a step takes a fraction of a second on one core; with the default GPT-2 BPE (vocabulary 50k)
+the output layer alone makes a CPU step ~100x slower. ``--threads 1``: the models are tiny, and
+extra threads only slow them down on a busy machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from denoise_cli import open_dataset
+from denoise_cli.config import Lengths, PrepareConfig, load_mixture
+from denoise_cli.pipeline import prepare
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "examples" / "sample"
+TOKENIZER = ROOT / "tests" / "data" / "t5-tiny-tokenizer.json"
+
+
+def _prepare(out: Path, lengths: Lengths) -> Path:
+    cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=lengths)
+    prepare([str(SAMPLE)], str(out), cfg, tokenizer=str(TOKENIZER), workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def out_ed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _prepare(tmp_path_factory.mktemp("train") / "ed", Lengths("encoder-decoder", 64, 64))
+
+
+@pytest.fixture(scope="module")
+def out_do(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _prepare(
+        tmp_path_factory.mktemp("train") / "do", Lengths("decoder-only", seq_length=256)
+    )
+
+
+def _example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        f"example_{name}", ROOT / "examples" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run_example(script: str, data: Path, tmp_path: Path, *extra: str) -> list[float]:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    losses = tmp_path / "losses.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "examples" / script),
+        "--data",
+        str(data),
+        "--steps",
+        "120",
+        "--batch-size",
+        "16",
+        "--seed",
+        "0",
+        "--threads",
+        "1",
+        "--log-every",
+        "20",
+        "--losses-json",
+        str(losses),
+        *extra,
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "done: 120 steps" in r.stdout
+    out: list[float] = json.loads(losses.read_text())
+    return out
+
+
+def _assert_learns(losses: list[float]) -> None:
+    assert len(losses) == 120
+    first = sum(losses[:10]) / 10
+    last = sum(losses[-10:]) / 10
+    assert last < 0.7 * first, (first, last)
+
+
+def test_train_t5_loss_falls(out_ed: Path, tmp_path: Path) -> None:
+    _assert_learns(_run_example("train_t5.py", out_ed, tmp_path))
+
+
+def test_train_decoder_prefix_lm_loss_falls(out_do: Path, tmp_path: Path) -> None:
+    _assert_learns(_run_example("train_decoder.py", out_do, tmp_path, "--mask", "prefix"))
+
+
+def test_prefix_lm_mask_is_used_by_gpt2(out_do: Path) -> None:
+    """The 4D mask reaches GPT-2's attention: the prefix is bidirectional, the rest causal."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from denoise_cli.torch_data import DenoiseBatches
+
+    ex = _example("train_decoder")
+    torch.manual_seed(0)
+    model = ex.build_model(open_dataset(out_do).manifest, 64, 2).eval()
+    cols = ["input_ids", "attention_mask", "prefix_length"]
+    b = next(iter(DenoiseBatches(out_do, 4, columns=cols)))
+    ids, am, pl = b["input_ids"], b["attention_mask"], b["prefix_length"]
+    mask = ex.prefix_lm_mask(pl, am, torch.float32)
+    assert mask.shape == (4, 1, 256, 256)
+    p = int(pl[0])
+    assert 2 < p < 250
+    changed_prefix = ids.clone()
+    changed_prefix[0, p - 1] = 3 + (int(ids[0, p - 1]) + 1) % 100
+    changed_target = ids.clone()
+    changed_target[0, p + 5] = 3 + (int(ids[0, p + 5]) + 1) % 100
+    with torch.no_grad():
+        base = model(input_ids=ids, attention_mask=mask).logits
+        a = model(input_ids=changed_prefix, attention_mask=mask).logits
+        c = model(input_ids=changed_target, attention_mask=mask).logits
+        causal = model(input_ids=changed_prefix, attention_mask=am).logits
+        causal_base = model(input_ids=ids, attention_mask=am).logits
+    # position 0 sees the last prefix token under the prefix-LM mask, not under a causal one
+    assert (a[0, 0] - base[0, 0]).abs().max() > 1e-5
+    assert (causal[0, 0] - causal_base[0, 0]).abs().max() == 0
+    # nothing before a target token sees it
+    assert (c[0, : p + 5] - base[0, : p + 5]).abs().max() == 0
+
+
+def _hook_keys(model: Any) -> list[list[str]]:
+    seen: list[list[str]] = []
+    model.register_forward_pre_hook(lambda m, a, kw: seen.append(sorted(kw)), with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["encoder-decoder", "decoder-only"])
+def test_hf_trainer_without_collator(
+    layout: str, out_ed: Path, out_do: Path, tmp_path: Path
+) -> None:
+    """``datasets.load_from_disk(out)`` straight into (Seq2Seq)Trainer: its default collator
+    stacks the fixed-shape rows, and ``remove_unused_columns`` (default True) drops the columns
+    the model does not take (denoiser, source_file, prefix_length, ...)."""
+    pytest.importorskip("torch")
+    datasets = pytest.importorskip("datasets")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    out = out_ed if layout == "encoder-decoder" else out_do
+    if layout == "encoder-decoder":
+        trainer_cls, args_cls = transformers.Seq2SeqTrainer, transformers.Seq2SeqTrainingArguments
+        ex = _example("train_t5")
+    else:
+        trainer_cls, args_cls = transformers.Trainer, transformers.TrainingArguments
+        ex = _example("train_decoder")
+    train = datasets.load_from_disk(str(out))
+    model = ex.build_model(open_dataset(out).manifest, 64, 2)
+    seen = _hook_keys(model)
+    args = args_cls(
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=3,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+    )
+    trainer = trainer_cls(model=model, args=args, train_dataset=train)
+    result = trainer.train()
+    assert result.global_step == 3
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 3 and all(0 < x < 20 for x in losses)
+    assert len(seen) == 3
+    assert set(seen[0]) - {"num_items_in_batch"} == {"input_ids", "attention_mask", "labels"}
