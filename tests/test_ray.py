@@ -135,7 +135,15 @@ def test_connect_starts_or_joins_the_right_cluster(monkeypatch: pytest.MonkeyPat
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     r = FakeRay()
     assert ray_engine._connect(r, None, 3) is True  # a new local instance, shut down later
-    assert r.calls == [{"address": "local", "num_cpus": 3, "include_dashboard": False, **quiet}]
+    assert r.calls == [
+        {
+            "address": "local",
+            "num_cpus": 3,
+            "include_dashboard": False,
+            "_node_ip_address": "127.0.0.1",
+            **quiet,
+        }
+    ]
     r = FakeRay()
     assert ray_engine._connect(r, "head:6379", 3) is True  # join; our connection is closed later
     assert r.calls == [{"address": "head:6379", **quiet}]
