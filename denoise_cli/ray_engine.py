@@ -171,8 +171,13 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
             ray.init(address=address or None, **common)
         else:
             # a private single-machine instance: keep it on loopback
-            ray.init(address="local", num_cpus=workers or None, include_dashboard=False,
-                     _node_ip_address="127.0.0.1", **common)
+            ray.init(
+                address="local",
+                num_cpus=workers or None,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                **common,
+            )
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = address or os.environ.get("RAY_ADDRESS") or "a new local instance"
         raise ConfigError(f"cannot start or connect to Ray ({where}): {e}") from None
