@@ -11,14 +11,18 @@ positive parts; segments alternate non-noise, noise, ..., so the first token is 
 
 A uniform composition of ``m`` items into ``k`` positive parts is a uniformly random
 ``(k-1)``-subset of the ``m-1`` gaps between items (the "segment starts"). T5 draws it by
-shuffling a boolean vector; here every row draws ``m-1`` uniform keys and the ``k-1`` smallest
-(``np.argpartition`` along the row axis, exact, no ties by construction) mark the starts. That is
+shuffling a boolean vector; here every row draws ``m-1`` uniform float64 keys and the ``k-1``
+smallest mark the starts: ``np.partition`` finds each row's ``(k-1)``-th smallest key and a
+comparison selects the keys below it (rows with tied keys, probability ~1e-11, are redone
+exactly with ``argpartition``). That is
 the same distribution: the set of the ``k-1`` smallest of i.i.d. continuous keys is a uniform
 subset. Cost: one ``random`` and one ``argpartition`` over ``B x (L-2)`` values, then a
 ``cumsum`` to turn segment boundaries into the mask.
 
-Measured on this machine (1 core, B=1024, L=568, mu=3, r=.15): see
-``benchmarks/bench_corrupt.py`` for the whole corruption step.
+Measured (1 core, quiet machine, ``python benchmarks/bench_corrupt.py``): the whole corruption
+step for the ``ul2`` mixture at I=T=512 runs at 21 M raw tokens/s (18.6 M with ``argpartition``),
+10x the plain per-row reference and 21x ``text-denoising``'s collator; the masks are about
+half of it.
 """
 
 from __future__ import annotations
@@ -45,9 +49,16 @@ def random_segment_starts(
         starts[:, 1:] = True
         return starts
     keys = rng.random((batch, gaps))
-    chosen = np.argpartition(keys, k - 1, axis=1)[:, :k]  # indices of the k smallest keys
-    rows = np.repeat(np.arange(batch), k)
-    starts[rows, chosen.ravel() + 1] = True
+    # the k smallest keys of each row: everything <= the row's k-th smallest value
+    # (np.partition on values is ~2x faster than argpartition + a scatter)
+    kth = np.partition(keys, k - 1, axis=1)[:, k - 1 : k]
+    chosen = keys <= kth
+    tied = np.flatnonzero(chosen.sum(axis=1) != k)  # equal float64 keys: ~1e-11 per row
+    if len(tied):
+        idx = np.argpartition(keys[tied], k - 1, axis=1)[:, :k]
+        chosen[tied] = False
+        chosen[np.repeat(tied, k), idx.ravel()] = True
+    starts[:, 1:] = chosen
     return starts
 
 

@@ -357,3 +357,20 @@ def test_prefix_lengths_determinism() -> None:
     b = random_prefix_lengths(np.random.default_rng(5), 100, 568, 0.25)
     c = random_prefix_lengths(np.random.default_rng(6), 100, 568, 0.25)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_segment_starts_exact_even_with_tied_keys() -> None:
+    """Tied float keys (practically impossible with float64) take the argpartition fallback:
+    still exactly k segments per row."""
+    from denoise_cli.masks import random_segment_starts
+
+    class Coarse:
+        def __init__(self) -> None:
+            self.rng = np.random.default_rng(0)
+
+        def random(self, shape: tuple[int, int]) -> np.ndarray:
+            return np.round(self.rng.random(shape), 1)  # only 11 distinct values: many ties
+
+    for items, segs in ((50, 7), (20, 19), (30, 2)):
+        st = random_segment_starts(Coarse(), 64, items, segs)  # type: ignore[arg-type]
+        assert (st.sum(axis=1) == segs).all() and st[:, 0].all()
