@@ -1729,30 +1729,7 @@ class _Regen:
             idx = np.flatnonzero(ok & passed & (comps == c.index))
             if not len(idx):
                 continue
-            chunks, _ = self.checker.rebuild(a, idx, c)
-            src = grp.stream[starts[idx][:, None] + np.arange(c.raw)[None, :]]
-            diff = chunks != src
-            bad = np.zeros(have, dtype=bool)
-            bad[idx] = diff.any(axis=1)
-            pos = np.full(have, -1)
-            pos[idx] = np.arange(len(idx))
-
-            def desc(
-                r: int,
-                diff: np.ndarray = diff,
-                chunks: np.ndarray = chunks,
-                src: np.ndarray = src,
-                pos: np.ndarray = pos,
-            ) -> str:
-                j = int(pos[r])
-                col = _first_col(diff[j])
-                return (
-                    f"rebuilt tokens differ from the source at stream offset {int(exp_off[r]) + col:,} "
-                    f"(position {col} of the chunk): the row gives {spec.tok(int(chunks[j, col]))}, "
-                    f"{name} gives {spec.tok(int(src[j, col]))}"
-                )
-
-            flag(bad, desc)
+            flag(*self._chunk_mismatch(a, idx, c, grp.stream, starts[idx], exp_off, have, name))
         exp = corrupt_mixture(
             grp.stream, grp.starts, grp.components, self.plans, self.special, self.lengths, grp.rng
         )
@@ -1782,6 +1759,39 @@ class _Regen:
                 )
 
             flag(d.any(axis=1), desc2)
+
+    def _chunk_mismatch(
+        self,
+        arrays: dict[str, np.ndarray],
+        idx: np.ndarray,
+        c: Any,
+        stream: np.ndarray,
+        chunk_starts: np.ndarray,
+        exp_off: np.ndarray,
+        n: int,
+        name: str,
+    ) -> tuple[np.ndarray, Callable[[int], str]]:
+        """Examples ``idx`` (of ``n``, all of component ``c``) whose rebuilt raw chunk differs
+        from the source stream at ``chunk_starts``, and a describer for the first difference."""
+        chunks, _ = self.checker.rebuild(arrays, idx, c)
+        src = stream[chunk_starts[:, None] + np.arange(c.raw)[None, :]]
+        diff = chunks != src
+        bad = np.zeros(n, dtype=bool)
+        bad[idx] = diff.any(axis=1)
+        pos = np.full(n, -1)
+        pos[idx] = np.arange(len(idx))
+        tok = self.spec.tok
+
+        def desc(r: int) -> str:
+            j = int(pos[r])
+            col = _first_col(diff[j])
+            return (
+                f"rebuilt tokens differ from the source at stream offset {int(exp_off[r]) + col:,} "
+                f"(position {col} of the chunk): the row gives {tok(int(chunks[j, col]))}, "
+                f"{name} gives {tok(int(src[j, col]))}"
+            )
+
+        return bad, desc
 
     def _compare_packed(self, grp: Any, cursor: _RowCursor, st: _FileChain) -> None:
         """Packed output: regenerate the group's examples, pack them again with
@@ -1879,30 +1889,11 @@ class _Regen:
             idx = np.flatnonzero(~bad & (den == c.index))
             if not len(idx):
                 continue
-            chunks, _ = self.checker.rebuild(v, idx, c)
-            src = grp.stream[grp.starts[ec[idx]][:, None] + np.arange(c.raw)[None, :]]
-            diff = chunks != src
-            bad_c = np.zeros(len(e), dtype=bool)
-            bad_c[idx] = diff.any(axis=1)
-            pos = np.full(len(e), -1)
-            pos[idx] = np.arange(len(idx))
-
-            def desc(
-                i: int,
-                diff: np.ndarray = diff,
-                chunks: np.ndarray = chunks,
-                src: np.ndarray = src,
-                pos: np.ndarray = pos,
-            ) -> str:
-                j = int(pos[i])
-                col = _first_col(diff[j])
-                return (
-                    f"rebuilt tokens differ from the source at stream offset "
-                    f"{int(exp_off[i]) + col:,} (position {col} of the chunk): the row gives "
-                    f"{spec.tok(int(chunks[j, col]))}, {name} gives {spec.tok(int(src[j, col]))}"
+            flag_ex(
+                *self._chunk_mismatch(
+                    v, idx, c, grp.stream, grp.starts[ec[idx]], exp_off, len(e), name
                 )
-
-            flag_ex(bad_c, desc)
+            )
         ok[prow[bad]] = False
         # the whole packed rows, bit for bit
         for col, w in packed.columns.items():
