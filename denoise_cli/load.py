@@ -49,6 +49,10 @@ PAD_FILL: dict[str, int] = {
     "source_file": -1,
     "example_index": -1,
     "token_offset": -1,
+    # packed outputs (--pack): per-segment metadata; segment ids, positions, lengths are 0
+    "segment_denoiser": -1,
+    "segment_example_index": -1,
+    "segment_token_offset": -1,
 }
 
 

@@ -449,6 +449,13 @@ def test_packed_output_holds_exactly_the_unpacked_examples(tmp_path: Path, layou
     np.testing.assert_array_equal(ex.input_ids[order], ub["input_ids"])
     np.testing.assert_array_equal(ex.labels[order], ub["labels"])
     np.testing.assert_array_equal(pb["segment_denoiser"][valid][order], ub["denoiser"])
+    # pad_last padding rows of a packed output carry no segment, no loss, no metadata
+    (last,) = list(p.iter_batches(len(p) + 3, pad_last=True))
+    seg_col = "encoder_segment_ids" if layout == "encoder-decoder" else "segment_ids"
+    assert (last[seg_col][-3:] == 0).all() and (last["labels"][-3:] == IGNORE_INDEX).all()
+    assert (last["num_segments"][-3:] == 0).all() and (
+        last["segment_example_index"][-3:] == -1
+    ).all()
     # packing wastes fewer slots than one example per row
     real = pb["attention_mask"].sum() + (pb["labels"] != IGNORE_INDEX).sum()
     assert real / (pb["input_ids"].size + pb["labels"].size) > 0.6
