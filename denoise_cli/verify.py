@@ -1679,20 +1679,13 @@ class _Regen:
         if self.spec.packed:
             self._compare_packed(grp, cursor, st)
             return
-        spec, probs, name = self.spec, self.probs, st.where
+        spec, name = self.spec, st.where
         g = len(grp.starts)
-        got = cursor.take(g)
-        have = 0 if got is None else len(got[1])
-        if have < g:
-            probs.add(
-                f"file {name}: the source gives at least {st.rows + g:,} rows (group {grp.index}), "
-                f"its shards end after {st.rows + have:,}"
-            )
-            st.offset = 1
-        st.rows += have
+        got = self._take(cursor, st, g, grp.index)
         if got is None:
             return
         a, shard_of, row_of, passed = got
+        have = len(row_of)
         comps = grp.components[:have].astype(np.int64)
         starts = grp.starts[:have]
         exp_off = grp.token_offset[:have]
@@ -1700,16 +1693,8 @@ class _Regen:
         ok = np.ones(have, dtype=bool)
         origin = f"(seed {self.seed}, file {name}, group {grp.index})"
 
-        def flag(bad: np.ndarray, describe: Callable[[int], str]) -> None:
-            bad = bad & ok
-            for r in np.flatnonzero(bad)[: probs.left]:
-                probs.add(
-                    f"{cursor.names[int(shard_of[r])]} row {int(row_of[r])}: {describe(int(r))}"
-                )
-            ok[bad] = False
-
-        def cname(c: int) -> str:
-            return spec.comps[c].name if 0 <= c < len(spec.comps) else str(c)
+        flag = self._flagger(cursor, shard_of, row_of, ok)
+        cname = self._cname
 
         den = a["denoiser"].astype(np.int64)
         flag(
@@ -1759,6 +1744,40 @@ class _Regen:
                 )
 
             flag(d.any(axis=1), desc2)
+
+    def _take(self, cursor: _RowCursor, st: _FileChain, n: int, group: int) -> Any:
+        """The next ``n`` shard rows for a regenerated group (fewer, or None, when the shards
+        end early: reported once, and the file's comparison stops)."""
+        got = cursor.take(n)
+        have = 0 if got is None else len(got[1])
+        if have < n:
+            self.probs.add(
+                f"file {st.where}: the source gives at least {st.rows + n:,} rows (group {group}), "
+                f"its shards end after {st.rows + have:,}"
+            )
+            st.offset = 1
+        st.rows += have
+        return got
+
+    def _flagger(
+        self, cursor: _RowCursor, shard_of: np.ndarray, row_of: np.ndarray, ok: np.ndarray
+    ) -> Callable[[np.ndarray, Callable[[int], str]], None]:
+        """Report rows where ``bad`` (and still ``ok``) as ``shard row R: ...``; clear ``ok``."""
+        probs = self.probs
+
+        def flag(bad: np.ndarray, describe: Callable[[int], str]) -> None:
+            bad = bad & ok
+            for r in np.flatnonzero(bad)[: probs.left]:
+                probs.add(
+                    f"{cursor.names[int(shard_of[r])]} row {int(row_of[r])}: {describe(int(r))}"
+                )
+            ok[bad] = False
+
+        return flag
+
+    def _cname(self, c: int) -> str:
+        comps = self.spec.comps
+        return comps[c].name if 0 <= c < len(comps) else str(c)
 
     def _chunk_mismatch(
         self,
@@ -1816,32 +1835,16 @@ class _Regen:
             example_index=first + np.arange(g),
             token_offset=grp.token_offset,
         )
-        R = packed.num_rows
-        got = cursor.take(R)
-        have = 0 if got is None else len(got[1])
-        if have < R:
-            probs.add(
-                f"file {name}: the source gives at least {st.rows + R:,} rows (group {grp.index}), "
-                f"its shards end after {st.rows + have:,}"
-            )
-            st.offset = 1
-        st.rows += have
+        got = self._take(cursor, st, packed.num_rows, grp.index)
         if got is None:
             return
         a, shard_of, row_of, passed = got
+        have = len(row_of)
         origin = f"(seed {self.seed}, file {name}, group {grp.index})"
         ok = np.ones(have, dtype=bool)
 
-        def flag(bad: np.ndarray, describe: Callable[[int], str]) -> None:
-            bad = bad & ok
-            for r in np.flatnonzero(bad)[: probs.left]:
-                probs.add(
-                    f"{cursor.names[int(shard_of[r])]} row {int(row_of[r])}: {describe(int(r))}"
-                )
-            ok[bad] = False
-
-        def cname(c: int) -> str:
-            return spec.comps[c].name if 0 <= c < len(spec.comps) else str(c)
+        flag = self._flagger(cursor, shard_of, row_of, ok)
+        cname = self._cname
 
         # per example of the rows that passed the row checks: component, offset, rebuilt chunk
         rowid = np.flatnonzero(passed)
