@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -486,4 +485,4 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
-__all__ = ["Path", "app", "main"]
+__all__ = ["app", "main"]

@@ -41,7 +41,7 @@ import orjson
 from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
-from .errors import ConfigError, DenoiseError, OutputError, WorkerError
+from .errors import ConfigError, OutputError, WorkerError
 from .pack import Group, Packer, PackerState, file_key, join_documents
 from .read import FileStats, InputFile, find_inputs, iter_batches
 from .tokenize import Encoder, TokenizerInfo, build_tokenizer
@@ -850,7 +850,3 @@ def totals_from_files(files: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "tail_tokens": sum(f["tail_tokens"] for f in files),
         "reserved_replaced": sum(f["reserved_replaced"] for f in files),
     }
-
-
-def is_denoise_error(e: BaseException) -> bool:
-    return isinstance(e, DenoiseError)
