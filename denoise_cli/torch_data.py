@@ -78,6 +78,8 @@ __all__ = [
     "collate",
     "dist_rank_world",
     "gather",
+    "packed_attention_bias",
+    "shift_right_within_segments",
     "to_tensors",
 ]
 
@@ -117,6 +119,58 @@ def to_tensors(
             t = t.to(torch.int64)
         out[k] = t.pin_memory() if pin_memory else t
     return out
+
+
+def packed_attention_bias(
+    q_segment_ids: torch.Tensor,
+    kv_segment_ids: torch.Tensor | None = None,
+    *,
+    causal: bool = False,
+    prefix_mask: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Additive attention mask ``[B, 1, Lq, Lk]`` for packed rows, in the form Hugging Face
+    models take as a 4-D ``attention_mask`` (0 = may attend, ``finfo(dtype).min`` = may not).
+
+    A real query (segment id > 0) attends to keys of its own segment only; ``causal`` adds
+    ``k <= q`` (slots of the row), and ``prefix_mask`` (decoder-only prefix-LM) makes a key in its
+    segment's prefix visible to the whole segment. Self-attention: ``kv_segment_ids=None``;
+    encoder-decoder cross-attention: ``q`` = ``decoder_segment_ids``, ``kv`` =
+    ``encoder_segment_ids``. Padding queries (id 0) may attend to every key, so no row of the
+    softmax is empty (no NaN); their outputs are never read by a real query (real queries never
+    see padding keys) and carry no loss. Equal to :func:`denoise_cli.packing.segment_mask` on the
+    real queries."""
+    q = q_segment_ids
+    k = q if kv_segment_ids is None else kv_segment_ids
+    allowed = q[:, :, None] == k[:, None, :]
+    if causal:
+        pos_q = torch.arange(q.shape[1], device=q.device)
+        pos_k = torch.arange(k.shape[1], device=q.device)
+        c = (pos_k[None, :] <= pos_q[:, None])[None]
+        if prefix_mask is not None:
+            c = c | (prefix_mask[:, None, :] > 0)
+        allowed &= c
+    allowed |= (q == 0)[:, :, None]
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=q.device)
+    return bias.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def shift_right_within_segments(
+    labels: torch.Tensor, decoder_segment_ids: torch.Tensor, start_id: int, pad_id: int
+) -> torch.Tensor:
+    """Decoder inputs of packed encoder-decoder rows: ``labels`` shifted right by one within each
+    segment, ``start_id`` (T5: the pad id) at every segment's first slot, ``pad_id`` on padding.
+    Pass them as ``decoder_input_ids``: HF's own ``_shift_right`` of the whole row would feed
+    segment ``j``'s EOS into segment ``j + 1``. Same as
+    :func:`denoise_cli.packing.decoder_input_ids`."""
+    seg = decoder_segment_ids
+    out = torch.full_like(labels, pad_id)
+    out[:, 1:] = labels[:, :-1]
+    out = out.masked_fill(out == -100, pad_id)
+    first = seg > 0
+    first[:, 1:] &= seg[:, 1:] != seg[:, :-1]
+    out = out.masked_fill(first, start_id)
+    return out.masked_fill(seg == 0, pad_id)
 
 
 def _torch_dtype(dt: np.dtype[Any], long: bool) -> torch.dtype:

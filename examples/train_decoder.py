@@ -16,6 +16,16 @@ still on the targets only).
     denoise prepare --mixture ul2 examples/sample/ /tmp/ul2-do --layout decoder-only -S 256
     python examples/train_decoder.py --data /tmp/ul2-do --steps 300
 
+**Packed output** (``prepare --pack K``) is detected from the manifest: each row holds several
+examples, each with its own bidirectional prefix. :func:`packed_forward` passes a 4-D mask from
+``segment_ids`` and ``prefix_mask`` (a token sees the tokens of its own segment that are
+earlier or in that segment's prefix; :func:`denoise_cli.torch_data.packed_attention_bias`) and
+``positions`` as ``position_ids`` (positions restart at 0 in every segment, as unpacked). GPT-2
+shifts the labels inside the model, and every segment starts with its mode token (label -100), so
+no token is trained to predict the next segment. ``tests/test_train_examples.py`` checks that a
+packed batch and the same examples unpacked give the same loss and gradients;
+``examples/compare_packed.py`` prints the two loss curves side by side.
+
 For a quick CPU run use the tiny test tokenizer (``--tokenizer
 tests/data/t5-tiny-tokenizer.json``, vocabulary 129 instead of 50,293; see
 ``examples/train_t5.py``). ``--device cuda`` works unchanged. Prints the loss every
@@ -35,7 +45,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from denoise_cli import open_dataset
-from denoise_cli.torch_data import DenoiseBatches
+from denoise_cli.torch_data import DenoiseBatches, packed_attention_bias
+
+#: the columns each kind of batch needs
+UNPACKED_COLUMNS = ("input_ids", "attention_mask", "labels", "prefix_length")
+PACKED_COLUMNS = ("input_ids", "labels", "segment_ids", "positions", "prefix_mask")
 
 
 def prefix_lm_mask(
@@ -53,13 +67,43 @@ def prefix_lm_mask(
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
-def build_model(manifest: dict[str, Any], d_model: int, layers: int) -> Any:
+def packed_forward(model: Any, batch: dict[str, torch.Tensor]) -> Any:
+    """GPT-2 forward pass on packed rows: per-segment prefix-LM attention, per-segment
+    positions."""
+    dtype = next(model.parameters()).dtype
+    mask = packed_attention_bias(
+        batch["segment_ids"], causal=True, prefix_mask=batch["prefix_mask"], dtype=dtype
+    )
+    return model(
+        input_ids=batch["input_ids"],
+        attention_mask=mask,
+        position_ids=batch["positions"],
+        labels=batch["labels"],
+    )
+
+
+def forward(model: Any, batch: dict[str, torch.Tensor], packed: bool, mask: str = "prefix") -> Any:
+    """The model's output (``.loss``) for one batch of packed or unpacked rows (``mask``:
+    ``prefix`` or ``causal``, unpacked rows only)."""
+    if packed:
+        return packed_forward(model, batch)
+    batch = dict(batch)
+    prefix_length = batch.pop("prefix_length")
+    if mask == "prefix":
+        dtype = next(model.parameters()).dtype
+        batch["attention_mask"] = prefix_lm_mask(prefix_length, batch["attention_mask"], dtype)
+    return model(**batch)
+
+
+def build_model(
+    manifest: dict[str, Any], d_model: int, layers: int, n_positions: int | None = None
+) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = manifest["tokenizer"]
     config = GPT2Config(
         vocab_size=int(tok["vocab_size"]),  # includes the added sentinels / mode tokens / <pad>
-        n_positions=int(manifest["lengths"]["seq_length"]),
+        n_positions=n_positions or int(manifest["lengths"]["seq_length"]),
         n_embd=d_model,
         n_layer=layers,
         n_head=4,
@@ -89,6 +133,12 @@ def main(argv: list[str] | None = None) -> list[float]:
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument(
+        "--n-positions",
+        type=int,
+        help="position embeddings (default: the rows' seq_length; packed rows only need "
+        "their examples' length, since positions restart in every segment)",
+    )
+    ap.add_argument(
         "--mask",
         choices=("prefix", "causal"),
         default="prefix",
@@ -117,13 +167,16 @@ def main(argv: list[str] | None = None) -> list[float]:
             "(`denoise prepare --layout decoder-only`; examples/train_t5.py is the "
             "encoder-decoder one)"
         )
-    model = build_model(m, args.d_model, args.layers).to(device)
+    model = build_model(m, args.d_model, args.layers, args.n_positions).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, args.warmup))
     )
-    cols = ["input_ids", "attention_mask", "labels", "prefix_length"]
+    packed = bool(m.get("packing"))
+    if packed and args.mask != "prefix":
+        sys.exit("packed rows are trained with per-segment prefix-LM masks only (--mask prefix)")
+    cols = PACKED_COLUMNS if packed else UNPACKED_COLUMNS
     batches = DenoiseBatches(ds, args.batch_size, seed=args.seed, columns=cols)
     if len(batches) == 0:
         sys.exit(f"{args.data} has {len(ds)} rows: fewer than one batch of {args.batch_size}")
@@ -137,12 +190,11 @@ def main(argv: list[str] | None = None) -> list[float]:
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"GPT-2 {args.layers} layers, d_model {args.d_model}, vocab {model.config.vocab_size}, "
-        f"{n_params / 1e6:.2f}M parameters, {args.mask} mask; {len(ds)} rows "
+        f"{n_params / 1e6:.2f}M parameters, {args.mask} mask; {len(ds)} {'packed ' if packed else ''}rows "
         f"({len(batches)} batches of {args.batch_size} per epoch) on {device}",
         flush=True,
     )
 
-    dtype = next(model.parameters()).dtype
     losses: list[float] = []
     t0 = time.perf_counter()
     epoch = 0
@@ -150,12 +202,7 @@ def main(argv: list[str] | None = None) -> list[float]:
         batches.set_epoch(epoch)
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            prefix_length = batch.pop("prefix_length")
-            if args.mask == "prefix":
-                batch["attention_mask"] = prefix_lm_mask(
-                    prefix_length, batch["attention_mask"], dtype
-                )
-            loss = model(**batch).loss
+            loss = forward(model, batch, packed, args.mask).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
