@@ -20,6 +20,7 @@ Usage::
 
     python benchmarks/bench_packing.py                       # ul2 + ul2r, 2M raw tokens
     python benchmarks/bench_packing.py --presets ul2 --tokens 4000000 --lp
+    python benchmarks/bench_packing.py --points ul2:4:304 ul2r:8:194 [--first-fit-only]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from denoise_cli.corrupt import Rows, SpecialIds, corrupt_mixture, draw_componen
 
 VOCAB = 32_000
 TARGET = 0.98
+IMPROVE = [True]  # --first-fit-only sets False (the ejection search of assign_rows off)
 
 
 def make_special(n_sentinels: int) -> SpecialIds:
@@ -128,7 +130,8 @@ def pack_all(c: Corrupted, lengths: Lengths, window: int, arrow: bool = True) ->
         n = len(comps)
         t0 = time.process_time()
         packed = P.pack_rows(rows, lengths, pad_id=c.special.pad, max_segs=K, denoiser=comps,
-                             example_index=np.arange(n), token_offset=offsets, window=window)  # fmt: skip
+                             example_index=np.arange(n), token_offset=offsets, window=window,
+                             improve=IMPROVE[0])  # fmt: skip
         t1 = time.process_time()
         if arrow:
             P.packed_record_batch(packed, lengths, source_file=0)
@@ -312,7 +315,7 @@ def lp_report(
         return False
     packed = P.pack_rows(rows0, LT, pad_id=c.special.pad, max_segs=P.max_segments(c.plans, LT),
                          denoiser=comps0, example_index=np.arange(len(a)),
-                         token_offset=offs0)  # fmt: skip
+                         token_offset=offs0, improve=IMPROVE[0])  # fmt: skip
     R = packed.num_rows
     print(f"  LP bound {preset}, factor {f}, I={I}, T={T}, first group ({len(a)} examples): >= "
           f"{rows_lp:.1f} rows -> inputs <= {pct(a.sum() / (rows_lp * I))}, targets <= "
@@ -386,7 +389,20 @@ def main() -> None:
         help="only print LP bounds at these points (I = --inputs-length), e.g. ul2:8:302",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--first-fit-only",
+        action="store_true",
+        help="pack with first fit only (assign_rows(improve=False)), for before/after comparisons",
+    )
+    ap.add_argument(
+        "--points",
+        nargs="*",
+        default=[],
+        metavar="PRESET:FACTOR:T",
+        help="only print packed efficiency and cost over the whole stream at these points",
+    )
     args = ap.parse_args()
+    IMPROVE[0] = not args.first_fit_only
 
     stream = np.random.default_rng(args.seed).integers(0, VOCAB, args.tokens, dtype=np.int32)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -395,6 +411,16 @@ def main() -> None:
     print(f"# python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
           f"single thread; load average (1 min) {load:.2f} on {os.cpu_count()} cores")  # fmt: skip
     print("# times are process CPU ms per 1M raw tokens; tokenization costs ~1000 ms per 1M tokens")
+    if args.points:
+        header(["preset", "factor", "T", "rows", "inputs", "targets", "overall", "pack ms/1M"])
+        for spec in args.points:
+            preset, f, T = spec.split(":")
+            LT = Lengths("encoder-decoder", args.inputs_length, int(T))
+            c = corrupt_stream(stream, preset, P.example_lengths(LT, int(f)), args.group, args.seed)
+            e = pack_all(c, LT, args.window, arrow=False)
+            row([preset, f, T, str(e["rows"]), pct(e["inputs"]), pct(e["targets"]),
+                 pct(e["overall"]), f"{e['pack_ms']:.1f}"])  # fmt: skip
+        return
     if args.lp_at:
         for spec in args.lp_at:
             preset, f, T = spec.split(":")

@@ -81,9 +81,17 @@ interleave target-heavy and input-heavy examples so that every prefix has the gr
 target/input ratio (best when both sides bind, ``T`` near ``rho * I``), plus decreasing size when
 one side binds (the other side needs < 65% of its rows, e.g. ``I = T``), and keeps the assignment
 with the fewest rows (ties: the earlier order; it stops early at the lower bound
-``max(ceil(sum a / W), ceil(sum b / V), ceil(n / K))``). All keys are integers, so the result
-depends only on the group: the same rows for any worker count or machine. The rows themselves are
-built with vectorized numpy (boolean-mask scatters, no per-token Python).
+``max(ceil(sum a / W), ceil(sum b / V), ceil(n / K))``). When both sides bind and that is above
+the bound, an **ejection search** (:func:`_eject`) then removes rows: it empties the least-filled
+row into a pool and repairs, inserting pool examples where they fit and swapping 1-2 examples of a
+row for 1-2 pool examples of larger total size (``a * V + b * W``) that fit in their place; a
+repair that places the whole pool removes the row, a failed one is undone. It stops after 4
+failures in a row, at the bound, or after about 100 candidate moves per example, and never adds a
+row. At the ratio-balanced ``T`` this takes 0.5-2.5 points of token efficiency more than first
+fit (measured in docs/packing.md), at several times first fit's cost. All keys are integers and
+ties go to the lowest index, so the result depends only on the group: the same rows for any
+worker count or machine. The rows themselves are built with vectorized numpy (boolean-mask
+scatters, no per-token Python).
 """
 
 from __future__ import annotations
@@ -101,6 +109,9 @@ from .write import _fixed, _prim
 
 NO_SEGMENT = -1  # padding of the per-segment metadata lists
 DEFAULT_WINDOW = 32  # open rows first fit looks at
+EJECT_MAX_FAIL = 4  # ejection search: failed attempts in a row before it stops
+EJECT_MAX_ROUNDS = 8  # insert + swap rounds per attempt
+EJECT_WORK = 100  # candidate moves looked at per example, at most (bounds the cost)
 
 
 # --------------------------------------------------------------------------- planning
@@ -282,12 +293,14 @@ def assign_rows(
     max_segs: int,
     *,
     window: int = DEFAULT_WINDOW,
+    improve: bool = True,
 ) -> tuple[np.ndarray, int]:
     """Assign examples of sizes ``a`` (and ``b``: second dimension, ``None`` for 1-D) to rows of
     capacity ``cap_a`` (``cap_b``) holding at most ``max_segs`` examples.
 
     Returns ``(row of each example (int64), number of rows)``; every row is non-empty and row ids
-    are in order of creation. Deterministic: a pure function of the arguments."""
+    are in order of creation. Deterministic: a pure function of the arguments. ``improve``
+    (2-D only) runs the ejection search of :func:`_eject` after first fit; it never adds rows."""
     a = np.asarray(a, dtype=np.int64)
     n = len(a)
     if n == 0:
@@ -325,7 +338,181 @@ def assign_rows(
             best, best_rows = out, rows
         if best_rows <= lower:
             break
+    if improve and two_d and not one_side and best_rows > lower:
+        best, best_rows = _eject(al, bl, cap_a, cap_b, max_segs, best, best_rows, lower)
     return np.array(best, dtype=np.int64), best_rows
+
+
+def _subsets(
+    items: list[int], a: list[int], b: list[int], s: list[int]
+) -> list[tuple[int, int, int, tuple[int, ...]]]:
+    """``(s, a, b, members)`` of every 1- and 2-element subset of ``items``, one per distinct
+    ``(a, b, size)`` (the first in ``items`` order), sorted (integer keys, then member ids)."""
+    seen: dict[tuple[int, int, int], tuple[int, int, int, tuple[int, ...]]] = {}
+    for x, i in enumerate(items):
+        seen.setdefault((a[i], b[i], 1), (s[i], a[i], b[i], (i,)))
+        for j in items[x + 1 :]:
+            key = (a[i] + a[j], b[i] + b[j], 2)
+            seen.setdefault(key, (s[i] + s[j], key[0], key[1], (i, j)))
+    return sorted(seen.values())
+
+
+def _eject(
+    a: list[int],
+    b: list[int],
+    cap_a: int,
+    cap_b: int,
+    k_max: int,
+    row_of: list[int],
+    n_rows: int,
+    lower: int,
+    max_fail: int = EJECT_MAX_FAIL,
+    max_rounds: int = EJECT_MAX_ROUNDS,
+    work_per_example: int = EJECT_WORK,
+) -> tuple[list[int], int]:
+    """Fewer rows for a 2-D assignment by ejection: empty the least-filled row (fill
+    ``a * cap_b + b * cap_a``, ties by row id) into a pool and repair with :func:`_repair`. A
+    repair that places the whole pool removes the row; a failed one is undone and the row is
+    skipped until the next success. Stops after ``max_fail`` failures in a row, at ``lower`` rows
+    or when about ``work_per_example * n`` candidate moves have been looked at (linear in the
+    group). Only ever removes rows; the survivors keep their relative order (creation order)."""
+    n = len(a)
+    s = [a[i] * cap_b + b[i] * cap_a for i in range(n)]
+    rows: list[list[int]] = [[] for _ in range(n_rows)]
+    for i, r in enumerate(row_of):
+        rows[r].append(i)
+    fa = [cap_a - sum(a[i] for i in it) for it in rows]
+    fb = [cap_b - sum(b[i] for i in it) for it in rows]
+    live = [True] * n_rows
+    n_live = n_rows
+    skip: set[int] = set()
+    cache: dict[int, list[tuple[int, int, int, tuple[int, ...]]]] = {}
+    budget = [work_per_example * n]
+    fails = 0
+    while fails < max_fail and n_live > lower and budget[0] > 0:
+        cand = [
+            (fa[r] * cap_b + fb[r] * cap_a, -r) for r in range(n_rows) if live[r] and r not in skip
+        ]
+        if not cand:
+            break
+        v = -max(cand)[1]  # most free space = least filled; ties: lowest row id
+        saved: dict[int, tuple[list[int], int, int]] = {v: (rows[v], fa[v], fb[v])}
+        pool, rows[v], live[v] = list(rows[v]), [], False
+        cache.pop(v, None)
+        if _repair(pool, rows, fa, fb, a, b, s, k_max, live, saved, cache, max_rounds, budget):
+            n_live -= 1
+            skip.clear()
+            fails = 0
+        else:
+            for r, (it, x, y) in saved.items():
+                rows[r], fa[r], fb[r] = it, x, y
+                cache.pop(r, None)
+            live[v] = True
+            skip.add(v)
+            fails += 1
+    out = [0] * n
+    k = 0
+    for r in range(n_rows):
+        if live[r]:
+            for i in rows[r]:
+                out[i] = k
+            k += 1
+    return out, k
+
+
+def _repair(
+    pool: list[int],
+    rows: list[list[int]],
+    fa: list[int],
+    fb: list[int],
+    a: list[int],
+    b: list[int],
+    s: list[int],
+    k_max: int,
+    live: list[bool],
+    saved: dict[int, tuple[list[int], int, int]],
+    cache: dict[int, list[tuple[int, int, int, tuple[int, ...]]]],
+    max_rounds: int,
+    budget: list[int],
+) -> bool:
+    """Place every example of ``pool`` into the live rows, or return False (``saved`` holds the
+    original state of every row touched, for the caller to undo).
+
+    Each round inserts what fits directly (largest ``s`` first, into the row it leaves with the
+    least free tokens, ties by row id), then passes over the rows once trying swaps: replace 1-2
+    examples of the row by 1-2 pool examples of strictly larger total ``s`` that fit (per row the
+    largest gain; ties by the sorted integer keys). A swap moves volume from the pool into the
+    rows, so the pool shrinks and gets easier to place; no swap in a pass means failure."""
+    order = [r for r in range(len(rows)) if live[r]]
+
+    def touch(r: int) -> None:
+        if r not in saved:
+            saved[r] = (list(rows[r]), fa[r], fb[r])
+        cache.pop(r, None)
+
+    for _ in range(max_rounds):
+        pool.sort(key=lambda i: (-s[i], i))
+        rest = []
+        for x in pool:
+            xa, xb = a[x], b[x]
+            best, best_v = -1, 0
+            for r in order:
+                if fa[r] >= xa and fb[r] >= xb and len(rows[r]) < k_max:
+                    v = fa[r] - xa + fb[r] - xb
+                    if best < 0 or v < best_v:
+                        best, best_v = r, v
+            if best < 0:
+                rest.append(x)
+            else:
+                touch(best)
+                rows[best].append(x)
+                fa[best] -= xa
+                fb[best] -= xb
+        pool[:] = rest
+        if not pool:
+            return True
+        budget[0] -= len(order) * (len(pool) + 1)
+        if budget[0] <= 0:
+            return False
+        qopts = _subsets(pool, a, b, s)[::-1]  # largest s first
+        moved = False
+        for r in order:
+            it = rows[r]
+            sopts = cache.get(r)
+            if sopts is None:
+                sopts = cache[r] = _subsets(it, a, b, s)
+            room0, far, fbr = k_max - len(it), fa[r], fb[r]
+            move: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+            gain = 0
+            for ss, sa, sb, out_ in sopts:
+                ca, cb, room = far + sa, fbr + sb, room0 + len(out_)
+                for qs, qa, qb, in_ in qopts:
+                    if qs - ss <= gain:
+                        break
+                    if qa <= ca and qb <= cb and len(in_) <= room:
+                        move, gain = (out_, in_), qs - ss
+                        break
+            budget[0] -= len(sopts)
+            if move is None:
+                if budget[0] <= 0:
+                    return False
+                continue
+            touch(r)
+            for y in move[0]:
+                it.remove(y)
+                fa[r] += a[y]
+                fb[r] += b[y]
+                pool.append(y)
+            for q in move[1]:
+                pool.remove(q)
+                it.append(q)
+                fa[r] -= a[q]
+                fb[r] -= b[q]
+            moved = True
+            qopts = _subsets(pool, a, b, s)[::-1]
+        if not moved or budget[0] <= 0:
+            return False
+    return False
 
 
 # --------------------------------------------------------------------------- packing
@@ -395,6 +582,7 @@ def pack_rows(
     example_index: np.ndarray,
     token_offset: np.ndarray,
     window: int = DEFAULT_WINDOW,
+    improve: bool = True,
 ) -> PackedRows:
     """Pack one group of unpacked examples into rows of ``lengths``.
 
@@ -403,7 +591,9 @@ def pack_rows(
     ``input_ids[i, :input_length[i]]`` and, encoder-decoder, ``labels[i, :target_length[i]]``;
     decoder-only, ``labels[i, :input_length[i]]`` with ``prefix_length[i]``. ``denoiser``,
     ``example_index`` and ``token_offset`` are per-example metadata copied into the per-segment
-    lists; ``max_segs`` is ``K`` (:func:`max_segments`), ``pad_id`` the tokenizer's pad id."""
+    lists; ``max_segs`` is ``K`` (:func:`max_segments`), ``pad_id`` the tokenizer's pad id.
+    ``window`` and ``improve`` are passed to :func:`assign_rows` (``improve=False``: first fit
+    only, the assignment of denoise <= 0.x; for comparisons)."""
     enc_dec = lengths.layout == "encoder-decoder"
     W, V = row_widths(lengths)
     n = len(rows.input_length)
@@ -419,7 +609,9 @@ def pack_rows(
     if not enc_dec and n and (rows.labels[:, 0] != IGNORE_INDEX).any():
         raise ValueError("decoder-only examples must not have a label on their first token")
 
-    row, R = assign_rows(a, b if enc_dec else None, W, V if enc_dec else 1, max_segs, window=window)
+    row, R = assign_rows(
+        a, b if enc_dec else None, W, V if enc_dec else 1, max_segs, window=window, improve=improve
+    )
     # Canonical order: rows by their first (smallest) example index, segments by example index.
     o = np.argsort(row, kind="stable")
     firsts = np.flatnonzero(np.diff(row[o], prepend=-1))  # first segment of each row, by id
