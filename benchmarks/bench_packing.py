@@ -123,9 +123,25 @@ def _eff(si: int, st: int, rows: int, lengths: Lengths) -> dict[str, float]:
     return {"overall": si / (rows * S), "loss": st / (rows * S), "rows": rows}
 
 
+def mixing(segment_denoiser: np.ndarray, comps: np.ndarray) -> tuple[float, float]:
+    """Sum over rows of the distinct components in the row, and of its expectation if the row's
+    ``k`` examples were independent draws from the group's component frequencies
+    (``sum_c 1 - (1 - p_c)^k``). Their ratio is 1 when rows mix components like independent
+    examples do, and lower when packing puts examples of one component together."""
+    p = np.bincount(comps) / len(comps)
+    seg = segment_denoiser.astype(np.int64)
+    k = (seg >= 0).sum(1)
+    present = np.zeros((len(seg), len(p)), dtype=bool)
+    r, j = np.nonzero(seg >= 0)
+    present[r, seg[r, j]] = True
+    exp = (1.0 - (1.0 - p[None, :]) ** k[:, None]).sum(1)
+    return float(present.sum()), float(exp.sum())
+
+
 def pack_all(c: Corrupted, lengths: Lengths, window: int, arrow: bool = True) -> dict[str, Any]:
     K = P.max_segments(c.plans, lengths)
     rows_total, si, st, cpu, cpu_arrow = 0, 0, 0, 0.0, 0.0
+    distinct, expected = 0.0, 0.0
     for rows, comps, offsets in c.groups:
         n = len(comps)
         t0 = time.process_time()
@@ -138,11 +154,14 @@ def pack_all(c: Corrupted, lengths: Lengths, window: int, arrow: bool = True) ->
         cpu += t1 - t0
         cpu_arrow += time.process_time() - t1
         rows_total += packed.num_rows
+        d, e_ = mixing(packed["segment_denoiser"], comps)
+        distinct += d
+        expected += e_
         si += int(packed["input_length"].sum())
         st += int(packed["target_length"].sum())
     e = _eff(si, st, rows_total, lengths)
     examples = sum(len(g[1]) for g in c.groups)
-    e.update(K=K, per_row=examples / max(rows_total, 1),
+    e.update(K=K, per_row=examples / max(rows_total, 1), mix=distinct / max(expected, 1e-9),
              pack_ms=1e3 * cpu / c.raw_tokens * 1e6, arrow_ms=1e3 * cpu_arrow / c.raw_tokens * 1e6,
              corrupt_ms=1e3 * c.corrupt_cpu / c.raw_tokens * 1e6)  # fmt: skip
     return e
@@ -220,11 +239,10 @@ def enc_dec_report(stream: np.ndarray, preset: str, args: argparse.Namespace) ->
     ue = unpacked_efficiency(un, L)
     rho_full = P.mixture_ratio(un.plans)
     bound = P.efficiency_bound(un.plans, L)
-    header(
-        ["what", "rows", "ex/row", "inputs", "targets", "overall", "pack ms/1M", "corrupt ms/1M"]
-    )
+    cols = ["what", "rows", "ex/row", "inputs", "targets", "overall", "mix", "pack ms/1M"]
+    header([*cols, "corrupt ms/1M"])
     row(["unpacked (plan at I, T)", str(ue["rows"]), "1.00", pct(ue["inputs"]), pct(ue["targets"]),
-         pct(ue["overall"]), "-", f"{1e9 * un.corrupt_cpu / un.raw_tokens:.1f}"])  # fmt: skip
+         pct(ue["overall"]), "-", "-", f"{1e9 * un.corrupt_cpu / un.raw_tokens:.1f}"])  # fmt: skip
     cache: dict[tuple[int, int], Corrupted] = {}
     rhos = {}
     for f in args.factors:
@@ -235,8 +253,8 @@ def enc_dec_report(stream: np.ndarray, preset: str, args: argparse.Namespace) ->
         rhos[f] = P.mixture_ratio(c.plans)
         row([f"packed, factor {f} (examples {exL.inputs_length}/{exL.targets_length}, K={e['K']})",
              str(e["rows"]), f"{e['per_row']:.2f}", pct(e["inputs"]), pct(e["targets"]),
-             pct(e["overall"]), f"{e['pack_ms']:.1f} (+{e['arrow_ms']:.1f} arrow)",
-             f"{e['corrupt_ms']:.1f}"])  # fmt: skip
+             pct(e["overall"]), f"{e['mix']:.2f}",
+             f"{e['pack_ms']:.1f} (+{e['arrow_ms']:.1f} arrow)", f"{e['corrupt_ms']:.1f}"])  # fmt: skip
     print()
     lo, hi = P.targets_length_window(un.plans, I, TARGET)
     print(f"ratio argument: rho = E[targets]/E[inputs] = {rho_full:.4f} (plan at I=T={I}); "
@@ -338,18 +356,19 @@ def dec_only_report(stream: np.ndarray, preset: str, args: argparse.Namespace) -
             "ex/row",
             "tokens/slots",
             "loss tokens/slots",
+            "mix",
             "pack ms/1M",
             "corrupt ms/1M",
         ]
     )
-    row(["unpacked (plan at S)", str(ue["rows"]), "1.00", pct(ue["overall"]), pct(ue["loss"]), "-",
+    row(["unpacked (plan at S)", str(ue["rows"]), "1.00", pct(ue["overall"]), pct(ue["loss"]), "-", "-",
          f"{1e9 * un.corrupt_cpu / un.raw_tokens:.1f}"])  # fmt: skip
     for f in args.factors:
         exL = P.example_lengths(L, f)
         c = corrupt_stream(stream, preset, exL, args.group, args.seed)
         e = pack_all(c, L, args.window)
         row([f"packed, factor {f} (examples {exL.seq_length}, K={e['K']})", str(e["rows"]),
-             f"{e['per_row']:.2f}", pct(e["overall"]), pct(e["loss"]),
+             f"{e['per_row']:.2f}", pct(e["overall"]), pct(e["loss"]), f"{e['mix']:.2f}",
              f"{e['pack_ms']:.1f} (+{e['arrow_ms']:.1f} arrow)", f"{e['corrupt_ms']:.1f}"])  # fmt: skip
 
 
@@ -412,14 +431,15 @@ def main() -> None:
           f"single thread; load average (1 min) {load:.2f} on {os.cpu_count()} cores")  # fmt: skip
     print("# times are process CPU ms per 1M raw tokens; tokenization costs ~1000 ms per 1M tokens")
     if args.points:
-        header(["preset", "factor", "T", "rows", "inputs", "targets", "overall", "pack ms/1M"])
+        header(["preset", "factor", "T", "rows", "inputs", "targets", "overall", "mix",
+                "pack ms/1M"])  # fmt: skip
         for spec in args.points:
             preset, f, T = spec.split(":")
             LT = Lengths("encoder-decoder", args.inputs_length, int(T))
             c = corrupt_stream(stream, preset, P.example_lengths(LT, int(f)), args.group, args.seed)
             e = pack_all(c, LT, args.window, arrow=False)
             row([preset, f, T, str(e["rows"]), pct(e["inputs"]), pct(e["targets"]),
-                 pct(e["overall"]), f"{e['pack_ms']:.1f}"])  # fmt: skip
+                 pct(e["overall"]), f"{e['mix']:.2f}", f"{e['pack_ms']:.1f}"])  # fmt: skip
         return
     if args.lp_at:
         for spec in args.lp_at:

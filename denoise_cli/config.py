@@ -594,7 +594,14 @@ class PrepareConfig:
             "max_doc_chars": self.max_doc_chars,
             "epochs": self.epochs,
             "pack_factor": self.pack_factor,
+            **({"pack_algorithm": _pack_algorithm()} if self.pack_factor else {}),
         }
+
+
+def _pack_algorithm() -> str:
+    from .packing import ALGORITHM
+
+    return ALGORITHM
 
 
 def parse_size(text: str) -> tuple[int, int]:

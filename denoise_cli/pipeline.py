@@ -817,6 +817,7 @@ def build_manifest(
             "factor": cfg.pack_factor,
             "example_lengths": cfg.example_lengths.to_dict(),
             "max_segments": job.max_segments,
+            "algorithm": cfg.fingerprint_dict()["pack_algorithm"],
         },
         "rows_per_shard": job.rows_per_part,
         "config": cfg.fingerprint_dict(),

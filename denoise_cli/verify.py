@@ -1519,6 +1519,17 @@ def _check_sources(
         probs.add(f"--source: {e}")
         return
     mix, lengths, plans = _config_from_manifest(m)
+    pk = m.get("packing")
+    if pk:
+        from .packing import ALGORITHM
+
+        used = pk.get("algorithm", "first-fit-v1")
+        if used != ALGORITHM:
+            probs.add(
+                f"{MANIFEST}: rows were packed by {used!r}, this version packs with "
+                f"{ALGORITHM!r} (cannot regenerate rows; verify with the denoise that wrote them)"
+            )
+            return
     if [p.to_dict() for p in plans] != m["components"]:
         probs.add(
             f"{MANIFEST}: components differ from what this version derives from the config "

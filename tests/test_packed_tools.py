@@ -261,6 +261,28 @@ def test_regenerated_rows_bit_for_bit(outs: dict[str, Path], tmp_path: Path) -> 
     ) in msg
 
 
+@pytest.mark.parametrize("recorded", ["first-fit-v1", None])
+def test_source_refuses_rows_packed_by_another_algorithm(
+    outs: dict[str, Path], tmp_path: Path, recorded: str | None
+) -> None:
+    """Which examples share a row depends on the packing algorithm: ``--source`` cannot
+    regenerate rows packed by another one (or by a version that did not record it) and says so
+    instead of reporting every row as different. The structural checks still run."""
+    from denoise_cli.packing import ALGORITHM
+
+    out = _copy(outs["ed"], tmp_path)
+    m = _manifest(out)
+    assert m["packing"]["algorithm"] == ALGORITHM == m["config"]["pack_algorithm"]
+    if recorded is None:
+        del m["packing"]["algorithm"]
+    else:
+        m["packing"]["algorithm"] = recorded
+    (out / "denoise.json").write_bytes(orjson.dumps(m))
+    verify(out)
+    msg = _problems(out, sources=[str(ONE)])
+    assert f"rows were packed by 'first-fit-v1', this version packs with {ALGORITHM!r}" in msg
+
+
 # --------------------------------------------------------------------------- stats
 
 
