@@ -364,3 +364,16 @@ def test_compare_packed_refuses_a_mismatched_pair(packed_ed: Path, out_do64: Pat
     ex = _example("compare_packed")
     with pytest.raises(SystemExit, match="prepared at"):
         ex.main(["--packed", str(packed_ed), "--unpacked", str(out_do64), "--steps", "1"])
+
+
+@pytest.mark.parametrize("layout", ["encoder-decoder", "decoder-only"])
+def test_varlen_form_equals_the_4d_masks(layout: str, packed_ed: Path, packed_do: Path) -> None:
+    """examples/varlen_attention.py: attention over the unpadded tokens with ``cu_seqlens``
+    (CPU: the flat block-diagonal reference of the varlen kernel) equals SDPA with the 4-D
+    segment masks on every real token, for every attention the layout needs."""
+    pytest.importorskip("torch")
+    ex = _example("varlen_attention")
+    data = packed_ed if layout == "encoder-decoder" else packed_do
+    out = ex.main(["--data", str(data), "--rows", "6", "--device", "cpu"])
+    assert len(out) == (3 if layout == "encoder-decoder" else 2)
+    assert all(v < 1e-5 for v in out.values()), out
