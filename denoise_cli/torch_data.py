@@ -36,6 +36,13 @@ For an output of ``prepare --epochs K`` (given by path), :class:`DenoiseBatches`
 ``epoch % K`` in epoch ``epoch`` (fresh corruption every epoch, nothing else to do than
 ``set_epoch``).
 
+Packed outputs (``prepare --pack K``): the loaders give the packed columns as they are
+(``encoder_segment_ids``, ``decoder_segment_ids``, ``*_positions``; decoder-only
+``segment_ids``, ``positions``, ``prefix_mask``). :func:`packed_attention_bias` turns segment ids
+into the 4-D additive masks HF models take, and :func:`shift_right_within_segments` builds
+encoder-decoder decoder inputs; ``examples/train_t5.py`` and ``examples/train_decoder.py`` show
+both in a forward pass, and ``docs/packing.md`` the schema.
+
 Tensors: integer columns become ``int64`` by default (``long=True``: torch losses need ``Long``
 targets and ``datasets``' torch format does the same); ``long=False`` keeps the stored
 ``int32``/``int8`` (half the bytes to copy to the device, and no conversion on the CPU: convert

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 
 from denoise_cli import open_dataset
@@ -307,9 +308,10 @@ def test_packed_attention_bias_matches_numpy_segment_mask(packed_ed: Path, packe
     from denoise_cli import packing
     from denoise_cli.torch_data import packed_attention_bias, shift_right_within_segments
 
-    c = open_dataset(packed_ed)[0:16]
+    # writable copies of the memory-mapped views, for torch.from_numpy
+    c = {k: np.array(v) for k, v in open_dataset(packed_ed)[0:16].items()}
     enc, dec = c["encoder_segment_ids"], c["decoder_segment_ids"]
-    d = open_dataset(packed_do)[0:16]
+    d = {k: np.array(v) for k, v in open_dataset(packed_do)[0:16].items()}
     cases = [
         (enc, None, False, None),
         (dec, None, True, None),
@@ -342,8 +344,9 @@ def test_compare_packed_loss_curves_match(
 ) -> None:
     """examples/compare_packed.py: the same model trained on packed rows and on the same examples
     unpacked (same examples per step) learns the same: both losses fall, and every later 20-step
-    window mean of the packed run is within 8% of the unpacked one (measured: at most 1.5%
-    encoder-decoder, 1.8-6.2% decoder-only over seeds 0-2, see examples/README.md)."""
+    window mean of the packed run is within 5% of the unpacked one (measured over seeds 0-2 at
+    120 steps: at most 1.1-1.4% encoder-decoder, 0.7-1.9% decoder-only; the first packer, which
+    put one component per row, was 6.2% off at seed 0; see examples/README.md)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     ex = _example("compare_packed")
@@ -357,7 +360,7 @@ def test_compare_packed_loss_curves_match(
         assert sum(c[-10:]) / 10 < 0.75 * sum(c[:10]) / 10
     for s in range(20, 80, 20):
         mp, mu = sum(p[s : s + 20]) / 20, sum(u[s : s + 20]) / 20
-        assert abs(mp - mu) < 0.08 * mu, (s, mp, mu)
+        assert abs(mp - mu) < 0.05 * mu, (s, mp, mu)
 
 
 def test_compare_packed_refuses_a_mismatched_pair(packed_ed: Path, out_do64: Path) -> None:
