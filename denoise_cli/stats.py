@@ -196,6 +196,10 @@ class Stats:
     packed_slots: int = 0
     packed_examples: int = 0
     expected_packed_real: float = 0.0  # the manifest's ratio bound x slots (merge-safe)
+    # component mixing of the packed rows: distinct components per row, summed, and what rows of
+    # independent examples drawn from the configured mixture would have (same k per row)
+    packed_distinct: int = 0
+    expected_packed_distinct: float = 0.0
 
     def __add__(self, o: Stats) -> Stats:
         comps = dict(self.components)
@@ -237,6 +241,8 @@ class Stats:
             packed_slots=self.packed_slots + o.packed_slots,
             packed_examples=self.packed_examples + o.packed_examples,
             expected_packed_real=self.expected_packed_real + o.expected_packed_real,
+            packed_distinct=self.packed_distinct + o.packed_distinct,
+            expected_packed_distinct=self.expected_packed_distinct + o.expected_packed_distinct,
         )
 
     @property
@@ -257,6 +263,8 @@ class Stats:
             "targets": r(self.packed_target_real, self.packed_target_slots),
             "overall": r(self.packed_real, self.packed_slots),
             "bound_overall": r(self.expected_packed_real, self.packed_slots),
+            "components_per_row": r(self.packed_distinct, self.packed_rows),
+            "independent_components_per_row": r(self.expected_packed_distinct, self.packed_rows),
         }
 
     @property
@@ -351,7 +359,7 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
             if not rb.num_rows:
                 continue
             if spec.packed:
-                a = _packed(a, spec, st, ss, p, out)
+                a = _packed(a, spec, st, ss, p, out, probs)
             den = np.clip(a["denoiser"].astype(np.int64), 0, C - 1)
             il = a["input_length"].astype(np.int64)
             tl = a["target_length"].astype(np.int64)
@@ -420,7 +428,13 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
 
 
 def _packed(
-    a: dict[str, np.ndarray], spec: OutputSpec, st: Stats, ss: ShardStats, p: Path, out: str
+    a: dict[str, np.ndarray],
+    spec: OutputSpec,
+    st: Stats,
+    ss: ShardStats,
+    p: Path,
+    out: str,
+    probs: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Count a batch of packed rows (rows, real tokens and slots of the packed rows) and return
     its examples (``verify.unpacked_view``), which the caller counts as an unpacked output."""
@@ -442,6 +456,13 @@ def _packed(
         st.packed_real += il
         st.packed_slots += R * W
     ss.examples += ne
+    seg = a["segment_denoiser"].astype(np.int64)
+    C = len(probs)
+    present = np.zeros((R, C + 1), dtype=bool)  # column C: no segment (-1) or out of range
+    present[np.arange(R)[:, None], np.where((seg >= 0) & (seg < C), seg, C)] = True
+    st.packed_distinct += int(present[:, :C].sum())
+    k = a["num_segments"].astype(np.int64)
+    st.expected_packed_distinct += float((1.0 - (1.0 - probs[None, :]) ** k[:, None]).sum())
     try:
         return unpacked_view(a, spec)
     except (ValueError, IndexError) as e:
@@ -560,6 +581,11 @@ def render(st: Stats) -> str:
             + (f"inputs {_pct(pk['inputs'])}, targets {_pct(pk['targets'])}, " if enc_only else "")
             + f"overall {_pct(pk['overall'])}"
             + (f" (ratio bound {_pct(pk['bound_overall'])})" if pk["bound_overall"] else "")
+        )
+        lines.append(
+            f"packed rows mix {pk['components_per_row']:.2f} distinct components per row "
+            f"(rows of independent examples from the configured mixture: "
+            f"{pk['independent_components_per_row']:.2f})"
         )
     expect = (
         f" (configured mixture expects {_pct(eff['expected_overall'])})"

@@ -321,6 +321,16 @@ def test_stats_packed(outs: dict[str, Path], name: str) -> None:
     assert f"{n:,} examples in {R:,} packed rows" in res.output
     assert "examples per row; token efficiency of the packed rows" in res.output
     assert "per example at the example budget" in res.output
+    # component mixing, counted by hand from the per-segment columns
+    seg = a["segment_denoiser"]
+    distinct = sum(len(set(r[r >= 0].tolist())) for r in seg)
+    assert pk["components_per_row"] == pytest.approx(distinct / R)
+    probs = np.array([d["probability"] for d in m["config"]["mixture"]["denoisers"]])
+    k = a["num_segments"].astype(np.int64)
+    indep = float((1 - (1 - probs[None, :]) ** k[:, None]).sum()) / R
+    assert pk["independent_components_per_row"] == pytest.approx(indep)
+    assert pk["components_per_row"] > 0.9 * indep  # the packer keeps rows mixed
+    assert f"packed rows mix {distinct / R:.2f} distinct components per row" in res.output
 
 
 # --------------------------------------------------------------------------- inspect
