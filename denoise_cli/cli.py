@@ -334,6 +334,14 @@ def plan(
     seq_length: Annotated[int, typer.Option("--seq-length", "-S")] = 1024,
     add_tokens: Annotated[bool, typer.Option("--add-tokens/--no-add-tokens")] = True,
     sentinel_template: str = "<extra_id_{}>",
+    pack: Annotated[
+        int,
+        typer.Option(
+            help="Plan a packed run (prepare --pack): the example plans, examples per row and "
+            "the efficiency bound; encoder-decoder also the targets lengths where both sides "
+            "can be 98% full."
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print the mixture table with derived raw/input/target lengths, sentinels and padding."""
@@ -358,6 +366,7 @@ def plan(
             None,
             None,
             sentinel_template,
+            pack=pack,
         )
         _emit_plan(pipeline.plan_table(pipeline.resolve(cfg, None, tokenizer)), as_json, report)
     except DenoiseError as e:

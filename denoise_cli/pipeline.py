@@ -416,8 +416,34 @@ def plan_table(prep: Prepared) -> dict[str, Any]:
         "components": [c.to_dict() for c in prep.plans],
         "sentinels_needed": sentinels_needed(prep.plans),
         "expected_efficiency": _expected_efficiency(prep),
+        "packing": _packing_plan(prep),
         "tokenizer": prep.tokenizer.to_dict(),
     }
+
+
+def _packing_plan(prep: Prepared) -> dict[str, Any] | None:
+    """What ``denoise plan --pack K`` adds: the example budget, examples per row (``K`` most,
+    the row / mean example size on the binding side), and for encoder-decoder the mixture's
+    target/input ratio and the targets lengths at this ``I`` for which both sides can be 98%
+    full (``packing.targets_length_window``)."""
+    cfg = prep.cfg
+    if not cfg.pack_factor:
+        return None
+    from . import packing
+
+    ex = cfg.example_lengths
+    out: dict[str, Any] = {
+        "factor": cfg.pack_factor,
+        "example_lengths": ex.to_dict(),
+        "max_segments": packing.max_segments(prep.plans, cfg.lengths),
+        "algorithm": packing.ALGORITHM,
+    }
+    if cfg.lengths.layout == "encoder-decoder":
+        lo, hi = packing.targets_length_window(prep.plans, cfg.lengths.inputs_length)
+        out["targets_per_input"] = packing.mixture_ratio(prep.plans)
+        # the window is only valid while the example plans do not depend on T (budget <= T)
+        out["targets_length_98"] = [lo, hi] if ex.targets_length <= lo else None
+    return out
 
 
 @contextlib.contextmanager

@@ -74,9 +74,39 @@ def plan_text(t: dict[str, Any]) -> str:
     ]
     lines += ["", table(hdr, rows, "llrlrrrrrrrr"), ""]
     eff = t["expected_efficiency"]
+    pk = t.get("packing")
+    if pk:
+        ex = pk["example_lengths"]
+        budget = (
+            f"inputs {ex['inputs_length']}, targets {ex['targets_length']}"
+            if enc
+            else f"sequence {ex['seq_length']}"
+        )
+        lines.insert(
+            lines.index(f"layout: {shape}") + 1,
+            f"packed (--pack {pk['factor']}): examples planned for {budget} (the table below), "
+            f"up to {pk['max_segments']} per row",
+        )
     lines.append(
-        "expected real tokens / slots: " + ", ".join(f"{k} {v:.1%}" for k, v in eff.items())
+        ("packed rows can be at most (ratio bound): " if pk else "expected real tokens / slots: ")
+        + ", ".join(
+            f"{k.removeprefix('packed_bound_')} {v:.1%}"
+            for k, v in eff.items()
+            if k != "packed_bound_ratio"
+        )
     )
+    if pk and "targets_per_input" in pk:
+        w = pk["targets_length_98"]
+        lines.append(
+            f"targets per input token over the mixture: {pk['targets_per_input']:.3f}; "
+            + (
+                f"the ratio bound allows >= 98% on both sides for targets length T in "
+                f"[{w[0]}, {w[1]}] at inputs {lengths['inputs_length']} (whole examples of few "
+                "sizes reach less: docs/packing.md has the LP bound and measured figures)"
+                if w
+                else "lower the pack factor's targets budget to get the 98% window"
+            )
+        )
     tok = t["tokenizer"]
     lines.append(
         f"sentinels needed: {t['sentinels_needed']} "

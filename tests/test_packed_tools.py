@@ -358,3 +358,42 @@ def test_inspect_packed_defaults(outs: dict[str, Path]) -> None:
     res = CliRunner().invoke(app, ["inspect", str(outs["do"]), "--row", "0"])
     assert res.exit_code == 0, res.output
     assert "segment 1 of" in res.output
+
+
+# --------------------------------------------------------------------------- plan --pack
+
+
+def test_plan_pack_matches_the_packed_output(outs: dict[str, Path]) -> None:
+    """``denoise plan --pack K`` shows what ``prepare --pack K`` will do: the example plans (the
+    manifest's components), examples per row (its max_segments), the ratio bound (its expected
+    efficiency) and, encoder-decoder, the targets lengths where the bound allows 98% on both
+    sides."""
+    from denoise_cli.config import plan
+    from denoise_cli.packing import targets_length_window
+
+    m = _manifest(outs["ed"])
+    args = ["plan", "--mixture", "ul2", "-I", "256", "-T", "160", "--pack", "4"]
+    args += ["--tokenizer", str(T5TOK)]
+    res = CliRunner().invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    t = orjson.loads(res.output)
+    pk = t["packing"]
+    assert pk["max_segments"] == m["packing"]["max_segments"]
+    assert pk["example_lengths"] == m["packing"]["example_lengths"]
+    assert pk["algorithm"] == m["packing"]["algorithm"]
+    assert t["components"] == m["components"]
+    assert t["expected_efficiency"] == pytest.approx(m["expected_efficiency"])
+    lo, hi = targets_length_window(
+        plan(load_mixture("ul2"), Lengths("encoder-decoder", 64, 64)), 256
+    )
+    assert pk["targets_length_98"] == [lo, hi] and 0 < lo <= hi < 256
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0, text.output
+    assert "packed (--pack 4): examples planned for inputs 64, targets 64" in text.output
+    assert f"up to {pk['max_segments']} per row" in text.output
+    assert f"for targets length T in [{lo}, {hi}] at inputs 256" in text.output
+    assert "packed rows can be at most (ratio bound): inputs" in text.output
+    unpacked = CliRunner().invoke(app, [*args[:-4], "--tokenizer", str(T5TOK)])
+    assert unpacked.exit_code == 0, unpacked.output
+    assert "expected real tokens / slots: inputs" in unpacked.output
+    assert "packed" not in unpacked.output
