@@ -573,7 +573,7 @@ def render(st: Stats) -> str:
         "",
     ]
     eff = st.efficiency
-    per = "per example at the example budget, " if pk else ""
+    per = "unpacked, i.e. one example per row at the example budget: " if pk else ""
     if pk:
         lines.append(
             f"packed rows: {pk['rows']:,} rows, {pk['examples_per_row']:.2f} examples per row; "

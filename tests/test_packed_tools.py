@@ -320,7 +320,7 @@ def test_stats_packed(outs: dict[str, Path], name: str) -> None:
     assert res.exit_code == 0, res.output
     assert f"{n:,} examples in {R:,} packed rows" in res.output
     assert "examples per row; token efficiency of the packed rows" in res.output
-    assert "per example at the example budget" in res.output
+    assert "unpacked, i.e. one example per row at the example budget" in res.output
     # component mixing, counted by hand from the per-segment columns
     seg = a["segment_denoiser"]
     distinct = sum(len(set(r[r >= 0].tolist())) for r in seg)
