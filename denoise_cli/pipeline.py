@@ -422,10 +422,11 @@ def plan_table(prep: Prepared) -> dict[str, Any]:
 
 
 def _packing_plan(prep: Prepared) -> dict[str, Any] | None:
-    """What ``denoise plan --pack K`` adds: the example budget, examples per row (``K`` most,
-    the row / mean example size on the binding side), and for encoder-decoder the mixture's
-    target/input ratio and the targets lengths at this ``I`` for which both sides can be 98%
-    full (``packing.targets_length_window``)."""
+    """What ``denoise plan --pack K`` adds: the example budget, the most examples per row, and
+    for encoder-decoder the mixture's target/input ratio and the targets lengths at this ``I``
+    for which the ratio bound allows 98% on both sides (``packing.targets_length_window``;
+    None when the example targets budget is above that window, so that the plans would change
+    with T)."""
     cfg = prep.cfg
     if not cfg.pack_factor:
         return None

@@ -104,7 +104,9 @@ def plan_text(t: dict[str, Any]) -> str:
                 f"[{w[0]}, {w[1]}] at inputs {lengths['inputs_length']} (whole examples of few "
                 "sizes reach less: docs/packing.md has the LP bound and measured figures)"
                 if w
-                else "lower the pack factor's targets budget to get the 98% window"
+                else f"no 98% window computed: the example targets budget "
+                f"({pk['example_lengths']['targets_length']}) is above it, so the plans change "
+                f"with T; rerun with -T near {pk['targets_per_input'] * lengths['inputs_length']:.0f}"
             )
         )
     tok = t["tokenizer"]
