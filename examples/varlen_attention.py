@@ -15,11 +15,13 @@ encoder-decoder cross-attention uses the decoder side's ``cu_seqlens`` for the q
 encoder side's for the keys: the ``i``-th sequence of both is the same example. Causal decoder
 self-attention is ``window_size=(-1, 0)``. A decoder-only **prefix-LM** (bidirectional prefix,
 causal rest) is neither full nor causal, so it cannot be expressed with ``cu_seqlens`` alone; use
-the 4-D mask (``denoise_cli.torch_data.packed_attention_bias``) or a ``flex_attention`` block
-mask whose ``mask_mod`` compares ``segment_ids`` and reads ``prefix_mask``.
+a ``flex_attention`` block mask whose ``mask_mod`` compares ``segment_ids`` and reads
+``prefix_mask`` (:func:`flex_prefix_lm`, which skips the blocks across segments), or the dense
+4-D mask (``denoise_cli.torch_data.packed_attention_bias``) for small rows.
 
 This script takes a batch of a packed ``prepare --pack`` output, draws random queries, keys and
-values per token, and computes every attention the layout needs both ways: with
+values per token, and computes every attention the layout needs both ways (decoder-only also the
+prefix-LM with ``flex_attention`` against the 4-D mask): with
 ``scaled_dot_product_attention`` and the 4-D segment masks over the padded rows, and in the varlen
 form (``varlen_attn`` on CUDA; on a CPU, which has no varlen kernel, the same flat tokens and
 ``cu_seqlens`` turned into a block-diagonal mask over the flat token axis, which is what the
@@ -34,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +78,47 @@ def varlen(
         q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=allowed
     )
     return o.transpose(0, 1)
+
+
+def flex_prefix_lm(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    segment_ids: torch.Tensor,
+    prefix_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Packed decoder-only prefix-LM attention with ``flex_attention`` (``[B, H, L, D]``): a
+    token sees the earlier tokens and the prefix of its own segment. Padding queries see
+    everything (their outputs are never used), as in ``packed_attention_bias``."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    def mask_mod(b: torch.Tensor, h: torch.Tensor, qi: torch.Tensor, ki: torch.Tensor) -> Any:
+        same = segment_ids[b, qi] == segment_ids[b, ki]
+        return (same & ((ki <= qi) | (prefix_mask[b, ki] > 0))) | (segment_ids[b, qi] == 0)
+
+    B, _, L, _ = q.shape
+    block = create_block_mask(mask_mod, B, None, L, L, device=str(q.device))
+    with warnings.catch_warnings():
+        # uncompiled flex_attention runs a reference implementation and warns about it; in
+        # training wrap it once: flex = torch.compile(flex_attention)
+        warnings.simplefilter("ignore", UserWarning)
+        out: torch.Tensor = flex_attention(q, k, v, block_mask=block)
+    return out
+
+
+def compare_flex(seg: np.ndarray, prefix: np.ndarray, heads: int, dim: int, device: str) -> float:
+    """Largest difference on real tokens between 4-D-mask SDPA and ``flex_prefix_lm``."""
+    B, L = seg.shape
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, heads, L, dim, generator=g).to(device) for _ in range(3))
+    s = torch.from_numpy(seg).to(device)
+    p = torch.from_numpy(prefix).to(device)
+    dense = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=packed_attention_bias(s, causal=True, prefix_mask=p, dtype=q.dtype)
+    )
+    flex = flex_prefix_lm(q, k, v, s, p)
+    real = (s > 0)[:, None, :, None].expand_as(dense)
+    return float((dense - flex).abs()[real].max())
 
 
 def compare(
@@ -154,6 +199,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             args.device,
         )
         print(f"  {name:42s} max |4-D mask - varlen| on real tokens = {out[name]:.2e}")
+    if ds.manifest["layout"] == "decoder-only":
+        name = "prefix-LM (flex_attention block mask)"
+        out[name] = compare_flex(
+            np.array(b["segment_ids"]),
+            np.array(b["prefix_mask"]),
+            args.heads,
+            args.dim,
+            args.device,
+        )
+        print(f"  {name:42s} max |4-D mask - flex| on real tokens = {out[name]:.2e}")
     return out
 
 

@@ -373,10 +373,11 @@ def test_compare_packed_refuses_a_mismatched_pair(packed_ed: Path, out_do64: Pat
 def test_varlen_form_equals_the_4d_masks(layout: str, packed_ed: Path, packed_do: Path) -> None:
     """examples/varlen_attention.py: attention over the unpadded tokens with ``cu_seqlens``
     (CPU: the flat block-diagonal reference of the varlen kernel) equals SDPA with the 4-D
-    segment masks on every real token, for every attention the layout needs."""
+    segment masks on every real token, for every attention the layout needs; so does the
+    decoder-only prefix-LM through a ``flex_attention`` block mask."""
     pytest.importorskip("torch")
     ex = _example("varlen_attention")
     data = packed_ed if layout == "encoder-decoder" else packed_do
     out = ex.main(["--data", str(data), "--rows", "6", "--device", "cpu"])
-    assert len(out) == (3 if layout == "encoder-decoder" else 2)
+    assert len(out) == 3  # decoder-only: two varlen cases + the flex_attention prefix-LM
     assert all(v < 1e-5 for v in out.values()), out
