@@ -67,6 +67,7 @@ def _config(
     sentinel_template: str,
     epochs: int = 1,
     pack: int = 0,
+    group_size: int = 1024,
 ) -> PrepareConfig:
     if layout not in LAYOUTS:
         from .errors import ConfigError
@@ -87,6 +88,7 @@ def _config(
         max_doc_chars=max_doc_chars,
         epochs=epochs,
         pack_factor=pack,
+        group_size=group_size,
     )
 
 
@@ -131,8 +133,19 @@ def prepare(
         ),
     ] = "arrow",
     shard_size: Annotated[
-        str, typer.Option(help="Rows per shard (e.g. 50000) or bytes (e.g. 256MB).")
+        str,
+        typer.Option(
+            help="Rows per shard (e.g. 50000) or bytes (e.g. 256MB), rounded down to whole "
+            "--group-size groups (at least one). Never changes the examples."
+        ),
     ] = "256MiB",
+    group_size: Annotated[
+        int,
+        typer.Option(
+            help="Rows per random draw group (part of what the examples depend on). A shard holds "
+            "whole groups, so it is at least this many rows whatever --shard-size says."
+        ),
+    ] = 1024,
     text_key: Annotated[
         str, typer.Option(help="JSON key of the text (dotted path allowed).")
     ] = "text",
@@ -238,6 +251,7 @@ def prepare(
             sentinel_template,
             epochs,
             pack,
+            group_size,
         )
         n_shards, s_index = _array_task(num_shards, shard_index)
         if dry_run:

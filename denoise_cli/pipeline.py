@@ -715,7 +715,7 @@ def _make_job(prep: Prepared, out: Path) -> Job:
         out=str(out),
         files=tuple(prep.files),
         rows_per_part=rows_per_part(cfg),
-        group_size=min(cfg.group_size, rows_per_part(cfg)),
+        group_size=cfg.group_size,
         max_segments=_max_segments(prep),
     )
 

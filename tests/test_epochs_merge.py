@@ -33,6 +33,7 @@ def cfg(**kw: object) -> PrepareConfig:
         mixture=load_mixture("ul2"),
         lengths=Lengths("encoder-decoder", 128, 128),
         shard_rows=40,
+        group_size=40,
         **kw,
     )  # type: ignore[arg-type]
 

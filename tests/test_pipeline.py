@@ -111,7 +111,7 @@ def rebuild_raw(row: dict[str, Any], comp: dict[str, Any], manifest: dict[str, A
 @pytest.fixture(scope="module")
 def sample_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PrepareConfig]:
     out = tmp_path_factory.mktemp("sample") / "out"
-    cfg = cfg_for("ul2", shard_rows=64)
+    cfg = cfg_for("ul2", shard_rows=64, group_size=64)
     prepare([str(SAMPLE)], str(out), cfg, workers=1, progress=False)
     return out, cfg
 
@@ -166,7 +166,7 @@ def test_manifest_accounts_for_every_record(sample_out: tuple[Path, PrepareConfi
 
 
 def test_worker_count_and_reruns_are_byte_identical(tmp_path: Path) -> None:
-    cfg = cfg_for("ul2", shard_rows=50)
+    cfg = cfg_for("ul2", shard_rows=50, group_size=50)
     outs = []
     for name, workers in (("w1", 1), ("w2", 2), ("w2b", 2)):
         prepare([str(SAMPLE)], str(tmp_path / name), cfg, workers=workers, progress=False)
@@ -504,3 +504,44 @@ def test_packed_output_holds_exactly_the_unpacked_examples(tmp_path: Path, layou
     # packing wastes fewer slots than one example per row
     real = pb["attention_mask"].sum() + (pb["labels"] != IGNORE_INDEX).sum()
     assert real / (pb["input_ids"].size + pb["labels"].size) > 0.6
+
+
+def example_digest(out: Path) -> tuple[int, str]:
+    """Row count and sha256 of the examples (``input_ids`` then ``labels``, int32 LE)."""
+    ds = open_dataset(out)
+    b = ds[np.arange(len(ds))]
+    h = hashlib.sha256()
+    for k in ("input_ids", "labels"):
+        h.update(np.ascontiguousarray(b[k]).astype("<i4").tobytes())
+    return len(ds), h.hexdigest()
+
+
+# Pinned before the redesign (issue 14): the default ul2 run must keep these exact examples.
+SAMPLE_UL2_DIGEST = (163, "9cd1ab5b81105016c213169cffca23e0182c693a8fd2266b369676164ead1142")
+SHARED_00_GPT2_UL2_DIGEST = (
+    5370,
+    "23fce4fef02e53c59e79817acc926a95c8c927a19eca402132950021fab9a117",
+)
+
+
+@pytest.mark.parametrize("shard", [{}, {"shard_rows": 100}, {"shard_rows": 1}, {"shard_bytes": 1}])
+def test_examples_do_not_depend_on_shard_size(tmp_path: Path, shard: dict[str, int]) -> None:
+    """Storage choices never change the examples: a shard holds whole draw groups."""
+    cfg = cfg_for("ul2", lengths=Lengths("encoder-decoder", 512, 512), **shard)
+    prepare([str(SAMPLE)], tmp_path / "o", cfg, workers=1, progress=False)
+    assert example_digest(tmp_path / "o") == SAMPLE_UL2_DIGEST
+
+
+SHARED_00 = REPO.parent / "shared" / "corpus" / "en-prose" / "00.jsonl.zst"
+SHARED_GPT2 = REPO.parent / "shared" / "tokenizers" / "gpt2" / "tokenizer.json"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_00.is_file(), reason="needs ../shared (real corpus)")
+@pytest.mark.parametrize("shard", [{}, {"shard_rows": 1000}])
+def test_real_shard_examples_are_pinned(tmp_path: Path, shard: dict[str, int]) -> None:
+    cfg = cfg_for("ul2", lengths=Lengths("encoder-decoder", 512, 512), **shard)
+    prepare(
+        [str(SHARED_00)], tmp_path / "o", cfg, tokenizer=str(SHARED_GPT2), workers=1, progress=False
+    )
+    assert example_digest(tmp_path / "o") == SHARED_00_GPT2_UL2_DIGEST

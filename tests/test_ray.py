@@ -47,6 +47,7 @@ def cfg(**kw: Any) -> PrepareConfig:
         mixture=load_mixture("ul2"),
         lengths=Lengths("encoder-decoder", 128, 128),
         shard_rows=64,
+        group_size=64,
         **kw,
     )
 
@@ -348,6 +349,8 @@ def test_cli_engine_ray(ray_address: str, sample_local: Path, tmp_path: Path) ->
             "-T",
             "128",
             "--shard-size",
+            "64",
+            "--group-size",
             "64",
             "--quiet",
         ],

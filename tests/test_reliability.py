@@ -36,6 +36,8 @@ ARGS = [
     T5_TINY,
     "--shard-size",
     "64",
+    "--group-size",
+    "64",
     "--quiet",
 ]
 
