@@ -34,9 +34,15 @@ def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         return base / name
 
     return {
-        "ed": mk("ed", lengths=Lengths("encoder-decoder", 256, 256), shard_rows=100, group_size=100),
+        "ed": mk(
+            "ed", lengths=Lengths("encoder-decoder", 256, 256), shard_rows=100, group_size=100
+        ),
         "pq": mk(
-            "pq", lengths=Lengths("encoder-decoder", 256, 256), shard_rows=100, group_size=100, format="parquet"
+            "pq",
+            lengths=Lengths("encoder-decoder", 256, 256),
+            shard_rows=100,
+            group_size=100,
+            format="parquet",
         ),
         "do": mk("do", lengths=Lengths("decoder-only", seq_length=512), seed=7),
     }
