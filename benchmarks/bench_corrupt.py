@@ -43,7 +43,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from denoise_cli.config import PRESETS, ComponentPlan, Lengths, plan  # noqa: E402
-from denoise_cli.corrupt import SpecialIds, corrupt_mixture, draw_components  # noqa: E402
+from denoise_cli.rows.corrupt import SpecialIds, corrupt_mixture, draw_components  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import reference as ref  # noqa: E402

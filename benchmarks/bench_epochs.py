@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
-from denoise_cli.pipeline import prepare
+from denoise_cli.prepare.run import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 

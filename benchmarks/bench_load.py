@@ -82,7 +82,7 @@ def interleaved(
 
 def prepare_corpus(corpus: Path, out: Path) -> None:
     from denoise_cli.config import Lengths, PrepareConfig, load_mixture
-    from denoise_cli.pipeline import prepare
+    from denoise_cli.prepare.run import prepare
 
     cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=Lengths("encoder-decoder", 512, 512))
     t = time.perf_counter()

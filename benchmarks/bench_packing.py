@@ -46,9 +46,9 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from denoise_cli import packing as P  # noqa: E402
 from denoise_cli.config import PRESETS, ComponentPlan, Lengths, plan  # noqa: E402
-from denoise_cli.corrupt import Rows, SpecialIds, corrupt_mixture, draw_components  # noqa: E402
+from denoise_cli.rows import packing as P  # noqa: E402
+from denoise_cli.rows.corrupt import Rows, SpecialIds, corrupt_mixture, draw_components  # noqa: E402
 
 VOCAB = 32_000
 TARGET = 0.98

@@ -161,8 +161,8 @@ def _bare_worker(
 ) -> None:
     import tokenizers
 
-    from denoise_cli.read import FileStats, find_inputs, iter_batches
-    from denoise_cli.tokenize import load_tokenizer_json
+    from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+    from denoise_cli.source.tokenize import load_tokenizer_json
 
     tok = tokenizers.Tokenizer.from_str(load_tokenizer_json(tokenizer)[0])
     texts: list[list[list[str]]] = []
@@ -224,7 +224,7 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
-    from denoise_cli.pipeline import prepare
+    from denoise_cli.prepare.run import prepare
 
     cfg = _cfg(spec["mixture"])
     rss_before = _status_kb("self", "VmRSS")
@@ -304,8 +304,8 @@ def child_stages(spec: dict[str, Any]) -> dict[str, Any]:
     ``process_file`` runs unchanged; a stage whose name is gone is reported as missing."""
     import tokenizers
 
-    import denoise_cli.pipeline as P
-    from denoise_cli.tokenize import load_tokenizer_json
+    import denoise_cli.prepare.run as P
+    from denoise_cli.source.tokenize import load_tokenizer_json
 
     wall: dict[str, float] = {}
     cpus: dict[str, float] = {}
@@ -451,7 +451,7 @@ def child_stages(spec: dict[str, Any]) -> dict[str, Any]:
     # Tokenizer alone, CPU seconds, on a few batches, alternating the order batch by batch: the
     # bare GPT-2 tokenizer (no added tokens, default flags) vs the pipeline's extended tokenizer
     # (added special tokens, encode_special_tokens=True).
-    from denoise_cli.read import FileStats, find_inputs, iter_batches
+    from denoise_cli.source.read import FileStats, find_inputs, iter_batches
 
     nb = int(spec.get("compare_batches", 3))
     sub = []
@@ -493,7 +493,7 @@ def child_profile(spec: dict[str, Any]) -> dict[str, Any]:
     import io
     import pstats
 
-    from denoise_cli.pipeline import prepare
+    from denoise_cli.prepare.run import prepare
 
     cfg = _cfg(spec["mixture"])
     pr = cProfile.Profile()

@@ -136,7 +136,7 @@ class TreeCPU:
 
 def _run(inputs: list[str], out: Path, engine: str) -> tuple[float, float, int]:
     """(wall seconds, cpu seconds of the process tree, input tokens)."""
-    from denoise_cli.pipeline import prepare
+    from denoise_cli.prepare.run import prepare
 
     shutil.rmtree(out, ignore_errors=True)
     with TreeCPU() as cpu:
@@ -164,7 +164,7 @@ def main() -> int:
     import numpy
     import tokenizers
 
-    from denoise_cli.read import find_inputs
+    from denoise_cli.source.read import find_inputs
 
     files = find_inputs(inputs)
     size = sum(f.size for f in files)

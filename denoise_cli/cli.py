@@ -228,7 +228,8 @@ def prepare(
     ] = False,
 ) -> None:
     """Read json(.zst) shards, tokenize, apply the mixture of denoisers, write shards."""
-    from . import pipeline, report
+    from .check import report
+    from .prepare import run as pipeline
 
     try:
         cfg = _config(
@@ -317,7 +318,7 @@ def merge(
     ] = False,
 ) -> None:
     """Join part outputs into one dataset (byte-identical to a single-machine run)."""
-    from .merge import merge as do_merge
+    from .prepare.merge import merge as do_merge
 
     try:
         m = do_merge(parts, out, copy=copy, allow_partial=allow_partial)
@@ -359,7 +360,8 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print the mixture table with derived raw/input/target lengths, sentinels and padding."""
-    from . import pipeline, report
+    from .check import report
+    from .prepare import run as pipeline
 
     try:
         cfg = _config(
@@ -407,7 +409,7 @@ def stats(
 ) -> None:
     """Rows, tokens, mixture shares, corruption rates, lengths, padding and input accounting
     (reads columns and the manifest; never decodes text)."""
-    from . import stats as stats_mod
+    from .check import stats as stats_mod
 
     try:
         typer.echo(stats_mod.stats_report(outs, as_json=as_json, plot_path=plot))
@@ -451,7 +453,7 @@ def inspect(
     ] = 0,
 ) -> None:
     """Decode rows: inputs and targets side by side, and the original text rebuilt from them."""
-    from . import inspect as inspect_mod
+    from .check import inspect as inspect_mod
 
     use_color = sys.stdout.isatty() if color is None else color
     try:
@@ -486,7 +488,7 @@ def verify(
 ) -> None:
     """Check checksums, schema, every row's structure and the token accounting; exit non-zero
     naming the shard, row and problem."""
-    from . import verify as verify_mod
+    from .check import verify as verify_mod
 
     try:
         rep = verify_mod.verify(out, sources=source, max_problems=max_problems, checksums=checksums)

@@ -568,7 +568,7 @@ class PrepareConfig:
         ``pack_factor`` k a 1/k budget (several examples then share a row)."""
         if not self.pack_factor:
             return self.lengths
-        from .packing import example_lengths
+        from .rows.packing import example_lengths
 
         try:
             return example_lengths(self.lengths, self.pack_factor)
@@ -599,7 +599,7 @@ class PrepareConfig:
 
 
 def _pack_algorithm() -> str:
-    from .packing import ALGORITHM
+    from .rows.packing import ALGORITHM
 
     return ALGORITHM
 

@@ -19,7 +19,8 @@ import pytest
 import reference as ref
 
 from denoise_cli.config import PRESETS, ComponentPlan, Lengths, load_mixture, plan
-from denoise_cli.corrupt import (
+from denoise_cli.errors import ConfigError
+from denoise_cli.rows.corrupt import (
     IGNORE_INDEX,
     Rows,
     SpecialIds,
@@ -29,8 +30,7 @@ from denoise_cli.corrupt import (
     row_widths,
     span_corrupt,
 )
-from denoise_cli.errors import ConfigError
-from denoise_cli.masks import random_prefix_lengths, random_spans_noise_mask
+from denoise_cli.rows.masks import random_prefix_lengths, random_spans_noise_mask
 
 VOCAB = 1000  # text tokens are 0..VOCAB-1
 

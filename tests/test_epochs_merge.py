@@ -12,8 +12,8 @@ import pytest
 
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import ConfigError
-from denoise_cli.merge import merge
-from denoise_cli.pipeline import assign_files, prepare
+from denoise_cli.prepare.merge import merge
+from denoise_cli.prepare.run import assign_files, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "sample"
@@ -89,7 +89,7 @@ def test_epochs_hold_same_tokens_with_fresh_corruption(three_epochs: Path) -> No
 def test_epochs_are_worker_count_independent_and_resumable(
     three_epochs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import denoise_cli.pipeline as pl
+    import denoise_cli.prepare.run as pl
 
     out = tmp_path / "o"
     real = pl.atomic_write_bytes

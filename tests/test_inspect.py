@@ -10,11 +10,11 @@ import pytest
 import zstandard
 from typer.testing import CliRunner
 
+from denoise_cli.check.inspect import inspect_rows, wrap
 from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import ConfigError
-from denoise_cli.inspect import inspect_rows, wrap
-from denoise_cli.pipeline import prepare
+from denoise_cli.prepare.run import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE = ROOT / "examples" / "sample" / "en-prose-00.jsonl.zst"

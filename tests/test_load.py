@@ -23,7 +23,7 @@ from denoise_cli import DenoiseDataset, open_dataset
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import OutputError
 from denoise_cli.load import PAD_FILL, epoch_batches, epoch_order
-from denoise_cli.pipeline import prepare
+from denoise_cli.prepare.run import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "sample"

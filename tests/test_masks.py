@@ -16,7 +16,11 @@ import pytest
 import reference as ref
 
 from denoise_cli.config import s_prefix_min, span_counts
-from denoise_cli.masks import random_prefix_lengths, random_segment_starts, random_spans_noise_mask
+from denoise_cli.rows.masks import (
+    random_prefix_lengths,
+    random_segment_starts,
+    random_spans_noise_mask,
+)
 
 ALPHA = 1e-4  # fixed seeds: a correct sampler fails one of these with probability ~1e-4 each
 
@@ -362,7 +366,7 @@ def test_prefix_lengths_determinism() -> None:
 def test_segment_starts_exact_even_with_tied_keys() -> None:
     """Tied float keys (practically impossible with float64) take the argpartition fallback:
     still exactly k segments per row."""
-    from denoise_cli.masks import random_segment_starts
+    from denoise_cli.rows.masks import random_segment_starts
 
     class Coarse:
         def __init__(self) -> None:

@@ -16,20 +16,20 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from denoise_cli.cli import app
-from denoise_cli.config import Lengths, PrepareConfig, load_mixture
-from denoise_cli.errors import VerifyError
-from denoise_cli.inspect import inspect_rows
-from denoise_cli.load import batch_arrays
-from denoise_cli.pipeline import prepare
-from denoise_cli.stats import compute
-from denoise_cli.verify import (
+from denoise_cli.check.inspect import inspect_rows
+from denoise_cli.check.stats import compute
+from denoise_cli.check.verify import (
     OutputSpec,
     open_shard,
     packed_checks,
     unpacked_view,
     verify,
 )
+from denoise_cli.cli import app
+from denoise_cli.config import Lengths, PrepareConfig, load_mixture
+from denoise_cli.errors import VerifyError
+from denoise_cli.load import batch_arrays
+from denoise_cli.prepare.run import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE = ROOT / "examples" / "sample" / "en-prose-00.jsonl.zst"
@@ -268,7 +268,7 @@ def test_source_refuses_rows_packed_by_another_algorithm(
     """Which examples share a row depends on the packing algorithm: ``--source`` cannot
     regenerate rows packed by another one (or by a version that did not record it) and says so
     instead of reporting every row as different. The structural checks still run."""
-    from denoise_cli.packing import ALGORITHM
+    from denoise_cli.rows.packing import ALGORITHM
 
     out = _copy(outs["ed"], tmp_path)
     m = _manifest(out)
@@ -369,7 +369,7 @@ def test_plan_pack_matches_the_packed_output(outs: dict[str, Path]) -> None:
     efficiency) and, encoder-decoder, the targets lengths where the bound allows 98% on both
     sides."""
     from denoise_cli.config import plan
-    from denoise_cli.packing import targets_length_window
+    from denoise_cli.rows.packing import targets_length_window
 
     m = _manifest(outs["ed"])
     args = ["plan", "--mixture", "ul2", "-I", "256", "-T", "160", "--pack", "4"]

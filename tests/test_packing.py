@@ -15,10 +15,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from denoise_cli import packing as P
 from denoise_cli.config import PRESETS, Lengths, expected_efficiency, plan
-from denoise_cli.corrupt import IGNORE_INDEX, Rows, SpecialIds, corrupt_mixture, draw_components
 from denoise_cli.load import batch_arrays
+from denoise_cli.rows import packing as P
+from denoise_cli.rows.corrupt import (
+    IGNORE_INDEX,
+    Rows,
+    SpecialIds,
+    corrupt_mixture,
+    draw_components,
+)
 
 VOCAB = 1000
 SPECIAL = SpecialIds(

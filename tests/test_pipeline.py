@@ -16,12 +16,12 @@ import zstandard
 
 from denoise_cli import open_dataset
 from denoise_cli.config import Lengths, Mixture, PrepareConfig, TokenConfig, load_mixture
-from denoise_cli.corrupt import IGNORE_INDEX
 from denoise_cli.errors import ConfigError, InputError, OutputError
-from denoise_cli.pack import join_documents
-from denoise_cli.pipeline import prepare
-from denoise_cli.read import FileStats, find_inputs, iter_batches
-from denoise_cli.tokenize import Encoder
+from denoise_cli.prepare.run import prepare
+from denoise_cli.rows.chunk import join_documents
+from denoise_cli.rows.corrupt import IGNORE_INDEX
+from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+from denoise_cli.source.tokenize import Encoder
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "sample"
@@ -185,8 +185,8 @@ def test_packed_output_is_worker_count_independent_and_resumable(
     """--pack: the rows (which examples share a row, in which order) are a pure function of each
     group, so 1 or 2 workers and a run killed between parts and resumed give the same bytes; a
     resume with a denoise that packs differently is refused as config drift."""
-    import denoise_cli.packing as packing
-    import denoise_cli.pipeline as pl
+    import denoise_cli.prepare.run as pl
+    import denoise_cli.rows.packing as packing
 
     cfg = replace(
         cfg_for("ul2", shard_rows=16, group_size=64),
@@ -239,7 +239,7 @@ def test_interrupted_run_resumes_without_gaps_or_duplicates(
     cfg = cfg_for("ul2", shard_rows=16, group_size=16)
     ref = tmp_path / "ref"
     prepare([str(SAMPLE)], str(ref), cfg, workers=1, progress=False)
-    import denoise_cli.pipeline as pl
+    import denoise_cli.prepare.run as pl
 
     real = pl.atomic_write_bytes
     for kill_after in (1, 3, 6, 10):
@@ -465,7 +465,7 @@ def test_mixture_is_never_an_or_of_masks(tmp_path: Path) -> None:
 def test_packed_output_holds_exactly_the_unpacked_examples(tmp_path: Path, layout: str) -> None:
     """--pack k writes the same examples as an unpacked run at the 1/k example budget (same
     seed, same draws), several per row: unpacking them gives the unpacked rows back."""
-    from denoise_cli.packing import unpack_rows
+    from denoise_cli.rows.packing import unpack_rows
 
     if layout == "encoder-decoder":
         rows_len, ex_len = Lengths(layout, 256, 160), Lengths(layout, 64, 64)

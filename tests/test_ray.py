@@ -22,7 +22,7 @@ import zstandard
 
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import ConfigError, InputError, OutputError, WorkerError
-from denoise_cli.pipeline import prepare
+from denoise_cli.prepare.run import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "sample"
@@ -117,7 +117,7 @@ def test_ray_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_connect_starts_or_joins_the_right_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     """Which ``ray.init`` call each setting makes (a stand-in for ray; no cluster needed)."""
-    from denoise_cli import ray_engine
+    from denoise_cli.engines import ray as ray_engine
 
     class FakeRay:
         def __init__(self, initialized: bool = False, fail: bool = False) -> None:
@@ -188,7 +188,7 @@ def test_corpus_ray_equals_local_and_reports_progress(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from denoise_cli import pipeline
+    from denoise_cli.prepare import run as pipeline
 
     inp, ref = corpus
     out = tmp_path / "ray"
@@ -200,7 +200,7 @@ def test_corpus_ray_equals_local_and_reports_progress(
             super().update(docs, tokens, nbytes)
 
     monkeypatch.setattr(pipeline, "_Progress", Rec)
-    caplog.set_level(logging.DEBUG, logger="denoise_cli.ray_engine")
+    caplog.set_level(logging.DEBUG, logger="denoise_cli.engines.ray")
     m = prepare([str(inp)], str(out), cfg(), tokenizer=T5_TINY, engine="ray", progress=False)
     assert tree_digest(out) == tree_digest(ref)
     assert not list(out.rglob(".tmp-*"))
@@ -255,9 +255,9 @@ def test_killed_worker_is_retried_and_resumes(
             time.sleep(0.005)
 
     h = Grab(level=logging.DEBUG)
-    lg = logging.getLogger("denoise_cli.ray_engine")
+    lg = logging.getLogger("denoise_cli.engines.ray")
     lg.addHandler(h)
-    caplog.set_level(logging.DEBUG, logger="denoise_cli.ray_engine")
+    caplog.set_level(logging.DEBUG, logger="denoise_cli.engines.ray")
     th = threading.Thread(target=killer, daemon=True)
     th.start()
     try:
@@ -303,8 +303,8 @@ def test_task_errors_map_to_denoise_errors(ray_address: str, tmp_path: Path) -> 
     is re-raised as itself; a task whose worker keeps dying becomes WorkerError."""
     import ray
 
-    from denoise_cli import ray_engine
-    from denoise_cli.pipeline import _make_job, resolve
+    from denoise_cli.engines import ray as ray_engine
+    from denoise_cli.prepare.run import _make_job, resolve
 
     job = _make_job(resolve(cfg(), [str(SAMPLE)], None), tmp_path)
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import zstandard
 
-import denoise_cli.read as R
+import denoise_cli.source.read as R
 from denoise_cli.errors import ConfigError, InputError
-from denoise_cli.read import DocBatch, FileStats, InputFile, find_inputs, iter_batches
+from denoise_cli.source.read import DocBatch, FileStats, InputFile, find_inputs, iter_batches
 
 # --------------------------------------------------------------------------- helpers
 

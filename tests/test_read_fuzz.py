@@ -16,9 +16,9 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import denoise_cli.read as R
+import denoise_cli.source.read as R
 from denoise_cli.errors import InputError
-from denoise_cli.read import FileStats, InputFile, iter_batches
+from denoise_cli.source.read import FileStats, InputFile, iter_batches
 
 SETTINGS = settings(
     max_examples=200,

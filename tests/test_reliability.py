@@ -21,7 +21,7 @@ import zstandard
 
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import OutputError
-from denoise_cli.pipeline import _locked, prepare
+from denoise_cli.prepare.run import _locked, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 T5_TINY = str(REPO / "tests" / "data" / "t5-tiny-tokenizer.json")

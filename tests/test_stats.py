@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from denoise_cli import open_dataset
+from denoise_cli.check.stats import Stats, collect, compute, hist_quantiles, render
 from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
-from denoise_cli.pipeline import prepare
-from denoise_cli.stats import Stats, collect, compute, hist_quantiles, render
+from denoise_cli.prepare.run import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample"

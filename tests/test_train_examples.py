@@ -22,7 +22,7 @@ import pytest
 
 from denoise_cli import open_dataset
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
-from denoise_cli.pipeline import prepare
+from denoise_cli.prepare.run import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -219,7 +219,7 @@ def out_do64(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _packed_and_unpacked_batches(data: Path, packed_cols: tuple[str, ...], rows: int) -> Any:
     """The first ``rows`` packed rows as a tensor batch, and the same examples unpacked (as
     ``corrupt_mixture`` made them, at the example lengths) as a second batch."""
-    from denoise_cli import packing
+    from denoise_cli.rows import packing as packing
     from denoise_cli.torch_data import to_tensors
 
     ds = open_dataset(data)
@@ -305,7 +305,7 @@ def test_packed_attention_bias_matches_numpy_segment_mask(packed_ed: Path, packe
     let through so that no softmax row is empty), and the per-segment shift equals
     ``packing.decoder_input_ids``."""
     torch = pytest.importorskip("torch")
-    from denoise_cli import packing
+    from denoise_cli.rows import packing as packing
     from denoise_cli.torch_data import packed_attention_bias, shift_right_within_segments
 
     # writable copies of the memory-mapped views, for torch.from_numpy

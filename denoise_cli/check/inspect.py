@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, OutputError
-from .load import batch_arrays
+from ..errors import ConfigError, OutputError
+from ..load.dataset import batch_arrays
 from .verify import (
     EOS,
     MODE,

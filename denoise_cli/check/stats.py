@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, OutputError
-from .load import batch_arrays, read_manifest
+from ..errors import ConfigError, OutputError
+from ..load.dataset import batch_arrays, read_manifest
 from .report import table
 from .verify import SENT0, OutputSpec, epoch_outputs, open_shard, unpacked_view
 

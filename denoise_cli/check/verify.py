@@ -82,8 +82,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import OutputError, VerifyError
-from .load import MANIFEST, batch_arrays, read_manifest
+from ..errors import OutputError, VerifyError
+from ..load.dataset import MANIFEST, batch_arrays, read_manifest
 
 IGNORE = -100
 
@@ -196,7 +196,7 @@ class OutputSpec:
         pk = m.get("packing")
         if not pk:
             return cls(str(m["layout"]), wi, wt, vocab, eos, pad, sent, tuple(comps), names, lut)
-        from .corrupt import row_widths
+        from ..rows.corrupt import row_widths
 
         ex = lengths_from(pk["example_lengths"])
         ewi, ewt = row_widths(ex)
@@ -220,7 +220,7 @@ class OutputSpec:
 
 def lengths_from(d: dict[str, Any]) -> Any:
     """A :class:`~denoise_cli.config.Lengths` from its manifest dict."""
-    from .config import Lengths
+    from ..config import Lengths
 
     return Lengths(
         d["layout"],
@@ -239,7 +239,7 @@ def unpacked_view(a: dict[str, np.ndarray], spec: OutputSpec) -> dict[str, np.nd
     ``token_offset`` / ``source_file`` from the ``segment_*`` columns), in (row, segment) order,
     with ``packed_row`` (index in the batch) and ``segment`` (0-based) of every example. The rows
     must be well formed (:func:`packed_checks`)."""
-    from .packing import unpack_rows
+    from ..rows.packing import unpack_rows
 
     ns = a["num_segments"].astype(np.int64)
     K = a["segment_denoiser"].shape[1]
@@ -459,11 +459,11 @@ def packed_checks(
 
 
 def shard_schema(m: dict[str, Any]) -> pa.Schema:
-    from .write import schema
+    from ..output.shards import schema
 
     lengths = lengths_from(m["lengths"])
     if m.get("packing"):
-        from .packing import packed_schema
+        from ..rows.packing import packed_schema
 
         return packed_schema(lengths, int(m["packing"]["max_segments"]))
     return schema(lengths)
@@ -1477,7 +1477,7 @@ class _RowCursor:
 
 
 def _config_from_manifest(m: dict[str, Any]) -> Any:
-    from .config import Denoiser, Lengths, Mixture, plan
+    from ..config import Denoiser, Lengths, Mixture, plan
 
     mx = m["config"]["mixture"]
     dens = tuple(
@@ -1507,11 +1507,11 @@ def _check_sources(
     rep: VerifyReport,
     ok_rows: dict[str, np.ndarray],
 ) -> None:
-    from .corrupt import SpecialIds
-    from .errors import DenoiseError
-    from .pack import Packer, file_key, join_documents
-    from .read import FileStats, find_inputs, iter_batches
-    from .tokenize import Encoder
+    from ..errors import DenoiseError
+    from ..rows.chunk import Packer, file_key, join_documents
+    from ..rows.corrupt import SpecialIds
+    from ..source.read import FileStats, find_inputs, iter_batches
+    from ..source.tokenize import Encoder
 
     try:
         inputs = find_inputs(list(sources))
@@ -1521,7 +1521,7 @@ def _check_sources(
     mix, lengths, plans = _config_from_manifest(m)
     pk = m.get("packing")
     if pk:
-        from .packing import ALGORITHM
+        from ..rows.packing import ALGORITHM
 
         used = pk.get("algorithm", "first-fit-v1")
         if used != ALGORITHM:
@@ -1683,7 +1683,7 @@ class _Regen:
 
     def compare(self, grp: Any, cursor: _RowCursor, st: _FileChain) -> None:
         """``st.rows``: rows compared so far; ``st.offset`` set to 1 once the shards ran short."""
-        from .corrupt import corrupt_mixture
+        from ..rows.corrupt import corrupt_mixture
 
         if st.offset:
             return
@@ -1828,8 +1828,8 @@ class _Regen:
         ``packing.pack_rows`` (a pure function of the group) and compare the packed rows bit for
         bit; the drawn components, offsets and rebuilt chunks are compared first, per example,
         for precise messages."""
-        from .corrupt import corrupt_mixture
-        from .packing import pack_rows
+        from ..rows.corrupt import corrupt_mixture
+        from ..rows.packing import pack_rows
 
         spec, probs, name = self.spec, self.probs, st.where
         g = len(grp.starts)

@@ -35,9 +35,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DenoiseError, WorkerError
-from .pipeline import STATE_DIR, Job, _Progress, process_file
-from .write import TMP_PREFIX
+from ..errors import ConfigError, DenoiseError, WorkerError
+from ..output.shards import TMP_PREFIX
+from ..prepare.run import STATE_DIR, Job, _Progress, process_file
 
 MAX_RETRIES = 3
 REPORT_EVERY_S = 0.25

@@ -32,7 +32,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import OutputError
+from ..errors import OutputError
 
 MANIFEST = "denoise.json"
 

@@ -69,7 +69,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without torch
         "works without it."
     ) from _e
 
-from .load import DenoiseDataset, epoch_batches, open_dataset, read_manifest
+from .dataset import DenoiseDataset, epoch_batches, open_dataset, read_manifest
 
 Batch = dict[str, torch.Tensor]
 

@@ -37,8 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import Lengths
-from .corrupt import Rows, row_widths
+from ..config import Lengths
+from ..rows.corrupt import Rows, row_widths
 
 TMP_PREFIX = ".tmp-"
 

@@ -20,9 +20,10 @@ from typing import Any
 
 import orjson
 
-from .errors import ConfigError, OutputError
-from .load import read_manifest
-from .pipeline import (
+from ..errors import ConfigError, OutputError
+from ..load.dataset import read_manifest
+from ..output.shards import atomic_write_bytes, fsync_dir
+from .run import (
     MANIFEST,
     STATE_DIR,
     _diff,
@@ -32,7 +33,6 @@ from .pipeline import (
     totals_from_files,
     write_epoch_files,
 )
-from .write import atomic_write_bytes, fsync_dir
 
 
 def _identity(part: Path) -> dict[str, Any]:

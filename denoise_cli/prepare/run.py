@@ -38,14 +38,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import __version__
-from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
-from .corrupt import SpecialIds, corrupt_mixture, row_widths
-from .errors import ConfigError, OutputError, WorkerError
-from .pack import Group, Packer, PackerState, file_key, join_documents
-from .read import FileStats, InputFile, find_inputs, iter_batches
-from .tokenize import Encoder, TokenizerInfo, build_tokenizer
-from .write import (
+from .. import __version__
+from ..config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
+from ..errors import ConfigError, OutputError, WorkerError
+from ..output.shards import (
     TMP_PREFIX,
     ShardWriter,
     atomic_save_npy,
@@ -54,6 +50,10 @@ from .write import (
     hf_dataset_files,
     record_batch,
 )
+from ..rows.chunk import Group, Packer, PackerState, file_key, join_documents
+from ..rows.corrupt import SpecialIds, corrupt_mixture, row_widths
+from ..source.read import FileStats, InputFile, find_inputs, iter_batches
+from ..source.tokenize import Encoder, TokenizerInfo, build_tokenizer
 
 MANIFEST = "denoise.json"
 STATE_DIR = ".denoise"
@@ -220,7 +220,7 @@ class _EpochStream:
         )
         n = len(grp.starts)
         if job.max_segments:
-            from . import packing
+            from ..rows import packing
 
             packed = packing.pack_rows(
                 rows,
@@ -430,7 +430,7 @@ def _packing_plan(prep: Prepared) -> dict[str, Any] | None:
     cfg = prep.cfg
     if not cfg.pack_factor:
         return None
-    from . import packing
+    from ..rows import packing
 
     ex = cfg.example_lengths
     out: dict[str, Any] = {
@@ -568,7 +568,7 @@ def _mp_context() -> Any:
     ctx = mp.get_context("forkserver")
     # workers fork from a server that has already imported numpy/pyarrow/tokenizers and this
     # package: ~0.3 s less start-up per worker (benchmarks/README_prepare.md)
-    ctx.set_forkserver_preload(["denoise_cli.pipeline"])
+    ctx.set_forkserver_preload(["denoise_cli.prepare.run"])
     return ctx
 
 
@@ -687,7 +687,7 @@ def prepare(
             bar = _Progress(sum(prep.files[i].size for i in todo), len(todo), progress)
             try:
                 if engine == "ray":
-                    from .ray_engine import run_files_ray
+                    from ..engines.ray import run_files_ray
 
                     run_files_ray(job, todo, bar, address=ray_address, workers=workers)
                 else:
@@ -725,7 +725,7 @@ def _expected_efficiency(prep: Prepared) -> dict[str, float]:
     the measured figure is in ``denoise stats``)."""
     if not prep.cfg.pack_factor:
         return expected_efficiency(prep.plans, prep.cfg.lengths)
-    from .packing import efficiency_bound
+    from ..rows.packing import efficiency_bound
 
     return {
         f"packed_bound_{k}": v for k, v in efficiency_bound(prep.plans, prep.cfg.lengths).items()
@@ -735,7 +735,7 @@ def _expected_efficiency(prep: Prepared) -> dict[str, float]:
 def _max_segments(prep: Prepared) -> int:
     if not prep.cfg.pack_factor:
         return 0
-    from .packing import max_segments
+    from ..rows.packing import max_segments
 
     return max_segments(prep.plans, prep.cfg.lengths)
 

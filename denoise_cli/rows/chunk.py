@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ComponentPlan
+from ..config import ComponentPlan
 from .corrupt import draw_components
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import ComponentPlan, Lengths
+from ..config import ComponentPlan, Lengths
 from .masks import random_prefix_lengths, random_spans_noise_mask
 
 IGNORE_INDEX = -100

@@ -112,9 +112,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .config import ComponentPlan, Layout, Lengths
+from ..config import ComponentPlan, Layout, Lengths
+from ..output.shards import _fixed, _prim
 from .corrupt import IGNORE_INDEX, Rows, row_widths
-from .write import _fixed, _prim
 
 NO_SEGMENT = -1  # padding of the per-segment metadata lists
 DEFAULT_WINDOW = 32  # open rows first fit looks at

@@ -98,7 +98,7 @@ from typing import IO, Any, Literal, cast
 import orjson
 import zstandard
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 Compression = Literal["zst", "gz", "none"]
 

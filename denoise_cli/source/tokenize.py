@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import Mixture, TokenConfig
-from .corrupt import SpecialIds
-from .errors import ConfigError
+from ..config import Mixture, TokenConfig
+from ..errors import ConfigError
+from ..rows.corrupt import SpecialIds
 
 DEFAULT_TOKENIZER = "gpt2"
 EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>", "[SEP]")

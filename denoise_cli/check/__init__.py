@@ -1,0 +1,1 @@
+"""Reading an output back: verify, row checks, stats, inspect, reports (see docs/architecture.md)."""

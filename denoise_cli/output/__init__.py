@@ -1,0 +1,2 @@
+"""The on-disk format: the only code that knows paths, column names and manifest keys (see
+docs/architecture.md)."""

@@ -1,0 +1,2 @@
+"""Token stream -> model rows, pure numpy: chunking, the denoisers, packing (see
+docs/architecture.md)."""
