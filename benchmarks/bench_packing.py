@@ -46,7 +46,16 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from denoise_cli.config import PRESETS, ComponentPlan, Lengths, plan  # noqa: E402
+from denoise_cli.config import PRESETS, Lengths, example_lengths  # noqa: E402
+from denoise_cli.output import schema as S  # noqa: E402
+from denoise_cli.plan import (  # noqa: E402
+    ComponentPlan,
+    efficiency_bound,
+    max_segments,
+    mixture_ratio,
+    plan,
+    targets_length_window,
+)
 from denoise_cli.rows import packing as P  # noqa: E402
 from denoise_cli.rows.corrupt import Rows, SpecialIds, corrupt_mixture, draw_components  # noqa: E402
 
@@ -139,7 +148,7 @@ def mixing(segment_denoiser: np.ndarray, comps: np.ndarray) -> tuple[float, floa
 
 
 def pack_all(c: Corrupted, lengths: Lengths, window: int, arrow: bool = True) -> dict[str, Any]:
-    K = P.max_segments(c.plans, lengths)
+    K = max_segments(c.plans, lengths)
     rows_total, si, st, cpu, cpu_arrow = 0, 0, 0, 0.0, 0.0
     distinct, expected = 0.0, 0.0
     for rows, comps, offsets in c.groups:
@@ -150,7 +159,7 @@ def pack_all(c: Corrupted, lengths: Lengths, window: int, arrow: bool = True) ->
                              improve=IMPROVE[0])  # fmt: skip
         t1 = time.process_time()
         if arrow:
-            P.packed_record_batch(packed, lengths, source_file=0)
+            S.packed_record_batch(packed, lengths, source_file=0)
         cpu += t1 - t0
         cpu_arrow += time.process_time() - t1
         rows_total += packed.num_rows
@@ -237,8 +246,8 @@ def enc_dec_report(stream: np.ndarray, preset: str, args: argparse.Namespace) ->
     print(f"\n## {preset}: encoder-decoder I={I} T={args.targets_length}\n")
     un = corrupt_stream(stream, preset, L, args.group, args.seed)
     ue = unpacked_efficiency(un, L)
-    rho_full = P.mixture_ratio(un.plans)
-    bound = P.efficiency_bound(un.plans, L)
+    rho_full = mixture_ratio(un.plans)
+    bound = efficiency_bound(un.plans, L)
     cols = ["what", "rows", "ex/row", "inputs", "targets", "overall", "mix", "pack ms/1M"]
     header([*cols, "corrupt ms/1M"])
     row(["unpacked (plan at I, T)", str(ue["rows"]), "1.00", pct(ue["inputs"]), pct(ue["targets"]),
@@ -246,17 +255,17 @@ def enc_dec_report(stream: np.ndarray, preset: str, args: argparse.Namespace) ->
     cache: dict[tuple[int, int], Corrupted] = {}
     rhos = {}
     for f in args.factors:
-        exL = P.example_lengths(L, f)
+        exL = example_lengths(L, f)
         c = cache.setdefault((exL.inputs_length, exL.targets_length),
                              corrupt_stream(stream, preset, exL, args.group, args.seed))  # fmt: skip
         e = pack_all(c, L, args.window)
-        rhos[f] = P.mixture_ratio(c.plans)
+        rhos[f] = mixture_ratio(c.plans)
         row([f"packed, factor {f} (examples {exL.inputs_length}/{exL.targets_length}, K={e['K']})",
              str(e["rows"]), f"{e['per_row']:.2f}", pct(e["inputs"]), pct(e["targets"]),
              pct(e["overall"]), f"{e['mix']:.2f}",
              f"{e['pack_ms']:.1f} (+{e['arrow_ms']:.1f} arrow)", f"{e['corrupt_ms']:.1f}"])  # fmt: skip
     print()
-    lo, hi = P.targets_length_window(un.plans, I, TARGET)
+    lo, hi = targets_length_window(un.plans, I, TARGET)
     print(f"ratio argument: rho = E[targets]/E[inputs] = {rho_full:.4f} (plan at I=T={I}); "
           + ", ".join(f"factor {f}: {r:.4f}" for f, r in rhos.items()))  # fmt: skip
     print(f"  packing fills at most the encoder, so at I={I}, T={args.targets_length}: inputs <= "
@@ -279,20 +288,20 @@ def enc_dec_report(stream: np.ndarray, preset: str, args: argparse.Namespace) ->
     header(["factor", "T", "unpacked in/tg/all", "ratio bound all", "packed inputs", "packed targets",
             "packed overall", "pack ms/1M"])  # fmt: skip
     for f in args.sweep_factors:
-        r = rhos.get(f) or P.mixture_ratio(plan(PRESETS[preset], P.example_lengths(L, f)))
+        r = rhos.get(f) or mixture_ratio(plan(PRESETS[preset], example_lengths(L, f)))
         center = r * I
         Ts = sorted({int(8 * round(x / 8)) for x in np.linspace(0.94 * center, 1.25 * center, 9)})
         Ts = [t for t in Ts if t >= 4]
         results = []
         for T in Ts:
             LT = Lengths("encoder-decoder", I, T)
-            exL = P.example_lengths(LT, f)
+            exL = example_lengths(LT, f)
             key = (exL.inputs_length, exL.targets_length)
             if key not in cache:
                 cache[key] = corrupt_stream(stream, preset, exL, args.group, args.seed)
             e = pack_all(cache[key], LT, args.window, arrow=False)
             u = unpacked_efficiency(corrupt_stream(stream, preset, LT, args.group, args.seed), LT)
-            b = P.efficiency_bound(cache[key].plans, LT)
+            b = efficiency_bound(cache[key].plans, LT)
             results.append((T, e, u, b))
         best_all = max(results, key=lambda z: z[1]["overall"])[0]
         best_min = max(results, key=lambda z: min(z[1]["inputs"], z[1]["targets"]))[0]
@@ -319,7 +328,7 @@ def lp_report(
 ) -> bool:
     """Print the LP bound of the first group at (factor f, I, T) next to this packer's rows."""
     LT = Lengths("encoder-decoder", I, T)
-    exL = P.example_lengths(LT, f)
+    exL = example_lengths(LT, f)
     key = (exL.inputs_length, exL.targets_length)
     if key not in cache:
         cache[key] = corrupt_stream(stream, preset, exL, args.group, args.seed)
@@ -331,7 +340,7 @@ def lp_report(
     if rows_lp is None:
         print("  (LP bound skipped: scipy is not importable)")
         return False
-    packed = P.pack_rows(rows0, LT, pad_id=c.special.pad, max_segs=P.max_segments(c.plans, LT),
+    packed = P.pack_rows(rows0, LT, pad_id=c.special.pad, max_segs=max_segments(c.plans, LT),
                          denoiser=comps0, example_index=np.arange(len(a)),
                          token_offset=offs0, improve=IMPROVE[0])  # fmt: skip
     R = packed.num_rows
@@ -364,7 +373,7 @@ def dec_only_report(stream: np.ndarray, preset: str, args: argparse.Namespace) -
     row(["unpacked (plan at S)", str(ue["rows"]), "1.00", pct(ue["overall"]), pct(ue["loss"]), "-", "-",
          f"{1e9 * un.corrupt_cpu / un.raw_tokens:.1f}"])  # fmt: skip
     for f in args.factors:
-        exL = P.example_lengths(L, f)
+        exL = example_lengths(L, f)
         c = corrupt_stream(stream, preset, exL, args.group, args.seed)
         e = pack_all(c, L, args.window)
         row([f"packed, factor {f} (examples {exL.seq_length}, K={e['K']})", str(e["rows"]),
@@ -378,7 +387,7 @@ def window_report(stream: np.ndarray, args: argparse.Namespace) -> None:
     header(["T", "window", "overall", "pack ms/1M"])
     for T in (args.targets_length, 304):
         L = Lengths("encoder-decoder", args.inputs_length, T)
-        c = corrupt_stream(stream, "ul2", P.example_lengths(L, 4), args.group, args.seed)
+        c = corrupt_stream(stream, "ul2", example_lengths(L, 4), args.group, args.seed)
         for w in (1, 4, 16, 32, 128):
             e = pack_all(c, L, w, arrow=False)
             row([str(T), str(w), pct(e["overall"]), f"{e['pack_ms']:.1f}"])
@@ -436,7 +445,7 @@ def main() -> None:
         for spec in args.points:
             preset, f, T = spec.split(":")
             LT = Lengths("encoder-decoder", args.inputs_length, int(T))
-            c = corrupt_stream(stream, preset, P.example_lengths(LT, int(f)), args.group, args.seed)
+            c = corrupt_stream(stream, preset, example_lengths(LT, int(f)), args.group, args.seed)
             e = pack_all(c, LT, args.window, arrow=False)
             row([preset, f, T, str(e["rows"]), pct(e["inputs"]), pct(e["targets"]),
                  pct(e["overall"]), f"{e['mix']:.2f}", f"{e['pack_ms']:.1f}"])  # fmt: skip

@@ -426,7 +426,7 @@ def child_stages(spec: dict[str, Any]) -> dict[str, Any]:
     patch("iter_batches", lambda f: lambda *a, **k: timed_gen("read", f(*a, **k)))
     patch("Encoder", make_encoder)
     patch("join_documents", lambda f: timed_fn("join", f))
-    patch("Packer", make_packer)
+    patch("Chunker", make_packer)
     patch("corrupt_mixture", lambda f: timed_fn("corrupt", f))
     patch("record_batch", lambda f: timed_fn("arrow", f))
     patch("ShardWriter", make_writer)
@@ -941,7 +941,7 @@ def main() -> None:
             ("encode_rust", "tokenize: encode_batch_fast (Rust)  Encoder.encode"),
             ("encode_post", "tokenize: Encodings -> int32, isin  Encoder.encode"),
             ("join", "join documents (+EOS)               pack.join_documents"),
-            ("pack", "pack into groups                    Packer.push/finish"),
+            ("pack", "pack into groups                    Chunker.push/finish"),
             ("corrupt", "corrupt: masks, rows                corrupt.corrupt_mixture"),
             ("arrow", "Arrow record batch                  write.record_batch"),
             ("write", "IPC stream write + sha256           ShardWriter.write"),

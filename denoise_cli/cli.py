@@ -229,7 +229,8 @@ def prepare(
 ) -> None:
     """Read json(.zst) shards, tokenize, apply the mixture of denoisers, write shards."""
     from .check import report
-    from .prepare import run as pipeline
+    from .prepare.job import plan_table, resolve
+    from .prepare.run import prepare as run_prepare
 
     try:
         cfg = _config(
@@ -256,10 +257,10 @@ def prepare(
         )
         n_shards, s_index = _array_task(num_shards, shard_index)
         if dry_run:
-            prep = pipeline.resolve(cfg, inputs, tokenizer)
-            _emit_plan(pipeline.plan_table(prep), as_json, report)
+            prep = resolve(cfg, inputs, tokenizer)
+            _emit_plan(plan_table(prep), as_json, report)
             return
-        manifest = pipeline.prepare(
+        manifest = run_prepare(
             inputs,
             out,
             cfg,
@@ -361,7 +362,7 @@ def plan(
 ) -> None:
     """Print the mixture table with derived raw/input/target lengths, sentinels and padding."""
     from .check import report
-    from .prepare import run as pipeline
+    from .prepare.job import plan_table, resolve
 
     try:
         cfg = _config(
@@ -384,7 +385,7 @@ def plan(
             sentinel_template,
             pack=pack,
         )
-        _emit_plan(pipeline.plan_table(pipeline.resolve(cfg, None, tokenizer)), as_json, report)
+        _emit_plan(plan_table(resolve(cfg, None, tokenizer)), as_json, report)
     except DenoiseError as e:
         _fail(e)
 

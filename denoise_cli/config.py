@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +43,11 @@ Kind = Literal["R", "X", "S"]
 Layout = Literal["encoder-decoder", "decoder-only"]
 LAYOUTS: tuple[Layout, ...] = ("encoder-decoder", "decoder-only")
 DEFAULT_MODE_TOKENS: dict[str, str] = {"R": "[NLU]", "X": "[NLG]", "S": "[S2S]"}
+#: Names the row assignment (which examples share a row). Recorded in the manifest and in the
+#: config fingerprint: a resume or ``verify --source`` with a different algorithm would not
+#: regenerate the same rows, so it is refused. Change it whenever ``rows.packing.assign_rows`` changes.
+#: Outputs without it were packed by "first-fit-v1" (first fit only, denoise <= 0.x).
+PACK_ALGORITHM = "first-fit+eject+mix-v2"
 
 
 def _fmt(x: float) -> str:
@@ -138,6 +143,26 @@ class Mixture:
             if t not in out:
                 out.append(t)
         return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Mixture:
+        """The inverse of :meth:`to_dict` (derived keys such as probabilities are ignored)."""
+        dens = tuple(
+            Denoiser(
+                x["kind"],
+                rate=float(x["rate"]),
+                mean_span=float(x.get("mean_span", 0.0)),
+                weight=float(x["weight"]),
+                mode_token=x.get("mode_token"),
+            )
+            for x in d["denoisers"]
+        )
+        return cls(
+            str(d["name"]),
+            dens,
+            mode_tokens=bool(d["mode_tokens"]),
+            source=str(d.get("source", "")),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -344,6 +369,16 @@ class Lengths:
             if v > 2**20:
                 raise ConfigError(f"{k}={v} is larger than 2**20")
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Lengths:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            d["layout"],
+            int(d.get("inputs_length", 512)),
+            int(d.get("targets_length", 512)),
+            int(d.get("seq_length", 1024)),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         if self.layout == "encoder-decoder":
             return {
@@ -354,144 +389,37 @@ class Lengths:
         return {"layout": self.layout, "seq_length": self.seq_length}
 
 
-def span_counts(length: int | np.ndarray, rate: float, mean_span: float) -> tuple[Any, Any]:
-    """(noise tokens, noise spans) for a raw length, exactly as T5's ``random_spans_noise_mask``:
-    ``n = clamp(rint(L*r), 1, L-1)``, ``s = max(rint(n/mu), 1)`` (round half to even)."""
-    L = np.asarray(length, dtype=np.int64)
-    n = np.clip(np.rint(L * rate).astype(np.int64), 1, np.maximum(L - 1, 1))
-    s = np.maximum(np.rint(n / mean_span).astype(np.int64), 1)
-    if np.ndim(length) == 0:
-        return int(n), int(s)
-    return n, s
+def example_lengths(
+    lengths: Lengths,
+    factor: int = 4,
+    *,
+    inputs_budget: int | None = None,
+    targets_budget: int | None = None,
+    seq_budget: int | None = None,
+) -> Lengths:
+    """The lengths to plan (and corrupt) examples with, so that about ``factor`` of them share
+    one row of ``lengths``.
 
-
-def s_prefix_min(length: int, rate: float) -> int:
-    """Smallest prefix length of the S denoiser on a raw chunk of ``length`` tokens."""
-    return max(1, round((1.0 - 2.0 * rate) * (length - 1)))
-
-
-@dataclass(frozen=True)
-class ComponentPlan:
-    """Derived lengths of one component for the chosen layout (all counts in tokens)."""
-
-    index: int
-    denoiser: Denoiser
-    probability: float
-    mode_token: str | None
-    raw_length: int
-    noise_tokens: int  # R/X: masked tokens per row; S: 0
-    spans: int  # R/X: spans = sentinels per row; S: 0
-    prefix_min: int  # S only (0 for R/X)
-    prefix_max: int
-    input_length: int  # max real tokens in inputs (enc-dec) or in the whole sequence (dec-only)
-    target_length: int  # max real tokens in targets (enc-dec); loss tokens (dec-only)
-    mean_input_tokens: float
-    mean_target_tokens: float
-
-    @property
-    def name(self) -> str:
-        return self.denoiser.name
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["denoiser"] = self.denoiser.name
-        return d
-
-
-def _mode_len(mix: Mixture) -> int:
-    return 1 if mix.mode_tokens else 0
-
-
-def _fits(d: Denoiser, L: int, m: int, lengths: Lengths) -> bool:
-    if L < 2:
-        return False
-    if d.is_span:
-        n, s = span_counts(L, d.rate, d.mean_span)
-        if lengths.layout == "encoder-decoder":
-            return bool(
-                m + L - n + s + 1 <= lengths.inputs_length and n + s + 1 <= lengths.targets_length
-            )
-        return bool(m + L + 2 * s + 1 <= lengths.seq_length)
-    if lengths.layout == "encoder-decoder":
-        lo = s_prefix_min(L, d.rate)
-        return m + L <= lengths.inputs_length and L - lo + 1 <= lengths.targets_length
-    return m + L + 1 <= lengths.seq_length
-
-
-def _largest_fit(d: Denoiser, m: int, lengths: Lengths) -> int:
-    hi_bound = 4 * max(lengths.inputs_length + lengths.targets_length, lengths.seq_length) + 8
-    if not _fits(d, 2, m, lengths):
-        return 0
-    lo, hi = 2, hi_bound  # invariant: fits(lo), not fits(hi)
-    if _fits(d, hi, m, lengths):
-        raise ConfigError(f"{d.name}: no upper bound on the raw length (internal error)")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _fits(d, mid, m, lengths):
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def plan(mixture: Mixture, lengths: Lengths) -> tuple[ComponentPlan, ...]:
-    """Derive every component's raw chunk length and the resulting input/target lengths.
-
-    Raises :class:`ConfigError` when a component cannot fit even the smallest chunk, or needs
-    more noise spans than it has non-noise tokens to separate them.
+    encoder-decoder: inputs budget ``I // factor``; targets budget ``min(T, I // factor)``, so
+    each component keeps the shape it has in an unpacked ``I = T`` row, scaled down (a ``T``
+    smaller than ``I`` only caps it). decoder-only: ``S // factor``. Explicit budgets override.
+    Raises ``ValueError`` for a budget larger than the row or smaller than 4 tokens.
     """
-    m = _mode_len(mixture)
-    out: list[ComponentPlan] = []
-    for i, (d, p) in enumerate(zip(mixture.denoisers, mixture.probabilities, strict=False)):
-        L = _largest_fit(d, m, lengths)
-        if L < 2:
-            budget = (
-                f"inputs_length={lengths.inputs_length}, targets_length={lengths.targets_length}"
-                if lengths.layout == "encoder-decoder"
-                else f"seq_length={lengths.seq_length}"
-            )
-            raise ConfigError(f"{d.name}: {budget} is too small for even one span/split")
-        mode = d.resolved_mode_token() if mixture.mode_tokens else None
-        if d.is_span:
-            n, s = span_counts(L, d.rate, d.mean_span)
-            if s > L - n:
-                raise ConfigError(
-                    f"{d.name}: at raw length {L} it masks {n} tokens in {s} spans but only {L - n} "
-                    "tokens remain to separate them; lower the rate or raise the mean span"
-                )
-            if lengths.layout == "encoder-decoder":
-                inp, tgt = m + L - n + s + 1, n + s + 1
-            else:
-                inp, tgt = m + L + 2 * s + 1, n + s + 1
-            out.append(
-                ComponentPlan(i, d, float(p), mode, L, n, s, 0, 0, inp, tgt, float(inp), float(tgt))
-            )
-        else:
-            lo, hi = s_prefix_min(L, d.rate), L - 1
-            mean_p = (lo + hi) / 2.0
-            if lengths.layout == "encoder-decoder":
-                inp, tgt = m + L, L - lo + 1
-                mi, mt = m + mean_p + 1, L - mean_p + 1
-            else:
-                inp, tgt = m + L + 1, L - lo + 1
-                mi, mt = float(inp), L - mean_p + 1
-            out.append(ComponentPlan(i, d, float(p), mode, L, 0, 0, lo, hi, inp, tgt, mi, mt))
-    return tuple(out)
-
-
-def sentinels_needed(plans: Sequence[ComponentPlan]) -> int:
-    return max((c.spans for c in plans), default=0)
-
-
-def expected_efficiency(plans: Sequence[ComponentPlan], lengths: Lengths) -> dict[str, float]:
-    """Expected fraction of token slots holding real tokens (inputs, targets, overall)."""
-    p = np.array([c.probability for c in plans])
-    mi = float(p @ np.array([c.mean_input_tokens for c in plans]))
-    mt = float(p @ np.array([c.mean_target_tokens for c in plans]))
+    if factor < 1:
+        raise ValueError(f"pack factor must be >= 1, got {factor}")
     if lengths.layout == "encoder-decoder":
-        I, T = lengths.inputs_length, lengths.targets_length
-        return {"inputs": mi / I, "targets": mt / T, "overall": (mi + mt) / (I + T)}
-    return {"sequence": mi / lengths.seq_length, "overall": mi / lengths.seq_length}
+        bi = inputs_budget if inputs_budget is not None else lengths.inputs_length // factor
+        bt = targets_budget if targets_budget is not None else min(lengths.targets_length, bi)
+        if not 4 <= bi <= lengths.inputs_length or not 4 <= bt <= lengths.targets_length:
+            raise ValueError(
+                f"example budget inputs={bi}, targets={bt} must be in [4, row] for rows of "
+                f"inputs={lengths.inputs_length}, targets={lengths.targets_length}"
+            )
+        return Lengths("encoder-decoder", inputs_length=bi, targets_length=bt)
+    bs = seq_budget if seq_budget is not None else lengths.seq_length // factor
+    if not 4 <= bs <= lengths.seq_length:
+        raise ValueError(f"example budget seq={bs} must be in [4, {lengths.seq_length}]")
+    return Lengths("decoder-only", seq_length=bs)
 
 
 # --------------------------------------------------------------------------- tokens / job
@@ -568,15 +496,31 @@ class PrepareConfig:
         ``pack_factor`` k a 1/k budget (several examples then share a row)."""
         if not self.pack_factor:
             return self.lengths
-        from .rows.packing import example_lengths
-
         try:
             return example_lengths(self.lengths, self.pack_factor)
         except ValueError as e:
             raise ConfigError(f"--pack {self.pack_factor}: {e}") from None
 
-    def plans(self) -> tuple[ComponentPlan, ...]:
-        return plan(self.mixture, self.example_lengths)
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PrepareConfig:
+        """The inverse of :meth:`fingerprint_dict` (run options take their defaults; keys that
+        older versions did not write take the values those versions used)."""
+        default = cls(Mixture.from_dict(d["mixture"]))
+        return cls(
+            mixture=default.mixture,
+            lengths=Lengths.from_dict(d["lengths"]),
+            tokens=TokenConfig(**d.get("tokens", {})),
+            seed=int(d.get("seed", 0)),
+            text_key=str(d.get("text_key", default.text_key)),
+            doc_separator=d.get("doc_separator", default.doc_separator),
+            format=d.get("format", default.format),
+            shard_rows=int(d.get("shard_rows", 0)),
+            shard_bytes=int(d.get("shard_bytes", default.shard_bytes)),
+            group_size=int(d.get("group_size", default.group_size)),
+            max_doc_chars=int(d.get("max_doc_chars", 0)),
+            epochs=int(d.get("epochs", 1)),
+            pack_factor=int(d.get("pack_factor", 0)),
+        )
 
     def fingerprint_dict(self) -> dict[str, Any]:
         """The parts of the config that determine output bytes (resume refuses a mismatch)."""
@@ -594,14 +538,8 @@ class PrepareConfig:
             "max_doc_chars": self.max_doc_chars,
             "epochs": self.epochs,
             "pack_factor": self.pack_factor,
-            **({"pack_algorithm": _pack_algorithm()} if self.pack_factor else {}),
+            **({"pack_algorithm": PACK_ALGORITHM} if self.pack_factor else {}),
         }
-
-
-def _pack_algorithm() -> str:
-    from .rows.packing import ALGORITHM
-
-    return ALGORITHM
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from denoise_cli import open_dataset
-from denoise_cli.rows.packing import cu_seqlens, unpad_indices
+from denoise_cli.load.attention import cu_seqlens, unpad_indices
 from denoise_cli.torch_data import packed_attention_bias
 
 

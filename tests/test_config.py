@@ -21,14 +21,12 @@ from denoise_cli.config import (
     S,
     TokenConfig,
     X,
-    expected_efficiency,
     load_mixture,
     parse_size,
     parse_spec,
-    plan,
-    sentinels_needed,
 )
 from denoise_cli.errors import ConfigError
+from denoise_cli.plan import expected_efficiency, plan, plans_for, sentinels_needed
 
 HUGE = 2**20  # largest allowed length: "no targets budget"
 
@@ -512,7 +510,7 @@ def test_token_and_prepare_config_validation() -> None:
     with pytest.raises(ConfigError, match="text key"):
         PrepareConfig(mix, text_key="a..b")
     cfg = PrepareConfig(mix, lengths=Lengths("decoder-only", seq_length=256), seed=7)
-    assert cfg.plans() == plan(mix, cfg.lengths)
+    assert plans_for(cfg) == plan(mix, cfg.lengths)
     fp = cfg.fingerprint_dict()
     assert fp["seed"] == 7 and fp["lengths"] == {"layout": "decoder-only", "seq_length": 256}
     json.dumps(fp)

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import reference as ref
 
-from denoise_cli.config import PRESETS, ComponentPlan, Lengths, load_mixture, plan
+from denoise_cli.config import PRESETS, Lengths, load_mixture
 from denoise_cli.errors import ConfigError
+from denoise_cli.plan import ComponentPlan, plan
 from denoise_cli.rows.corrupt import (
     IGNORE_INDEX,
     Rows,

@@ -89,7 +89,7 @@ def test_epochs_hold_same_tokens_with_fresh_corruption(three_epochs: Path) -> No
 def test_epochs_are_worker_count_independent_and_resumable(
     three_epochs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import denoise_cli.prepare.run as pl
+    import denoise_cli.prepare.resume as pl
 
     out = tmp_path / "o"
     real = pl.atomic_write_bytes

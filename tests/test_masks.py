@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import reference as ref
 
-from denoise_cli.config import s_prefix_min, span_counts
+from denoise_cli.plan import s_prefix_min, span_counts
 from denoise_cli.rows.masks import (
     random_prefix_lengths,
     random_segment_starts,

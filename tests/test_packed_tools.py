@@ -17,18 +17,15 @@ import pytest
 from typer.testing import CliRunner
 
 from denoise_cli.check.inspect import inspect_rows
+from denoise_cli.check.rowcheck import packed_checks
+from denoise_cli.check.spec import OutputSpec, unpacked_view
 from denoise_cli.check.stats import compute
-from denoise_cli.check.verify import (
-    OutputSpec,
-    open_shard,
-    packed_checks,
-    unpacked_view,
-    verify,
-)
+from denoise_cli.check.verify import verify
 from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import VerifyError
 from denoise_cli.load import batch_arrays
+from denoise_cli.output.shards import open_shard
 from denoise_cli.prepare.run import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,7 +265,7 @@ def test_source_refuses_rows_packed_by_another_algorithm(
     """Which examples share a row depends on the packing algorithm: ``--source`` cannot
     regenerate rows packed by another one (or by a version that did not record it) and says so
     instead of reporting every row as different. The structural checks still run."""
-    from denoise_cli.rows.packing import ALGORITHM
+    from denoise_cli.config import PACK_ALGORITHM as ALGORITHM
 
     out = _copy(outs["ed"], tmp_path)
     m = _manifest(out)
@@ -368,8 +365,7 @@ def test_plan_pack_matches_the_packed_output(outs: dict[str, Path]) -> None:
     manifest's components), examples per row (its max_segments), the ratio bound (its expected
     efficiency) and, encoder-decoder, the targets lengths where the bound allows 98% on both
     sides."""
-    from denoise_cli.config import plan
-    from denoise_cli.rows.packing import targets_length_window
+    from denoise_cli.plan import plan, targets_length_window
 
     m = _manifest(outs["ed"])
     args = ["plan", "--mixture", "ul2", "-I", "256", "-T", "160", "--pack", "4"]

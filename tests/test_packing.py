@@ -15,8 +15,18 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from denoise_cli.config import PRESETS, Lengths, expected_efficiency, plan
+from denoise_cli.config import PRESETS, Lengths, example_lengths
+from denoise_cli.load import attention as A
 from denoise_cli.load import batch_arrays
+from denoise_cli.output import schema as S
+from denoise_cli.plan import (
+    efficiency_bound,
+    expected_efficiency,
+    max_segments,
+    mixture_ratio,
+    plan,
+    targets_length_window,
+)
 from denoise_cli.rows import packing as P
 from denoise_cli.rows.corrupt import (
     IGNORE_INDEX,
@@ -46,7 +56,7 @@ class Group:
         rng = np.random.default_rng(seed)
         mix = PRESETS[preset]
         self.lengths = lengths
-        self.ex_lengths = P.example_lengths(lengths, factor)
+        self.ex_lengths = example_lengths(lengths, factor)
         self.plans = plan(mix, self.ex_lengths)
         raw = np.array([c.raw_length for c in self.plans], dtype=np.int64)
         self.components = draw_components(rng, mix.probabilities, n)
@@ -58,7 +68,7 @@ class Group:
         )
         self.example_index = 5000 + np.arange(n, dtype=np.int64)
         self.token_offset = 10**9 + self.starts
-        self.K = P.max_segments(self.plans, lengths)
+        self.K = max_segments(self.plans, lengths)
 
     def pack(self, max_segs: int | None = None) -> P.PackedRows:
         return P.pack_rows(
@@ -241,7 +251,7 @@ def test_capacity_and_segment_cap() -> None:
         assert packed["num_segments"].max() <= cap
         assert packed.source_row.shape[1] == cap
         assert sorted(packed.source_row[packed.source_row >= 0].tolist()) == list(range(500))
-    assert P.max_segments(g.plans, ENC) == g.K == 512 // (1 + g.plans[2].prefix_min + 1)
+    assert max_segments(g.plans, ENC) == g.K == 512 // (1 + g.plans[2].prefix_min + 1)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -290,7 +300,7 @@ def test_determinism_is_a_pure_function_of_the_group() -> None:
 
     def ipc(p: P.PackedRows) -> bytes:
         sink = io.BytesIO()
-        rb = P.packed_record_batch(p, ENC, source_file=7)
+        rb = S.packed_record_batch(p, ENC, source_file=7)
         with pa.ipc.new_stream(sink, rb.schema) as w:
             w.write_batch(rb)
         return sink.getvalue()
@@ -344,10 +354,10 @@ def test_cu_seqlens_agrees_with_a_loop(seed: int) -> None:
         for j, end in enumerate(cut[:-1] if rng.random() < 0.5 else cut, start=1):
             seg[b, start:end] = j
             start = int(end)
-    cu, mx = P.cu_seqlens(seg)
+    cu, mx = A.cu_seqlens(seg)
     ref_cu, ref_mx = _cu_seqlens_loop(seg)
     assert cu.dtype == np.int32 and cu.tolist() == ref_cu and mx == ref_mx
-    idx = P.unpad_indices(seg)
+    idx = A.unpad_indices(seg)
     assert idx.tolist() == [i for i, s in enumerate(seg.reshape(-1).tolist()) if s > 0]
     assert len(idx) == cu[-1]
 
@@ -357,17 +367,17 @@ def test_cu_seqlens_of_packed_rows_match_segment_lengths() -> None:
     packed = g.pack()
     for seg_name, len_name in (("encoder_segment_ids", "segment_input_length"),
                                ("decoder_segment_ids", "segment_target_length")):  # fmt: skip
-        cu, mx = P.cu_seqlens(packed[seg_name])
+        cu, mx = A.cu_seqlens(packed[seg_name])
         lens = packed[len_name][packed[len_name] > 0]
         assert np.diff(cu).tolist() == lens.tolist() and mx == int(lens.max())
-    empty, m0 = P.cu_seqlens(np.zeros((2, 5), dtype=np.int32))
+    empty, m0 = A.cu_seqlens(np.zeros((2, 5), dtype=np.int32))
     assert empty.tolist() == [0] and m0 == 0
 
 
 def test_decoder_input_ids_shift_within_segments() -> None:
     g = Group("ul2", ENC_T, 4, seed=4, n=64)
     packed = g.pack()
-    dec = P.decoder_input_ids(
+    dec = A.decoder_input_ids(
         packed["labels"], packed["decoder_segment_ids"], start_id=0, pad_id=SPECIAL.pad
     )
     for r in range(packed.num_rows):
@@ -387,8 +397,8 @@ def test_segment_mask_agrees_with_a_loop() -> None:
     g = Group("ul2", Lengths("decoder-only", seq_length=96), 3, seed=1, n=12)
     packed = g.pack()
     seg, pre = packed["segment_ids"], packed["prefix_mask"]
-    m = P.segment_mask(seg, causal=True, prefix_mask=pre)
-    full = P.segment_mask(seg)
+    m = A.segment_mask(seg, causal=True, prefix_mask=pre)
+    full = A.segment_mask(seg)
     for b in range(seg.shape[0]):
         for q in range(seg.shape[1]):
             for k in range(seg.shape[1]):
@@ -401,8 +411,8 @@ def test_arrow_batch_round_trip_zero_copy() -> None:
     for lengths in (ENC_T, DEC):
         g = Group("ul2", lengths, 4, seed=8, n=200)
         packed = g.pack()
-        rb = P.packed_record_batch(packed, lengths, source_file=3)
-        assert rb.schema == P.packed_schema(lengths, g.K)
+        rb = S.packed_record_batch(packed, lengths, source_file=3)
+        assert rb.schema == S.packed_schema(lengths, g.K)
         assert rb.num_rows == packed.num_rows
         # zero-copy: the Arrow buffers are the numpy buffers
         for name in ("input_ids", "labels", "segment_example_index"):
@@ -426,8 +436,8 @@ def test_empty_group() -> None:
     g = Group("ul2", ENC, 4, seed=0, n=0)
     packed = g.pack()
     assert packed.num_rows == 0
-    rb = P.packed_record_batch(packed, ENC, source_file=0)
-    assert rb.num_rows == 0 and rb.schema == P.packed_schema(ENC, g.K)
+    rb = S.packed_record_batch(packed, ENC, source_file=0)
+    assert rb.num_rows == 0 and rb.schema == S.packed_schema(ENC, g.K)
 
 
 def test_bad_inputs_are_rejected() -> None:
@@ -444,9 +454,9 @@ def test_bad_inputs_are_rejected() -> None:
         P.pack_rows(g.rows, ENC, pad_id=0, max_segs=4, denoiser=g.components[:3],
                     example_index=g.example_index, token_offset=g.token_offset)  # fmt: skip
     with pytest.raises(ValueError):
-        P.example_lengths(ENC, 0)
+        example_lengths(ENC, 0)
     with pytest.raises(ValueError):
-        P.example_lengths(ENC, inputs_budget=600)
+        example_lengths(ENC, inputs_budget=600)
 
 
 def _efficiency(tokens: int, rows: int, width: int) -> float:
@@ -467,7 +477,7 @@ def test_packed_efficiency_beats_unpacked(preset: str) -> None:
     eff_all = (tot_in + tot_tg) / (packed.num_rows * 1024)
     assert eff_in >= unpacked["inputs"] and eff_all >= unpacked["overall"]
     assert eff_in >= 0.97  # encoder nearly full: the decoder bound is the ratio argument
-    bound = P.efficiency_bound(g.plans, ENC)
+    bound = efficiency_bound(g.plans, ENC)
     assert eff_all <= bound["overall"] + 0.01
 
 
@@ -479,24 +489,24 @@ def test_decoder_only_packs_to_the_budget() -> None:
 
 
 def test_budget_and_bound_helpers() -> None:
-    ex = P.example_lengths(ENC, 4)
+    ex = example_lengths(ENC, 4)
     assert (ex.inputs_length, ex.targets_length) == (128, 128)
-    ex = P.example_lengths(Lengths("encoder-decoder", 512, 96), 4)
+    ex = example_lengths(Lengths("encoder-decoder", 512, 96), 4)
     assert (ex.inputs_length, ex.targets_length) == (128, 96)
-    assert P.example_lengths(DEC, 4).seq_length == 256
-    assert P.example_lengths(ENC, 4, inputs_budget=100, targets_budget=50).targets_length == 50
-    plans = plan(PRESETS["ul2"], P.example_lengths(ENC, 4))
-    rho = P.mixture_ratio(plans)
+    assert example_lengths(DEC, 4).seq_length == 256
+    assert example_lengths(ENC, 4, inputs_budget=100, targets_budget=50).targets_length == 50
+    plans = plan(PRESETS["ul2"], example_lengths(ENC, 4))
+    rho = mixture_ratio(plans)
     assert 0.55 < rho < 0.59
-    b = P.efficiency_bound(plans, ENC)
+    b = efficiency_bound(plans, ENC)
     assert b["inputs"] == 1.0 and b["targets"] == pytest.approx(rho)
     assert b["overall"] == pytest.approx((1 + rho) / 2)
-    lo, hi = P.targets_length_window(plans, 512, 0.98)
+    lo, hi = targets_length_window(plans, 512, 0.98)
     assert lo <= rho * 512 <= hi
     for T in (lo, hi):
-        bb = P.efficiency_bound(plans, Lengths("encoder-decoder", 512, T))
+        bb = efficiency_bound(plans, Lengths("encoder-decoder", 512, T))
         assert bb["inputs"] >= 0.98 and bb["targets"] >= 0.98
-    assert P.efficiency_bound(plans, DEC)["overall"] == 1.0
+    assert efficiency_bound(plans, DEC)["overall"] == 1.0
 
 
 # --------------------------------------------------------------------------- ejection search

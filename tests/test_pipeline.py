@@ -18,9 +18,9 @@ from denoise_cli import open_dataset
 from denoise_cli.config import Lengths, Mixture, PrepareConfig, TokenConfig, load_mixture
 from denoise_cli.errors import ConfigError, InputError, OutputError
 from denoise_cli.prepare.run import prepare
-from denoise_cli.rows.chunk import join_documents
 from denoise_cli.rows.corrupt import IGNORE_INDEX
 from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+from denoise_cli.source.stream import join_documents
 from denoise_cli.source.tokenize import Encoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,8 +185,8 @@ def test_packed_output_is_worker_count_independent_and_resumable(
     """--pack: the rows (which examples share a row, in which order) are a pure function of each
     group, so 1 or 2 workers and a run killed between parts and resumed give the same bytes; a
     resume with a denoise that packs differently is refused as config drift."""
-    import denoise_cli.prepare.run as pl
-    import denoise_cli.rows.packing as packing
+    import denoise_cli.config as config
+    import denoise_cli.prepare.resume as pl
 
     cfg = replace(
         cfg_for("ul2", shard_rows=16, group_size=64),
@@ -198,7 +198,7 @@ def test_packed_output_is_worker_count_independent_and_resumable(
     prepare([str(SAMPLE)], str(tmp_path / "w2"), cfg, workers=2, progress=False)
     assert shard_bytes(ref) == shard_bytes(tmp_path / "w2") and len(shard_bytes(ref)) >= 4
     m = json.loads((ref / "denoise.json").read_text())
-    assert m["packing"]["algorithm"] == packing.ALGORITHM == m["config"]["pack_algorithm"]
+    assert m["packing"]["algorithm"] == config.PACK_ALGORITHM == m["config"]["pack_algorithm"]
 
     real = pl.atomic_write_bytes
     out = tmp_path / "cut"
@@ -215,7 +215,7 @@ def test_packed_output_is_worker_count_independent_and_resumable(
     with pytest.raises(KeyboardInterrupt):
         prepare([str(SAMPLE)], str(out), cfg, workers=1, progress=False)
     monkeypatch.setattr(pl, "atomic_write_bytes", real)
-    monkeypatch.setattr(packing, "ALGORITHM", "some-other-packer")
+    monkeypatch.setattr(config, "PACK_ALGORITHM", "some-other-packer")
     with pytest.raises(OutputError, match="pack_algorithm"):
         prepare([str(SAMPLE)], str(out), cfg, workers=1, progress=False)
     monkeypatch.undo()
@@ -239,7 +239,7 @@ def test_interrupted_run_resumes_without_gaps_or_duplicates(
     cfg = cfg_for("ul2", shard_rows=16, group_size=16)
     ref = tmp_path / "ref"
     prepare([str(SAMPLE)], str(ref), cfg, workers=1, progress=False)
-    import denoise_cli.prepare.run as pl
+    import denoise_cli.prepare.resume as pl
 
     real = pl.atomic_write_bytes
     for kill_after in (1, 3, 6, 10):

@@ -194,12 +194,12 @@ def test_corpus_ray_equals_local_and_reports_progress(
     out = tmp_path / "ray"
     seen: list[tuple[int, int, int]] = []
 
-    class Rec(pipeline._Progress):
+    class Rec(pipeline.Progress):
         def update(self, docs: int, tokens: int, nbytes: int) -> None:
             seen.append((docs, tokens, nbytes))
             super().update(docs, tokens, nbytes)
 
-    monkeypatch.setattr(pipeline, "_Progress", Rec)
+    monkeypatch.setattr(pipeline, "Progress", Rec)
     caplog.set_level(logging.DEBUG, logger="denoise_cli.engines.ray")
     m = prepare([str(inp)], str(out), cfg(), tokenizer=T5_TINY, engine="ray", progress=False)
     assert tree_digest(out) == tree_digest(ref)
@@ -299,14 +299,14 @@ def test_input_error_propagates_as_input_error(ray_address: str, tmp_path: Path)
 
 
 def test_task_errors_map_to_denoise_errors(ray_address: str, tmp_path: Path) -> None:
-    """What ``ray.get`` raises -> what ``run_files_ray`` raises: a DenoiseError raised in a task
+    """What ``ray.get`` raises -> what ``run_files`` raises: a DenoiseError raised in a task
     is re-raised as itself; a task whose worker keeps dying becomes WorkerError."""
     import ray
 
     from denoise_cli.engines import ray as ray_engine
-    from denoise_cli.prepare.run import _make_job, resolve
+    from denoise_cli.prepare.job import make_job, resolve
 
-    job = _make_job(resolve(cfg(), [str(SAMPLE)], None), tmp_path)
+    job = make_job(resolve(cfg(), [str(SAMPLE)], None), tmp_path)
 
     @ray.remote(max_retries=0)
     def fails() -> None:
@@ -320,7 +320,7 @@ def test_task_errors_map_to_denoise_errors(ray_address: str, tmp_path: Path) -> 
         with pytest.raises(Exception) as got:
             ray.get(fn.remote())
         with pytest.raises(want) as mapped:
-            ray_engine._reraise(ray, got.value, job, 0)
+            ray_engine.reraise(ray, got.value, job, 0)
         assert type(mapped.value) is want
 
 

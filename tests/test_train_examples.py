@@ -219,7 +219,7 @@ def out_do64(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _packed_and_unpacked_batches(data: Path, packed_cols: tuple[str, ...], rows: int) -> Any:
     """The first ``rows`` packed rows as a tensor batch, and the same examples unpacked (as
     ``corrupt_mixture`` made them, at the example lengths) as a second batch."""
-    from denoise_cli.rows import packing as packing
+    from denoise_cli.rows import packing
     from denoise_cli.torch_data import to_tensors
 
     ds = open_dataset(data)
@@ -301,11 +301,11 @@ def test_packed_gpt2_step_equals_unpacked_step(packed_do: Path) -> None:
 
 
 def test_packed_attention_bias_matches_numpy_segment_mask(packed_ed: Path, packed_do: Path) -> None:
-    """The torch masks equal ``packing.segment_mask`` on every real query (padding queries are
+    """The torch masks equal ``attention.segment_mask`` on every real query (padding queries are
     let through so that no softmax row is empty), and the per-segment shift equals
-    ``packing.decoder_input_ids``."""
+    ``attention.decoder_input_ids``."""
     torch = pytest.importorskip("torch")
-    from denoise_cli.rows import packing as packing
+    from denoise_cli.load import attention
     from denoise_cli.torch_data import packed_attention_bias, shift_right_within_segments
 
     # writable copies of the memory-mapped views, for torch.from_numpy
@@ -319,7 +319,7 @@ def test_packed_attention_bias_matches_numpy_segment_mask(packed_ed: Path, packe
         (d["segment_ids"], None, True, d["prefix_mask"]),
     ]
     for q, k, causal, prefix in cases:
-        want = packing.segment_mask(q, k, causal=causal, prefix_mask=prefix)
+        want = attention.segment_mask(q, k, causal=causal, prefix_mask=prefix)
         got = packed_attention_bias(
             torch.from_numpy(q),
             None if k is None else torch.from_numpy(k),
@@ -331,7 +331,7 @@ def test_packed_attention_bias_matches_numpy_segment_mask(packed_ed: Path, packe
         assert (got == 0)[~real].all()
         assert (~want).any() and want.any()
     start, pad = 0, 0
-    np_dec = packing.decoder_input_ids(c["labels"], dec, start, pad)
+    np_dec = attention.decoder_input_ids(c["labels"], dec, start, pad)
     t_dec = shift_right_within_segments(
         torch.from_numpy(c["labels"]).long(), torch.from_numpy(dec), start, pad
     )

@@ -14,10 +14,12 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from denoise_cli.check.verify import SENT0, OutputSpec, batch_arrays, open_shard, verify
+from denoise_cli.check.spec import SENT0, OutputSpec
+from denoise_cli.check.verify import verify
 from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import VerifyError
+from denoise_cli.output.shards import batch_arrays, open_shard
 from denoise_cli.prepare.run import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +154,7 @@ def test_rebuild_is_the_source_stream(outs: dict[str, Path]) -> None:
     """The scatter rebuild, checked independently: concatenating every row's rebuilt chunk in
     order gives the file's token stream (compared with the source in test_..._with_source); here:
     chunk lengths are raw_length and the noise mask has exactly noise_tokens in spans runs."""
-    from denoise_cli.check.verify import RowChecker
+    from denoise_cli.check.rowcheck import RowChecker
 
     out = outs["ed"]
     m = orjson.loads((out / "denoise.json").read_bytes())

@@ -3,7 +3,7 @@
 For each chosen row: a header (global row, shard and row, component, mode token, source file,
 example and stream offset, lengths), then the inputs and the targets - side by side when the
 terminal has at least 100 columns, one after the other otherwise - and the original text
-rebuilt from the two (``verify.RowChecker.rebuild``), with the tokens that went to the targets
+rebuilt from the two (``rowcheck.RowChecker.rebuild``), with the tokens that went to the targets
 marked (colour, or ``⟦...⟧`` in plain text). Sentinels, mode tokens and EOS are shown by name and
 highlighted with ``typer.style`` colours when ``color`` is on (the CLI turns it on only for a
 terminal).
@@ -31,18 +31,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
-from ..load.dataset import batch_arrays
-from .verify import (
-    EOS,
-    MODE,
-    PAD,
-    SENT0,
-    OutputSpec,
-    RowChecker,
-    epoch_outputs,
-    open_shard,
-    unpacked_view,
-)
+from ..output.manifest import datasets
+from ..output.shards import batch_arrays, open_shard
+from .rowcheck import RowChecker
+from .spec import EOS, MODE, PAD, SENT0, OutputSpec, unpacked_view
 
 Piece = tuple[str, str | None]  # (text, style name)
 
@@ -397,7 +389,7 @@ def inspect_rows(
     an output written with ``prepare --epochs K``."""
     import shutil
 
-    eps = epoch_outputs(Path(out))
+    eps = datasets(Path(out))
     if not 0 <= epoch < len(eps):
         raise ConfigError(f"epoch {epoch} is out of range: {out} holds {len(eps)} epoch(s)")
     _, outp, m = eps[epoch]

@@ -16,7 +16,7 @@ width), keys components by name and sums the *configured* row share as expected 
 different mixtures. Configured padding efficiency is merged the same way (weighted by slots).
 
 Packed outputs (``prepare --pack``): each batch is turned into its examples
-(``verify.unpacked_view``) and counted as above at the example budget (``rows`` are then
+(``spec.unpacked_view``) and counted as above at the example budget (``rows`` are then
 examples, efficiency per example against the example slots); the packed rows add their own
 token efficiency (``input_length`` / ``target_length`` per row over the packed slots), examples
 per row and the manifest's ratio bound (``Stats.packed_efficiency``).
@@ -44,9 +44,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
-from ..load.dataset import batch_arrays, read_manifest
+from ..output.manifest import datasets, read_manifest
+from ..output.shards import batch_arrays, open_shard
 from .report import table
-from .verify import SENT0, OutputSpec, epoch_outputs, open_shard, unpacked_view
+from .spec import SENT0, OutputSpec, unpacked_view
 
 
 def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -311,7 +312,7 @@ def compute(out: str | Path) -> Stats:
     """Stats of one output directory, one record batch at a time. An output of
     ``prepare --epochs K`` is the sum of its epochs, with the input counted once."""
     outp = Path(out)
-    eps = epoch_outputs(outp)
+    eps = datasets(outp)
     if len(eps) == 1:
         return _compute_one(outp, eps[0][2], str(out), "")
     st = _compute_one(eps[0][1], eps[0][2], str(out), eps[0][0])
@@ -437,7 +438,7 @@ def _packed(
     probs: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Count a batch of packed rows (rows, real tokens and slots of the packed rows) and return
-    its examples (``verify.unpacked_view``), which the caller counts as an unpacked output."""
+    its examples (``spec.unpacked_view``), which the caller counts as an unpacked output."""
     R = len(a["num_segments"])
     W, V = spec.packed_widths
     il = int(a["input_length"].astype(np.int64).sum())

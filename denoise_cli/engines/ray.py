@@ -1,13 +1,13 @@
-"""``denoise prepare --engine ray``: the per-file units of :mod:`denoise_cli.pipeline` as Ray tasks.
+"""``denoise prepare --engine ray``: the per-file units of ``prepare`` as Ray tasks.
 
-One Ray core task per input file, each calling :func:`pipeline.process_file` exactly as a local
+One Ray core task per input file, each calling :func:`prepare.worker.process_file` exactly as a local
 worker does, so the shards are byte-identical to ``--engine local`` for any cluster size. The
 driver (the ``denoise prepare`` process) holds the output lock and writes the manifest once
 every task is done; workers read the inputs and write shards + commit records under the output
 directory, so **inputs and output must be on a filesystem every node sees at the same path**
 (NFS, Lustre, GPFS, a single machine). Object stores (``s3://``...) are not supported.
 
-- The :class:`~denoise_cli.pipeline.Job` (config, plans, tokenizer JSON) is ``ray.put`` once
+- The :class:`~denoise_cli.prepare.job.Job` (config, plans, tokenizer JSON) is ``ray.put`` once
   and passed by reference; each worker process deserializes it (and builds its tokenizer) once
   and reuses it for every file it gets.
 - A lost task (worker killed, out of memory, node died) is retried up to ``MAX_RETRIES`` times:
@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DenoiseError, WorkerError
-from ..output.shards import TMP_PREFIX
-from ..prepare.run import STATE_DIR, Job, _Progress, process_file
+from ..output.layout import stale_tmp_files
+from ..prepare.job import Job
+from ..prepare.worker import process_file
+from .progress import Progress
 
 MAX_RETRIES = 3
 REPORT_EVERY_S = 0.25
@@ -119,18 +121,8 @@ def _job(ray: Any, ref: Any) -> Job:
 def _clean_stale_tmp(job: Job, file_idx: int) -> None:
     """Remove the temporary files an earlier attempt at this file left behind (a killed worker
     cannot clean up). Only one task works on a file at a time, and the driver holds the lock."""
-    out = Path(job.out)
-    pats = [
-        (out / job.epoch_dir(e) / "data", f"{TMP_PREFIX}{file_idx:05d}-*")
-        for e in range(job.cfg.epochs)
-    ]
-    pats += [
-        (out / STATE_DIR / "parts", f"{TMP_PREFIX}E*-{file_idx:05d}-*"),
-        (out / STATE_DIR / "files", f"{TMP_PREFIX}{file_idx:05d}.json.*"),
-    ]
-    for d, pat in pats:
-        for p in d.glob(pat):
-            p.unlink(missing_ok=True)
+    for p in stale_tmp_files(Path(job.out), job.cfg.epochs, file_idx):
+        p.unlink(missing_ok=True)
 
 
 def _file_task(box: list[Any], file_idx: int, sink: Any) -> dict[str, Any]:
@@ -184,7 +176,7 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
     return True
 
 
-def _reraise(ray: Any, e: BaseException, job: Job, file_idx: int) -> None:
+def reraise(ray: Any, e: BaseException, job: Job, file_idx: int) -> None:
     """Turn what ``ray.get`` raised into what the caller expects; always raises."""
     if isinstance(e, ray.exceptions.RayTaskError):
         cause = getattr(e, "cause", None)
@@ -200,16 +192,16 @@ def _reraise(ray: Any, e: BaseException, job: Job, file_idx: int) -> None:
     raise e
 
 
-def run_files_ray(
+def run_files(
     job: Job,
     todo: Sequence[int],
-    progress: _Progress,
+    progress: Progress,
     *,
-    address: str | None,
     workers: int | None,
+    address: str | None,
 ) -> None:
     """Process ``todo`` (file indices, in submission order) as Ray tasks; raise as
-    :func:`pipeline.run_files` does. The caller finalizes the output."""
+    :func:`engines.local.run_files` does. The caller finalizes the output."""
     ray = _import_ray()
     if not todo:
         return
@@ -235,7 +227,7 @@ def run_files_ray(
                 try:
                     ray.get(ref)
                 except Exception as e:
-                    _reraise(ray, e, job, i)
+                    reraise(ray, e, job, i)
         _poll(ray, sink, progress, job, attempts)
     except BaseException:
         # Stop the other tasks now (an error, Ctrl-C): a task killed mid-part is safe, commits
@@ -256,7 +248,7 @@ def run_files_ray(
             ray.shutdown()
 
 
-def _poll(ray: Any, sink: Any, progress: _Progress, job: Job, attempts: dict[int, int]) -> None:
+def _poll(ray: Any, sink: Any, progress: Progress, job: Job, attempts: dict[int, int]) -> None:
     try:
         counts, events = ray.get(sink.take.remote())
     except ray.exceptions.RayError:  # progress is cosmetic: never fail the run over it

@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import OutputError
-
-MANIFEST = "denoise.json"
+from ..output.layout import datasets
+from ..output.manifest import read_manifest
+from ..output.shards import batch_arrays, read_shard
 
 #: Values of the padding rows added by ``pad_last`` (``input_ids`` get the manifest's pad id).
 #: A padding row has ``labels`` all -100 (no loss), ``attention_mask`` all 0 and
@@ -56,66 +55,6 @@ PAD_FILL: dict[str, int] = {
 }
 
 
-def read_manifest(out: str | Path) -> dict[str, Any]:
-    p = Path(out) / MANIFEST
-    if not p.is_file():
-        raise OutputError(
-            f"{out} has no {MANIFEST}: not a denoise output, or `denoise prepare` has not finished "
-            "(rerun it to complete the output)"
-        )
-    try:
-        m: dict[str, Any] = orjson.loads(p.read_bytes())
-    except orjson.JSONDecodeError as e:
-        raise OutputError(f"{p} is not valid JSON: {e}") from None
-    return m
-
-
-def read_shard(path: Path, fmt: str) -> list[pa.RecordBatch]:
-    """All record batches of a shard; Arrow shards are memory-mapped (zero-copy)."""
-    if fmt == "parquet":
-        batches: list[pa.RecordBatch] = pq.read_table(path).combine_chunks().to_batches()
-        return batches
-    src = pa.memory_map(str(path), "r")
-    return list(pa.ipc.open_stream(src))
-
-
-_NP = {
-    pa.int8(): np.int8,
-    pa.int16(): np.int16,
-    pa.int32(): np.int32,
-    pa.int64(): np.int64,
-    pa.uint8(): np.uint8,
-    pa.uint16(): np.uint16,
-    pa.uint32(): np.uint32,
-    pa.uint64(): np.uint64,
-    pa.float32(): np.float32,
-    pa.float64(): np.float64,
-}
-
-
-def _flat(a: pa.Array, start: int, count: int) -> np.ndarray:
-    dt = _NP.get(a.type)
-    if dt is None or a.null_count:
-        raise ValueError(f"unexpected column type {a.type} (or nulls)")
-    off = a.offset + start
-    return np.frombuffer(a.buffers()[1], dtype=dt, count=off + count)[off:]
-
-
-def batch_arrays(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
-    """Zero-copy numpy views of a record batch's primitive and fixed-size-list columns
-    (``[n, W]``). Built from the Arrow buffers directly: ``Array.to_numpy`` imports pandas on
-    first use, which costs ~1.5 s per process."""
-    out: dict[str, np.ndarray] = {}
-    n = rb.num_rows
-    for name, col in zip(rb.schema.names, rb.columns, strict=True):
-        if pa.types.is_fixed_size_list(col.type):
-            w = col.type.list_size
-            out[name] = _flat(col.values, col.offset * w, n * w).reshape(n, w)
-        else:
-            out[name] = _flat(col, 0, n)
-    return out
-
-
 class DenoiseDataset:
     """Map-style dataset over a denoise output directory (see module docstring)."""
 
@@ -125,7 +64,7 @@ class DenoiseDataset:
         dirs = self.manifest.get("epoch_dirs")
         if dirs:  # `prepare --epochs K`: serve variant epoch % K
             self.epoch = 0 if epoch is None else int(epoch)
-            self.path = self.path / dirs[self.epoch % len(dirs)]
+            self.path = datasets(self.path, dirs)[self.epoch % len(dirs)][1]
             self.manifest = read_manifest(self.path)
         else:
             self.epoch = 0 if epoch is None else int(epoch)

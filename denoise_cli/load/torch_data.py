@@ -69,7 +69,8 @@ except ImportError as _e:  # pragma: no cover - exercised only without torch
         "works without it."
     ) from _e
 
-from .dataset import DenoiseDataset, epoch_batches, open_dataset, read_manifest
+from ..output.manifest import read_manifest
+from .dataset import DenoiseDataset, epoch_batches, open_dataset
 
 Batch = dict[str, torch.Tensor]
 

@@ -1,35 +1,19 @@
-"""Writing: numpy rows -> Arrow IPC / Parquet shards, atomically; output-directory helpers.
+"""Shard files: the format registry (Arrow IPC stream, zstd Parquet), the one writer and the one
+reader of shards, and atomic file writes.
 
-Columns are built from numpy buffers (``pa.array`` of a contiguous int32 array is zero-copy,
-``FixedSizeListArray.from_arrays`` wraps it), never from Python lists of tokens.
-
-Schema (one row per example):
-
-================  ==========================  =============================================
-column            type                        meaning
-================  ==========================  =============================================
-input_ids         fixed_size_list<int32>[W]   W = inputs_length (enc-dec) / seq_length
-labels            fixed_size_list<int32>[V]   V = targets_length / seq_length; -100 = ignore
-attention_mask    fixed_size_list<int8>[W]    1 on real tokens of input_ids
-prefix_length     int32 (decoder-only only)   mode token + inputs: bidirectional prefix
-input_length      int32                       real tokens in input_ids
-target_length     int32                       tokens with a label (targets + EOS)
-denoiser          int8                        index into the manifest's mixture table
-source_file       int32                       index into the manifest's files
-example_index     int64                       chunk index within that file's token stream
-token_offset      int64                       offset of the raw chunk in that stream
-================  ==========================  =============================================
-
-Shards are Arrow IPC *stream* files (what ``datasets.save_to_disk`` writes, so
-``datasets.load_from_disk`` reads them) or zstd Parquet. A shard is written under a temporary
-name in the same directory, fsync'ed, then renamed: a shard is visible under its final name only
-when complete. Its sha256 is computed while writing (no second read).
+Arrow IPC *stream* files are what ``datasets.save_to_disk`` writes (so ``load_from_disk``
+reads them) and are memory-mapped when read (zero-copy); Parquet shards are decoded. A shard
+is written under a temporary name, fsync'ed, then renamed: it is visible under its final name
+only when complete, and its sha256 is computed while writing (no second read). Row formats
+(columns) live in :mod:`.schema`, names in :mod:`.layout`. A new format is one entry in
+:data:`FORMATS`. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,76 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..config import Lengths
-from ..rows.corrupt import Rows, row_widths
-
-TMP_PREFIX = ".tmp-"
-
-
-def schema(lengths: Lengths) -> pa.Schema:
-    wi, wt = row_widths(lengths)
-    fields = [
-        pa.field("input_ids", pa.list_(pa.int32(), wi), nullable=False),
-        pa.field("labels", pa.list_(pa.int32(), wt), nullable=False),
-        pa.field("attention_mask", pa.list_(pa.int8(), wi), nullable=False),
-    ]
-    if lengths.layout == "decoder-only":
-        fields.append(pa.field("prefix_length", pa.int32(), nullable=False))
-    fields += [
-        pa.field("input_length", pa.int32(), nullable=False),
-        pa.field("target_length", pa.int32(), nullable=False),
-        pa.field("denoiser", pa.int8(), nullable=False),
-        pa.field("source_file", pa.int32(), nullable=False),
-        pa.field("example_index", pa.int64(), nullable=False),
-        pa.field("token_offset", pa.int64(), nullable=False),
-    ]
-    return pa.schema(fields)
-
-
-_ARROW_TYPES = {
-    np.dtype(np.int8): pa.int8(),
-    np.dtype(np.int32): pa.int32(),
-    np.dtype(np.int64): pa.int64(),
-}
-
-
-def _prim(arr: np.ndarray) -> pa.Array:
-    """Zero-copy Arrow array over a contiguous numpy buffer (``pa.array`` would also work but
-    imports pandas on first use: +0.5 s per process)."""
-    a = np.ascontiguousarray(arr)
-    return pa.Array.from_buffers(_ARROW_TYPES[a.dtype], len(a), [None, pa.py_buffer(a)])
-
-
-def _fixed(arr: np.ndarray) -> pa.Array:
-    _b, w = arr.shape
-    return pa.FixedSizeListArray.from_arrays(_prim(arr.reshape(-1)), w)
-
-
-def record_batch(
-    rows: Rows,
-    lengths: Lengths,
-    components: np.ndarray,
-    source_file: int,
-    example_index: np.ndarray,
-    token_offset: np.ndarray,
-) -> pa.RecordBatch:
-    n = len(rows.input_length)
-    cols: list[pa.Array] = [
-        _fixed(rows.input_ids),
-        _fixed(rows.labels),
-        _fixed(rows.attention_mask),
-    ]
-    if lengths.layout == "decoder-only":
-        cols.append(_prim(rows.prefix_length))
-    cols += [
-        _prim(rows.input_length),
-        _prim(rows.target_length),
-        _prim(np.asarray(components, dtype=np.int8)),
-        _prim(np.full(n, source_file, dtype=np.int32)),
-        _prim(np.asarray(example_index, dtype=np.int64)),
-        _prim(np.asarray(token_offset, dtype=np.int64)),
-    ]
-    return pa.RecordBatch.from_arrays(cols, schema=schema(lengths))
+from ..errors import OutputError
+from .layout import tmp_path
 
 
 class _HashingFile:
@@ -144,30 +60,154 @@ class _HashingFile:
         return False
 
 
+class ShardFormat:
+    """How one shard format writes and reads record batches."""
+
+    name = ""
+
+    def writer(self, sink: Any, schema: pa.Schema) -> Any:
+        """An object with ``write_batch(batch)`` and ``close()`` writing to ``sink``."""
+        raise NotImplementedError
+
+    def write(self, w: Any, batch: pa.RecordBatch) -> None:
+        w.write_batch(batch)
+
+    def open(
+        self, path: Path, columns: Sequence[str] | None
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """A shard's schema and its record batches, reading only ``columns``."""
+        raise NotImplementedError
+
+    def read_all(self, path: Path) -> list[pa.RecordBatch]:
+        _, batches = self.open(path, None)
+        return list(batches)
+
+
+class ArrowFormat(ShardFormat):
+    """Arrow IPC stream files, memory-mapped when read (zero-copy)."""
+
+    name = "arrow"
+
+    def writer(self, sink: Any, schema: pa.Schema) -> Any:
+        return pa.ipc.new_stream(sink, schema)
+
+    def open(
+        self, path: Path, columns: Sequence[str] | None
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        reader = pa.ipc.open_stream(pa.memory_map(str(path), "r"))
+
+        def gen() -> Iterator[pa.RecordBatch]:
+            for rb in reader:
+                yield rb.select(list(columns)) if columns is not None else rb
+
+        return reader.schema, gen()
+
+
+class ParquetFormat(ShardFormat):
+    """zstd Parquet, one row group per written batch (decoded when read)."""
+
+    name = "parquet"
+
+    def writer(self, sink: Any, schema: pa.Schema) -> Any:
+        return pq.ParquetWriter(sink, schema, compression="zstd")
+
+    def write(self, w: Any, batch: pa.RecordBatch) -> None:
+        w.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+
+    def open(
+        self, path: Path, columns: Sequence[str] | None
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        pf = pq.ParquetFile(str(path))
+        cols = list(columns) if columns is not None else None
+        return pf.schema_arrow, pf.iter_batches(batch_size=8192, columns=cols)
+
+    def read_all(self, path: Path) -> list[pa.RecordBatch]:
+        batches: list[pa.RecordBatch] = pq.read_table(path).combine_chunks().to_batches()
+        return batches
+
+
+#: format name (``--format``, the manifest's ``format``) -> its reader and writer
+FORMATS: dict[str, ShardFormat] = {"arrow": ArrowFormat(), "parquet": ParquetFormat()}
+
+
+def shard_format(fmt: str) -> ShardFormat:
+    if fmt not in FORMATS:
+        raise OutputError(f"unknown shard format {fmt!r} (known: {', '.join(FORMATS)})")
+    return FORMATS[fmt]
+
+
+def open_shard(
+    path: Path, fmt: str, columns: Sequence[str] | None = None
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """A shard's schema and its record batches, reading only ``columns`` (Arrow IPC: memory-mapped,
+    zero-copy; Parquet: only those column chunks are decoded)."""
+    return shard_format(fmt).open(path, columns)
+
+
+def read_shard(path: Path, fmt: str) -> list[pa.RecordBatch]:
+    """All record batches of a shard; Arrow shards are memory-mapped (zero-copy)."""
+    return shard_format(fmt).read_all(path)
+
+
+_NP = {
+    pa.int8(): np.int8,
+    pa.int16(): np.int16,
+    pa.int32(): np.int32,
+    pa.int64(): np.int64,
+    pa.uint8(): np.uint8,
+    pa.uint16(): np.uint16,
+    pa.uint32(): np.uint32,
+    pa.uint64(): np.uint64,
+    pa.float32(): np.float32,
+    pa.float64(): np.float64,
+}
+
+
+def _flat(a: pa.Array, start: int, count: int) -> np.ndarray:
+    dt = _NP.get(a.type)
+    if dt is None or a.null_count:
+        raise ValueError(f"unexpected column type {a.type} (or nulls)")
+    off = a.offset + start
+    return np.frombuffer(a.buffers()[1], dtype=dt, count=off + count)[off:]
+
+
+def batch_arrays(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
+    """Zero-copy numpy views of a record batch's primitive and fixed-size-list columns
+    (``[n, W]``). Built from the Arrow buffers directly: ``Array.to_numpy`` imports pandas on
+    first use, which costs ~1.5 s per process."""
+    out: dict[str, np.ndarray] = {}
+    n = rb.num_rows
+    for name, col in zip(rb.schema.names, rb.columns, strict=True):
+        if pa.types.is_fixed_size_list(col.type):
+            w = col.type.list_size
+            out[name] = _flat(col.values, col.offset * w, n * w).reshape(n, w)
+        else:
+            out[name] = _flat(col, 0, n)
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class ShardWriter:
     """Write one shard from record batches; ``commit()`` makes it appear atomically."""
 
-    def __init__(
-        self, path: Path, lengths: Lengths, fmt: str, schema_: pa.Schema | None = None
-    ) -> None:
+    def __init__(self, path: Path, fmt: str, schema: pa.Schema) -> None:
         self.path = path
-        self.tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+        self.tmp = tmp_path(path)
         self.rows = 0
-        self._schema = schema_ if schema_ is not None else schema(lengths)
-        self._fmt = fmt
+        self._fmt = shard_format(fmt)
         self._sink = _HashingFile(self.tmp)
         self._pa_sink = pa.PythonFile(self._sink, mode="w")
-        self._w: Any
-        if fmt == "parquet":
-            self._w = pq.ParquetWriter(self._pa_sink, self._schema, compression="zstd")
-        else:
-            self._w = pa.ipc.new_stream(self._pa_sink, self._schema)
+        self._w = self._fmt.writer(self._pa_sink, schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._fmt == "parquet":
-            self._w.write_batch(batch, row_group_size=max(batch.num_rows, 1))
-        else:
-            self._w.write_batch(batch)
+        self._fmt.write(self._w, batch)
         self.rows += batch.num_rows
 
     def commit(self) -> dict[str, Any]:
@@ -190,7 +230,7 @@ class ShardWriter:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    tmp = tmp_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -199,7 +239,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    tmp = tmp_path(path)
     with open(tmp, "wb") as f:
         np.save(f, arr, allow_pickle=False)
         f.flush()

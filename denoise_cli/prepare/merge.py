@@ -18,34 +18,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ..errors import ConfigError, OutputError
-from ..load.dataset import read_manifest
-from ..output.shards import atomic_write_bytes, fsync_dir
-from .run import (
-    MANIFEST,
-    STATE_DIR,
-    _diff,
-    _dumps,
-    epoch_dir,
-    top_manifest,
-    totals_from_files,
-    write_epoch_files,
-)
+from ..output.layout import TOKENIZER, epoch_dir, run_record, tmp_path
+from ..output.manifest import diff, read_manifest, totals_from_files
+from .finalize import write_epoch_files, write_top
+from .outdir import read_identity
 
 
 def _identity(part: Path) -> dict[str, Any]:
-    p = part / STATE_DIR / "run.json"
-    if not p.is_file():
-        raise ConfigError(f"{part} is not the output of `denoise prepare` (no {p})")
-    ident: dict[str, Any] = orjson.loads(p.read_bytes())
+    ident = read_identity(part)
+    if ident is None:
+        raise ConfigError(f"{part} is not the output of `denoise prepare` (no {run_record(part)})")
     return ident
 
 
 def _place(src: Path, dst: Path, copy: bool) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".tmp-{dst.name}.{os.getpid()}")
+    tmp = tmp_path(dst)
     tmp.unlink(missing_ok=True)
     if not copy:
         try:
@@ -68,7 +57,7 @@ def merge(
     idents = [_identity(d) for d in dirs]
     base = {k: v for k, v in idents[0].items() if k != "part"}
     for d, ident in zip(dirs[1:], idents[1:], strict=False):
-        diffs = _diff({k: v for k, v in ident.items() if k != "part"}, base)
+        diffs = diff({k: v for k, v in ident.items() if k != "part"}, base)
         if diffs:
             raise ConfigError(
                 f"{d} was made with a different configuration than {dirs[0]}:\n  "
@@ -107,10 +96,7 @@ def merge(
         m["totals"] = totals_from_files(files)
         if seen != list(range(count)):
             m["part"] = {"merged": seen, "count": count}
-        tok = (dirs[0] / sub / "tokenizer.json").read_text(encoding="utf-8")
+        tok = (dirs[0] / sub / TOKENIZER).read_text(encoding="utf-8")
         write_epoch_files(dst / sub, m, tok, epochs > 1)
         manifests.append(m)
-    top = top_manifest(manifests)
-    atomic_write_bytes(dst / MANIFEST, _dumps(top))
-    fsync_dir(dst)
-    return top
+    return write_top(dst, manifests)

@@ -1,7 +1,6 @@
-"""Packing: one file's token stream -> groups of raw chunks, one mixture component per chunk.
+"""Chunking: one file's token stream -> groups of raw chunks, one mixture component per chunk.
 
-Documents are concatenated (with an EOS between them by default) into one token stream per
-input file. The stream is cut into *groups* of ``G`` consecutive chunks. For group ``g`` a
+The stream (documents joined by ``source.stream``) is cut into *groups* of ``G`` consecutive chunks. For group ``g`` a
 generator seeded from ``SeedSequence([seed, file_key, g, epoch])`` first draws the ``G``
 components (one per chunk, probability = weight), which fixes every chunk's raw length; the
 group is cut as soon as the stream holds that many tokens, and the same generator then draws
@@ -11,12 +10,10 @@ stream) - never on read batch sizes, worker counts or machines.
 At the end of a file, the chunks of the pending group that still fit are emitted in order; the
 remaining tokens (fewer than the next chunk needs) are the file's *tail*, counted and reported.
 
-The packer is resumable: after any group it can hand out its state (next group index, stream
-offset of the buffer, the un-chunked tokens it holds), and a packer built from that state
+The chunker is resumable: after any group it can hand out its state (next group index, stream
+offset of the buffer, the un-chunked tokens it holds), and a chunker built from that state
 continues with byte-identical groups.
-
-Cost: one ``concatenate`` of the carried tokens per pushed batch (a few MB), negligible next to
-tokenization.
+See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ComponentPlan
+from ..plan import ComponentPlan
 from .corrupt import draw_components
 
 
@@ -57,13 +54,13 @@ class Group:
 
 
 @dataclass
-class PackerState:
+class ChunkerState:
     next_group: int
     offset: int  # stream offset of carry[0]
     carry: np.ndarray  # int32 tokens not yet chunked
 
 
-class Packer:
+class Chunker:
     def __init__(
         self,
         plans: Sequence[ComponentPlan],
@@ -72,13 +69,13 @@ class Packer:
         seed: int,
         key: int,
         epoch: int = 0,
-        state: PackerState | None = None,
+        state: ChunkerState | None = None,
     ) -> None:
         self._raw = np.array([c.raw_length for c in plans], dtype=np.int64)
         self._p = np.asarray(probabilities, dtype=np.float64)
         self._g = group_size
         self._seed, self._key, self._epoch = seed, key, epoch
-        st = state or PackerState(0, 0, np.zeros(0, np.int32))
+        st = state or ChunkerState(0, 0, np.zeros(0, np.int32))
         self._next = st.next_group
         self._offset = st.offset
         self._buf = np.asarray(st.carry, dtype=np.int32)
@@ -89,8 +86,8 @@ class Packer:
         self._comps = draw_components(self._rng, self._p, self._g)
         self._ends = np.cumsum(self._raw[self._comps])
 
-    def state(self) -> PackerState:
-        return PackerState(self._next, self._offset, self._buf.copy())
+    def state(self) -> ChunkerState:
+        return ChunkerState(self._next, self._offset, self._buf.copy())
 
     @property
     def buffered(self) -> int:
@@ -133,18 +130,3 @@ class Packer:
         self._offset += tail
         self._buf = self._buf[:0]
         return grp, tail
-
-
-def join_documents(values: np.ndarray, offsets: np.ndarray, separator: int | None) -> np.ndarray:
-    """Flat document tokens -> one stream, with ``separator`` after every non-empty document."""
-    if separator is None or len(offsets) <= 1:
-        return values
-    lens = np.diff(offsets)
-    nonempty = lens > 0
-    ndocs = int(nonempty.sum())
-    out = np.empty(len(values) + ndocs, dtype=np.int32)
-    seps_before = np.concatenate([[0], np.cumsum(nonempty)[:-1]])  # separators before doc d
-    shift = np.repeat(seps_before, lens)
-    out[np.arange(len(values)) + shift] = values
-    out[offsets[1:][nonempty] + seps_before[nonempty]] = separator
-    return out

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import ComponentPlan, Lengths
+from ..config import Lengths
+from ..plan import ComponentPlan
 from .masks import random_prefix_lengths, random_spans_noise_mask
 
 IGNORE_INDEX = -100

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import s_prefix_min, span_counts
+from ..plan import s_prefix_min, span_counts
 
 
 def random_segment_starts(

@@ -105,15 +105,12 @@ per-token Python).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
-from ..config import ComponentPlan, Layout, Lengths
-from ..output.shards import _fixed, _prim
+from ..config import PACK_ALGORITHM, Layout, Lengths
 from .corrupt import IGNORE_INDEX, Rows, row_widths
 
 NO_SEGMENT = -1  # padding of the per-segment metadata lists
@@ -122,108 +119,11 @@ EJECT_MAX_FAIL = 4  # ejection search: failed attempts in a row before it stops
 EJECT_MAX_ROUNDS = 8  # insert + swap rounds per attempt
 EJECT_WORK = 100  # candidate moves looked at per example, at most (bounds the cost)
 MIX_ROUNDS = 32  # rounds of feasible random swaps between rows (component mixing)
-#: Names the row assignment (which examples share a row). Recorded in the manifest and in the
-#: config fingerprint: a resume or ``verify --source`` with a different algorithm would not
-#: regenerate the same rows, so it is refused. Change it whenever ``assign_rows`` changes.
-#: Outputs without it were packed by "first-fit-v1" (first fit only, denoise <= 0.x).
-ALGORITHM = "first-fit+eject+mix-v2"
+#: Recorded in the manifest and the config fingerprint (defined in config: see PACK_ALGORITHM).
+ALGORITHM = PACK_ALGORITHM
 
 
 # --------------------------------------------------------------------------- planning
-
-
-def example_lengths(
-    lengths: Lengths,
-    factor: int = 4,
-    *,
-    inputs_budget: int | None = None,
-    targets_budget: int | None = None,
-    seq_budget: int | None = None,
-) -> Lengths:
-    """The lengths to plan (and corrupt) examples with, so that about ``factor`` of them share
-    one row of ``lengths``.
-
-    encoder-decoder: inputs budget ``I // factor``; targets budget ``min(T, I // factor)``, so
-    each component keeps the shape it has in an unpacked ``I = T`` row, scaled down (a ``T``
-    smaller than ``I`` only caps it). decoder-only: ``S // factor``. Explicit budgets override.
-    Raises ``ValueError`` for a budget larger than the row or smaller than 4 tokens.
-    """
-    if factor < 1:
-        raise ValueError(f"pack factor must be >= 1, got {factor}")
-    if lengths.layout == "encoder-decoder":
-        bi = inputs_budget if inputs_budget is not None else lengths.inputs_length // factor
-        bt = targets_budget if targets_budget is not None else min(lengths.targets_length, bi)
-        if not 4 <= bi <= lengths.inputs_length or not 4 <= bt <= lengths.targets_length:
-            raise ValueError(
-                f"example budget inputs={bi}, targets={bt} must be in [4, row] for rows of "
-                f"inputs={lengths.inputs_length}, targets={lengths.targets_length}"
-            )
-        return Lengths("encoder-decoder", inputs_length=bi, targets_length=bt)
-    bs = seq_budget if seq_budget is not None else lengths.seq_length // factor
-    if not 4 <= bs <= lengths.seq_length:
-        raise ValueError(f"example budget seq={bs} must be in [4, {lengths.seq_length}]")
-    return Lengths("decoder-only", seq_length=bs)
-
-
-def _min_example(c: ComponentPlan, layout: Layout) -> tuple[int, int]:
-    """Smallest (input tokens, target tokens) a component's example can have."""
-    m = 0 if c.mode_token is None else 1
-    if layout == "decoder-only" or c.denoiser.is_span:
-        return c.input_length, c.target_length  # exact for span; S decoder-only: m + L + 1
-    return m + c.prefix_min + 1, c.raw_length - c.prefix_max + 1
-
-
-def max_segments(plans: Sequence[ComponentPlan], lengths: Lengths) -> int:
-    """Segments per row ``K`` (the width of the per-segment lists): the most examples planned by
-    ``plans`` (at the example budget) that can share a row of ``lengths`` (the real rows)."""
-    mins = [_min_example(c, lengths.layout) for c in plans]
-    if lengths.layout == "encoder-decoder":
-        k = min(
-            lengths.inputs_length // min(a for a, _ in mins),
-            lengths.targets_length // min(b for _, b in mins),
-        )
-    else:
-        k = lengths.seq_length // min(a for a, _ in mins)
-    return max(k, 1)
-
-
-def mixture_ratio(plans: Sequence[ComponentPlan]) -> float:
-    """Expected target tokens per input token over the mixture (encoder-decoder plans):
-    ``E[targets] / E[inputs]`` with the components' probabilities."""
-    p = np.array([c.probability for c in plans], dtype=np.float64)
-    mi = float(p @ np.array([c.mean_input_tokens for c in plans]))
-    mt = float(p @ np.array([c.mean_target_tokens for c in plans]))
-    return mt / mi
-
-
-def efficiency_bound(plans: Sequence[ComponentPlan], lengths: Lengths) -> dict[str, float]:
-    """Upper bound on packed token efficiency (real tokens / slots) from the ratio argument.
-
-    Every packed example brings ``rho = E[targets]/E[inputs]`` target tokens per input token in
-    aggregate, and a row holds at most ``I`` input and ``T`` target tokens, so over many rows
-    inputs <= min(1, T / (rho I)) and targets <= min(1, rho I / T). ``plans`` are the plans of
-    the examples (at the example budget), ``lengths`` the packed rows. Granularity (whole
-    examples of few distinct sizes) can make the true optimum lower; see docs/packing.md."""
-    if lengths.layout == "decoder-only":
-        return {"sequence": 1.0, "overall": 1.0}
-    rho = mixture_ratio(plans)
-    I, T = lengths.inputs_length, lengths.targets_length
-    ei = min(1.0, T / (rho * I))
-    et = min(1.0, rho * I / T)
-    return {"ratio": rho, "inputs": ei, "targets": et, "overall": (ei * I + et * T) / (I + T)}
-
-
-def targets_length_window(
-    plans: Sequence[ComponentPlan], inputs_length: int, efficiency: float = 0.98
-) -> tuple[int, int]:
-    """Integer targets lengths ``T`` for which the ratio bound allows ``>= efficiency`` on both
-    sides with rows of ``inputs_length``: ``efficiency * rho * I <= T <= rho * I / efficiency``
-    (empty, lo > hi, when ``efficiency`` is 1 and ``rho * I`` is not an integer). Only valid
-    while the example plans do not depend on ``T`` (targets budget <= T)."""
-    rho = mixture_ratio(plans)
-    return math.ceil(efficiency * rho * inputs_length - 1e-9), math.floor(
-        rho * inputs_length / efficiency + 1e-9
-    )
 
 
 # --------------------------------------------------------------------------- assignment
@@ -746,67 +646,6 @@ def pack_rows(
     return PackedRows(lengths.layout, cols, source)
 
 
-# --------------------------------------------------------------------------- Arrow
-
-
-def packed_schema(lengths: Lengths, max_segs: int) -> pa.Schema:
-    """The Arrow schema of packed rows of ``lengths`` with ``max_segs`` segments per row."""
-    W, V = row_widths(lengths)
-    K = max_segs
-
-    def fixed(name: str, t: pa.DataType, w: int) -> pa.Field:
-        return pa.field(name, pa.list_(t, w), nullable=False)
-
-    def prim(name: str, t: pa.DataType) -> pa.Field:
-        return pa.field(name, t, nullable=False)
-
-    i8, i32, i64 = pa.int8(), pa.int32(), pa.int64()
-    fields = [fixed("input_ids", i32, W), fixed("labels", i32, V), fixed("attention_mask", i8, W)]
-    if lengths.layout == "encoder-decoder":
-        fields += [
-            fixed("encoder_segment_ids", i32, W),
-            fixed("encoder_positions", i32, W),
-            fixed("decoder_segment_ids", i32, V),
-            fixed("decoder_positions", i32, V),
-        ]
-    else:
-        fields += [
-            fixed("segment_ids", i32, W),
-            fixed("positions", i32, W),
-            fixed("prefix_mask", i8, W),
-        ]
-    fields += [
-        prim("num_segments", i32),
-        prim("input_length", i32),
-        prim("target_length", i32),
-        prim("source_file", i32),
-        fixed("segment_denoiser", i8, K),
-        fixed("segment_example_index", i64, K),
-        fixed("segment_token_offset", i64, K),
-        fixed("segment_input_length", i32, K),
-        fixed("segment_target_length", i32, K),
-    ]
-    if lengths.layout == "decoder-only":
-        fields.append(fixed("segment_prefix_length", i32, K))
-    return pa.schema(fields)
-
-
-def packed_record_batch(packed: PackedRows, lengths: Lengths, source_file: int) -> pa.RecordBatch:
-    """Arrow record batch of :func:`packed_schema` over the packed arrays (zero-copy: every
-    column wraps its numpy buffer)."""
-    K = packed.source_row.shape[1]
-    sch = packed_schema(lengths, K)
-    R = packed.num_rows
-    arrays: list[pa.Array] = []
-    for f in sch:
-        if f.name == "source_file":
-            arrays.append(_prim(np.full(R, source_file, dtype=np.int32)))
-            continue
-        v = packed.columns[f.name]
-        arrays.append(_fixed(v) if v.ndim == 2 else _prim(v))
-    return pa.RecordBatch.from_arrays(arrays, schema=sch)
-
-
 # --------------------------------------------------------------------------- readers / trainers
 
 
@@ -836,69 +675,3 @@ def unpack_rows(columns: Mapping[str, np.ndarray], lengths: Lengths, pad_id: int
         plen = columns["segment_prefix_length"][valid].astype(np.int32)
     att = mask.astype(np.int8)
     return Rows(out_ids, out_lab, att, ilen, tlen, plen)
-
-
-def unpad_indices(segment_ids: np.ndarray) -> np.ndarray:
-    """Flat (row-major) indices of the real tokens of a ``[B, L]`` batch: gather
-    ``x.reshape(B * L, ...)[idx]`` to get the unpadded tokens :func:`cu_seqlens` describes."""
-    return np.flatnonzero(np.asarray(segment_ids).reshape(-1) > 0)
-
-
-def cu_seqlens(segment_ids: np.ndarray) -> tuple[np.ndarray, int]:
-    """flash-attention varlen metadata of a ``[B, L]`` batch of segment ids (0 = padding):
-    ``cu_seqlens`` (int32, ``[num_segments + 1]``, cumulative segment lengths in row-major order
-    over the unpadded tokens of :func:`unpad_indices`) and ``max_seqlen``. Vectorized."""
-    s = np.asarray(segment_ids)
-    L = s.shape[1]
-    flat = s.reshape(-1)
-    idx = np.flatnonzero(flat > 0)
-    if idx.size == 0:
-        return np.zeros(1, dtype=np.int32), 0
-    v = flat[idx]
-    rowi = idx // L
-    new = np.ones(idx.size, dtype=bool)
-    new[1:] = (v[1:] != v[:-1]) | (rowi[1:] != rowi[:-1])
-    starts = np.flatnonzero(new)
-    cu = np.empty(starts.size + 1, dtype=np.int32)
-    cu[:-1] = starts
-    cu[-1] = idx.size
-    return cu, int(np.diff(cu).max())
-
-
-def segment_mask(
-    q_segment_ids: np.ndarray,
-    kv_segment_ids: np.ndarray | None = None,
-    *,
-    causal: bool = False,
-    prefix_mask: np.ndarray | None = None,
-) -> np.ndarray:
-    """Boolean attention mask ``[B, Lq, Lk]`` (True = may attend) for packed rows: same non-zero
-    segment; ``causal`` adds ``k <= q`` (positions in the row); with ``prefix_mask``
-    (decoder-only prefix-LM) a key in its segment's prefix is visible to the whole segment."""
-    q = np.asarray(q_segment_ids)
-    k = q if kv_segment_ids is None else np.asarray(kv_segment_ids)
-    m: np.ndarray = (q[:, :, None] == k[:, None, :]) & (q[:, :, None] > 0)
-    if causal:
-        c = np.arange(k.shape[1])[None, :] <= np.arange(q.shape[1])[:, None]
-        if prefix_mask is not None:
-            c = c[None, :, :] | (np.asarray(prefix_mask)[:, None, :] > 0)
-        m &= c
-    return m
-
-
-def decoder_input_ids(
-    labels: np.ndarray, decoder_segment_ids: np.ndarray, start_id: int, pad_id: int
-) -> np.ndarray:
-    """Decoder inputs of packed encoder-decoder rows: labels shifted right by one **within each
-    segment**, ``start_id`` (T5: the pad id) at each segment's first position, ``pad_id`` on
-    padding (HF ``_shift_right`` per segment)."""
-    lab = np.asarray(labels)
-    seg = np.asarray(decoder_segment_ids)
-    out = np.full(lab.shape, pad_id, dtype=lab.dtype)
-    out[:, 1:] = lab[:, :-1]
-    out[out == IGNORE_INDEX] = pad_id
-    first = seg > 0
-    first[:, 1:] &= seg[:, 1:] != seg[:, :-1]
-    out[first] = start_id
-    out[seg == 0] = pad_id
-    return out

@@ -116,6 +116,30 @@ class TokenizerInfo:
         ids = {self.eos[1], self.pad[1], *self.sentinels, *self.mode_tokens.values()}
         return np.array(sorted(ids), dtype=np.int32)
 
+    def encoder(self) -> Encoder:
+        """The encoder of documents for this tokenizer (reserved ids replaced or refused)."""
+        return Encoder(self.json, self.reserved_ids(), self.unk[1] if self.unk else None)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], tokenizer_json: str = "") -> TokenizerInfo:
+        """The inverse of :meth:`to_dict` (a manifest's ``tokenizer``), with the tokenizer JSON
+        saved next to it."""
+        unk = d.get("unk")
+        return cls(
+            source=str(d["source"]),
+            source_sha256=str(d["source_sha256"]),
+            sha256=str(d["sha256"]),
+            vocab_size=int(d["vocab_size"]),
+            eos=(str(d["eos"]["token"]), int(d["eos"]["id"])),
+            pad=(str(d["pad"]["token"]), int(d["pad"]["id"])),
+            unk=None if not unk else (str(unk["token"]), int(unk["id"])),
+            sentinels=tuple(int(i) for i in d["sentinel_ids"]),
+            mode_tokens={str(k): int(v) for k, v in d["mode_tokens"].items()},
+            added=tuple(str(t) for t in d.get("added_tokens", ())),
+            sentinel_template=str(d.get("sentinel_template", "<extra_id_{}>")),
+            json=tokenizer_json,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,

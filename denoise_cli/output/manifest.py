@@ -1,0 +1,189 @@
+"""The manifest ``denoise.json``: the one owner of its keys. Built here from the per-file
+records of a run (:func:`build_manifest`, :func:`top_manifest` for ``--epochs K``, merged parts
+add up through :func:`totals_from_files`), read here (:func:`read_manifest`,
+:func:`datasets`), and turned back into the config that made it (:func:`prepare_config`) so
+that ``verify --source`` and the tests rebuild rows the way
+``prepare`` did. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..config import PrepareConfig
+from ..errors import OutputError
+from ..plan import ComponentPlan, sentinels_needed
+from ..rows.corrupt import row_widths
+from .layout import MANIFEST, epoch_dir, epoch_dirs
+from .layout import datasets as dataset_dirs
+
+FORMAT_VERSION = 1
+
+
+def dumps(obj: Any) -> bytes:
+    """The JSON bytes of a manifest or run record (indented, sorted keys, numpy scalars)."""
+    return orjson.dumps(
+        obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    )
+
+
+def diff(a: Any, b: Any, path: str = "") -> list[str]:
+    """The differences between two JSON values, one line per leaf: ``path: b -> a``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [] if a == b else [f"{path}: {b!r} (existing) -> {a!r} (now)"]
+
+
+def read_manifest(out: str | Path) -> dict[str, Any]:
+    p = Path(out) / MANIFEST
+    if not p.is_file():
+        raise OutputError(
+            f"{out} has no {MANIFEST}: not a denoise output, or `denoise prepare` has not finished "
+            "(rerun it to complete the output)"
+        )
+    try:
+        m: dict[str, Any] = orjson.loads(p.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise OutputError(f"{p} is not valid JSON: {e}") from None
+    return m
+
+
+def datasets(out: Path) -> list[tuple[str, Path, dict[str, Any]]]:
+    """The datasets of an output: ``[("", out, manifest)]``, or for ``prepare --epochs K`` one
+    ``("epoch-k/", out/epoch-k, its manifest)`` per epoch (each a complete dataset)."""
+    m = read_manifest(out)
+    dirs = m.get("epoch_dirs")
+    if not dirs:
+        return [("", out, m)]
+    return [(prefix, path, read_manifest(path)) for prefix, path in dataset_dirs(out, dirs)]
+
+
+def build_manifest(
+    cfg: PrepareConfig,
+    plans: Sequence[ComponentPlan],
+    tokenizer: dict[str, Any],
+    records: Sequence[dict[str, Any]],
+    *,
+    epoch: int,
+    version: str,
+    group_size: int,
+    max_segments: int,
+    rows_per_shard: int,
+    expected_efficiency: dict[str, float],
+) -> dict[str, Any]:
+    """The manifest of one epoch's dataset from the per-file records of a run; shard paths are
+    relative to the epoch's directory."""
+    prefix_len = len(epoch_dir(cfg.epochs, epoch))
+    shards = []
+    for r in records:
+        for p in r["epochs"][epoch]["parts"]:
+            shards.append(
+                {
+                    "path": p["shard"][prefix_len:],
+                    "rows": p["rows"],
+                    "bytes": p["bytes"],
+                    "sha256": p["sha256"],
+                    "tokens": p["tokens"],
+                    "source_files": [r["index"]],
+                }
+            )
+    files = [
+        {
+            "index": r["index"],
+            "name": r["name"],
+            "size": r["size"],
+            "stats": r["stats"],
+            "tokens": r["tokens"],
+            "reserved_replaced": r["reserved_replaced"],
+            "tokens_used": r["epochs"][epoch]["tokens_used"],
+            "tail_tokens": r["epochs"][epoch]["tail_tokens"],
+            "rows": r["epochs"][epoch]["rows"],
+        }
+        for r in records
+    ]
+    fp = cfg.fingerprint_dict()
+    return {
+        "format_version": FORMAT_VERSION,
+        "denoise_version": version,
+        "format": cfg.format,
+        "layout": cfg.lengths.layout,
+        "lengths": cfg.lengths.to_dict(),
+        "row_widths": list(row_widths(cfg.lengths)),
+        "seed": cfg.seed,
+        "epoch": epoch,
+        "epochs": cfg.epochs,
+        "group_size": group_size,
+        "packing": None
+        if not cfg.pack_factor
+        else {
+            "factor": cfg.pack_factor,
+            "example_lengths": cfg.example_lengths.to_dict(),
+            "max_segments": max_segments,
+            "algorithm": fp["pack_algorithm"],
+        },
+        "rows_per_shard": rows_per_shard,
+        "config": fp,
+        "mixture": cfg.mixture.to_dict(),
+        "components": [c.to_dict() for c in plans],
+        "sentinels_needed": sentinels_needed(plans),
+        "expected_efficiency": expected_efficiency,
+        "tokenizer": tokenizer,
+        "files": files,
+        "shards": shards,
+        "totals": totals_from_files(files),
+    }
+
+
+def top_manifest(manifests: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One epoch: its manifest. Several: the shared part plus ``epoch_dirs`` and rows per epoch."""
+    if len(manifests) == 1:
+        return dict(manifests[0])
+    first = manifests[0]
+    top = {k: v for k, v in first.items() if k not in ("shards", "epoch", "totals", "files")}
+    top["epoch_dirs"] = epoch_dirs(len(manifests))
+    totals = {
+        k: v for k, v in first["totals"].items() if k not in ("rows", "tokens_used", "tail_tokens")
+    }
+    totals["rows_per_epoch"] = [m["totals"]["rows"] for m in manifests]
+    top["totals"] = totals
+    top["files"] = [
+        {k: v for k, v in f.items() if k not in ("rows", "tokens_used", "tail_tokens")}
+        for f in first["files"]
+    ]
+    return top
+
+
+def totals_from_files(files: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Dataset totals, computed only from the per-file entries (so merged parts add up to
+    exactly what one machine would have written)."""
+    skipped: dict[str, int] = {}
+    for f in files:
+        for k, v in f["stats"]["skipped"].items():
+            skipped[k] = skipped.get(k, 0) + v
+    return {
+        "files": len(files),
+        "rows": sum(f["rows"] for f in files),
+        "records": sum(f["stats"]["records"] for f in files),
+        "docs": sum(f["stats"]["docs"] for f in files),
+        "skipped": dict(sorted(skipped.items())),
+        "files_with_errors": sum(1 for f in files if f["stats"].get("error")),
+        "tokens": sum(f["tokens"] for f in files),
+        "tokens_used": sum(f["tokens_used"] for f in files),
+        "tail_tokens": sum(f["tail_tokens"] for f in files),
+        "reserved_replaced": sum(f["reserved_replaced"] for f in files),
+    }
+
+
+# --------------------------------------------------------------------------- manifest -> run
+
+
+def prepare_config(m: dict[str, Any]) -> PrepareConfig:
+    """The config a manifest was written with (its ``config`` fingerprint)."""
+    return PrepareConfig.from_dict(m["config"])

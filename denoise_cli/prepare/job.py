@@ -1,0 +1,148 @@
+"""What a run is before any work starts: the resolved inputs, tokenizer and plans
+(:class:`Prepared`, also what ``denoise plan`` shows) and the :class:`Job` every worker gets
+(pickled once per worker). See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import PrepareConfig
+from ..output.layout import epoch_dir, shard_name
+from ..plan import (
+    ComponentPlan,
+    efficiency_bound,
+    expected_efficiency,
+    max_segments,
+    mixture_ratio,
+    plans_for,
+    sentinels_needed,
+    targets_length_window,
+)
+from ..rows.corrupt import SpecialIds, row_widths
+from ..source.read import InputFile, find_inputs
+from ..source.tokenize import Encoder, TokenizerInfo, build_tokenizer
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs; pickled once per worker."""
+
+    cfg: PrepareConfig
+    plans: tuple[ComponentPlan, ...]
+    special: SpecialIds
+    encoder: Encoder
+    out: str
+    files: tuple[InputFile, ...]
+    rows_per_part: int
+    group_size: int
+    max_segments: int = 0  # packed output: examples per row at most (0: unpacked)
+
+    @property
+    def groups_per_part(self) -> int:
+        return max(1, self.rows_per_part // self.group_size)
+
+    def epoch_dir(self, epoch: int) -> str:
+        """Where an epoch's dataset lives, relative to the output: "" for a single epoch."""
+        return epoch_dir(self.cfg.epochs, epoch)
+
+    def shard_name(self, epoch: int, file_idx: int, part: int) -> str:
+        return shard_name(self.cfg.epochs, epoch, file_idx, part, self.cfg.format)
+
+
+def rows_per_part(cfg: PrepareConfig) -> int:
+    if cfg.shard_rows:
+        return cfg.shard_rows
+    wi, wt = row_widths(cfg.lengths)
+    row_bytes = 4 * wi + 4 * wt + wi + 32
+    return max(1, cfg.shard_bytes // row_bytes)
+
+
+@dataclass
+class Prepared:
+    """What the main process resolved before any work: plans, tokenizer, inputs."""
+
+    cfg: PrepareConfig
+    plans: tuple[ComponentPlan, ...]
+    tokenizer: TokenizerInfo
+    files: list[InputFile]
+
+
+def resolve(cfg: PrepareConfig, inputs: Sequence[str] | None, tokenizer: str | None) -> Prepared:
+    """Validate everything up front: lengths, sentinels, tokenizer, inputs. Raises ConfigError."""
+    plans = plans_for(cfg)
+    tok = build_tokenizer(tokenizer, cfg.tokens, cfg.mixture, sentinels_needed(plans))
+    files = find_inputs(inputs) if inputs else []
+    return Prepared(cfg, plans, tok, files)
+
+
+def make_job(prep: Prepared, out: Path) -> Job:
+    cfg, tok = prep.cfg, prep.tokenizer
+    return Job(
+        cfg=cfg,
+        plans=prep.plans,
+        special=tok.special_ids(),
+        encoder=tok.encoder(),
+        out=str(out),
+        files=tuple(prep.files),
+        rows_per_part=rows_per_part(cfg),
+        group_size=cfg.group_size,
+        max_segments=max_segments_of(prep),
+    )
+
+
+def expected_efficiency_of(prep: Prepared) -> dict[str, float]:
+    """Unpacked: the plan's mean real tokens / slots. Packed: the ratio bound (an upper bound;
+    the measured figure is in ``denoise stats``)."""
+    if not prep.cfg.pack_factor:
+        return expected_efficiency(prep.plans, prep.cfg.lengths)
+    return {
+        f"packed_bound_{k}": v for k, v in efficiency_bound(prep.plans, prep.cfg.lengths).items()
+    }
+
+
+def max_segments_of(prep: Prepared) -> int:
+    if not prep.cfg.pack_factor:
+        return 0
+    return max_segments(prep.plans, prep.cfg.lengths)
+
+
+def plan_table(prep: Prepared) -> dict[str, Any]:
+    """What ``denoise plan`` shows (and ``prepare`` records in the manifest)."""
+    cfg = prep.cfg
+    return {
+        "mixture": cfg.mixture.to_dict(),
+        "lengths": cfg.lengths.to_dict(),
+        "components": [c.to_dict() for c in prep.plans],
+        "sentinels_needed": sentinels_needed(prep.plans),
+        "expected_efficiency": expected_efficiency_of(prep),
+        "packing": packing_plan(prep),
+        "tokenizer": prep.tokenizer.to_dict(),
+    }
+
+
+def packing_plan(prep: Prepared) -> dict[str, Any] | None:
+    """What ``denoise plan --pack K`` adds: the example budget, the most examples per row, and
+    for encoder-decoder the mixture's target/input ratio and the targets lengths at this ``I``
+    for which the ratio bound allows 98% on both sides (``plan.targets_length_window``; None
+    when the example targets budget is above that window, so that the plans would change
+    with T)."""
+    cfg = prep.cfg
+    if not cfg.pack_factor:
+        return None
+    ex = cfg.example_lengths
+    out: dict[str, Any] = {
+        "factor": cfg.pack_factor,
+        "example_lengths": ex.to_dict(),
+        "max_segments": max_segments(prep.plans, cfg.lengths),
+        "algorithm": cfg.fingerprint_dict()["pack_algorithm"],
+    }
+    if cfg.lengths.layout == "encoder-decoder":
+        lo, hi = targets_length_window(prep.plans, cfg.lengths.inputs_length)
+        out["targets_per_input"] = mixture_ratio(prep.plans)
+        # the window is only valid while the example plans do not depend on T (budget <= T)
+        out["targets_length_98"] = [lo, hi] if ex.targets_length <= lo else None
+    return out

@@ -1,0 +1,87 @@
+"""Resume records of a run under ``OUT/.denoise``: after a part's shard is renamed into place, a
+commit record stores the resume state (records consumed, the chunker's next group and stream
+offset, the un-chunked tokens as ``.npy``, the cumulative counters); a finished input file gets
+a file record. A rerun skips finished files and continues an unfinished one from its last
+committed part whose shard exists with the recorded size. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..errors import OutputError
+from ..output.layout import carry_name, file_record, part_record
+from ..output.manifest import dumps
+from ..output.shards import atomic_save_npy, atomic_write_bytes
+from ..source.read import FileStats
+
+
+def stats_from(d: dict[str, Any]) -> FileStats:
+    """The reading counters of a record (the inverse of ``FileStats.to_dict``)."""
+    st = FileStats()
+    st.records = int(d["records"])
+    st.docs = int(d["docs"])
+    st.chars = int(d["chars"])
+    st.bytes_read = int(d["bytes_read"])
+    st.skipped = {str(k): int(v) for k, v in d["skipped"].items()}
+    st.error = d.get("error")
+    return st
+
+
+def last_commit(out: Path, epoch: int, file_idx: int) -> dict[str, Any] | None:
+    """The last committed part of (epoch, file) whose shards all exist with the recorded size."""
+    last = None
+    part = 0
+    while True:
+        p = part_record(out, epoch, file_idx, part)
+        if not p.is_file():
+            return last
+        rec: dict[str, Any] = orjson.loads(p.read_bytes())
+        shard = out / rec["shard"]
+        if not shard.is_file() or shard.stat().st_size != rec["bytes"]:
+            return last
+        last = rec
+        part += 1
+
+
+def load_carry(out: Path, rec: dict[str, Any]) -> np.ndarray:
+    carry: np.ndarray = np.load(out / rec["carry"], allow_pickle=False)
+    return carry
+
+
+def commit_part(out: Path, rec: dict[str, Any], carry: np.ndarray) -> None:
+    """Record a committed part (``rec`` without its ``carry`` path; the carry is saved first)."""
+    rel = carry_name(rec["epoch"], rec["file"], rec["part"])
+    atomic_save_npy(out / rel, carry)
+    rec["carry"] = rel
+    atomic_write_bytes(part_record(out, rec["epoch"], rec["file"], rec["part"]), dumps(rec))
+
+
+def finished_file(out: Path, file_idx: int) -> dict[str, Any] | None:
+    """The record of a finished input file, or None."""
+    p = file_record(out, file_idx)
+    if not p.is_file():
+        return None
+    rec: dict[str, Any] = orjson.loads(p.read_bytes())
+    return rec
+
+
+def file_records(out: Path, idxs: list[int]) -> list[dict[str, Any]]:
+    """The records of finished files ``idxs`` (all of them must be finished)."""
+    recs = [finished_file(out, i) for i in idxs]
+    missing = [i for i, r in zip(idxs, recs, strict=True) if r is None]
+    if missing:
+        raise OutputError(f"{out}: input files {missing} have no record; rerun to finish them")
+    return [r for r in recs if r is not None]
+
+
+def is_finished(out: Path, file_idx: int) -> bool:
+    return file_record(out, file_idx).is_file()
+
+
+def finish_file(out: Path, file_idx: int, rec: dict[str, Any]) -> None:
+    atomic_write_bytes(file_record(out, file_idx), dumps(rec))
