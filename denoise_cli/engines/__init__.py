@@ -1,7 +1,8 @@
-"""Engines run the per-file units of ``prepare`` (:func:`denoise_cli.prepare.worker.process_file`)
-and report progress; the run itself (lock, identity, finalize) is the same for all of them. A new
-engine is one module here with a ``run_files(job, todo, progress, *, workers, address)`` and a
-line in :data:`ENGINES`. See docs/architecture.md.
+"""Engines run per-file units and report progress. ``prepare`` hands its unit
+(``prepare.worker.process_file``) and its job to an engine, so engines know nothing of what a
+unit does; the run itself (lock, identity, finalize) is the same for all of them. A new engine
+is one module here with ``run_files(unit, job, todo, progress, *, workers, address)`` and a line
+in :data:`ENGINES`. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+
+#: reports (documents, tokens, input bytes) done since the last report
+Report = Callable[[int, int, int], None]
+#: the unit of work: (job, file index, report) -> the file's record; picklable by reference
+Unit = Callable[[Any, int, Report], dict[str, Any]]
 
 #: engine name -> module (imported on use: Ray is an optional dependency)
 ENGINES: dict[str, str] = {"local": "denoise_cli.engines.local", "ray": "denoise_cli.engines.ray"}

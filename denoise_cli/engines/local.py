@@ -17,63 +17,62 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..errors import WorkerError
-from ..prepare.job import Job
-from ..prepare.worker import process_file
+from . import Unit
 from .progress import Progress
 
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(job: Job, q: Any) -> None:
+def _worker_init(unit: Unit, job: Any, q: Any) -> None:
     # Ctrl-C reaches the whole process group: the main process handles it and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER["job"] = job
-    _WORKER["q"] = q
+    _WORKER.update(unit=unit, job=job, q=q)
 
 
 def _worker_run(file_idx: int) -> dict[str, Any]:
-    job: Job = _WORKER["job"]
     q = _WORKER["q"]
 
     def progress(docs: int, tokens: int, nbytes: int) -> None:
         q.put((docs, tokens, nbytes))
 
-    return process_file(job, file_idx, progress)
+    unit: Unit = _WORKER["unit"]
+    return unit(_WORKER["job"], file_idx, progress)
 
 
-def _mp_context() -> Any:
+def _mp_context(preload: list[str]) -> Any:
     methods = mp.get_all_start_methods()
     if "forkserver" not in methods:
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     # workers fork from a server that has already imported numpy/pyarrow/tokenizers and this
     # package: ~0.3 s less start-up per worker (benchmarks/README_prepare.md)
-    ctx.set_forkserver_preload(["denoise_cli.engines.local"])
+    ctx.set_forkserver_preload([*preload, "denoise_cli.engines.local"])
     return ctx
 
 
 def run_files(
-    job: Job,
+    unit: Unit,
+    job: Any,
     todo: Sequence[int],
     progress: Progress,
     *,
     workers: int,
     address: str | None = None,
 ) -> None:
-    """Process files, in-process for one worker, else in a process pool (``address`` is
-    unused: the signature every engine shares)."""
+    """Run ``unit`` on files ``todo``, in-process for one worker, else in a process pool
+    (``address`` is unused: the signature every engine shares)."""
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
-            process_file(job, i, progress.update)
+            unit(job, i, progress.update)
         return
-    ctx = _mp_context()
+    ctx = _mp_context([unit.__module__])
     q = ctx.Queue()
     try:
         with ProcessPoolExecutor(
             max_workers=min(workers, len(todo)),
             mp_context=ctx,
             initializer=_worker_init,
-            initargs=(job, q),
+            initargs=(unit, job, q),
         ) as ex:
             pending: set[Future[dict[str, Any]]] = set()
             try:

@@ -1,17 +1,17 @@
 """``denoise prepare --engine ray``: the per-file units of ``prepare`` as Ray tasks.
 
-One Ray core task per input file, each calling :func:`prepare.worker.process_file` exactly as a local
+One Ray core task per input file, each calling the unit (``prepare.worker.process_file``) exactly as a local
 worker does, so the shards are byte-identical to ``--engine local`` for any cluster size. The
 driver (the ``denoise prepare`` process) holds the output lock and writes the manifest once
 every task is done; workers read the inputs and write shards + commit records under the output
 directory, so **inputs and output must be on a filesystem every node sees at the same path**
 (NFS, Lustre, GPFS, a single machine). Object stores (``s3://``...) are not supported.
 
-- The :class:`~denoise_cli.prepare.job.Job` (config, plans, tokenizer JSON) is ``ray.put`` once
+- The job (config, plans, tokenizer JSON) is ``ray.put`` once
   and passed by reference; each worker process deserializes it (and builds its tokenizer) once
   and reuses it for every file it gets.
 - A lost task (worker killed, out of memory, node died) is retried up to ``MAX_RETRIES`` times:
-  ``process_file`` resumes from the file's last committed part and rewrites nothing that was
+  the unit resumes from the file's last committed part and rewrites nothing that was
   committed, so a retry is safe and cheap. Exceptions raised *by the code* are not retried: an
   :class:`~denoise_cli.errors.InputError` (``--on-error fail``), ``OutputError`` etc. reach the
   caller as the same exception type, and the other tasks are cancelled. A task that keeps losing
@@ -37,8 +37,7 @@ from typing import Any
 
 from ..errors import ConfigError, DenoiseError, WorkerError
 from ..output.layout import stale_tmp_files
-from ..prepare.job import Job
-from ..prepare.worker import process_file
+from . import Unit
 from .progress import Progress
 
 MAX_RETRIES = 3
@@ -83,7 +82,7 @@ class _ProgressSink:
 
 
 class _Reporter:
-    """The ``progress`` callback of ``process_file`` inside a task: batched actor calls."""
+    """The ``progress`` callback of the unit inside a task: batched actor calls."""
 
     def __init__(self, sink: Any) -> None:
         self.sink = sink
@@ -104,10 +103,10 @@ class _Reporter:
         self.last = time.monotonic()
 
 
-_JOB_CACHE: dict[str, Job] = {}
+_JOB_CACHE: dict[str, Any] = {}
 
 
-def _job(ray: Any, ref: Any) -> Job:
+def _job(ray: Any, ref: Any) -> Any:
     """The job behind ``ref``, deserialized once per worker process (its tokenizer too)."""
     key = ref.hex()
     job = _JOB_CACHE.get(key)
@@ -118,14 +117,14 @@ def _job(ray: Any, ref: Any) -> Job:
     return job
 
 
-def _clean_stale_tmp(job: Job, file_idx: int) -> None:
+def _clean_stale_tmp(job: Any, file_idx: int) -> None:
     """Remove the temporary files an earlier attempt at this file left behind (a killed worker
     cannot clean up). Only one task works on a file at a time, and the driver holds the lock."""
     for p in stale_tmp_files(Path(job.out), job.cfg.epochs, file_idx):
         p.unlink(missing_ok=True)
 
 
-def _file_task(box: list[Any], file_idx: int, sink: Any) -> dict[str, Any]:
+def _file_task(unit: Unit, box: list[Any], file_idx: int, sink: Any) -> dict[str, Any]:
     """Body of the Ray task for one input file. ``box`` holds the job's ObjectRef (inside a
     list, so Ray passes the reference and the worker can cache what it resolves to)."""
     ray = _import_ray()
@@ -144,7 +143,7 @@ def _file_task(box: list[Any], file_idx: int, sink: Any) -> dict[str, Any]:
     _clean_stale_tmp(job, file_idx)
     rep = _Reporter(sink)
     try:
-        return process_file(job, file_idx, rep)
+        return unit(job, file_idx, rep)
     finally:
         rep.flush()
 
@@ -176,7 +175,7 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
     return True
 
 
-def reraise(ray: Any, e: BaseException, job: Job, file_idx: int) -> None:
+def reraise(ray: Any, e: BaseException, job: Any, file_idx: int) -> None:
     """Turn what ``ray.get`` raised into what the caller expects; always raises."""
     if isinstance(e, ray.exceptions.RayTaskError):
         cause = getattr(e, "cause", None)
@@ -193,7 +192,8 @@ def reraise(ray: Any, e: BaseException, job: Job, file_idx: int) -> None:
 
 
 def run_files(
-    job: Job,
+    unit: Unit,
+    job: Any,
     todo: Sequence[int],
     progress: Progress,
     *,
@@ -219,7 +219,7 @@ def run_files(
         while queue or inflight:
             while queue and (limit is None or len(inflight) < limit):
                 i = queue.pop()
-                inflight[task.remote(box, i, sink)] = i
+                inflight[task.remote(unit, box, i, sink)] = i
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
             _poll(ray, sink, progress, job, attempts)
             for ref in ready:
@@ -248,7 +248,7 @@ def run_files(
             ray.shutdown()
 
 
-def _poll(ray: Any, sink: Any, progress: Progress, job: Job, attempts: dict[int, int]) -> None:
+def _poll(ray: Any, sink: Any, progress: Progress, job: Any, attempts: dict[int, int]) -> None:
     try:
         counts, events = ray.get(sink.take.remote())
     except ray.exceptions.RayError:  # progress is cosmetic: never fail the run over it

@@ -23,6 +23,7 @@ from .finalize import finalize
 from .job import make_job, resolve
 from .outdir import claim, locked, run_identity
 from .resume import file_records, is_finished
+from .worker import process_file
 
 
 def assign_files(sizes: Sequence[int], num_shards: int) -> list[list[int]]:
@@ -85,7 +86,7 @@ def prepare(
             try:
                 if engine == "local":
                     workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
-                run_files(job, todo, bar, workers=workers, address=ray_address)
+                run_files(process_file, job, todo, bar, workers=workers, address=ray_address)
             finally:
                 bar.close()
             records = file_records(out, mine)
