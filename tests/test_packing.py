@@ -644,7 +644,7 @@ def _distinct_per_row(row: np.ndarray, comp: np.ndarray) -> float:
 
 @pytest.mark.parametrize("seed", range(10))
 def test_mixing_swaps_keep_rows_valid_and_mix_components(seed: int) -> None:
-    """``_mix`` only swaps examples between rows when both still fit: same rows, same example
+    """``mix_rows`` only swaps examples between rows when both still fit: same rows, same example
     count per row, capacities held, deterministic. On rows that a size-sorted order filled with
     one kind each, it brings the distinct kinds per row close to what random rows have."""
     rng = np.random.default_rng(seed)
@@ -656,16 +656,16 @@ def test_mixing_swaps_keep_rows_valid_and_mix_components(seed: int) -> None:
     row = np.empty(n, dtype=np.int64)
     row[order] = np.arange(n) // 4
     R = n // 4
-    mixed = P._mix(row, R, a, b, cap_a, cap_b, P.MIX_ROUNDS)
+    mixed = P.mix_rows(row, R, a, b, cap_a, cap_b, P.MIX_ROUNDS)
     _check_assignment(mixed, R, a, b, cap_a, cap_b, k)
     assert (np.bincount(mixed, minlength=R) == 4).all()
-    assert np.array_equal(mixed, P._mix(row, R, a, b, cap_a, cap_b, P.MIX_ROUNDS))
+    assert np.array_equal(mixed, P.mix_rows(row, R, a, b, cap_a, cap_b, P.MIX_ROUNDS))
     before, after = _distinct_per_row(row, comp), _distinct_per_row(mixed, comp)
     independent = 4 * (1 - 0.75**4)  # expected distinct kinds of 4 independent examples: 2.73
     assert before < 1.05  # one kind per row (but where one kind ends and the next starts)
     assert after > 0.9 * independent, (after, independent)
     # rows that are full on one side only swap within what fits: targets capped at 4 x 50
-    tight = P._mix(row, R, a, b, cap_a, 200, P.MIX_ROUNDS)
+    tight = P.mix_rows(row, R, a, b, cap_a, 200, P.MIX_ROUNDS)
     _check_assignment(tight, R, a, b, cap_a, 10**9, k)
     loads = np.bincount(tight, weights=b, minlength=R)
     assert (loads[np.bincount(row, weights=b, minlength=R) <= 200] <= 200).all()

@@ -135,7 +135,7 @@ def test_connect_starts_or_joins_the_right_cluster(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     r = FakeRay()
-    assert ray_engine._connect(r, None, 3) is True  # a new local instance, shut down later
+    assert ray_engine.connect(r, None, 3) is True  # a new local instance, shut down later
     assert r.calls == [
         {
             "address": "local",
@@ -146,17 +146,17 @@ def test_connect_starts_or_joins_the_right_cluster(monkeypatch: pytest.MonkeyPat
         }
     ]
     r = FakeRay()
-    assert ray_engine._connect(r, "head:6379", 3) is True  # join; our connection is closed later
+    assert ray_engine.connect(r, "head:6379", 3) is True  # join; our connection is closed later
     assert r.calls == [{"address": "head:6379", **quiet}]
     monkeypatch.setenv("RAY_ADDRESS", "head:6379")
     r = FakeRay()
-    assert ray_engine._connect(r, None, None) is True  # Ray reads RAY_ADDRESS itself
+    assert ray_engine.connect(r, None, None) is True  # Ray reads RAY_ADDRESS itself
     assert r.calls == [{"address": None, **quiet}]
     r = FakeRay(initialized=True)
-    assert ray_engine._connect(r, "elsewhere:1", None) is False  # the caller's connection
+    assert ray_engine.connect(r, "elsewhere:1", None) is False  # the caller's connection
     assert r.calls == []
     with pytest.raises(ConfigError, match=r"cannot start or connect to Ray.*no cluster there"):
-        ray_engine._connect(FakeRay(fail=True), "head:6379", None)
+        ray_engine.connect(FakeRay(fail=True), "head:6379", None)
 
 
 # --------------------------------------------------------------------------- byte identity

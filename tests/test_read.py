@@ -684,11 +684,26 @@ def test_bad_arguments(tmp_path: Path) -> None:
             list(iter_batches(f, stats=FileStats(), **kw))
 
 
+def _open_fds_on(path: str) -> int:
+    fds = Path("/proc/self/fd")
+    n = 0
+    for fd in fds.iterdir():
+        try:
+            n += os.readlink(fd) == path
+        except OSError:  # closed while listing
+            pass
+    return n
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
 def test_generator_close_releases_file(tmp_path: Path) -> None:
     f = put_text(tmp_path, "a.jsonl.zst", GOOD * 20)
+    path = os.path.realpath(f.path)
     it = iter_batches(f, stats=FileStats(), batch_chars=10)
     next(it)
-    it.close()  # must not raise; the file handle is closed in the generator's finally
+    assert _open_fds_on(path) == 1  # reading: the file is open
+    it.close()  # the file handle is closed in the generator's finally
+    assert _open_fds_on(path) == 0
 
 
 # --------------------------------------------------------------------------- frame walker
@@ -708,11 +723,11 @@ def test_frame_walker_on_valid_frames(kw: dict[str, Any]) -> None:
     payloads = [b"", b"a", GOOD, os.urandom(300_000), b"z" * 1_000_000]
     for p in payloads:
         comp = zstandard.ZstdCompressor(**kw).compress(p)
-        w = R._ZstdFrameWalker()
+        w = R.ZstdFrameWalker()
         for i in range(0, len(comp), 7):
             w.feed(comp[i : i + 7])
         assert w.complete and not w.lost
-        w2 = R._ZstdFrameWalker()
+        w2 = R.ZstdFrameWalker()
         w2.feed(comp[:-1])
         assert not w2.complete
     # streaming compressor (unknown content size, several blocks, flushes)
@@ -726,6 +741,6 @@ def test_frame_walker_on_valid_frames(kw: dict[str, Any]) -> None:
             *chunker.finish(),
         ]
     )
-    w = R._ZstdFrameWalker()
+    w = R.ZstdFrameWalker()
     w.feed(out)
     assert w.complete

@@ -115,15 +115,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     return inp, digest(base / "ref"), time.perf_counter() - t0
 
 
-def assert_no_partial_shards(out: Path) -> None:
-    """Every shard visible under its final name is complete (has a commit record)."""
-    committed = set()
+def assert_no_partial_shards(out: Path, ref: dict[str, str]) -> None:
+    """Every shard visible under its final name is complete: byte-identical to the shard of the
+    uninterrupted run, and of the size its commit record says where it has one (a shard renamed
+    just before its commit record was written has none yet)."""
+    committed: dict[str, int] = {}
     for rec in (out / ".denoise" / "parts").glob("*.json"):
         r = orjson.loads(rec.read_bytes())
-        committed.add((r["shard"], r["bytes"]))
+        if r["shard"]:
+            committed[r["shard"]] = r["bytes"]
     for p in (out / "data").glob("*.arrow"):
-        # a shard renamed just before its commit record is complete too: same size as final run
-        assert p.stat().st_size > 0
+        assert hashlib.sha256(p.read_bytes()).hexdigest() == ref[p.name], p.name
+        if f"data/{p.name}" in committed:
+            assert p.stat().st_size == committed[f"data/{p.name}"], p.name
 
 
 @pytest.mark.slow
@@ -141,7 +145,7 @@ def test_kill9_main_process_repeatedly_then_resume(
             os.killpg(p.pid, signal.SIGKILL)  # the main process and its workers, no cleanup
             kills += 1
         p.communicate()
-        assert_no_partial_shards(out)
+        assert_no_partial_shards(out, ref)
     assert kills >= 1
     p = run_cli(str(inp), str(out), *ARGS, "--workers", "2")
     _, err = p.communicate(timeout=300)

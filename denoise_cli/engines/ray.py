@@ -151,7 +151,7 @@ def _file_task(unit: Unit, box: list[Any], file_idx: int, sink: Any) -> dict[str
 # --------------------------------------------------------------------------- driver side
 
 
-def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
+def connect(ray: Any, address: str | None, workers: int | None) -> bool:
     """Connect to (or start) Ray; return whether this call did (and so must shut it down)."""
     if ray.is_initialized():
         return False
@@ -206,7 +206,7 @@ def run_files(
     if not todo:
         return
     limit = workers if workers and workers > 0 else None
-    started = _connect(ray, address, limit)
+    started = connect(ray, address, limit)
     sink = None
     inflight: dict[Any, int] = {}
     try:

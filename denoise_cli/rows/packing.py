@@ -88,7 +88,7 @@ Algorithm (``ALGORITHM`` = "first-fit+eject+mix-v2")
    row, a failed one is undone. At most about 100 candidate moves per example; never adds a row.
    +0.3-2.5 points at the ratio-balanced ``T`` (ul2r factor 4, T=192: 92.3% -> 94.7%), for
    2-4x first fit's cost there.
-3. **Component mixing** (:func:`_mix`): random one-for-one swaps between rows wherever both still
+3. **Component mixing** (:func:`mix_rows`): random one-for-one swaps between rows wherever both still
    fit (32 vectorized rounds, fixed seed). Size-sorted orders put examples of one component into
    one row, which made a batch of rows a lumpier sample of the mixture and measurably slowed
    training (docs/packing.md); after mixing, rows hold as many distinct components as rows of
@@ -268,11 +268,11 @@ def assign_rows(
         best, best_rows = _eject(al, bl, cap_a, cap_b, max_segs, best, best_rows, lower)
     row = np.array(best, dtype=np.int64)
     if mix_rounds:
-        row = _mix(row, best_rows, a, bb, cap_a, cap_b, mix_rounds)
+        row = mix_rows(row, best_rows, a, bb, cap_a, cap_b, mix_rounds)
     return row, best_rows
 
 
-def _mix(
+def mix_rows(
     row: np.ndarray,
     n_rows: int,
     a: np.ndarray,

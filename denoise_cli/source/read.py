@@ -39,7 +39,7 @@ Detecting truncated and corrupt streams
 ---------------------------------------
 - zstandard's stream reader **silently returns EOF on a truncated frame** (libzstd just waits
   for input that never comes), and ``decompressobj(read_across_frames=True).eof`` is never set.
-  So the compressed bytes are passed through :class:`_ZstdFrameWalker` on their way into the
+  So the compressed bytes are passed through :class:`ZstdFrameWalker` on their way into the
   decompressor: it walks frame headers, block headers (3 bytes each, ~1 per 128 KiB of text) and
   skippable frames, skipping block bodies, and knows at EOF whether the last frame ended. The
   cost is a few Python operations per block (not measurable). A multi-frame file cut exactly at
@@ -347,7 +347,7 @@ _FCS_SIZES = (0, 2, 4, 8)
 _DID_SIZES = (0, 1, 2, 4)
 
 
-class _ZstdFrameWalker:
+class ZstdFrameWalker:
     """Walks zstd frame/block headers as compressed bytes stream past (RFC 8878), to tell at EOF
     whether the last frame was complete. Block bodies are skipped, never copied."""
 
@@ -456,7 +456,7 @@ class _ZstdFrameWalker:
 class _CountingSource:
     """The compressed file as seen by a decompressor: counts bytes, feeds the frame walker."""
 
-    def __init__(self, raw: io.RawIOBase, walker: _ZstdFrameWalker | None) -> None:
+    def __init__(self, raw: io.RawIOBase, walker: ZstdFrameWalker | None) -> None:
         self._raw = raw
         self._walker = walker
         self.count = 0
@@ -483,13 +483,13 @@ class _Stream:
 
     def __init__(self, f: InputFile) -> None:
         self.f = f
-        self.walker: _ZstdFrameWalker | None = None
+        self.walker: ZstdFrameWalker | None = None
         try:
             raw = open(f.path, "rb", buffering=0)
         except OSError as e:
             raise _StreamError("unreadable", 0, f"cannot open: {e.strerror or e}") from None
         if f.compression == "zst":
-            self.walker = _ZstdFrameWalker()
+            self.walker = ZstdFrameWalker()
         self.src = _CountingSource(raw, self.walker)
         self._read: Callable[[int], bytes]
         self._closer: Callable[[], None]
