@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -47,49 +48,61 @@ LayoutOpt = Annotated[
 ]
 
 
-def _config(
-    mixture: str,
-    mode_tokens: bool | None,
-    layout: str,
-    inputs_length: int,
-    targets_length: int,
-    seq_length: int,
-    seed: int,
-    text_key: str,
-    doc_separator: str,
-    fmt: str,
-    shard_size: str,
-    on_error: str,
-    max_doc_chars: int,
-    add_tokens: bool,
-    eos_token: str | None,
-    pad_token: str | None,
-    sentinel_template: str,
-    epochs: int = 1,
-    pack: int = 0,
-    group_size: int = 1024,
-) -> PrepareConfig:
-    if layout not in LAYOUTS:
-        from .errors import ConfigError
+@dataclass(frozen=True)
+class ConfigOptions:
+    """The options ``prepare`` and ``plan`` share, as given on the command line; one object,
+    filled by name, turned into the validated :class:`PrepareConfig`."""
 
-        raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}")
-    rows, nbytes = parse_size(shard_size)
-    return PrepareConfig(
-        mixture=load_mixture(mixture, mode_tokens=mode_tokens),
-        lengths=Lengths(layout, inputs_length, targets_length, seq_length),
-        tokens=TokenConfig(sentinel_template, eos_token, pad_token, add_tokens),
-        seed=seed,
-        text_key=text_key,
-        doc_separator=doc_separator,  # type: ignore[arg-type]
-        format=fmt,  # type: ignore[arg-type]
-        shard_rows=rows,
-        shard_bytes=nbytes,
-        on_error=on_error,  # type: ignore[arg-type]
-        max_doc_chars=max_doc_chars,
-        epochs=epochs,
-        pack_factor=pack,
-        group_size=group_size,
-    )
+    mixture: str = "ul2"
+    mode_tokens: bool | None = None
+    layout: str = "encoder-decoder"
+    inputs_length: int = 512
+    targets_length: int = 512
+    seq_length: int = 1024
+    seed: int = 0
+    text_key: str = "text"
+    doc_separator: str = "eos"
+    fmt: str = "arrow"
+    shard_size: str = "256MiB"
+    on_error: str = "skip"
+    max_doc_chars: int = 0
+    add_tokens: bool = True
+    eos_token: str | None = None
+    pad_token: str | None = None
+    sentinel_template: str = "<extra_id_{}>"
+    epochs: int = 1
+    pack: int = 0
+    group_size: int = 1024
+
+    def config(self) -> PrepareConfig:
+        if self.layout not in LAYOUTS:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}")
+        rows, nbytes = parse_size(self.shard_size)
+        return PrepareConfig(
+            mixture=load_mixture(self.mixture, mode_tokens=self.mode_tokens),
+            lengths=Lengths(
+                self.layout,
+                self.inputs_length,
+                self.targets_length,
+                self.seq_length,
+            ),
+            tokens=TokenConfig(
+                self.sentinel_template, self.eos_token, self.pad_token, self.add_tokens
+            ),
+            seed=self.seed,
+            text_key=self.text_key,
+            doc_separator=self.doc_separator,  # type: ignore[arg-type]
+            format=self.fmt,  # type: ignore[arg-type]
+            shard_rows=rows,
+            shard_bytes=nbytes,
+            on_error=self.on_error,  # type: ignore[arg-type]
+            max_doc_chars=self.max_doc_chars,
+            epochs=self.epochs,
+            pack_factor=self.pack,
+            group_size=self.group_size,
+        )
 
 
 @app.command()
@@ -233,28 +246,28 @@ def prepare(
     from .prepare.run import prepare as run_prepare
 
     try:
-        cfg = _config(
-            mixture,
-            mode_tokens,
-            layout,
-            inputs_length,
-            targets_length,
-            seq_length,
-            seed,
-            text_key,
-            doc_separator,
-            fmt,
-            shard_size,
-            on_error,
-            max_doc_chars,
-            add_tokens,
-            eos_token,
-            pad_token,
-            sentinel_template,
-            epochs,
-            pack,
-            group_size,
-        )
+        cfg = ConfigOptions(
+            mixture=mixture,
+            mode_tokens=mode_tokens,
+            layout=layout,
+            inputs_length=inputs_length,
+            targets_length=targets_length,
+            seq_length=seq_length,
+            seed=seed,
+            text_key=text_key,
+            doc_separator=doc_separator,
+            fmt=fmt,
+            shard_size=shard_size,
+            on_error=on_error,
+            max_doc_chars=max_doc_chars,
+            add_tokens=add_tokens,
+            eos_token=eos_token,
+            pad_token=pad_token,
+            sentinel_template=sentinel_template,
+            epochs=epochs,
+            pack=pack,
+            group_size=group_size,
+        ).config()
         n_shards, s_index = _array_task(num_shards, shard_index)
         if dry_run:
             prep = resolve(cfg, inputs, tokenizer)
@@ -365,26 +378,17 @@ def plan(
     from .prepare.job import plan_table, resolve
 
     try:
-        cfg = _config(
-            mixture,
-            mode_tokens,
-            layout,
-            inputs_length,
-            targets_length,
-            seq_length,
-            0,
-            "text",
-            "eos",
-            "arrow",
-            "256MiB",
-            "skip",
-            0,
-            add_tokens,
-            None,
-            None,
-            sentinel_template,
+        cfg = ConfigOptions(
+            mixture=mixture,
+            mode_tokens=mode_tokens,
+            layout=layout,
+            inputs_length=inputs_length,
+            targets_length=targets_length,
+            seq_length=seq_length,
+            add_tokens=add_tokens,
+            sentinel_template=sentinel_template,
             pack=pack,
-        )
+        ).config()
         _emit_plan(plan_table(resolve(cfg, None, tokenizer)), as_json, report)
     except DenoiseError as e:
         _fail(e)
@@ -410,7 +414,7 @@ def stats(
 ) -> None:
     """Rows, tokens, mixture shares, corruption rates, lengths, padding and input accounting
     (reads columns and the manifest; never decodes text)."""
-    from .check import stats as stats_mod
+    from .check import stats_render as stats_mod
 
     try:
         typer.echo(stats_mod.stats_report(outs, as_json=as_json, plot_path=plot))

@@ -1,28 +1,11 @@
-"""Configuration: denoisers, mixtures, lengths, and the derived length plan.
+"""Configuration: what a user chooses - denoisers, mixtures and presets, the model's lengths,
+the special-token names and the prepare config (what determines an output's bytes).
 
 Everything here is a frozen dataclass validated on construction, so a bad configuration raises
-:class:`~denoise_cli.errors.ConfigError` before any work starts. Lengths that follow from others
-(raw chunk length per component, sentinels needed, padding) are *derived* by :func:`plan`, never
-configured.
-
-Length budgeting (T5's ``random_spans_helper``, generalised)
-------------------------------------------------------------
-For a raw chunk of ``L`` tokens a span-corruption denoiser (R/X) with rate ``r`` and mean span
-``mu`` masks ``n = clamp(rint(L*r), 1, L-1)`` tokens in ``s = max(rint(n/mu), 1)`` spans.
-
-- encoder-decoder: inputs = ``[mode] + (L-n) kept + s sentinels + EOS``; targets =
-  ``s sentinels + n noise + EOS``. Both are exact, so span-corruption rows need no input padding.
-- decoder-only: ``[mode] + inputs(without EOS) + targets + EOS`` = ``mode + L + 2s + 1`` tokens.
-
-For the S (prefix-LM) denoiser with rate ``r <= 0.5`` the prefix has ``p`` tokens, uniform on
-``[max(1, rint((1-2r)(L-1))), L-1]``; inputs = ``[mode] + p + EOS``, targets = ``(L-p) + EOS``
-(decoder-only: ``mode + L + 1``).
-
-Each component gets the *largest* ``L`` whose inputs and targets fit the budget. All of these
-counts are non-decreasing in ``L``, so the feasible set is a prefix of the integers and a binary
-search finds its end. With ``inputs_length=512`` and no mode token this reproduces T5's reference
-figures (R(3,.15) -> 568 raw / 114 targets, X(3,.5) -> 766 / 512, X(64,.5) -> 1006 / 512).
-Rounding is half-to-even everywhere (``np.rint`` / Python ``round``), as ``tf.round`` in T5.
+:class:`~denoise_cli.errors.ConfigError` before any work starts; ``to_dict`` / ``from_dict``
+round-trip through the manifest. What *follows* from a config (raw chunk lengths, span counts,
+sentinels needed) is derived in :mod:`denoise_cli.plan`, never configured. This module imports
+nothing of the package but ``errors``. See docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 two loss curves side by side.
 
 ``prepare --pack K`` at rows of ``(I, T)`` (or ``S``) writes exactly the examples that an
-unpacked ``prepare`` at the example budget writes (``packing.example_lengths``: ``I/K`` and
+unpacked ``prepare`` at the example budget writes (``config.example_lengths``: ``I/K`` and
 ``min(T, I/K)``, or ``S/K``; same mixture, seed and input), several per row. This script checks
 that the two outputs are such a pair, then runs ``examples/train_t5.py`` (encoder-decoder) or
 ``examples/train_decoder.py`` (decoder-only) on each with the same seed and learning rate, and the

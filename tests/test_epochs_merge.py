@@ -9,14 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SAMPLE
 
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import ConfigError
 from denoise_cli.prepare.merge import merge
 from denoise_cli.prepare.run import assign_files, prepare
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "examples" / "sample"
 
 
 def tree_digest(out: Path) -> dict[str, str]:

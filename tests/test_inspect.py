@@ -8,25 +8,21 @@ from pathlib import Path
 import orjson
 import pytest
 import zstandard
+from helpers import ONE, Outputs
 from typer.testing import CliRunner
 
 from denoise_cli.check.inspect import inspect_rows, wrap
 from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import ConfigError
-from denoise_cli.prepare.run import prepare
 
-ROOT = Path(__file__).resolve().parents[1]
-ONE = ROOT / "examples" / "sample" / "en-prose-00.jsonl.zst"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    o = tmp_path_factory.mktemp("inspect") / "o"
+def out(outputs: Outputs) -> Path:
     cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=Lengths("encoder-decoder", 256, 256))
-    prepare([str(ONE)], str(o), cfg, workers=1, progress=False)  # embedded GPT-2: readable text
-    return o
+    return outputs(cfg, [ONE])  # embedded GPT-2: readable text
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from helpers import SAMPLE, T5_TINY, Outputs
 
 from denoise_cli import DenoiseDataset, open_dataset
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
@@ -25,13 +26,10 @@ from denoise_cli.errors import OutputError
 from denoise_cli.load import PAD_FILL, epoch_batches, epoch_order
 from denoise_cli.prepare.run import prepare
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "examples" / "sample"
-TOKENIZER = ROOT / "tests" / "data" / "t5-tiny-tokenizer.json"
 MODEL_COLS = ("input_ids", "attention_mask", "labels")
 
 
-def _prepare(out: Path, layout: str = "encoder-decoder", fmt: str = "arrow") -> Path:
+def _prepare(outputs: Outputs, layout: str = "encoder-decoder", fmt: str = "arrow") -> Path:
     lengths = Lengths(layout, 64, 64, 128)  # type: ignore[arg-type]
     cfg = PrepareConfig(
         mixture=load_mixture("ul2"),
@@ -40,23 +38,22 @@ def _prepare(out: Path, layout: str = "encoder-decoder", fmt: str = "arrow") -> 
         group_size=100,
         shard_rows=300,
     )
-    prepare([str(SAMPLE)], str(out), cfg, tokenizer=str(TOKENIZER), workers=1, progress=False)
-    return out
+    return outputs(cfg, tokenizer=T5_TINY)
 
 
 @pytest.fixture(scope="module")
-def out_ed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _prepare(tmp_path_factory.mktemp("load") / "ed")
+def out_ed(outputs: Outputs) -> Path:
+    return _prepare(outputs)
 
 
 @pytest.fixture(scope="module")
-def out_pq(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _prepare(tmp_path_factory.mktemp("load") / "pq", fmt="parquet")
+def out_pq(outputs: Outputs) -> Path:
+    return _prepare(outputs, fmt="parquet")
 
 
 @pytest.fixture(scope="module")
-def out_do(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _prepare(tmp_path_factory.mktemp("load") / "do", layout="decoder-only")
+def out_do(outputs: Outputs) -> Path:
+    return _prepare(outputs, layout="decoder-only")
 
 
 @pytest.fixture(scope="module")
@@ -671,7 +668,7 @@ def test_torch_batches_serve_epoch_variants(tmp_path: Path) -> None:
     cfg = PrepareConfig(
         mixture=load_mixture("ul2"), lengths=Lengths("encoder-decoder", 64, 64), epochs=2
     )
-    prepare([str(SAMPLE)], str(out), cfg, tokenizer=str(TOKENIZER), workers=1, progress=False)
+    prepare([str(SAMPLE)], str(out), cfg, tokenizer=T5_TINY, workers=1, progress=False)
     b = DenoiseBatches(out, 64, seed=1, drop_last=False, columns=KEY_COLS)
     dl = DataLoader(b, batch_size=None, num_workers=2, persistent_workers=True)
     for epoch in (0, 1, 2, 3):

@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
+from helpers import ONE, T5_TINY, Outputs
 from typer.testing import CliRunner
 
 from denoise_cli.check.inspect import inspect_rows
@@ -26,25 +27,20 @@ from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import VerifyError
 from denoise_cli.load import batch_arrays
 from denoise_cli.output.shards import open_shard
-from denoise_cli.prepare.run import prepare
 
-ROOT = Path(__file__).resolve().parents[1]
-ONE = ROOT / "examples" / "sample" / "en-prose-00.jsonl.zst"
-T5TOK = ROOT / "tests" / "data" / "t5-tiny-tokenizer.json"
+T5TOK = T5_TINY
 SHARD0 = "data/00000-00000.arrow"
 
 
 @pytest.fixture(scope="module")
-def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("packed")
+def outs(outputs: Outputs) -> dict[str, Path]:
     res = {}
     for name, ln in (
         ("ed", Lengths("encoder-decoder", 256, 160)),
         ("do", Lengths("decoder-only", seq_length=512)),
     ):
         cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=ln, pack_factor=4)
-        prepare([str(ONE)], str(base / name), cfg, tokenizer=str(T5TOK), workers=1, progress=False)
-        res[name] = base / name
+        res[name] = outputs(cfg, [ONE], tokenizer=T5TOK)
     return res
 
 

@@ -13,6 +13,7 @@ import orjson
 import pyarrow as pa
 import pytest
 import zstandard
+from helpers import REPO, SAMPLE, T5_TINY, Outputs
 
 from denoise_cli import open_dataset
 from denoise_cli.config import Lengths, Mixture, PrepareConfig, TokenConfig, load_mixture
@@ -21,11 +22,7 @@ from denoise_cli.prepare.run import prepare
 from denoise_cli.rows.corrupt import IGNORE_INDEX
 from denoise_cli.source.read import FileStats, find_inputs, iter_batches
 from denoise_cli.source.stream import join_documents
-from denoise_cli.source.tokenize import Encoder
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "examples" / "sample"
-T5_TINY = str(REPO / "tests" / "data" / "t5-tiny-tokenizer.json")
+from denoise_cli.source.tokenize import TokenizerInfo
 
 
 def shard_bytes(out: Path) -> dict[str, str]:
@@ -49,15 +46,7 @@ def source_streams(out: Path, inputs: list[str], cfg: PrepareConfig) -> dict[int
     """Independently re-read and re-tokenize each input file into its token stream."""
     m = open_dataset(out).manifest
     tok = m["tokenizer"]
-    reserved = np.array(
-        sorted(
-            {tok["eos"]["id"], tok["pad"]["id"], *tok["sentinel_ids"], *tok["mode_tokens"].values()}
-        ),
-        dtype=np.int32,
-    )
-    enc = Encoder(
-        (out / "tokenizer.json").read_text(), reserved, tok["unk"]["id"] if tok["unk"] else None
-    )
+    enc = TokenizerInfo.from_dict(tok, (out / "tokenizer.json").read_text()).encoder()
     streams = {}
     for i, f in enumerate(find_inputs(inputs)):
         st = FileStats()
@@ -109,11 +98,9 @@ def rebuild_raw(row: dict[str, Any], comp: dict[str, Any], manifest: dict[str, A
 
 
 @pytest.fixture(scope="module")
-def sample_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PrepareConfig]:
-    out = tmp_path_factory.mktemp("sample") / "out"
+def sample_out(outputs: Outputs) -> tuple[Path, PrepareConfig]:
     cfg = cfg_for("ul2", shard_rows=64, group_size=64)
-    prepare([str(SAMPLE)], str(out), cfg, workers=1, progress=False)
-    return out, cfg
+    return outputs(cfg), cfg
 
 
 def test_sample_rows_rebuild_the_token_stream(sample_out: tuple[Path, PrepareConfig]) -> None:

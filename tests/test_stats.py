@@ -9,29 +9,22 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from helpers import SAMPLE, T5_TINY, Outputs
 from typer.testing import CliRunner
 
 from denoise_cli import open_dataset
-from denoise_cli.check.stats import Stats, collect, compute, hist_quantiles, render
+from denoise_cli.check.stats import Stats, collect, compute, hist_quantiles
+from denoise_cli.check.stats_render import render
 from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.prepare.run import prepare
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "sample"
-T5TOK = ROOT / "tests" / "data" / "t5-tiny-tokenizer.json"
-
 
 @pytest.fixture(scope="module")
-def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("stats")
-
+def outs(outputs: Outputs) -> dict[str, Path]:
     def mk(name: str, **kw: object) -> Path:
         cfg = PrepareConfig(mixture=load_mixture("ul2"), **kw)  # type: ignore[arg-type]
-        prepare(
-            [str(SAMPLE)], str(base / name), cfg, tokenizer=str(T5TOK), workers=1, progress=False
-        )
-        return base / name
+        return outputs(cfg, tokenizer=T5_TINY)
 
     return {
         "ed": mk(
@@ -213,7 +206,7 @@ def test_epochs_are_summed_with_the_input_once(tmp_path: Path) -> None:
         mixture=load_mixture("t5"), lengths=Lengths("encoder-decoder", 128, 48), epochs=3
     )
     one = SAMPLE / "en-prose-00.jsonl.zst"
-    prepare([str(one)], str(tmp_path / "e"), cfg, tokenizer=str(T5TOK), workers=1, progress=False)
+    prepare([str(one)], str(tmp_path / "e"), cfg, tokenizer=str(T5_TINY), workers=1, progress=False)
     st = compute(tmp_path / "e")
     per = [compute(tmp_path / "e" / f"epoch-{k}") for k in range(3)]
     m = _manifest(tmp_path / "e")

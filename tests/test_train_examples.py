@@ -19,34 +19,28 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import REPO as ROOT
+from helpers import T5_TINY, Outputs
 
 from denoise_cli import open_dataset
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
-from denoise_cli.prepare.run import prepare
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "examples" / "sample"
-TOKENIZER = ROOT / "tests" / "data" / "t5-tiny-tokenizer.json"
 
-
-def _prepare(out: Path, lengths: Lengths) -> Path:
-    cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=lengths)
-    prepare([str(SAMPLE)], str(out), cfg, tokenizer=str(TOKENIZER), workers=1, progress=False)
-    return out
+def _prepare(outputs: Outputs, lengths: Lengths, pack_factor: int = 0) -> Path:
+    cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=lengths, pack_factor=pack_factor)
+    return outputs(cfg, tokenizer=T5_TINY)
 
 
 @pytest.fixture(scope="module")
-def out_ed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _prepare(tmp_path_factory.mktemp("train") / "ed", Lengths("encoder-decoder", 64, 64))
+def out_ed(outputs: Outputs) -> Path:
+    return _prepare(outputs, Lengths("encoder-decoder", 64, 64))
 
 
 @pytest.fixture(scope="module")
-def out_do(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _prepare(
-        tmp_path_factory.mktemp("train") / "do", Lengths("decoder-only", seq_length=256)
-    )
+def out_do(outputs: Outputs) -> Path:
+    return _prepare(outputs, Lengths("decoder-only", seq_length=256))
 
 
 def _example(name: str) -> ModuleType:
@@ -187,33 +181,21 @@ def test_hf_trainer_without_collator(
 # --------------------------------------------------------------------------- packed rows
 
 
-def _prepare_packed(out: Path, lengths: Lengths) -> Path:
-    cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=lengths, pack_factor=4)
-    prepare([str(SAMPLE)], str(out), cfg, tokenizer=str(TOKENIZER), workers=1, progress=False)
-    return out
-
-
 @pytest.fixture(scope="module")
-def packed_ed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def packed_ed(outputs: Outputs) -> Path:
     """Rows of I=256, T=160 holding the examples of an unpacked I=T=64 run (``out_ed``)."""
-    return _prepare_packed(
-        tmp_path_factory.mktemp("train") / "pk-ed", Lengths("encoder-decoder", 256, 160)
-    )
+    return _prepare(outputs, Lengths("encoder-decoder", 256, 160), pack_factor=4)
 
 
 @pytest.fixture(scope="module")
-def packed_do(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def packed_do(outputs: Outputs) -> Path:
     """Rows of S=256 holding the examples of an unpacked S=64 run."""
-    return _prepare_packed(
-        tmp_path_factory.mktemp("train") / "pk-do", Lengths("decoder-only", seq_length=256)
-    )
+    return _prepare(outputs, Lengths("decoder-only", seq_length=256), pack_factor=4)
 
 
 @pytest.fixture(scope="module")
-def out_do64(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _prepare(
-        tmp_path_factory.mktemp("train") / "do64", Lengths("decoder-only", seq_length=64)
-    )
+def out_do64(outputs: Outputs) -> Path:
+    return _prepare(outputs, Lengths("decoder-only", seq_length=64))
 
 
 def _packed_and_unpacked_batches(data: Path, packed_cols: tuple[str, ...], rows: int) -> Any:

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
+from helpers import ONE, SAMPLE, T5_TINY, Outputs
 from typer.testing import CliRunner
 
 from denoise_cli.check.spec import SENT0, OutputSpec
@@ -20,47 +21,39 @@ from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import VerifyError
 from denoise_cli.output.shards import batch_arrays, open_shard
-from denoise_cli.prepare.run import prepare
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "sample"
-T5TOK = ROOT / "tests" / "data" / "t5-tiny-tokenizer.json"
-ONE = SAMPLE / "en-prose-00.jsonl.zst"  # one file: half the work for most outputs
+T5TOK = T5_TINY
 SHARD0 = "data/00000-00000.arrow"
 
 
 def _prepare(
-    base: Path,
-    name: str,
+    outputs: Outputs,
     mixture: str = "ul2",
     tokenizer: str | None = None,
     inputs: Path = ONE,
     **kw: object,
 ) -> Path:
-    out = base / name
     cfg = PrepareConfig(mixture=load_mixture(mixture), **kw)  # type: ignore[arg-type]
-    prepare([str(inputs)], str(out), cfg, tokenizer=tokenizer, workers=1, progress=False)
-    return out
+    return outputs(cfg, [inputs], tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="module")
-def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("verify")
+def outs(outputs: Outputs) -> dict[str, Path]:
     small = Lengths("encoder-decoder", 128, 48)
     return {
         # the default: ul2, encoder-decoder 512/512, embedded GPT-2
-        "ed": _prepare(base, "ed", inputs=SAMPLE),
+        "ed": _prepare(outputs, inputs=SAMPLE),
         "ed5": _prepare(
-            base, "ed5", tokenizer=str(T5TOK), lengths=Lengths("encoder-decoder", 192, 192)
+            outputs, tokenizer=str(T5TOK), lengths=Lengths("encoder-decoder", 192, 192)
         ),
         "do": _prepare(
-            base, "do", tokenizer=str(T5TOK), lengths=Lengths("decoder-only", seq_length=256)
+            outputs, tokenizer=str(T5TOK), lengths=Lengths("decoder-only", seq_length=256)
         ),
-        "pq": _prepare(base, "pq", tokenizer=str(T5TOK), lengths=small, format="parquet"),
+        "pq": _prepare(outputs, tokenizer=str(T5TOK), lengths=small, format="parquet"),
         # one component: every row of seed 0 and seed 1 has the same offsets, only the masks differ
-        "t5a": _prepare(base, "t5a", "t5", str(T5TOK), lengths=small, seed=0),
-        "t5b": _prepare(base, "t5b", "t5", str(T5TOK), lengths=small, seed=1),
-        "ep": _prepare(base, "ep", "ul2", str(T5TOK), lengths=small, epochs=2),
+        "t5a": _prepare(outputs, "t5", str(T5TOK), lengths=small, seed=0),
+        "t5b": _prepare(outputs, "t5", str(T5TOK), lengths=small, seed=1),
+        "ep": _prepare(outputs, "ul2", str(T5TOK), lengths=small, epochs=2),
     }
 
 

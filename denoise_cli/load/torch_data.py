@@ -146,7 +146,7 @@ def packed_attention_bias(
     encoder-decoder cross-attention: ``q`` = ``decoder_segment_ids``, ``kv`` =
     ``encoder_segment_ids``. Padding queries (id 0) may attend to every key, so no row of the
     softmax is empty (no NaN); their outputs are never read by a real query (real queries never
-    see padding keys) and carry no loss. Equal to :func:`denoise_cli.packing.segment_mask` on the
+    see padding keys) and carry no loss. Equal to :func:`denoise_cli.load.attention.segment_mask` on the
     real queries."""
     q = q_segment_ids
     k = q if kv_segment_ids is None else kv_segment_ids
@@ -170,7 +170,7 @@ def shift_right_within_segments(
     segment, ``start_id`` (T5: the pad id) at every segment's first slot, ``pad_id`` on padding.
     Pass them as ``decoder_input_ids``: HF's own ``_shift_right`` of the whole row would feed
     segment ``j``'s EOS into segment ``j + 1``. Same as
-    :func:`denoise_cli.packing.decoder_input_ids`."""
+    :func:`denoise_cli.load.attention.decoder_input_ids`."""
     seg = decoder_segment_ids
     out = torch.full_like(labels, pad_id)
     out[:, 1:] = labels[:, :-1]

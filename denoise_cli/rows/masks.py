@@ -1,28 +1,15 @@
 """Vectorized noise masks: T5 random spans, and prefix-LM split points.
 
 Pure functions of ``(batch, length, parameters, np.random.Generator)``; no global RNG, no
-per-row Python loops.
-
-Random spans (``random_spans_noise_mask`` of T5, for a whole batch at once)
---------------------------------------------------------------------------
-Per row of length ``L``: ``n`` noise tokens in ``s`` spans (see :func:`config.span_counts`). The
-``L-n`` non-noise and the ``n`` noise tokens are each split uniformly at random into ``s``
-positive parts; segments alternate non-noise, noise, ..., so the first token is never noise.
-
-A uniform composition of ``m`` items into ``k`` positive parts is a uniformly random
-``(k-1)``-subset of the ``m-1`` gaps between items (the "segment starts"). T5 draws it by
-shuffling a boolean vector; here every row draws ``m-1`` uniform float64 keys and the ``k-1``
-smallest mark the starts: ``np.partition`` finds each row's ``(k-1)``-th smallest key and a
-comparison selects the keys below it (rows with tied keys, probability ~1e-11, are redone
-exactly with ``argpartition``). That is
-the same distribution: the set of the ``k-1`` smallest of i.i.d. continuous keys is a uniform
-subset. Cost: one ``random`` and one ``argpartition`` over ``B x (L-2)`` values, then a
-``cumsum`` to turn segment boundaries into the mask.
-
-Measured (1 core, quiet machine, ``python benchmarks/bench_corrupt.py``): the whole corruption
-step for the ``ul2`` mixture at I=T=512 runs at 21 M raw tokens/s (18.6 M with ``argpartition``),
-10x the plain per-row reference and 21x ``text-denoising``'s collator; the masks are about
-half of it.
+per-row Python loops. Random spans (T5's ``random_spans_noise_mask`` for a whole batch): per row
+of length ``L``, ``n`` noise tokens in ``s`` spans (``plan.span_counts``); the ``L-n`` non-noise
+and the ``n`` noise tokens are each split uniformly at random into ``s`` positive parts, and
+segments alternate non-noise, noise, ..., so the first token is never noise. A uniform
+composition of ``m`` items into ``k`` parts is a uniform ``(k-1)``-subset of the ``m-1`` gaps:
+every row draws ``m-1`` uniform keys, ``np.partition`` finds each row's ``(k-1)``-th smallest and
+a comparison marks the keys below it as segment starts (rows with tied keys, probability
+~1e-11, are redone exactly with ``argpartition``); a ``cumsum`` turns the starts into the mask.
+Figures: ``benchmarks/bench_corrupt.py`` and benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -1,106 +1,14 @@
-"""Packing: several examples per fixed-shape row, with segment ids and positions.
+"""Packing: several whole examples per fixed-shape row, marked with segment ids (``1..k``,
+0 = padding) and positions that restart in every segment, as T5X / seqio do.
 
-One-example-per-row output wastes slots on padding whenever a mixture's components have
-different lengths (encoder-decoder: R(3,.15) at I=512 has 114 target tokens, X(3,.5) has 510).
-Packing puts several *whole* examples into one row of the model's fixed shape and marks them
-the way T5X / seqio do: **segment ids** ``1..k`` per row (``0`` = padding) and **positions**
-that restart at ``0`` in every segment (``0`` on padding). flash-attention's varlen interface
-takes the same information as ``cu_seqlens`` (:func:`cu_seqlens`, :func:`unpad_indices`).
-
-Examples must be planned for a budget smaller than the row, or nothing fits next to them:
-:func:`example_lengths` gives the :class:`~denoise_cli.config.Lengths` to plan and corrupt
-with (e.g. ``inputs_length = I / factor``); :func:`pack_rows` then packs one group of those
-unpacked rows (as :func:`~denoise_cli.corrupt.corrupt_mixture` returns them) into rows of the
-real lengths, and :func:`packed_record_batch` turns them into an Arrow record batch.
-
-Schema (one row = up to ``K`` examples; ``K`` = :func:`max_segments`)
----------------------------------------------------------------------
-
-encoder-decoder (``W = inputs_length``, ``V = targets_length``):
-
-=====================  =========================  =============================================
-column                 type                       meaning
-=====================  =========================  =============================================
-input_ids              fixed_size_list<int32>[W]  each example's ``[mode] inputs EOS``, then pad
-labels                 fixed_size_list<int32>[V]  each example's ``targets EOS``, then -100
-attention_mask         fixed_size_list<int8>[W]   1 on real tokens (= encoder_segment_ids > 0)
-encoder_segment_ids    fixed_size_list<int32>[W]  1..k per example, 0 on padding
-encoder_positions      fixed_size_list<int32>[W]  0.. within each example, 0 on padding
-decoder_segment_ids    fixed_size_list<int32>[V]  1..k (same k as the encoder side), 0 padding
-decoder_positions      fixed_size_list<int32>[V]  0.. within each example's targets
-num_segments           int32                      examples in the row (k)
-input_length           int32                      real tokens in input_ids (sum over segments)
-target_length          int32                      tokens with a label (sum over segments)
-source_file            int32                      index into the manifest's files
-segment_denoiser       fixed_size_list<int8>[K]   per segment: component index, -1 = none
-segment_example_index  fixed_size_list<int64>[K]  per segment: chunk index in the file, -1
-segment_token_offset   fixed_size_list<int64>[K]  per segment: raw chunk offset in the file, -1
-segment_input_length   fixed_size_list<int32>[K]  per segment: tokens in input_ids, 0 = none
-segment_target_length  fixed_size_list<int32>[K]  per segment: tokens in labels, 0 = none
-=====================  =========================  =============================================
-
-decoder-only (``S = seq_length``): ``input_ids``/``labels``/``attention_mask`` ``[S]`` as above
-(each example's ``[mode] inputs targets EOS``; labels -100 on its own mode+inputs part),
-``segment_ids`` and ``positions`` ``fixed_size_list<int32>[S]``, ``prefix_mask``
-``fixed_size_list<int8>[S]`` (1 on each segment's bidirectional prefix, i.e. its first
-``prefix_length`` tokens), then the same row and per-segment columns plus
-``segment_prefix_length`` ``fixed_size_list<int32>[K]`` (0 = none).
-
-Segment ``j`` of a row occupies one contiguous run of slots on each side, segments appear in
-the order of their ``example_index`` and rows in the order of their first example, padding only
-at the end of a row. Segment ``j``'s slots are ``segment_ids == j``, so every segment is
-recovered exactly (:func:`unpack_rows`).
-
-What a trainer must do with packed rows
----------------------------------------
-
-- Attention must be **segment-aware**: a token attends only to tokens of its own segment
-  (encoder self-attention: same ``encoder_segment_ids``; decoder: same ``decoder_segment_ids``
-  and causal; cross-attention: ``decoder_segment_ids[q] == encoder_segment_ids[k]``; decoder-only
-  prefix-LM: same segment and (causal or ``prefix_mask[k]``), see :func:`segment_mask`). With
-  flash-attention use the varlen kernels with :func:`unpad_indices` / :func:`cu_seqlens` (the
-  k-th sequence on both sides of an encoder-decoder batch is the same example).
-- Position ids are ``positions`` (absolute embeddings, RoPE); T5's relative buckets are
-  unaffected because attention never crosses segments.
-- encoder-decoder: the decoder inputs are the labels shifted right **within each segment**, with
-  the decoder start token at every segment's first position (HF's ``_shift_right`` on the whole
-  row would feed segment ``j``'s EOS into segment ``j+1``): :func:`decoder_input_ids`.
-- decoder-only: HF causal LMs shift labels inside the model (position ``t`` predicts
-  ``labels[t+1]``). The first token of every segment is its mode token or first input token,
-  whose label is -100, so no token is ever predicted from the previous segment; this is checked
-  when packing. Unmodified HF attention (one causal mask over the row) would still let segments
-  see each other: pass a 4-D mask from :func:`segment_mask` or use varlen attention.
-
-Algorithm (``ALGORITHM`` = "first-fit+eject+mix-v2")
-----------------------------------------------------
-1. **First fit** over a window of at most ``window`` open rows (pure Python, about a microsecond
-   per example and pass) in several orders, keeping the fewest rows (ties: the earlier order;
-   early stop at the lower bound ``max(ceil(sum a / W), ceil(sum b / V), ceil(n / K))``):
-   the **stream order** first (independent component draws; decoder-only presets reach the bound
-   with it), **decreasing size** when one side binds (the other needs < 65% of its rows, e.g.
-   ``I = T``), and for encoder-decoder two **balanced** orders that interleave target-heavy and
-   input-heavy examples so that every prefix has the group's target/input ratio (best when both
-   sides bind, ``T`` near ``rho * I``).
-2. **Ejection search** (:func:`_eject`; 2-D, both sides binding, first fit > 1% above the bound):
-   empties the least-filled row into a pool and repairs, inserting pool examples where they fit
-   and swapping 1-2 examples of a row for 1-2 pool examples of larger total size
-   (``a * V + b * W``) that fit in their place; a repair that places the whole pool removes the
-   row, a failed one is undone. At most about 100 candidate moves per example; never adds a row.
-   +0.3-2.5 points at the ratio-balanced ``T`` (ul2r factor 4, T=192: 92.3% -> 94.7%), for
-   2-4x first fit's cost there.
-3. **Component mixing** (:func:`mix_rows`): random one-for-one swaps between rows wherever both still
-   fit (32 vectorized rounds, fixed seed). Size-sorted orders put examples of one component into
-   one row, which made a batch of rows a lumpier sample of the mixture and measurably slowed
-   training (docs/packing.md); after mixing, rows hold as many distinct components as rows of
-   independent examples (0.91-1.01 of it, from 0.32-0.93), at the same number of rows.
-
-Measured (``benchmarks/bench_packing.py``): decoder-only S=2048 99.7-100% of the slots real;
-encoder-decoder I=T=512 77.7% (ul2) / 67.4% (ul2r), against ratio bounds of 78.5% / 68.8%; at
-I=512 with T near the mixture's target/input ratio 94.5-96.7%; 30-440 ms per 1M raw tokens,
-next to ~1000 ms of tokenization. Keys are integers, ties go to the lowest index and the mixing
-generator has a fixed seed, so the result depends only on the group: the same rows for any worker
-count or machine. The rows themselves are built with vectorized numpy (boolean-mask scatters, no
-per-token Python).
+Examples are planned at a smaller budget (``config.example_lengths``); :func:`pack_rows` packs
+one group of them into rows of the real lengths (row assignment :func:`assign_rows`: first fit
+in several orders, a bounded ejection search when both sides bind, then component mixing so
+that rows hold as many distinct components as unpacked rows would), :func:`unpack_rows`
+recovers the examples. Pure numpy on integer keys with a fixed seed: the rows depend only on
+the group. The row format (columns) is ``output.schema``; attention helpers for trainers are
+in ``load.attention``. docs/packing.md describes the format, what a trainer must do, the
+algorithm (``ALGORITHM``) and its measured figures (``benchmarks/bench_packing.py``).
 """
 
 from __future__ import annotations
