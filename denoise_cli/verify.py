@@ -83,7 +83,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import OutputError, VerifyError
-from .load import MANIFEST, batch_arrays, read_manifest
+from .load import MANIFEST, batch_arrays, read_manifest, sha256_file
 
 IGNORE = -100
 
@@ -492,14 +492,6 @@ def open_shard(
             yield rb.select(list(columns)) if columns is not None else rb
 
     return reader.schema, gen()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- row checks
