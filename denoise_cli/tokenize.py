@@ -154,28 +154,41 @@ def _find(tok: Any, names: Sequence[str]) -> tuple[str, int] | None:
     return None
 
 
-def special_token_ids(tok: Any, sentinel_template: str = "<extra_id_{}>") -> dict[int, str]:
-    """``{id: token}`` of every special token of a ``tokenizers.Tokenizer``: the added tokens
-    marked special and every vocabulary entry that looks like a sentinel (``<extra_id_k>`` or
-    ``sentinel_template`` with a number), special or not. Unk is included (callers drop it)."""
-    out = {int(i): str(a.content) for i, a in tok.get_added_tokens_decoder().items() if a.special}
+def special_token_ids(
+    tokenizer_json: str, sentinel_template: str = "<extra_id_{}>"
+) -> dict[int, str]:
+    """``{id: token}`` of every special token of a tokenizer JSON: the added tokens marked
+    special and every vocabulary or added entry that looks like a sentinel (``<extra_id_k>`` or
+    ``sentinel_template`` with a number), special or not. Unk is included (callers drop it).
+    Read from the JSON (``orjson``, ~0.3 s for a 262k vocabulary) rather than by building the
+    tokenizer (~5 s for the same file)."""
+    import orjson
+
+    d = orjson.loads(tokenizer_json)
+    added = d.get("added_tokens") or []
+    out = {int(a["id"]): str(a["content"]) for a in added if a.get("special")}
     head, sep, tail = sentinel_template.partition("{}")
     pats = [SENTINEL_LIKE]
     if sep:
         pats.append(re.compile(re.escape(head) + r"\d+" + re.escape(tail)))
-    for name, i in tok.get_vocab(with_added_tokens=True).items():
-        if name.endswith(">") and any(p.fullmatch(name) for p in pats):
-            out[int(i)] = str(name)
+    vocab = (d.get("model") or {}).get("vocab") or {}
+    names: Any = (
+        vocab.items()
+        if isinstance(vocab, dict)
+        else ((p[0], i) for i, p in enumerate(vocab) if isinstance(p, list) and p)
+    )
+    for name, i in itertools.chain(names, ((a["content"], a["id"]) for a in added)):
+        if isinstance(name, str) and name.endswith(">") and any(p.fullmatch(name) for p in pats):
+            out[int(i)] = name
     return out
 
 
 def reserved_from_json(
     tokenizer_json: str, sentinel_template: str, unk: int | None
 ) -> dict[int, str]:
-    """:func:`special_token_ids` of a saved tokenizer JSON, less ``unk``: what ``prepare``
-    reserves (with the eos, pad, sentinel and mode ids, which are special there too)."""
-    tok = _tokenizers().Tokenizer.from_str(tokenizer_json)
-    ids = special_token_ids(tok, sentinel_template)
+    """:func:`special_token_ids` less ``unk``: what ``prepare`` reserves besides the eos, pad,
+    sentinel and mode ids (which are special there too)."""
+    ids = special_token_ids(tokenizer_json, sentinel_template)
     if unk is not None:
         ids.pop(int(unk), None)
     return ids
@@ -247,7 +260,7 @@ def build_tokenizer(
         added=tuple(missing),
         sentinel_template=tokens.sentinel_template,
         json=ext,
-        specials=tuple(sorted(special_token_ids(tok, tokens.sentinel_template))),
+        specials=tuple(sorted(special_token_ids(ext, tokens.sentinel_template))),
     )
 
 
