@@ -16,7 +16,9 @@ within the shard), up to ``max_problems`` are collected, then :class:`VerifyErro
    the ids inside); the lengths the component's parameters dictate (span rows: exactly
    ``mode + raw - noise + spans + 1`` / ``noise + spans + 1``; S rows: a prefix in
    ``[prefix_min, prefix_max]``, both parts adding up to ``raw_length``); the mode token first and
-   EOS last; no pad or mode token inside the text; span rows hold sentinels ``0..s-1`` in order
+   EOS last; no pad or mode token inside the text, nor any other special id of ``OUT/tokenizer.json``
+   (an ``<extra_id_k>`` the mixture does not use, BOS, ``<|reserved_k|>``...: ``prepare`` reserves
+   them all, :func:`tokenizer_specials`); span rows hold sentinels ``0..s-1`` in order
    in the inputs and in the targets with no empty span or kept segment, S rows none.
    Each row gets the message of the first check it fails, so one bad row is one line.
 3. Rebuild: inputs + targets of every valid row are merged back into the raw chunk (a scatter:
