@@ -15,6 +15,13 @@ and exposes the rows as numpy arrays without decoding anything:
   (``pad_last=True``, see :data:`PAD_FILL`) so that every batch has the same shape and every rank
   the same number of batches. :func:`epoch_batches` is the index plan behind it (the PyTorch
   wrappers in ``denoise_cli.torch_data`` use the same one, so both give the same batches).
+- Opening checks what will be served against the manifest (``verify=``, see
+  :func:`check_shards`): by default (``"fast"``, a ``stat`` and a few metadata reads per shard)
+  every listed shard exists with its recorded size and row count, no unlisted shard file lies
+  beside them, and each shard's rows belong to its file and continue its chain of examples
+  (catches truncated, swapped, extra or missing shards and edited row counts); ``"sha256"`` also
+  hashes every shard (catches any changed byte; reads everything once); ``"none"`` skips both.
+  A failure is an :class:`~denoise_cli.errors.OutputError` naming the shard.
 - A dataset pickles as its path (DataLoader workers started with spawn/forkserver re-map the
   shards instead of receiving a copy of the data).
 
@@ -23,6 +30,7 @@ Parquet outputs are read into memory (zstd Parquet cannot be mapped); everything
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,9 @@ import pyarrow.parquet as pq
 from .errors import OutputError
 
 MANIFEST = "denoise.json"
+#: ``open_dataset(verify=...)``: what is checked at open (see :func:`check_shards`).
+VERIFY_MODES = ("fast", "sha256", "none")
+SHARD_SUFFIXES = (".arrow", ".parquet")
 
 #: Values of the padding rows added by ``pad_last`` (``input_ids`` get the manifest's pad id).
 #: A padding row has ``labels`` all -100 (no loss), ``attention_mask`` all 0 and
@@ -71,12 +82,130 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
 
 
 def read_shard(path: Path, fmt: str) -> list[pa.RecordBatch]:
-    """All record batches of a shard; Arrow shards are memory-mapped (zero-copy)."""
-    if fmt == "parquet":
-        batches: list[pa.RecordBatch] = pq.read_table(path).combine_chunks().to_batches()
-        return batches
-    src = pa.memory_map(str(path), "r")
-    return list(pa.ipc.open_stream(src))
+    """All record batches of a shard; Arrow shards are memory-mapped (zero-copy). A file that
+    is not a readable shard is an :class:`OutputError`."""
+    try:
+        if fmt == "parquet":
+            batches: list[pa.RecordBatch] = pq.read_table(path).combine_chunks().to_batches()
+            return batches
+        src = pa.memory_map(str(path), "r")
+        return list(pa.ipc.open_stream(src))
+    except (pa.ArrowException, OSError) as e:
+        raise OutputError(
+            f"shard {path} is not a readable {fmt} shard ({type(e).__name__}: {e}); "
+            f"run `denoise verify` on the output"
+        ) from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _bad(p: Path, what: str) -> OutputError:
+    return OutputError(
+        f"shard {p}: {what}; the output is damaged or was edited (`denoise verify` lists every "
+        "problem; rerun `denoise prepare` to rebuild it)"
+    )
+
+
+def check_shard_files(out: Path, manifest: dict[str, Any], mode: str) -> None:
+    """Before reading: every listed shard exists with its recorded size (``mode`` "fast") and
+    sha256 ("sha256"), the row counts add up (shards = files = totals), and no unlisted shard
+    file lies in a shard directory. Raises :class:`OutputError`."""
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
+    shards = manifest["shards"]
+    listed: set[str] = set()
+    for s in shards:
+        p = out / s["path"]
+        listed.add(str(s["path"]))
+        if not p.is_file():
+            raise OutputError(f"shard {p} listed in the manifest is missing")
+        if mode == "none":
+            continue
+        size = p.stat().st_size
+        if size != int(s["bytes"]):
+            raise _bad(p, f"{size:,} bytes, the manifest says {int(s['bytes']):,}")
+        if mode == "sha256":
+            got = sha256_file(p)
+            if got != s["sha256"]:
+                raise _bad(
+                    p, f"sha256 {got[:12]}... differs from the manifest's {s['sha256'][:12]}..."
+                )
+    if mode == "none":
+        return
+    rows = sum(int(s["rows"]) for s in shards)
+    per_file: dict[int, int] = {}
+    for s in shards:
+        for f in s["source_files"][:1]:
+            per_file[int(f)] = per_file.get(int(f), 0) + int(s["rows"])
+    files = {int(f["index"]): int(f["rows"]) for f in manifest.get("files", [])}
+    total = manifest.get("totals", {}).get("rows", rows)
+    if rows != int(total) or any(per_file.get(i, 0) != n for i, n in files.items()):
+        raise OutputError(
+            f"{out / MANIFEST}: row counts disagree (shards {rows:,}, totals {int(total):,}, or "
+            "per file); the manifest was edited"
+        )
+    for d in sorted({(out / s).parent for s in listed} | {out / "data"}):
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            rel = p.relative_to(out).as_posix()
+            if p.suffix in SHARD_SUFFIXES and not p.name.startswith(".") and rel not in listed:
+                raise OutputError(
+                    f"shard {p} is not listed in the manifest (left over from another run, or "
+                    "the manifest lost it); `denoise verify` lists every problem"
+                )
+
+
+def check_shard_rows(
+    p: Path, entry: dict[str, Any], batches: Sequence[pa.RecordBatch], chain: dict[int, int]
+) -> None:
+    """After mapping a shard (a few metadata reads): its row count is the manifest's, every row
+    belongs to the shard's source file, and its examples continue that file's chain
+    (``chain[file]``: the next ``example_index`` for unpacked rows, the last first example + 1 for
+    packed rows, updated in place). Raises :class:`OutputError`."""
+    rows = sum(b.num_rows for b in batches)
+    if rows != int(entry["rows"]):
+        raise _bad(p, f"{rows:,} rows, the manifest says {int(entry['rows']):,}")
+    src = entry.get("source_files") or []
+    if len(src) != 1:
+        return
+    fidx = int(src[0])
+    nxt = chain.get(fidx, 0)
+    for b in batches:
+        if not b.num_rows:
+            continue
+        names = b.schema.names
+        if "source_file" in names:
+            sf = _flat(b.column(names.index("source_file")), 0, b.num_rows)
+            if (sf != fidx).any():
+                raise _bad(
+                    p, f"holds rows of file {int(sf[sf != fidx][0])}, the manifest says file {fidx}"
+                )
+        if "example_index" in names:
+            ei = _flat(b.column(names.index("example_index")), 0, b.num_rows)
+            if ei[0] != nxt or not np.array_equal(ei, np.arange(nxt, nxt + b.num_rows)):
+                raise _bad(
+                    p,
+                    f"examples {int(ei[0])}..{int(ei[-1])} of file {fidx} out of order (expected "
+                    f"{nxt} next): shards swapped or edited",
+                )
+            nxt += b.num_rows
+        elif "segment_example_index" in names:
+            col = b.column(names.index("segment_example_index"))
+            k = col.type.list_size
+            first = _flat(col.values, col.offset * k, b.num_rows * k)[::k]
+            if first[0] < nxt or (np.diff(first) <= 0).any():
+                raise _bad(
+                    p, f"packed rows of file {fidx} out of example order: shards swapped or edited"
+                )
+            nxt = int(first[-1]) + 1
+    chain[fidx] = nxt
 
 
 _NP = {
@@ -119,8 +248,9 @@ def batch_arrays(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
 class DenoiseDataset:
     """Map-style dataset over a denoise output directory (see module docstring)."""
 
-    def __init__(self, out: str | Path, epoch: int | None = None) -> None:
+    def __init__(self, out: str | Path, epoch: int | None = None, verify: str = "fast") -> None:
         self.path = Path(out)
+        self.verify = verify
         self.manifest = read_manifest(self.path)
         dirs = self.manifest.get("epoch_dirs")
         if dirs:  # `prepare --epochs K`: serve variant epoch % K
@@ -131,11 +261,14 @@ class DenoiseDataset:
             self.epoch = 0 if epoch is None else int(epoch)
         fmt = self.manifest["format"]
         self._batches: list[pa.RecordBatch] = []
+        check_shard_files(self.path, self.manifest, verify)
+        chain: dict[int, int] = {}
         for s in self.manifest["shards"]:
             p = self.path / s["path"]
-            if not p.is_file():
-                raise OutputError(f"shard {p} listed in the manifest is missing")
-            self._batches.extend(b for b in read_shard(p, fmt) if b.num_rows)
+            batches = read_shard(p, fmt)
+            if verify != "none":
+                check_shard_rows(p, s, batches, chain)
+            self._batches.extend(b for b in batches if b.num_rows)
         sizes = np.array([b.num_rows for b in self._batches], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._views: dict[int, dict[str, np.ndarray]] = {}
@@ -144,10 +277,10 @@ class DenoiseDataset:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
+    def __reduce__(self) -> tuple[Any, tuple[str, None, str]]:
         # Pickle as the path: a worker process re-maps the shards (zero-copy) rather than
-        # receiving a serialized copy of every record batch.
-        return (open_dataset, (str(self.path),))
+        # receiving a serialized copy of every record batch; it repeats only the fast check.
+        return (open_dataset, (str(self.path), None, "none" if self.verify == "none" else "fast"))
 
     @property
     def num_batches(self) -> int:
@@ -376,9 +509,14 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(n).astype(np.int64)
 
 
-def open_dataset(out: str | Path, epoch: int | None = None) -> DenoiseDataset:
+def open_dataset(out: str | Path, epoch: int | None = None, verify: str = "fast") -> DenoiseDataset:
     """Open a ``denoise prepare`` output directory (see :class:`DenoiseDataset`).
 
     For an output of ``prepare --epochs K``, ``epoch`` selects the variant ``epoch % K``
-    (default 0): pass the training epoch to get fresh corruption every epoch."""
-    return DenoiseDataset(out, epoch)
+    (default 0): pass the training epoch to get fresh corruption every epoch.
+
+    ``verify``: ``"fast"`` (default) checks shard sizes, row counts, unlisted shards and that
+    each shard's rows are its file's next examples; ``"sha256"`` also hashes every shard
+    against the manifest; ``"none"`` checks only that the shards exist. A mismatch raises
+    :class:`OutputError` (exit code 4 in the CLI)."""
+    return DenoiseDataset(out, epoch, verify)

@@ -16,7 +16,9 @@ within the shard), up to ``max_problems`` are collected, then :class:`VerifyErro
    the ids inside); the lengths the component's parameters dictate (span rows: exactly
    ``mode + raw - noise + spans + 1`` / ``noise + spans + 1``; S rows: a prefix in
    ``[prefix_min, prefix_max]``, both parts adding up to ``raw_length``); the mode token first and
-   EOS last; no pad or mode token inside the text; span rows hold sentinels ``0..s-1`` in order
+   EOS last; no pad or mode token inside the text, nor any other special id of ``OUT/tokenizer.json``
+   (an ``<extra_id_k>`` the mixture does not use, BOS, ``<|reserved_k|>``...: ``prepare`` reserves
+   them all, :func:`tokenizer_specials`); span rows hold sentinels ``0..s-1`` in order
    in the inputs and in the targets with no empty span or kept segment, S rows none.
    Each row gets the message of the first check it fails, so one bad row is one line.
 3. Rebuild: inputs + targets of every valid row are merged back into the raw chunk (a scatter:
@@ -83,12 +85,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import OutputError, VerifyError
-from .load import MANIFEST, batch_arrays, read_manifest
+from .load import MANIFEST, batch_arrays, read_manifest, sha256_file
 
 IGNORE = -100
 
 # classes of token ids (values of the lookup table)
 NORMAL, EOS, PAD, MODE = 0, 1, 2, 3
+OTHER = 4  # any other special id of the tokenizer (never in text: prepare reserves them)
 SENT0 = 16  # sentinel k -> SENT0 + k
 
 _FIXED = ("input_ids", "labels", "attention_mask")
@@ -128,7 +131,7 @@ class OutputSpec:
     sentinels: np.ndarray
     comps: tuple[Component, ...]
     names: dict[int, str]  # special ids -> token names (messages)
-    lut: np.ndarray  # int16 [vocab]: NORMAL / EOS / PAD / MODE / SENT0 + k
+    lut: np.ndarray  # int16 [vocab]: NORMAL / EOS / PAD / MODE / OTHER / SENT0 + k
     # packed output (manifest "packing"): wi / wt above are the *example* budget; these are the
     # packed rows' widths, the example and row Lengths, and K (0 = unpacked)
     packed_widths: tuple[int, int] = (0, 0)
@@ -153,7 +156,9 @@ class OutputSpec:
         return np.array([int(getattr(c, attr)) for c in self.comps], dtype=np.int64)
 
     @classmethod
-    def from_manifest(cls, m: dict[str, Any]) -> OutputSpec:
+    def from_manifest(cls, m: dict[str, Any], others: dict[int, str] | None = None) -> OutputSpec:
+        """``others``: the tokenizer's other special ids (class OTHER), see
+        :func:`tokenizer_specials`."""
         tok = m["tokenizer"]
         vocab = int(tok["vocab_size"])
         eos, pad = int(tok["eos"]["id"]), int(tok["pad"]["id"])
@@ -164,6 +169,10 @@ class OutputSpec:
         names.update({v: k for k, v in modes.items()})
         names.update({int(i): tmpl.format(k) for k, i in enumerate(sent)})
         lut = np.zeros(max(vocab, 1), dtype=np.int16)
+        for i, name in (others or {}).items():
+            if 0 <= i < vocab:
+                lut[i] = OTHER
+                names.setdefault(i, name)
         for k, i in enumerate(sent):
             if 0 <= i < vocab:
                 lut[i] = SENT0 + k
@@ -487,14 +496,6 @@ def open_shard(
     return reader.schema, gen()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- row checks
 
 
@@ -696,6 +697,14 @@ class RowChecker:
         # classes of the ids inside the text
         code = np.take(s.lut, ids, mode="clip")
         inside = (col >= m[:, None]) & (col < ilc - 1)
+        obad = (code == OTHER) & inside
+        flag(
+            obad.any(axis=1),
+            lambda r: (
+                f"input_ids[{_first_col(obad[r])}] is {s.tok(ids[r][_first_col(obad[r])])}, a "
+                "special token of the tokenizer, where only text may stand"
+            ),
+        )
         rbad = ((code == PAD) | (code == MODE)) & inside
         flag(
             rbad.any(axis=1),
@@ -709,6 +718,14 @@ class RowChecker:
         if s.enc_dec:
             lcode = np.take(s.lut, lab, mode="clip")
             linside = np.arange(s.wt)[None, :] < tlc - 1
+            lobad = (lcode == OTHER) & linside
+            flag(
+                lobad.any(axis=1),
+                lambda r: (
+                    f"labels[{_first_col(lobad[r])}] is {s.tok(lab[r][_first_col(lobad[r])])}, a "
+                    "special token of the tokenizer, where only text may stand"
+                ),
+            )
             lrbad = ((lcode == PAD) | (lcode == MODE)) & linside
             flag(
                 lrbad.any(axis=1),
@@ -1031,8 +1048,8 @@ def verify(
         for prefix, path, m in datasets:
             probs.prefix = prefix
             try:
-                spec = OutputSpec.from_manifest(m)
                 _check_manifest(path, m, probs, rep)
+                spec = OutputSpec.from_manifest(m, tokenizer_specials(path, m))
             except (KeyError, TypeError, ValueError, IndexError) as e:
                 probs.add(f"{MANIFEST}: malformed ({type(e).__name__}: {e})")
                 raise _Enough from None
@@ -1049,6 +1066,28 @@ def verify(
             f"{outp}: {len(probs.items)} problem(s) found{more}:\n  " + "\n  ".join(probs.items)
         )
     return rep
+
+
+def tokenizer_specials(out: Path, m: dict[str, Any]) -> dict[int, str]:
+    """Every special id of ``OUT/tokenizer.json`` that ``prepare`` reserves (all but unk, see
+    :func:`denoise_cli.tokenize.special_token_ids`); empty when the file is missing or does not
+    match the manifest's sha256 (already a problem of its own)."""
+    from .tokenize import reserved_from_json
+
+    p = out / "tokenizer.json"
+    tok = m["tokenizer"]
+    if not p.is_file():
+        return {}
+    data = p.read_bytes()
+    if hashlib.sha256(data).hexdigest() != tok["sha256"]:
+        return {}
+    unk = int(tok["unk"]["id"]) if tok.get("unk") else None
+    try:
+        return reserved_from_json(
+            data.decode("utf-8"), str(tok.get("sentinel_template", "<extra_id_{}>")), unk
+        )
+    except Exception:  # an unreadable tokenizer: the row checks run without the extra class
+        return {}
 
 
 def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport) -> None:
@@ -1544,11 +1583,14 @@ def _check_sources(
         sentinels=spec.sentinels.astype(np.int32),
         mode={str(k): int(v) for k, v in tokm["mode_tokens"].items()},
     )
+    unk = tokm["unk"]["id"] if tokm.get("unk") else None
     reserved = np.array(
-        sorted({spec.eos, spec.pad, *spec.sentinels.tolist(), *special.mode.values()}),
+        sorted(
+            {spec.eos, spec.pad, *spec.sentinels.tolist(), *special.mode.values()}
+            | set(tokenizer_specials(out, m))
+        ),
         dtype=np.int32,
     )
-    unk = tokm["unk"]["id"] if tokm.get("unk") else None
     encoder = Encoder((out / "tokenizer.json").read_text(encoding="utf-8"), reserved, unk)
     sep = spec.eos if cfg["doc_separator"] == "eos" else None
     by_name = {x.name: x for x in inputs}
