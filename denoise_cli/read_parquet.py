@@ -170,18 +170,25 @@ def iter_parquet(
             )
         per_row = max(1, text_bytes // max(1, total))
         batch_rows = max(1, min(MAX_BATCH_ROWS, batch_chars // per_row))
-        batches = pf.iter_batches(
-            batch_size=batch_rows,
-            row_groups=list(range(first, len(rg_rows))),
-            columns=[col],
-            use_threads=False,
-        )
-        rg_next = first
+        reading = first  # the row group being decoded
+
+        def decoded(pf: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
+            # one reader per row group: a batch never spans two, so a bad page loses at most
+            # the rows of one batch and its row group is known
+            nonlocal reading
+            for i in range(first, len(rg_rows)):
+                reading = i
+                yield from pf.iter_batches(
+                    batch_size=batch_rows, row_groups=[i], columns=[col], use_threads=False
+                )
+
+        batches = decoded(pf)
+        rg_next = first  # the first row group whose end is not yet reached (progress)
         while True:
             try:
                 batch = next(batches, None)
             except Exception as e:
-                where = f"row group {rg_next}"
+                where = f"row group {reading}"
                 err = file_error(where, "corrupt_parquet", e)
                 yield texts, rec
                 if fail:
