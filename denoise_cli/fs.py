@@ -109,6 +109,14 @@ def _hidden(rel: str) -> bool:
     return any(c.startswith(".") for c in rel.split("/"))
 
 
+def _info(fs: Any, path: str) -> dict[str, Any] | None:
+    try:
+        info: dict[str, Any] = fs.info(path)
+    except FileNotFoundError:
+        return None
+    return info
+
+
 def find_remote(
     spec: str,
     storage_options: Mapping[str, Any] | None,
@@ -159,22 +167,26 @@ def find_remote(
             if not files:
                 what = "matches nothing" if not matches else "matches no input files"
                 raise ConfigError(f"input glob {spec} {what} ({accepted})")
-        elif fs.isdir(path):
-            root = path
-            files = under(path)
-            if not files:
-                raise ConfigError(f"input directory {spec} contains no input files ({accepted})")
         else:
-            try:
-                info = fs.info(path)
-            except FileNotFoundError:
-                raise ConfigError(f"input {spec} does not exist") from None
-            if not accept(path):
+            # a name with an input extension is asked about first as a file: over http(s),
+            # isdir() would download the whole file to look for links in it
+            info = _info(fs, path) if accept(path) else None
+            if info is not None and info.get("type") != "directory":
+                root = path.rsplit("/", 1)[0] if "/" in path else ""
+                files = [(path, size(info))]
+            elif fs.isdir(path):
+                root = path
+                files = under(path)
+                if not files:
+                    raise ConfigError(
+                        f"input directory {spec} contains no input files ({accepted})"
+                    )
+            elif _info(fs, path) is None:
+                raise ConfigError(f"input {spec} does not exist")
+            else:
                 raise ConfigError(
                     f"input file {spec} has an unsupported extension; expected one of {accepted}"
                 )
-            root = path.rsplit("/", 1)[0] if "/" in path else ""
-            files = [(path, size(info))]
     except ConfigError:
         raise
     except FileNotFoundError:
