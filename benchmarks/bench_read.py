@@ -9,7 +9,10 @@ one thread (``TOKENIZERS_PARALLELISM=false``, pyarrow ``use_threads=False`` as t
   jsonl.zst, zstd + line split + orjson), batches of ~1 MB as in the pipeline;
 - ``tokenize``: ``tokenize.Encoder.encode`` (the pipeline's encoder) on exactly those batches;
 - for Parquet, ``read, all columns``: the same row groups decoded with every column (what reading
-  costs without projection; context only).
+  costs without projection; context only);
+- with ``--s3``: the same files uploaded to a local S3 server (``moto_server``, a separate
+  process, so its CPU is not counted) and read through ``s3://`` URLs (s3fs): the client-side CPU
+  of an object-store read (HTTP, copies), not the network.
 
 Each figure is ``time.process_time()`` (CPU seconds of this process), best of ``--repeat`` runs;
 the ratio of interest is ``read / (read + tokenize)`` -- an upper bound on reading's share of a
@@ -30,6 +33,8 @@ import datetime
 import json
 import os
 import platform
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -99,10 +104,37 @@ def measure(name: str, files: Sequence[InputFile], enc: Encoder, repeat: int) ->
         "tokenize_cpu_s": round(t_tok, 4),
         "read_share": round(t_read / (t_read + t_tok), 5),
     }
-    if all(f.compression == "parquet" for f in files):
+    if all(f.compression == "parquet" and "://" not in f.path for f in files):
         t_all, _ = cpu(lambda: read_all_columns(files), repeat)
         row["read_all_columns_cpu_s"] = round(t_all, 4)
     return row
+
+
+def s3_copy(sets: dict[str, list[InputFile]]) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start moto_server on a free 127.0.0.1 port, upload every file; (process, options)."""
+    import s3fs
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    opts = {"key": "bench", "secret": "bench", "endpoint_url": f"http://127.0.0.1:{port}"}
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **opts)
+    for _ in range(100):
+        try:
+            fs.mkdir("bench")
+            break
+        except Exception:
+            time.sleep(0.1)
+    for name, files in sets.items():
+        for f in files:
+            fs.put_file(f.path, f"bench/{name}/{f.name}")
+    return proc, opts
 
 
 def main() -> None:
@@ -115,6 +147,7 @@ def main() -> None:
     )
     ap.add_argument("--tokenizer", default=None, help="as prepare --tokenizer (default: gpt2)")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--s3", action="store_true", help="also read through a local S3 server")
     args = ap.parse_args()
 
     import numpy as np
@@ -122,10 +155,17 @@ def main() -> None:
     tok_json, source = load_tokenizer_json(args.tokenizer)
     enc = Encoder(tok_json, np.zeros(0, np.int32), None)
     enc.encode(["warm up"])
-    rows = [
-        measure("parquet", find_inputs(args.parquet), enc, args.repeat),
-        measure("jsonl.zst", find_inputs(args.jsonl), enc, args.repeat),
-    ]
+    sets = {"parquet": find_inputs(args.parquet), "jsonl.zst": find_inputs(args.jsonl)}
+    rows = [measure(name, files, enc, args.repeat) for name, files in sets.items()]
+    if args.s3:
+        proc, opts = s3_copy(sets)
+        try:
+            for name in sets:
+                remote = find_inputs([f"s3://bench/{name}/"], opts)
+                rows.append(measure(f"{name} via s3://", remote, enc, args.repeat))
+        finally:
+            proc.terminate()
+            proc.wait()
     print(
         json.dumps(
             {

@@ -23,8 +23,8 @@ with the :class:`Counters` fields and yields ``(texts, record_end)`` pairs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any, Literal, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -88,14 +88,13 @@ def iter_parquet(
     max_doc_chars: int = 0,
     size: int = 0,
     storage_options: Mapping[str, Any] | None = None,
-    opener: Callable[[str], IO[bytes]] | None = None,
 ) -> Iterator[tuple[list[str], int]]:
     """Yield ``(texts, record_end)`` for the Parquet file at ``path`` (local or URL).
 
     Same contract as the JSON reader's batches: records before ``start_record`` are skipped
     without touching ``stats``; ``record_end`` is the index of the next row; the last pair
     (possibly with no texts) carries the final ``record_end``. ``size`` (the file's size) makes
-    ``stats.bytes_read`` reach it at a clean end. ``opener`` replaces the file opening (tests).
+    ``stats.bytes_read`` reach it at a clean end.
     """
     fail = on_error == "fail"
     skipped = stats.skipped
@@ -112,7 +111,7 @@ def iter_parquet(
 
     try:
         try:
-            src = opener(path) if opener is not None else _open(path, storage_options)
+            src = _open(path, storage_options)
         except OSError as e:
             err = file_error("byte offset 0", "unreadable", e)
             yield texts, rec
@@ -133,8 +132,9 @@ def iter_parquet(
                 raise err from None
             return
         total = sum(rg_rows)
+        rec = min(rec, total)  # as for JSON: a resume point past the end reads nothing
         if target is None:
-            n = max(0, total - rec)
+            n = total - rec
             if n and fail:
                 yield texts, rec
                 cols = ", ".join(pf.schema_arrow.names)
@@ -145,7 +145,7 @@ def iter_parquet(
                 skipped["missing_text"] = skipped.get("missing_text", 0) + n
                 stats.records += n
             stats.bytes_read = max(stats.bytes_read, size)
-            yield texts, max(rec, total)
+            yield texts, total
             return
         col, depth = target
         sub = keys[1:]
@@ -163,11 +163,10 @@ def iter_parquet(
             row_end += n
             byte_end += sum(rg.column(j).total_compressed_size for j in range(rg.num_columns))
             ends.append((row_end, byte_end))
-            text_bytes += sum(
-                rg.column(j).total_uncompressed_size
-                for j in range(rg.num_columns)
-                if rg.column(j).path_in_schema.startswith(col)
-            )
+            for j in range(rg.num_columns):
+                c = rg.column(j)
+                if c.path_in_schema == col or c.path_in_schema.startswith(col + "."):
+                    text_bytes += c.total_uncompressed_size
         per_row = max(1, text_bytes // max(1, total))
         batch_rows = max(1, min(MAX_BATCH_ROWS, batch_chars // per_row))
         reading = first  # the row group being decoded
