@@ -19,6 +19,9 @@ deterministic.
 
 Reading (:func:`iter_batches`)
 ------------------------------
+``.parquet`` files go to :func:`denoise_cli.read_parquet.iter_parquet` (same batches, counters
+and resume point; the steps below are for JSON lines). URL paths are opened through fsspec.
+
 1. *Decompress as a stream.* zstd: ``ZstdDecompressor().stream_reader(fh,
    read_across_frames=True)`` read with ``read1(4 MiB)``; gzip: ``gzip.GzipFile.read1``; plain:
    unbuffered ``FileIO.read``. ``read1`` returns as soon as one decompression step produced
