@@ -15,7 +15,8 @@
   row counts, then the rest of one row group; nothing before it is decoded.
 - *Errors*: an unreadable file, a corrupt footer or a bad page (page checksums are verified when
   the file has them) is a per-file error: the rows decoded before it are kept, ``stats.error``
-  says where, and ``on_error="fail"`` raises :class:`~denoise_cli.errors.InputError`.
+  says where, and ``on_error="fail"`` raises :class:`~denoise_cli.errors.InputError`. A 0-byte
+  ``.parquet`` has no footer, so it is such an error too (unlike an empty JSON lines file).
 
 The module depends on nothing of the JSON reader: :func:`iter_parquet` fills any counters object
 with the :class:`Counters` fields and yields ``(texts, record_end)`` pairs.
