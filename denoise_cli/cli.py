@@ -97,7 +97,8 @@ def prepare(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Input files, directories (recursive) or globs: .jsonl[.zst|.gz], .json.zst.",
+            help="Input files, directories (recursive) or globs: .jsonl[.zst|.gz], .json.zst, "
+            ".parquet; local or fsspec URLs (s3://, gs://, hf://, https://, file://).",
             show_default=False,
         ),
     ],
@@ -214,6 +215,13 @@ def prepare(
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing output made with another config.")
     ] = False,
+    storage_options: Annotated[
+        str | None,
+        typer.Option(
+            help='fsspec options for URL inputs, a JSON object such as {"anon": true} or '
+            '{"endpoint_url": "http://127.0.0.1:9000"}.'
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -254,8 +262,11 @@ def prepare(
             group_size,
         )
         n_shards, s_index = _array_task(num_shards, shard_index)
+        from .fs import parse_storage_options
+
+        opts = parse_storage_options(storage_options)
         if dry_run:
-            prep = pipeline.resolve(cfg, inputs, tokenizer)
+            prep = pipeline.resolve(cfg, inputs, tokenizer, opts)
             _emit_plan(pipeline.plan_table(prep), as_json, report)
             return
         manifest = pipeline.prepare(
@@ -270,6 +281,7 @@ def prepare(
             ray_address=ray_address,
             num_shards=n_shards,
             shard_index=s_index,
+            storage_options=opts,
         )
     except DenoiseError as e:
         _fail(e)

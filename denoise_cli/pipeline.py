@@ -400,11 +400,17 @@ class Prepared:
     files: list[InputFile]
 
 
-def resolve(cfg: PrepareConfig, inputs: Sequence[str] | None, tokenizer: str | None) -> Prepared:
-    """Validate everything up front: lengths, sentinels, tokenizer, inputs. Raises ConfigError."""
+def resolve(
+    cfg: PrepareConfig,
+    inputs: Sequence[str] | None,
+    tokenizer: str | None,
+    storage_options: dict[str, Any] | None = None,
+) -> Prepared:
+    """Validate everything up front: lengths, sentinels, tokenizer, inputs. Raises ConfigError.
+    ``storage_options`` are the fsspec options for URL inputs."""
     plans = cfg.plans()
     tok = build_tokenizer(tokenizer, cfg.tokens, cfg.mixture, sentinels_needed(plans))
-    files = find_inputs(inputs) if inputs else []
+    files = find_inputs(inputs, storage_options) if inputs else []
     return Prepared(cfg, plans, tok, files)
 
 
@@ -652,6 +658,7 @@ def prepare(
     ray_address: str | None = None,
     num_shards: int = 1,
     shard_index: int = 0,
+    storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -659,12 +666,13 @@ def prepare(
     ``engine="ray"`` runs the same per-file units as Ray tasks (same bytes out).
     ``num_shards``/``shard_index`` process a deterministic, size-balanced part of the input files
     (Slurm/Kubernetes arrays); ``denoise merge`` joins the parts.
+    ``storage_options``: fsspec options for URL inputs (``--storage-options``).
     """
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
     if not (num_shards >= 1 and 0 <= shard_index < num_shards):
         raise ConfigError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
-    prep = resolve(cfg, inputs, tokenizer)
+    prep = resolve(cfg, inputs, tokenizer, storage_options)
     if not prep.files:
         raise ConfigError("no input files")
     out = Path(out_dir)
