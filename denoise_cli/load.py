@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import OutputError
+from .layout import output_path
 
 MANIFEST = "denoise.json"
 
@@ -125,14 +126,14 @@ class DenoiseDataset:
         dirs = self.manifest.get("epoch_dirs")
         if dirs:  # `prepare --epochs K`: serve variant epoch % K
             self.epoch = 0 if epoch is None else int(epoch)
-            self.path = self.path / dirs[self.epoch % len(dirs)]
+            self.path = output_path(self.path, dirs[self.epoch % len(dirs)], "epoch_dirs entry")
             self.manifest = read_manifest(self.path)
         else:
             self.epoch = 0 if epoch is None else int(epoch)
         fmt = self.manifest["format"]
         self._batches: list[pa.RecordBatch] = []
         for s in self.manifest["shards"]:
-            p = self.path / s["path"]
+            p = output_path(self.path, s["path"], f"{MANIFEST}: shard path")
             if not p.is_file():
                 raise OutputError(f"shard {p} listed in the manifest is missing")
             self._batches.extend(b for b in read_shard(p, fmt) if b.num_rows)
