@@ -74,10 +74,23 @@ def is_output_entry(name: str) -> bool:
     )
 
 
+#: Files in ``.denoise/`` that say what a directory is: a prepare run's identity, a merge's
+#: parts. Written first after the lock, removed last by :func:`clear_output`.
+MARKERS = ("run.json", "merge.json")
+
+
 def is_denoise_output(d: str | Path) -> bool:
-    """A complete (``denoise.json``) or partial (``.denoise/``) denoise output."""
+    """A complete (``denoise.json``) or partial (``.denoise/run.json`` or ``merge.json``) denoise
+    output."""
     p = Path(d)
-    return (p / MANIFEST).is_file() or (p / STATE_DIR).is_dir()
+    return (p / MANIFEST).is_file() or any((p / STATE_DIR / m).is_file() for m in MARKERS)
+
+
+def only_state(d: str | Path) -> bool:
+    """``d`` holds nothing but ``.denoise/`` without a marker: a run killed after taking its lock
+    and before writing its marker (or at the end of :func:`clear_output`)."""
+    p = Path(d)
+    return [e.name for e in p.iterdir()] == [STATE_DIR] and not is_denoise_output(p)
 
 
 def _few(names: Sequence[str], k: int = 5) -> str:
@@ -93,7 +106,7 @@ def check_out_dir(out: str | Path) -> None:
         return
     if not p.is_dir():
         raise OutputError(f"{p} exists and is not a directory")
-    if is_denoise_output(p):
+    if is_denoise_output(p) or only_state(p):
         return
     names = sorted(e.name for e in p.iterdir())
     if names:
@@ -105,13 +118,15 @@ def check_out_dir(out: str | Path) -> None:
 
 def clear_output(out: str | Path, keep: Iterable[str] = ("lock",)) -> None:
     """Remove what a denoise output consists of (:func:`is_output_entry`) from ``out``, keeping
-    ``.denoise/<keep>`` and every other entry. Symlinks are removed, never followed."""
+    ``.denoise/<keep>`` and every other entry. Symlinks are removed, never followed. The
+    :data:`MARKERS` go last, so that a clear cut short is still recognised as an output."""
     p = Path(out)
-    for e in sorted(p.iterdir()):
+    entries = sorted(p.iterdir(), key=lambda e: (e.name == STATE_DIR, e.name))
+    for e in entries:
         if not is_output_entry(e.name):
             continue
         if e.name == STATE_DIR and e.is_dir() and not e.is_symlink():
-            for q in e.iterdir():
+            for q in sorted(e.iterdir(), key=lambda q: (q.name in MARKERS, q.name)):
                 if q.name not in keep:
                     _remove(q)
         else:

@@ -29,8 +29,8 @@ from .errors import ConfigError, OutputError
 from .layout import (
     check_no_overlap,
     clear_output,
-    is_denoise_output,
     locked_output,
+    only_state,
     output_path,
 )
 from .load import read_manifest
@@ -127,7 +127,7 @@ def _check_dst(dst: Path) -> None:
         raise OutputError(
             f"{dst} holds an unfinished `denoise prepare` output; merge into a new directory"
         )
-    if not is_denoise_output(dst):
+    if not ((dst / MERGE_MARKER).is_file() or only_state(dst)):
         raise OutputError(
             f"{dst} is not empty and is not an interrupted merge (it holds "
             f"{', '.join(names[:5])}); merge into a new directory"

@@ -46,6 +46,7 @@ from .layout import (
     check_out_dir,
     clear_output,
     locked_output,
+    only_state,
     output_path,
     remove_temporaries,
 )
@@ -484,22 +485,20 @@ def _prepare_out_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> No
             )
         if diffs:
             clear_output(out)
-    elif (out / MANIFEST).is_file():
+    elif not only_state(out):
+        # a merged output, or a merge cut short: no run identity to resume from
         if not overwrite:
             raise OutputError(
-                f"{out} holds a denoise output without its run state ({STATE_DIR}/run.json: a "
-                "merged output, or its state was removed); use --overwrite to replace it or "
-                "choose another directory"
+                f"{out} holds a denoise output without a run state ({STATE_DIR}/run.json: a "
+                "merged output?); use --overwrite to replace it, or choose another directory"
             )
         clear_output(out)
-    else:
-        # a run killed before its run.json was in place (or while clearing): nothing in it can
-        # be resumed without the run's identity, so start over (only our own entries go)
-        clear_output(out)
+    # else: a run killed before its run.json was in place left only .denoise/: start afresh.
+    # The identity goes first: from here on a kill leaves a recognisable output.
+    atomic_write_bytes(run_file, _dumps(identity))
     for d in (out / "data", st / "parts", st / "files"):
         d.mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)
-    atomic_write_bytes(run_file, _dumps(identity))
 
 
 def _shard_rel(job: Job, file_idx: int, shard: object, prefix: str) -> str:

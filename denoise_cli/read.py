@@ -208,6 +208,10 @@ def _expand(spec: str) -> list[_Found]:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         root = os.path.abspath(path)
+        if is_denoise_output(root):
+            raise ConfigError(
+                f"input directory {spec} is a denoise output: its files are not inputs"
+            )
         files = _walk(root)
         if not files:
             raise ConfigError(

@@ -7,6 +7,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +117,21 @@ def test_foreign_directory_is_refused_even_with_overwrite(tmp_path: Path) -> Non
     assert sorted(p.name for p in home.iterdir()) == [".bashrc", ".ssh", "docs"]
 
 
+def test_a_lock_left_in_a_foreign_directory_does_not_make_it_ours(tmp_path: Path) -> None:
+    # earlier versions left .denoise/lock behind when they refused a directory
+    d = tmp_path / "project"
+    (d / ".denoise").mkdir(parents=True)
+    (d / ".denoise" / "lock").write_text("123\n")
+    (d / "data").mkdir()
+    (d / "data" / "survey.csv").write_text("a,b")
+    (d / "tokenizer.json").write_text("{}")
+    before = tree(d)
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="not a denoise output"):
+            run([SAMPLE], d, overwrite=overwrite)
+    assert tree(d) == before
+
+
 def test_overwrite_removes_only_what_an_output_consists_of(tmp_path: Path, ref: Path) -> None:
     out = tmp_path / "o"
     run([SAMPLE], out, c=cfg(seed=7))
@@ -144,6 +163,8 @@ def test_input_discovery_skips_denoise_outputs(tmp_path: Path) -> None:
     (s / "prepared" / "more.jsonl").write_text('{"text": "x"}\n')
     names = [f.name for f in find_inputs([str(s)])]
     assert names == ["en-prose-00.jsonl.zst", "en-prose-01.jsonl.zst"]
+    with pytest.raises(ConfigError, match="is a denoise output"):
+        find_inputs([str(s / "prepared")])
     with pytest.raises(ConfigError, match="matches no input files"):  # only output JSON there
         find_inputs([str(s / "*" / "*.json")])
 
@@ -311,7 +332,8 @@ def test_kill_at_startup_then_rerun_completes_identically(
     with pytest.raises(KeyboardInterrupt):
         run([SAMPLE], out)
     assert (out / ".denoise").is_dir() and not (out / ".denoise" / "run.json").exists()
-    (out / ".denoise" / "parts" / ".tmp-run.json.999").write_bytes(b"{")
+    assert [p.name for p in out.iterdir()] == [".denoise"]
+    (out / ".denoise" / ".tmp-run.json.999").write_bytes(b"{")
     monkeypatch.setattr(pl, "atomic_write_bytes", real)
     run([SAMPLE], out)
     assert digest(out) == digest(ref)
@@ -392,3 +414,40 @@ def test_merge_refuses_a_foreign_directory(tmp_path: Path) -> None:
     assert sorted(p.name for p in d.iterdir()) == ["thesis.tex"]
     with pytest.raises(OutputError, match="input directory"):
         merge(parts, parts[0] + "/m")
+
+
+def _cli(*args: str, **kw: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "denoise_cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
+
+
+@pytest.mark.slow
+def test_kill9_of_an_epochs_run_at_any_moment_then_rerun(tmp_path: Path) -> None:
+    """Real ``kill -9`` of ``prepare --epochs 2`` (main process and workers) from start-up on;
+    the rerun completes, identical, and ``verify`` passes (no stale ``.tmp-*`` anywhere)."""
+    args = ["prepare", str(SAMPLE), "--mixture", "t5", "-I", "128", "-T", "64", "--epochs", "2"]
+    args += ["--shard-size", "40", "--quiet", "--workers", "2"]
+    ref = tmp_path / "ref"
+    t0 = time.perf_counter()
+    p = _cli(*args[:2], str(ref), *args[2:])
+    assert p.wait(timeout=600) == 0
+    dur = time.perf_counter() - t0
+    out = tmp_path / "o"
+    for frac in (0.02, 0.1, 0.3, 0.6, 0.9):
+        p = _cli(*args[:2], str(out), *args[2:], start_new_session=True)
+        time.sleep(frac * dur)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+    p = _cli(*args[:2], str(out), *args[2:])
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err.decode()
+    assert digest(out) == digest(ref)
+    p = _cli("verify", str(out))
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err.decode()
+    assert not list(out.rglob(".tmp-*"))
