@@ -377,26 +377,34 @@ def test_killed_merge_reruns_to_the_same_output(
     parts = [str(p) for p in _parts(tmp_path, epochs=2)]
     whole = tmp_path / "whole"
     merge(parts, str(whole))
-    real = mg._place
-    for kill_after in (0, 3):
-        out = tmp_path / f"m{kill_after}"
+    # kill points: writing the marker (1st atomic write), after epoch 0's shards, after epoch 1's
+    # shards (1st/2nd epoch files), writing the manifest (2nd atomic write)
+    for seam, nth in (
+        ("atomic_write_bytes", 1),
+        ("write_epoch_files", 1),
+        ("write_epoch_files", 2),
+        ("atomic_write_bytes", 2),
+    ):
+        out = tmp_path / f"m-{seam}-{nth}"
+        real = getattr(mg, seam)
         calls = {"n": 0}
 
         def killed(
-            src: Path, dst: Path, copy: bool, n: int = kill_after, calls: dict[str, int] = calls
+            *a: Any, real: Any = real, nth: int = nth, calls: dict[str, int] = calls
         ) -> None:
-            if calls["n"] >= n:
-                raise KeyboardInterrupt("simulated kill during merge")
             calls["n"] += 1
-            real(src, dst, copy)
+            if calls["n"] == nth:
+                raise KeyboardInterrupt("simulated kill during merge")
+            real(*a)
 
-        monkeypatch.setattr(mg, "_place", killed)
+        monkeypatch.setattr(mg, seam, killed)
         with pytest.raises(KeyboardInterrupt):
             merge(parts, str(out))
+        monkeypatch.setattr(mg, seam, real)
         assert not (out / "denoise.json").exists()
-        (out / "epoch-0" / "data").mkdir(parents=True, exist_ok=True)
-        (out / "epoch-0" / "data" / ".tmp-00000-00000.arrow.77").write_bytes(b"x")
-        monkeypatch.setattr(mg, "_place", real)
+        # what a kill in the middle of a write leaves
+        tmp_dir = out / ".denoise" if nth == 1 and seam == "atomic_write_bytes" else out
+        (tmp_dir / ".tmp-x.json.77").write_bytes(b"x")
         merge(parts, str(out))
         assert digest(out) == digest(whole)
         verify(out)
