@@ -18,6 +18,7 @@ import fcntl
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -53,6 +54,8 @@ def output_path(root: str | Path, rel: object, what: str) -> Path:
     if not bad:
         assert isinstance(rel, str)
         full = rootp / rel
+        if not _has_symlink(rootp, rel):  # the common case: 2 lstat calls for data/x.arrow
+            return full
         base = os.path.realpath(rootp)
         real = os.path.realpath(full)
         if os.path.commonpath([base, real]) != base or real == base:
@@ -63,6 +66,19 @@ def output_path(root: str | Path, rel: object, what: str) -> Path:
         f"{rootp}: {what} {rel!r} {bad}; a path in an output's own files must stay inside it "
         "(refusing to use it: the output was edited or crafted)"
     )
+
+
+def _has_symlink(root: Path, rel: str) -> bool:
+    """Whether a component of ``rel`` under ``root`` is a symlink (missing ones are not)."""
+    cur = str(root)
+    for part in rel.split("/"):
+        cur = os.path.join(cur, part)
+        try:
+            if stat.S_ISLNK(os.lstat(cur).st_mode):
+                return True
+        except OSError:
+            return False
+    return False
 
 
 def is_output_entry(name: str) -> bool:
