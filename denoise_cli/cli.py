@@ -213,7 +213,10 @@ def prepare(
         ),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace an existing output made with another config.")
+        bool,
+        typer.Option(
+            help="Replace an existing denoise output made with another config (only its own files; a directory that is not a denoise output is always refused)."
+        ),
     ] = False,
     storage_options: Annotated[
         str | None,

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import OutputError
+from .layout import output_path
 
 MANIFEST = "denoise.json"
 #: ``open_dataset(verify=...)``: what is checked at open (see :func:`check_shards`).
@@ -121,7 +122,7 @@ def check_shard_files(out: Path, manifest: dict[str, Any], mode: str) -> None:
     shards = manifest["shards"]
     listed: set[str] = set()
     for s in shards:
-        p = out / s["path"]
+        p = output_path(out, s["path"], f"{MANIFEST}: shard path")
         listed.add(str(s["path"]))
         if not p.is_file():
             raise OutputError(f"shard {p} listed in the manifest is missing")
@@ -255,7 +256,7 @@ class DenoiseDataset:
         dirs = self.manifest.get("epoch_dirs")
         if dirs:  # `prepare --epochs K`: serve variant epoch % K
             self.epoch = 0 if epoch is None else int(epoch)
-            self.path = self.path / dirs[self.epoch % len(dirs)]
+            self.path = output_path(self.path, dirs[self.epoch % len(dirs)], "epoch_dirs entry")
             self.manifest = read_manifest(self.path)
         else:
             self.epoch = 0 if epoch is None else int(epoch)
@@ -264,7 +265,7 @@ class DenoiseDataset:
         check_shard_files(self.path, self.manifest, verify)
         chain: dict[int, int] = {}
         for s in self.manifest["shards"]:
-            p = self.path / s["path"]
+            p = output_path(self.path, s["path"], f"{MANIFEST}: shard path")
             batches = read_shard(p, fmt)
             if verify != "none":
                 check_shard_rows(p, s, batches, chain)

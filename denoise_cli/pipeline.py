@@ -20,15 +20,12 @@ Throughput and memory figures: ``benchmarks/bench_prepare.py``.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import multiprocessing as mp
 import os
 import queue
-import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -42,11 +39,22 @@ from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
 from .errors import ConfigError, OutputError, WorkerError
+from .fs import is_url
+from .layout import MANIFEST as MANIFEST  # re-exported
+from .layout import STATE_DIR as STATE_DIR  # re-exported
+from .layout import (
+    check_no_overlap,
+    check_out_dir,
+    clear_output,
+    locked_output,
+    only_state,
+    output_path,
+    remove_temporaries,
+)
 from .pack import Group, Packer, PackerState, file_key, join_documents
 from .read import FileStats, InputFile, find_inputs, iter_batches
 from .tokenize import Encoder, TokenizerInfo, build_tokenizer
 from .write import (
-    TMP_PREFIX,
     ShardWriter,
     atomic_save_npy,
     atomic_write_bytes,
@@ -54,9 +62,6 @@ from .write import (
     hf_dataset_files,
     record_batch,
 )
-
-MANIFEST = "denoise.json"
-STATE_DIR = ".denoise"
 
 
 def _dumps(obj: Any) -> bytes:
@@ -135,7 +140,9 @@ def _last_commit(out: Path, epoch: int, file_idx: int) -> dict[str, Any] | None:
         if not p.is_file():
             return last
         rec: dict[str, Any] = orjson.loads(p.read_bytes())
-        shard = out / rec["shard"]
+        what = f"{STATE_DIR}/parts/{p.name}"
+        shard = output_path(out, rec["shard"], f"{what}: shard") if rec["shard"] else out
+        output_path(out, rec["carry"], f"{what}: carry")
         if not shard.is_file() or shard.stat().st_size != rec["bytes"]:
             return last
         last = rec
@@ -453,25 +460,6 @@ def _packing_plan(prep: Prepared) -> dict[str, Any] | None:
     return out
 
 
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / STATE_DIR / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(
-                f"{out} is locked by another running `denoise prepare`; wait for it or use "
-                "another output directory"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
-
-
 def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
@@ -503,34 +491,34 @@ def _prepare_out_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> No
                 f"(use --overwrite to start over). Differences:\n  {shown}"
             )
         if diffs:
-            _clear(out)
-    else:
-        others = [p for p in out.iterdir() if p.name != STATE_DIR] if out.exists() else []
-        if others and not overwrite:
+            clear_output(out)
+    elif not only_state(out):
+        # a merged output, or a merge cut short: no run identity to resume from
+        if not overwrite:
             raise OutputError(
-                f"{out} is not empty and is not a denoise output; use --overwrite to replace it or "
-                "choose an empty directory"
+                f"{out} holds a denoise output without a run state ({STATE_DIR}/run.json: a "
+                "merged output?); use --overwrite to replace it, or choose another directory"
             )
-        if others:
-            _clear(out)
+        clear_output(out)
+    # else: a run killed before its run.json was in place left only .denoise/: start afresh.
+    # The identity goes first: from here on a kill leaves a recognisable output.
+    atomic_write_bytes(run_file, _dumps(identity))
     for d in (out / "data", st / "parts", st / "files"):
         d.mkdir(parents=True, exist_ok=True)
-    for d in (out, out / "data", st / "parts", st / "files"):
-        for p in d.glob(f"{TMP_PREFIX}*"):
-            p.unlink(missing_ok=True)
-    atomic_write_bytes(run_file, _dumps(identity))
+    remove_temporaries(out)
 
 
-def _clear(out: Path) -> None:
-    for p in out.iterdir():
-        if p.name == STATE_DIR:
-            for q in p.iterdir():
-                if q.name != "lock":
-                    shutil.rmtree(q) if q.is_dir() else q.unlink()
-        elif p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+def _shard_rel(job: Job, file_idx: int, shard: object, prefix: str) -> str:
+    """A shard path of a file's commit records, relative to its epoch's directory (checked:
+    the records are read back from the output)."""
+    output_path(job.out, shard, f"{STATE_DIR}/files/{file_idx:05d}.json: shard")
+    assert isinstance(shard, str)
+    if not shard.startswith(prefix):
+        raise OutputError(
+            f"{job.out}: {STATE_DIR}/files/{file_idx:05d}.json: shard {shard!r} is not in "
+            f"{prefix or 'the output'}"
+        )
+    return shard[len(prefix) :]
 
 
 class _Progress:
@@ -676,8 +664,13 @@ def prepare(
     if not prep.files:
         raise ConfigError("no input files")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a directory")
+    # refuse before writing anything: no directory, no lock file left behind
+    check_no_overlap(
+        out,
+        [s for s in inputs if os.path.isdir(os.path.expanduser(s))],
+        [f.path for f in prep.files if not is_url(f.path)],
+    )
+    check_out_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -687,7 +680,7 @@ def prepare(
     if num_shards > 1:
         identity["part"] = {"index": shard_index, "count": num_shards, "files": mine}
     try:
-        with _locked(out):
+        with locked_output(out):
             _prepare_out_dir(out, identity, overwrite)
             job = _make_job(prep, out)
             todo = [i for i in mine if not _file_done_path(out, i).is_file()]
@@ -813,7 +806,7 @@ def build_manifest(
         for p in r["epochs"][epoch]["parts"]:
             shards.append(
                 {
-                    "path": p["shard"][len(prefix) :],
+                    "path": _shard_rel(job, r["index"], p["shard"], prefix),
                     "rows": p["rows"],
                     "bytes": p["bytes"],
                     "sha256": p["sha256"],

@@ -105,6 +105,7 @@ import zstandard
 
 from .errors import ConfigError, InputError
 from .fs import find_remote, is_url, open_remote
+from .layout import is_denoise_output
 from .read_parquet import iter_parquet
 
 Compression = Literal["zst", "gz", "none", "parquet"]
@@ -181,13 +182,17 @@ def _glob_root(pattern: str) -> str:
 
 
 def _walk(root: str) -> list[str]:
-    """Input files under ``root`` (recursive), skipping hidden files and directories."""
+    """Input files under ``root`` (recursive), skipping hidden files and directories and
+    denoise outputs."""
     out: list[str] = []
 
     def onerror(e: OSError) -> None:
         raise ConfigError(f"cannot list input directory {e.filename}: {e.strerror}")
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+        if is_denoise_output(dirpath):  # never read a denoise output's own files as input
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fn in sorted(filenames):
             if fn.startswith(".") or compression_of(fn) is None:
@@ -213,6 +218,10 @@ def _expand(spec: str) -> list[_Found]:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         root = os.path.abspath(path)
+        if is_denoise_output(root):
+            raise ConfigError(
+                f"input directory {spec} is a denoise output: its files are not inputs"
+            )
         files = _walk(root)
         if not files:
             raise ConfigError(
@@ -237,7 +246,11 @@ def _expand(spec: str) -> list[_Found]:
     for m in matches:
         if os.path.isdir(m):
             found.extend(_Found(os.path.abspath(p), _rel(p, root), root) for p in _walk(m))
-        elif os.path.isfile(m) and compression_of(m) is not None:
+        elif (
+            os.path.isfile(m)
+            and compression_of(m) is not None
+            and not is_denoise_output(os.path.dirname(m) or ".")
+        ):
             found.append(_Found(os.path.abspath(m), _rel(m, root), root))
     if not found:
         what = "matches nothing" if not matches else "matches no input files"

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, OutputError
+from .layout import output_path
 from .load import batch_arrays, read_manifest
 from .report import table
 from .verify import SENT0, OutputSpec, epoch_outputs, open_shard, unpacked_view
@@ -347,7 +348,7 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     st = Stats(outputs=[out], layouts=[layout], formats=[fmt], epochs=1)
     max_code = 0
     for sh in m["shards"]:
-        p = outp / sh["path"]
+        p = output_path(outp, sh["path"], "denoise.json: shard path")
         if not p.is_file():
             raise OutputError(
                 f"{p}: shard listed in the manifest is missing (run `denoise verify {out}`)"

@@ -85,6 +85,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import OutputError, VerifyError
+from .layout import output_path
 from .load import MANIFEST, batch_arrays, read_manifest, sha256_file
 
 IGNORE = -100
@@ -997,8 +998,9 @@ def epoch_outputs(
         return [("", out, m)]
     res = []
     for k, d in enumerate(dirs):
-        em = read_manifest(out / d)
-        res.append((f"{d}/", out / d, em))
+        ep = output_path(out, d, f"{MANIFEST}: epoch_dirs entry")
+        em = read_manifest(ep)
+        res.append((f"{d}/", ep, em))
         if probs is None:
             continue
         probs.prefix = f"{d}/"
@@ -1047,6 +1049,8 @@ def verify(
             raise _Enough from None
         for prefix, path, m in datasets:
             probs.prefix = prefix
+            if not _check_paths(path, m, probs):
+                raise _Enough  # read nothing a crafted path leads to
             try:
                 _check_manifest(path, m, probs, rep)
                 spec = OutputSpec.from_manifest(m, tokenizer_specials(path, m))
@@ -1088,6 +1092,34 @@ def tokenizer_specials(out: Path, m: dict[str, Any]) -> dict[int, str]:
         )
     except Exception:  # an unreadable tokenizer: the row checks run without the extra class
         return {}
+
+
+def _check_paths(out: Path, m: dict[str, Any], probs: Problems) -> bool:
+    """Every path the manifest and ``state.json`` list must stay inside the output
+    (``layout.output_path``); False (with the problems added) if one does not."""
+    rels: list[tuple[str, object]] = []
+    try:
+        rels += [(f"{MANIFEST}: shard path", s["path"]) for s in m["shards"]]
+    except (KeyError, TypeError) as e:
+        probs.add(f"{MANIFEST}: malformed ({type(e).__name__}: {e})")
+        return False
+    st = out / "state.json"
+    if st.is_file():
+        try:
+            rels += [
+                ("state.json: data file", d["filename"])
+                for d in orjson.loads(st.read_bytes())["_data_files"]
+            ]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            pass  # reported as malformed by _check_files
+    ok = True
+    for what, rel in rels:
+        try:
+            output_path(out, rel, what)
+        except OutputError as e:
+            probs.add(str(e))
+            ok = False
+    return ok
 
 
 def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport) -> None:

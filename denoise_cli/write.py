@@ -39,8 +39,7 @@ import pyarrow.parquet as pq
 
 from .config import Lengths
 from .corrupt import Rows, row_widths
-
-TMP_PREFIX = ".tmp-"
+from .layout import TMP_PREFIX as TMP_PREFIX  # re-exported
 
 
 def schema(lengths: Lengths) -> pa.Schema:

@@ -21,7 +21,8 @@ import zstandard
 
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import OutputError
-from denoise_cli.pipeline import _locked, prepare
+from denoise_cli.layout import locked_output
+from denoise_cli.pipeline import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 T5_TINY = str(REPO / "tests" / "data" / "t5-tiny-tokenizer.json")
@@ -214,7 +215,7 @@ def test_concurrent_run_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "o"
     out.mkdir()
     cfg = PrepareConfig(mixture=load_mixture("t5"), lengths=Lengths("encoder-decoder", 64, 32))
-    with _locked(out), pytest.raises(OutputError, match="locked by another running"):
+    with locked_output(out), pytest.raises(OutputError, match="locked by another running"):
         prepare([str(inp)], str(out), cfg, tokenizer=T5_TINY, workers=1, progress=False)
 
 
