@@ -110,7 +110,8 @@ def prepare(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Input files, directories (recursive) or globs: .jsonl[.zst|.gz], .json.zst.",
+            help="Input files, directories (recursive) or globs: .jsonl[.zst|.gz], .json.zst, "
+            ".parquet; local or fsspec URLs (s3://, gs://, hf://, https://, file://).",
             show_default=False,
         ),
     ],
@@ -225,8 +226,18 @@ def prepare(
         ),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace an existing output made with another config.")
+        bool,
+        typer.Option(
+            help="Replace an existing denoise output made with another config (only its own files; a directory that is not a denoise output is always refused)."
+        ),
     ] = False,
+    storage_options: Annotated[
+        str | None,
+        typer.Option(
+            help='fsspec options for URL inputs, a JSON object such as {"anon": true} or '
+            '{"endpoint_url": "http://127.0.0.1:9000"}.'
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -269,8 +280,11 @@ def prepare(
             group_size=group_size,
         ).config()
         n_shards, s_index = _array_task(num_shards, shard_index)
+        from .source.fs import parse_storage_options
+
+        opts = parse_storage_options(storage_options)
         if dry_run:
-            prep = resolve(cfg, inputs, tokenizer)
+            prep = resolve(cfg, inputs, tokenizer, opts)
             _emit_plan(plan_table(prep), as_json, report)
             return
         manifest = run_prepare(
@@ -285,6 +299,7 @@ def prepare(
             ray_address=ray_address,
             num_shards=n_shards,
             shard_index=s_index,
+            storage_options=opts,
         )
     except DenoiseError as e:
         _fail(e)

@@ -101,6 +101,7 @@ def test_find_inputs_directory_recursive(tmp_path: Path) -> None:
         "sub/e.json",
         "sub/f.json.zst",
         "sub/g.jsonl.gz",
+        "x.parquet",
     ]
     comp = {f.name: f.compression for f in got}
     assert comp == {
@@ -111,6 +112,7 @@ def test_find_inputs_directory_recursive(tmp_path: Path) -> None:
         "sub/e.json": "none",
         "sub/f.json.zst": "zst",
         "sub/g.jsonl.gz": "gz",
+        "x.parquet": "parquet",
     }
     for f in got:
         assert os.path.isabs(f.path)

@@ -21,7 +21,7 @@ import zstandard
 
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import OutputError
-from denoise_cli.prepare.outdir import locked
+from denoise_cli.output.layout import locked_output
 from denoise_cli.prepare.run import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,13 +134,19 @@ def assert_no_partial_shards(out: Path, ref: dict[str, str]) -> None:
 def test_kill9_main_process_repeatedly_then_resume(
     corpus: tuple[Path, dict[str, str], float], tmp_path: Path
 ) -> None:
-    inp, ref, dur = corpus
+    inp, ref, _ = corpus
     out = tmp_path / "o"
     rng = np.random.default_rng(1)
     kills = 0
+    parts = out / ".denoise" / "parts"
     for _ in range(4):
+        # kill after 1-3 more parts were committed: driven by progress, not by the clock, so a
+        # loaded machine cannot make the run finish before the kill
+        before = len(list(parts.glob("*.json"))) if parts.is_dir() else 0
+        target = before + int(rng.integers(1, 4))
         p = run_cli(str(inp), str(out), *ARGS, "--workers", "2", start_new_session=True)
-        time.sleep(float(rng.uniform(0.2, 0.9)) * dur)
+        while p.poll() is None and (not parts.is_dir() or len(list(parts.glob("*.json"))) < target):
+            time.sleep(0.01)
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)  # the main process and its workers, no cleanup
             kills += 1
@@ -219,7 +225,7 @@ def test_concurrent_run_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "o"
     out.mkdir()
     cfg = PrepareConfig(mixture=load_mixture("t5"), lengths=Lengths("encoder-decoder", 64, 32))
-    with locked(out), pytest.raises(OutputError, match="locked by another running"):
+    with locked_output(out), pytest.raises(OutputError, match="locked by another running"):
         prepare([str(inp)], str(out), cfg, tokenizer=T5_TINY, workers=1, progress=False)
 
 

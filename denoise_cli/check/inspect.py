@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
+from ..output.layout import output_path
 from ..output.manifest import datasets
 from ..output.shards import batch_arrays, open_shard
 from .rowcheck import RowChecker
@@ -94,7 +95,7 @@ def _iter_rows(
         if g + rows <= start:
             g += rows
             continue
-        p = out / sh["path"]
+        p = output_path(out, sh["path"], "denoise.json: shard path")
         if not p.is_file():
             raise OutputError(f"{p}: shard listed in the manifest is missing")
         _, batches = open_shard(p, m["format"])

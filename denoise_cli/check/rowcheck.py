@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .spec import IGNORE, MODE, PAD, SENT0, Component, OutputSpec
+from .spec import IGNORE, MODE, OTHER, PAD, SENT0, Component, OutputSpec
 
 
 def first_col(mask_row: np.ndarray) -> int:
@@ -402,6 +402,14 @@ class RowChecker:
         # classes of the ids inside the text
         code = np.take(s.lut, ids, mode="clip")
         inside = (col >= m[:, None]) & (col < ilc - 1)
+        obad = (code == OTHER) & inside
+        flag(
+            obad.any(axis=1),
+            lambda r: (
+                f"input_ids[{first_col(obad[r])}] is {s.tok(ids[r][first_col(obad[r])])}, a "
+                "special token of the tokenizer, where only text may stand"
+            ),
+        )
         rbad = ((code == PAD) | (code == MODE)) & inside
         flag(
             rbad.any(axis=1),
@@ -415,6 +423,14 @@ class RowChecker:
         if s.enc_dec:
             lcode = np.take(s.lut, lab, mode="clip")
             linside = np.arange(s.wt)[None, :] < tlc - 1
+            lobad = (lcode == OTHER) & linside
+            flag(
+                lobad.any(axis=1),
+                lambda r: (
+                    f"labels[{first_col(lobad[r])}] is {s.tok(lab[r][first_col(lobad[r])])}, a "
+                    "special token of the tokenizer, where only text may stand"
+                ),
+            )
             lrbad = ((lcode == PAD) | (lcode == MODE)) & linside
             flag(
                 lrbad.any(axis=1),

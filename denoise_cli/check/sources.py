@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import PACK_ALGORITHM, Lengths
-from ..errors import DenoiseError
+from ..errors import DenoiseError, OutputError
 from ..output.layout import MANIFEST, TOKENIZER
 from ..output.manifest import prepare_config
 from ..output.shards import batch_arrays, open_shard
@@ -245,7 +245,7 @@ class RowCursor:
                 for rb in batches:
                     yield si, start, batch_arrays(rb)
                     start += rb.num_rows
-            except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError):
+            except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError, OutputError):
                 continue  # reported by the row pass
 
     def take(

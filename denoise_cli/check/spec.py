@@ -19,6 +19,7 @@ IGNORE = IGNORE_INDEX
 
 # classes of token ids (values of the lookup table)
 NORMAL, EOS, PAD, MODE = 0, 1, 2, 3
+OTHER = 4  # any other special id of the tokenizer (never in text: prepare reserves them)
 SENT0 = 16  # sentinel k -> SENT0 + k
 
 
@@ -52,7 +53,7 @@ class OutputSpec:
     sentinels: np.ndarray
     comps: tuple[Component, ...]
     names: dict[int, str]  # special ids -> token names (messages)
-    lut: np.ndarray  # int16 [vocab]: NORMAL / EOS / PAD / MODE / SENT0 + k
+    lut: np.ndarray  # int16 [vocab]: NORMAL / EOS / PAD / MODE / OTHER / SENT0 + k
     # packed output (manifest "packing"): wi / wt above are the *example* budget; these are the
     # packed rows' widths, the example and row Lengths, and K (0 = unpacked)
     packed_widths: tuple[int, int] = (0, 0)
@@ -77,7 +78,9 @@ class OutputSpec:
         return np.array([int(getattr(c, attr)) for c in self.comps], dtype=np.int64)
 
     @classmethod
-    def from_manifest(cls, m: dict[str, Any]) -> OutputSpec:
+    def from_manifest(cls, m: dict[str, Any], others: dict[int, str] | None = None) -> OutputSpec:
+        """``others``: the tokenizer's other special ids (class OTHER), see
+        ``verify.tokenizer_specials``."""
         tok = m["tokenizer"]
         vocab = int(tok["vocab_size"])
         eos, pad = int(tok["eos"]["id"]), int(tok["pad"]["id"])
@@ -88,6 +91,10 @@ class OutputSpec:
         names.update({v: k for k, v in modes.items()})
         names.update({int(i): tmpl.format(k) for k, i in enumerate(sent)})
         lut = np.zeros(max(vocab, 1), dtype=np.int16)
+        for i, name in (others or {}).items():
+            if 0 <= i < vocab:
+                lut[i] = OTHER
+                names.setdefault(i, name)
         for k, i in enumerate(sent):
             if 0 <= i < vocab:
                 lut[i] = SENT0 + k

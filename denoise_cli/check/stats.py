@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
+from ..output.layout import output_path
 from ..output.manifest import datasets, read_manifest
 from ..output.shards import batch_arrays, open_shard
 from .spec import SENT0, OutputSpec, unpacked_view
@@ -342,7 +343,7 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     st = Stats(outputs=[out], layouts=[layout], formats=[fmt], epochs=1)
     max_code = 0
     for sh in m["shards"]:
-        p = outp / sh["path"]
+        p = output_path(outp, sh["path"], "denoise.json: shard path")
         if not p.is_file():
             raise OutputError(
                 f"{p}: shard listed in the manifest is missing (run `denoise verify {out}`)"

@@ -27,10 +27,11 @@ import orjson
 import pyarrow as pa
 
 from ..errors import OutputError, VerifyError
-from ..output.layout import DATA_DIR, HF_STATE, MANIFEST, TOKENIZER
+from ..output.layout import DATA_DIR, HF_STATE, MANIFEST, TOKENIZER, output_path
 from ..output.manifest import datasets, read_manifest
 from ..output.schema import shard_schema
 from ..output.shards import batch_arrays, open_shard, sha256_file
+from ..source.tokenize import reserved_from_json
 from .problems import Enough, FileChain, Problems, VerifyReport
 from .rowcheck import RowChecker, first_col, packed_checks
 from .sources import DatasetCheck, check_sources
@@ -88,9 +89,11 @@ def verify(
         checked: list[DatasetCheck] = []
         for prefix, path, m in dsets:
             probs.prefix = prefix
+            if not _check_paths(path, m, probs):
+                raise Enough  # read nothing a crafted path leads to
             try:
-                spec = OutputSpec.from_manifest(m)
                 _check_manifest(path, m, probs, rep)
+                spec = OutputSpec.from_manifest(m, tokenizer_specials(path, m))
             except (KeyError, TypeError, ValueError, IndexError) as e:
                 probs.add(f"{MANIFEST}: malformed ({type(e).__name__}: {e})")
                 raise Enough from None
@@ -109,6 +112,54 @@ def verify(
             f"{outp}: {len(probs.items)} problem(s) found{more}:\n  " + "\n  ".join(probs.items)
         )
     return rep
+
+
+def tokenizer_specials(out: Path, m: dict[str, Any]) -> dict[int, str]:
+    """Every special id of ``OUT/tokenizer.json`` that ``prepare`` reserves (all but unk, see
+    :func:`denoise_cli.source.tokenize.special_token_ids`); empty when the file is missing or
+    does not match the manifest's sha256 (already a problem of its own)."""
+    p = out / TOKENIZER
+    tok = m["tokenizer"]
+    if not p.is_file():
+        return {}
+    data = p.read_bytes()
+    if hashlib.sha256(data).hexdigest() != tok["sha256"]:
+        return {}
+    unk = int(tok["unk"]["id"]) if tok.get("unk") else None
+    try:
+        return reserved_from_json(
+            data.decode("utf-8"), str(tok.get("sentinel_template", "<extra_id_{}>")), unk
+        )
+    except Exception:  # an unreadable tokenizer: the row checks run without the extra class
+        return {}
+
+
+def _check_paths(out: Path, m: dict[str, Any], probs: Problems) -> bool:
+    """Every path the manifest and ``state.json`` list must stay inside the output
+    (``layout.output_path``); False (with the problems added) if one does not."""
+    rels: list[tuple[str, object]] = []
+    try:
+        rels += [(f"{MANIFEST}: shard path", s["path"]) for s in m["shards"]]
+    except (KeyError, TypeError) as e:
+        probs.add(f"{MANIFEST}: malformed ({type(e).__name__}: {e})")
+        return False
+    st = out / HF_STATE
+    if st.is_file():
+        try:
+            rels += [
+                (f"{HF_STATE}: data file", d["filename"])
+                for d in orjson.loads(st.read_bytes())["_data_files"]
+            ]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            pass  # reported as malformed by _check_files
+    ok = True
+    for what, rel in rels:
+        try:
+            output_path(out, rel, what)
+        except OutputError as e:
+            probs.add(str(e))
+            ok = False
+    return ok
 
 
 def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport) -> None:
@@ -306,7 +357,7 @@ def _check_rows(
                     ch.rows += n
                     ch.where = f"{rel} row {nrows + n - 1}"
                 nrows += n
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as e:
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError, OutputError) as e:
             probs.add(f"{rel}: unreadable after row {nrows} ({type(e).__name__}: {e})")
             continue
         finally:

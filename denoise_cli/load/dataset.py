@@ -15,6 +15,13 @@ and exposes the rows as numpy arrays without decoding anything:
   (``pad_last=True``, see :data:`PAD_FILL`) so that every batch has the same shape and every rank
   the same number of batches. :func:`epoch_batches` is the index plan behind it (the PyTorch
   wrappers in ``denoise_cli.torch_data`` use the same one, so both give the same batches).
+- Opening checks what will be served against the manifest (``verify=``, see
+  :func:`check_shards`): by default (``"fast"``, a ``stat`` and a few metadata reads per shard)
+  every listed shard exists with its recorded size and row count, no unlisted shard file lies
+  beside them, and each shard's rows belong to its file and continue its chain of examples
+  (catches truncated, swapped, extra or missing shards and edited row counts); ``"sha256"`` also
+  hashes every shard (catches any changed byte; reads everything once); ``"none"`` skips both.
+  A failure is an :class:`~denoise_cli.errors.OutputError` naming the shard.
 - A dataset pickles as its path (DataLoader workers started with spawn/forkserver re-map the
   shards instead of receiving a copy of the data).
 
@@ -30,10 +37,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import OutputError
-from ..output.layout import datasets
+from ..output.layout import MANIFEST, datasets, output_path
 from ..output.manifest import read_manifest
 from ..output.shards import batch_arrays, read_shard
+from .checks import check_shard_files, check_shard_rows
 
 #: Values of the padding rows added by ``pad_last`` (``input_ids`` get the manifest's pad id).
 #: A padding row has ``labels`` all -100 (no loss), ``attention_mask`` all 0 and
@@ -58,8 +65,9 @@ PAD_FILL: dict[str, int] = {
 class DenoiseDataset:
     """Map-style dataset over a denoise output directory (see module docstring)."""
 
-    def __init__(self, out: str | Path, epoch: int | None = None) -> None:
+    def __init__(self, out: str | Path, epoch: int | None = None, verify: str = "fast") -> None:
         self.path = Path(out)
+        self.verify = verify
         self.manifest = read_manifest(self.path)
         dirs = self.manifest.get("epoch_dirs")
         if dirs:  # `prepare --epochs K`: serve variant epoch % K
@@ -70,11 +78,14 @@ class DenoiseDataset:
             self.epoch = 0 if epoch is None else int(epoch)
         fmt = self.manifest["format"]
         self._batches: list[pa.RecordBatch] = []
+        check_shard_files(self.path, self.manifest, verify)
+        chain: dict[int, int] = {}
         for s in self.manifest["shards"]:
-            p = self.path / s["path"]
-            if not p.is_file():
-                raise OutputError(f"shard {p} listed in the manifest is missing")
-            self._batches.extend(b for b in read_shard(p, fmt) if b.num_rows)
+            p = output_path(self.path, s["path"], f"{MANIFEST}: shard path")
+            batches = read_shard(p, fmt)
+            if verify != "none":
+                check_shard_rows(p, s, batches, chain)
+            self._batches.extend(b for b in batches if b.num_rows)
         sizes = np.array([b.num_rows for b in self._batches], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._views: dict[int, dict[str, np.ndarray]] = {}
@@ -83,10 +94,10 @@ class DenoiseDataset:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
+    def __reduce__(self) -> tuple[Any, tuple[str, None, str]]:
         # Pickle as the path: a worker process re-maps the shards (zero-copy) rather than
-        # receiving a serialized copy of every record batch.
-        return (open_dataset, (str(self.path),))
+        # receiving a serialized copy of every record batch; it repeats only the fast check.
+        return (open_dataset, (str(self.path), None, "none" if self.verify == "none" else "fast"))
 
     @property
     def num_batches(self) -> int:
@@ -315,9 +326,14 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(n).astype(np.int64)
 
 
-def open_dataset(out: str | Path, epoch: int | None = None) -> DenoiseDataset:
+def open_dataset(out: str | Path, epoch: int | None = None, verify: str = "fast") -> DenoiseDataset:
     """Open a ``denoise prepare`` output directory (see :class:`DenoiseDataset`).
 
     For an output of ``prepare --epochs K``, ``epoch`` selects the variant ``epoch % K``
-    (default 0): pass the training epoch to get fresh corruption every epoch."""
-    return DenoiseDataset(out, epoch)
+    (default 0): pass the training epoch to get fresh corruption every epoch.
+
+    ``verify``: ``"fast"`` (default) checks shard sizes, row counts, unlisted shards and that
+    each shard's rows are its file's next examples; ``"sha256"`` also hashes every shard
+    against the manifest; ``"none"`` checks only that the shards exist. A mismatch raises
+    :class:`OutputError` (exit code 4 in the CLI)."""
+    return DenoiseDataset(out, epoch, verify)

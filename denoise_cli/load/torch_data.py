@@ -92,8 +92,8 @@ __all__ = [
 ]
 
 
-def _dataset(data: str | Path | DenoiseDataset) -> DenoiseDataset:
-    return data if isinstance(data, DenoiseDataset) else open_dataset(data)
+def _dataset(data: str | Path | DenoiseDataset, verify: str = "fast") -> DenoiseDataset:
+    return data if isinstance(data, DenoiseDataset) else open_dataset(data, verify=verify)
 
 
 def dist_rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -265,6 +265,8 @@ class DenoiseBatches(IterableDataset[Batch]):
     Given the path of an output of ``prepare --epochs K``, epoch ``e`` reads the variant
     ``e % K`` (``open_dataset(path, epoch=e)``: fresh corruption every epoch) in the order of
     epoch ``e``; given a :class:`DenoiseDataset`, that one dataset is used for every epoch.
+    ``verify`` is :func:`~denoise_cli.load.open_dataset`'s check of each variant it opens
+    (``"fast"``, ``"sha256"``, ``"none"``).
     """
 
     def __init__(
@@ -282,9 +284,11 @@ class DenoiseBatches(IterableDataset[Batch]):
         columns: Sequence[str] | None = None,
         long: bool = True,
         pin_memory: bool = False,
+        verify: str = "fast",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._verify = verify
         self._fixed: DenoiseDataset | None = None
         self._root: Path | None = None
         if isinstance(data, DenoiseDataset):
@@ -318,7 +322,7 @@ class DenoiseBatches(IterableDataset[Batch]):
         key = epoch % self._num_variants
         ds = self._variants.get(key)
         if ds is None:
-            ds = self._variants[key] = open_dataset(self._root, epoch=key)
+            ds = self._variants[key] = open_dataset(self._root, epoch=key, verify=self._verify)
         return ds
 
     @property
@@ -362,7 +366,8 @@ class DenoiseBatches(IterableDataset[Batch]):
 class DenoiseTorchDataset(Dataset[Batch]):
     """Map-style dataset: ``ds[i]`` is one row as tensors; ``ds.__getitems__(indices)`` (what
     ``DataLoader`` calls with a batch sampler) is a whole batch gathered in one take. Use
-    ``collate_fn=collate`` with it (the default collate would try to stack a dict)."""
+    ``collate_fn=collate`` with it (the default collate would try to stack a dict).
+    ``verify``: :func:`~denoise_cli.load.open_dataset`'s check when ``data`` is a path."""
 
     def __init__(
         self,
@@ -370,8 +375,9 @@ class DenoiseTorchDataset(Dataset[Batch]):
         *,
         columns: Sequence[str] | None = None,
         long: bool = True,
+        verify: str = "fast",
     ) -> None:
-        self.dataset = _dataset(data)
+        self.dataset = _dataset(data, verify)
         self.columns = _check_columns(self.dataset, columns)
         self.long = long
 

@@ -18,7 +18,7 @@ from ..config import PrepareConfig
 from ..errors import OutputError
 from ..plan import ComponentPlan, sentinels_needed
 from ..rows.corrupt import row_widths
-from .layout import MANIFEST, epoch_dir, epoch_dirs
+from .layout import MANIFEST, STATE_DIR, epoch_dir, epoch_dirs, output_path
 from .layout import datasets as dataset_dirs
 
 FORMAT_VERSION = 1
@@ -71,6 +71,7 @@ def build_manifest(
     tokenizer: dict[str, Any],
     records: Sequence[dict[str, Any]],
     *,
+    out: Path,
     epoch: int,
     version: str,
     group_size: int,
@@ -78,15 +79,16 @@ def build_manifest(
     rows_per_shard: int,
     expected_efficiency: dict[str, float],
 ) -> dict[str, Any]:
-    """The manifest of one epoch's dataset from the per-file records of a run; shard paths are
-    relative to the epoch's directory."""
-    prefix_len = len(epoch_dir(cfg.epochs, epoch))
+    """The manifest of one epoch's dataset from the per-file records of a run (read back from
+    ``out``: their shard paths are checked); shard paths are relative to the epoch's
+    directory."""
+    prefix = epoch_dir(cfg.epochs, epoch)
     shards = []
     for r in records:
         for p in r["epochs"][epoch]["parts"]:
             shards.append(
                 {
-                    "path": p["shard"][prefix_len:],
+                    "path": _shard_rel(out, r["index"], p["shard"], prefix),
                     "rows": p["rows"],
                     "bytes": p["bytes"],
                     "sha256": p["sha256"],
@@ -139,6 +141,17 @@ def build_manifest(
         "shards": shards,
         "totals": totals_from_files(files),
     }
+
+
+def _shard_rel(out: Path, file_idx: int, shard: object, prefix: str) -> str:
+    """A shard path of a file's records, relative to its epoch's directory (checked: the
+    records are read back from the output)."""
+    what = f"{STATE_DIR}/files/{file_idx:05d}.json: shard"
+    output_path(out, shard, what)
+    assert isinstance(shard, str)
+    if not shard.startswith(prefix):
+        raise OutputError(f"{out}: {what} {shard!r} is not in {prefix or 'the output'}")
+    return shard[len(prefix) :]
 
 
 def top_manifest(manifests: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -136,17 +136,42 @@ def shard_format(fmt: str) -> ShardFormat:
     return FORMATS[fmt]
 
 
+def _unreadable(path: Path, fmt: str, e: BaseException) -> OutputError:
+    return OutputError(
+        f"shard {path} is not a readable {fmt} shard ({type(e).__name__}: {e}); "
+        "run `denoise verify` on the output"
+    )
+
+
 def open_shard(
     path: Path, fmt: str, columns: Sequence[str] | None = None
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """A shard's schema and its record batches, reading only ``columns`` (Arrow IPC: memory-mapped,
-    zero-copy; Parquet: only those column chunks are decoded)."""
-    return shard_format(fmt).open(path, columns)
+    zero-copy; Parquet: only those column chunks are decoded). A file that is not a readable
+    shard raises :class:`OutputError` naming it (at open or while iterating)."""
+    sf = shard_format(fmt)
+    try:
+        schema, batches = sf.open(path, columns)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, fmt, e) from None
+
+    def gen() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from batches
+        except (pa.ArrowException, OSError) as e:
+            raise _unreadable(path, fmt, e) from None
+
+    return schema, gen()
 
 
 def read_shard(path: Path, fmt: str) -> list[pa.RecordBatch]:
-    """All record batches of a shard; Arrow shards are memory-mapped (zero-copy)."""
-    return shard_format(fmt).read_all(path)
+    """All record batches of a shard; Arrow shards are memory-mapped (zero-copy). A file that
+    is not a readable shard raises :class:`OutputError` naming it."""
+    sf = shard_format(fmt)
+    try:
+        return sf.read_all(path)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, fmt, e) from None
 
 
 _NP = {

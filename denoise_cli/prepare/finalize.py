@@ -32,6 +32,7 @@ def finalize(
             prep.plans,
             prep.tokenizer.to_dict(),
             records,
+            out=out,
             epoch=e,
             version=__version__,
             group_size=job.group_size,

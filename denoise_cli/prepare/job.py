@@ -71,11 +71,17 @@ class Prepared:
     files: list[InputFile]
 
 
-def resolve(cfg: PrepareConfig, inputs: Sequence[str] | None, tokenizer: str | None) -> Prepared:
-    """Validate everything up front: lengths, sentinels, tokenizer, inputs. Raises ConfigError."""
+def resolve(
+    cfg: PrepareConfig,
+    inputs: Sequence[str] | None,
+    tokenizer: str | None,
+    storage_options: dict[str, Any] | None = None,
+) -> Prepared:
+    """Validate everything up front: lengths, sentinels, tokenizer, inputs. Raises ConfigError.
+    ``storage_options`` are the fsspec options for URL inputs."""
     plans = plans_for(cfg)
     tok = build_tokenizer(tokenizer, cfg.tokens, cfg.mixture, sentinels_needed(plans))
-    files = find_inputs(inputs) if inputs else []
+    files = find_inputs(inputs, storage_options) if inputs else []
     return Prepared(cfg, plans, tok, files)
 
 

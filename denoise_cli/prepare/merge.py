@@ -8,6 +8,11 @@ byte-identical to a single-machine run (shards and ``denoise.json``); tests chec
 Parts made with a different config, tokenizer, input list or package version are refused with
 the differences listed; a missing or duplicated part index is refused unless
 ``allow_partial`` (then the manifest says which parts are in).
+
+Every shard path of a part's manifest goes through ``layout.output_path`` on both sides (inside
+the part, inside OUT): nothing outside OUT is created, replaced or linked. A merge writes
+``.denoise/merge.json`` first and the manifest last; a rerun after a kill clears what the
+interrupted merge wrote (only that) and merges again, with the same result.
 """
 
 from __future__ import annotations
@@ -19,8 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, OutputError
-from ..output.layout import TOKENIZER, epoch_dir, run_record, tmp_path
-from ..output.manifest import diff, read_manifest, totals_from_files
+from ..output.layout import (
+    MANIFEST,
+    TOKENIZER,
+    check_no_overlap,
+    clear_output,
+    epoch_dir,
+    locked_output,
+    merge_record,
+    only_state,
+    output_path,
+    run_record,
+    tmp_path,
+)
+from ..output.manifest import diff, dumps, read_manifest, totals_from_files
+from ..output.shards import atomic_write_bytes
 from .finalize import write_epoch_files, write_top
 from .outdir import read_identity
 
@@ -74,25 +92,71 @@ def merge(
             f"parts {missing} of {count} are missing (use --allow-partial to merge anyway)"
         )
     dst = Path(out)
-    if dst.exists() and any(dst.iterdir()):
-        raise OutputError(f"{dst} is not empty; merge into a new directory")
+    check_no_overlap(dst, dirs, [])
+    _check_dst(dst)  # before writing anything
+    dst.mkdir(parents=True, exist_ok=True)
+    with locked_output(dst, "denoise merge"):
+        _check_dst(dst)
+        # an interrupted merge (or a kill before its marker): start over, only our entries go
+        clear_output(dst)
+        marker = {"parts": [str(d.resolve()) for d in dirs], "copy": copy}
+        atomic_write_bytes(merge_record(dst), dumps(marker))
+        return _merge_into(dst, dirs, tops, seen, count, copy)
+
+
+def _check_dst(dst: Path) -> None:
+    """Merge into a new or empty directory, or one an interrupted merge left (rerun)."""
+    if not dst.exists():
+        return
+    if not dst.is_dir():
+        raise OutputError(f"{dst} exists and is not a directory")
+    names = sorted(e.name for e in dst.iterdir())
+    if not names:
+        return
+    if (dst / MANIFEST).exists():
+        raise OutputError(f"{dst} already holds a denoise output; merge into a new directory")
+    if run_record(dst).exists():
+        raise OutputError(
+            f"{dst} holds an unfinished `denoise prepare` output; merge into a new directory"
+        )
+    if not (merge_record(dst).is_file() or only_state(dst)):
+        raise OutputError(
+            f"{dst} is not empty and is not an interrupted merge (it holds "
+            f"{', '.join(names[:5])}); merge into a new directory"
+        )
+
+
+def _merge_into(
+    dst: Path,
+    dirs: list[Path],
+    tops: list[dict[str, Any]],
+    seen: list[int],
+    count: int,
+    copy: bool,
+) -> dict[str, Any]:
     epochs = int(tops[0].get("epochs", 1))
     manifests = []
     for e in range(epochs):
         sub = epoch_dir(epochs, e)
+        if sub:
+            for d in dirs:
+                output_path(d, sub.rstrip("/"), "epoch directory")
         ms = [read_manifest(d / sub) if sub else t for d, t in zip(dirs, tops, strict=False)]
         files = sorted((f for m in ms for f in m["files"]), key=lambda f: f["index"])
-        shards: list[tuple[Path, dict[str, Any]]] = []
+        shards: list[tuple[Path, Path, dict[str, Any]]] = []
         for d, m in zip(dirs, ms, strict=False):
-            shards += [(d / sub / s["path"], s) for s in m["shards"]]
-        shards.sort(key=lambda x: (x[1]["source_files"][0], x[1]["path"]))
-        for src, s in shards:
+            for s in m["shards"]:
+                what = f"{MANIFEST}: shard path"
+                src = output_path(d / sub, s["path"], what)
+                shards.append((src, output_path(dst / sub, s["path"], what), s))
+        shards.sort(key=lambda x: (x[2]["source_files"][0], x[2]["path"]))
+        for src, target, s in shards:
             if not src.is_file() or src.stat().st_size != s["bytes"]:
                 raise OutputError(f"shard {src} is missing or has the wrong size")
-            _place(src, dst / sub / s["path"], copy)
+            _place(src, target, copy)
         m = {k: v for k, v in ms[0].items() if k != "part"}
         m["files"] = files
-        m["shards"] = [s for _, s in shards]
+        m["shards"] = [s for _, _, s in shards]
         m["totals"] = totals_from_files(files)
         if seen != list(range(count)):
             m["part"] = {"merged": seen, "count": count}

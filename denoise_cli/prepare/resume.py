@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from ..errors import OutputError
-from ..output.layout import carry_name, file_record, part_record
+from ..output.layout import STATE_DIR, carry_name, file_record, output_path, part_record
 from ..output.manifest import dumps
 from ..output.shards import atomic_save_npy, atomic_write_bytes
 from ..source.read import FileStats
@@ -41,7 +41,9 @@ def last_commit(out: Path, epoch: int, file_idx: int) -> dict[str, Any] | None:
         if not p.is_file():
             return last
         rec: dict[str, Any] = orjson.loads(p.read_bytes())
-        shard = out / rec["shard"]
+        what = f"{STATE_DIR}/parts/{p.name}"
+        shard = output_path(out, rec["shard"], f"{what}: shard") if rec["shard"] else out
+        output_path(out, rec["carry"], f"{what}: carry")
         if not shard.is_file() or shard.stat().st_size != rec["bytes"]:
             return last
         last = rec
@@ -49,7 +51,8 @@ def last_commit(out: Path, epoch: int, file_idx: int) -> dict[str, Any] | None:
 
 
 def load_carry(out: Path, rec: dict[str, Any]) -> np.ndarray:
-    carry: np.ndarray = np.load(out / rec["carry"], allow_pickle=False)
+    """The un-chunked tokens of a commit record (:func:`last_commit` checked its path)."""
+    carry: np.ndarray = np.load(output_path(out, rec["carry"], "carry"), allow_pickle=False)
     return carry
 
 

@@ -19,9 +19,11 @@ from ..config import PrepareConfig
 from ..engines import engine as engine_for
 from ..engines.progress import Progress
 from ..errors import ConfigError, OutputError
+from ..output.layout import check_no_overlap, check_out_dir, locked_output
+from ..source.fs import is_url
 from .finalize import finalize
 from .job import make_job, resolve
-from .outdir import claim, locked, run_identity
+from .outdir import claim, run_identity
 from .resume import file_records, is_finished
 from .worker import process_file
 
@@ -51,6 +53,7 @@ def prepare(
     ray_address: str | None = None,
     num_shards: int = 1,
     shard_index: int = 0,
+    storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -58,16 +61,22 @@ def prepare(
     ``engine="ray"`` runs the same per-file units as Ray tasks (same bytes out).
     ``num_shards``/``shard_index`` process a deterministic, size-balanced part of the input files
     (Slurm/Kubernetes arrays); ``denoise merge`` joins the parts.
+    ``storage_options``: fsspec options for URL inputs (``--storage-options``).
     """
     run_files = engine_for(engine)
     if not (num_shards >= 1 and 0 <= shard_index < num_shards):
         raise ConfigError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
-    prep = resolve(cfg, inputs, tokenizer)
+    prep = resolve(cfg, inputs, tokenizer, storage_options)
     if not prep.files:
         raise ConfigError("no input files")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a directory")
+    # refuse before writing anything: no directory, no lock file left behind
+    check_no_overlap(
+        out,
+        [s for s in inputs if os.path.isdir(os.path.expanduser(s))],
+        [f.path for f in prep.files if not is_url(f.path)],
+    )
+    check_out_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -77,7 +86,7 @@ def prepare(
     if num_shards > 1:
         identity["part"] = {"index": shard_index, "count": num_shards, "files": mine}
     try:
-        with locked(out):
+        with locked_output(out):
             claim(out, identity, overwrite)
             job = make_job(prep, out)
             todo = [i for i in mine if not is_finished(out, i)]

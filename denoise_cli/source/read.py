@@ -5,8 +5,10 @@ This is the only module that touches the input bytes; it does no tokenization.
 Finding inputs (:func:`find_inputs`)
 ------------------------------------
 Each spec is a file, a directory (walked recursively; hidden files and directories are skipped)
-or a glob (``**`` allowed). Only ``.jsonl``/``.json`` files, optionally compressed with zstd
-(``.zst``/``.zstd``) or gzip (``.gz``), are taken from directories and globs; a file named
+or a glob (``**`` allowed), local or an fsspec URL (``s3://``, ``hf://``, ...; see
+:mod:`denoise_cli.source.fs`). Only ``.jsonl``/``.json`` files, optionally compressed with zstd
+(``.zst``/``.zstd``) or gzip (``.gz``), and ``.parquet`` files (read by
+:mod:`denoise_cli.source.read_parquet`) are taken from directories and globs; a file named
 explicitly with another extension, a missing path, or a spec that yields no input at all is a
 :class:`~denoise_cli.errors.ConfigError`. Every file gets a stable *name* for the manifest: its
 path relative to the directory (or the glob's literal prefix) it was found under, or its basename
@@ -17,6 +19,9 @@ deterministic.
 
 Reading (:func:`iter_batches`)
 ------------------------------
+``.parquet`` files go to :func:`denoise_cli.source.read_parquet.iter_parquet` (same batches, counters
+and resume point; the steps below are for JSON lines). URL paths are opened through fsspec.
+
 1. *Decompress as a stream.* zstd: ``ZstdDecompressor().stream_reader(fh,
    read_across_frames=True)`` read with ``read1(4 MiB)``; gzip: ``gzip.GzipFile.read1``; plain:
    unbuffered ``FileIO.read``. ``read1`` returns as soon as one decompression step produced
@@ -99,8 +104,11 @@ import orjson
 import zstandard
 
 from ..errors import ConfigError, InputError
+from ..output.layout import is_denoise_output
+from .fs import find_remote, is_url, open_remote
+from .read_parquet import iter_parquet
 
-Compression = Literal["zst", "gz", "none"]
+Compression = Literal["zst", "gz", "none", "parquet"]
 
 # suffix -> compression; longest suffixes first so ".jsonl.zst" wins over ".zst"-less forms
 _SUFFIXES: tuple[tuple[str, Compression], ...] = (
@@ -112,6 +120,7 @@ _SUFFIXES: tuple[tuple[str, Compression], ...] = (
     (".json.gz", "gz"),
     (".jsonl", "none"),
     (".json", "none"),
+    (".parquet", "parquet"),
 )
 ACCEPTED_SUFFIXES: tuple[str, ...] = tuple(s for s, _ in _SUFFIXES)
 
@@ -141,6 +150,8 @@ class InputFile:
     name: str
     size: int
     compression: Compression
+    # fsspec options for a URL path (--storage-options); not part of the file's identity
+    storage_options: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def compression_of(path: str) -> Compression | None:
@@ -171,13 +182,17 @@ def _glob_root(pattern: str) -> str:
 
 
 def _walk(root: str) -> list[str]:
-    """Input files under ``root`` (recursive), skipping hidden files and directories."""
+    """Input files under ``root`` (recursive), skipping hidden files and directories and
+    denoise outputs."""
     out: list[str] = []
 
     def onerror(e: OSError) -> None:
         raise ConfigError(f"cannot list input directory {e.filename}: {e.strerror}")
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+        if is_denoise_output(dirpath):  # never read a denoise output's own files as input
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fn in sorted(filenames):
             if fn.startswith(".") or compression_of(fn) is None:
@@ -203,6 +218,10 @@ def _expand(spec: str) -> list[_Found]:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         root = os.path.abspath(path)
+        if is_denoise_output(root):
+            raise ConfigError(
+                f"input directory {spec} is a denoise output: its files are not inputs"
+            )
         files = _walk(root)
         if not files:
             raise ConfigError(
@@ -227,7 +246,11 @@ def _expand(spec: str) -> list[_Found]:
     for m in matches:
         if os.path.isdir(m):
             found.extend(_Found(os.path.abspath(p), _rel(p, root), root) for p in _walk(m))
-        elif os.path.isfile(m) and compression_of(m) is not None:
+        elif (
+            os.path.isfile(m)
+            and compression_of(m) is not None
+            and not is_denoise_output(os.path.dirname(m) or ".")
+        ):
             found.append(_Found(os.path.abspath(m), _rel(m, root), root))
     if not found:
         what = "matches nothing" if not matches else "matches no input files"
@@ -262,8 +285,12 @@ def _disambiguate(found: list[_Found]) -> list[str]:
                 depth[i] += 1
 
 
-def find_inputs(specs: Sequence[str]) -> list[InputFile]:
+def find_inputs(
+    specs: Sequence[str], storage_options: dict[str, Any] | None = None
+) -> list[InputFile]:
     """Expand files, directories and globs into a sorted, de-duplicated list of inputs.
+
+    A spec that is a URL is listed through fsspec with ``storage_options``.
 
     Raises :class:`ConfigError` for a missing path, a glob or directory without input files, an
     explicitly named file with an unsupported extension, or no specs at all.
@@ -274,9 +301,21 @@ def find_inputs(specs: Sequence[str]) -> list[InputFile]:
         raise ConfigError("no input files given")
     seen: set[str] = set()
     found: list[_Found] = []
+    remote_size: dict[str, int] = {}
     for spec in specs:
-        for f in _expand(spec):
-            key = os.path.realpath(f.path)
+        if is_url(spec):
+            remote = find_remote(
+                spec,
+                storage_options,
+                lambda p: compression_of(p) is not None,
+                ", ".join(ACCEPTED_SUFFIXES),
+            )
+            remote_size.update((r.url, r.size) for r in remote)
+            expanded = [_Found(r.url, r.rel, r.root) for r in remote]
+        else:
+            expanded = _expand(spec)
+        for f in expanded:
+            key = f.path if f.path in remote_size else os.path.realpath(f.path)
             if key not in seen:
                 seen.add(key)
                 found.append(f)
@@ -287,11 +326,17 @@ def find_inputs(specs: Sequence[str]) -> list[InputFile]:
     for f, n in zip(found, names, strict=True):
         comp = compression_of(f.path)
         assert comp is not None
-        try:
-            size = os.stat(f.path).st_size
-        except OSError as e:
-            raise ConfigError(f"cannot stat input {f.path}: {e.strerror}") from None
-        out.append(InputFile(path=f.path, name=n, size=size, compression=comp))
+        if f.path in remote_size:
+            size, opts = remote_size[f.path], storage_options
+        else:
+            opts = None
+            try:
+                size = os.stat(f.path).st_size
+            except OSError as e:
+                raise ConfigError(f"cannot stat input {f.path}: {e.strerror}") from None
+        out.append(
+            InputFile(path=f.path, name=n, size=size, compression=comp, storage_options=opts)
+        )
     out.sort(key=lambda x: x.name)
     return out
 
@@ -485,7 +530,10 @@ class _Stream:
         self.f = f
         self.walker: ZstdFrameWalker | None = None
         try:
-            raw = open(f.path, "rb", buffering=0)
+            if is_url(f.path):
+                raw = cast(io.RawIOBase, open_remote(f.path, f.storage_options))
+            else:
+                raw = open(f.path, "rb", buffering=0)
         except OSError as e:
             raise _StreamError("unreadable", 0, f"cannot open: {e.strerror or e}") from None
         if f.compression == "zst":
@@ -665,6 +713,20 @@ def iter_batches(
         raise ConfigError(f"bad text key {text_key!r}")
     if start_record < 0 or batch_chars < 1 or max_doc_chars < 0 or max_line_bytes < 1:
         raise ConfigError("start_record/max_doc_chars must be >= 0, batch/line sizes >= 1")
+    if f.compression == "parquet":
+        for texts_, end in iter_parquet(
+            f.path,
+            keys=keys,
+            stats=stats,
+            on_error=on_error,
+            start_record=start_record,
+            batch_chars=batch_chars,
+            max_doc_chars=max_doc_chars,
+            size=f.size,
+            storage_options=f.storage_options,
+        ):
+            yield DocBatch(texts_, end)
+        return
     key0 = keys[0] if len(keys) == 1 else None
     fail = on_error == "fail"
     skipped = stats.skipped

@@ -12,7 +12,12 @@ spells ``<extra_id_0>`` or ``<|endoftext|>`` is tokenized as plain text by BPE t
 vocabularies (T5's SentencePiece) hold the sentinels as ordinary pieces, so the model itself can
 emit them; every encoded batch is therefore checked against the reserved ids (one vectorized
 ``np.isin``), and any hit is replaced by ``<unk>`` and counted (or the document is skipped when the
-tokenizer has no unk). Reserved ids thus only ever appear where the denoisers put them.
+tokenizer has no unk). Reserved are *all* the tokenizer's special ids (:func:`special_token_ids`:
+every added token marked special - BOS, EOS, pad, mode tokens, ``<|reserved_k|>``... - every
+sentinel-like name in the vocabulary, whether the mixture needs it or not), except ``<unk>``
+itself, which stands for text; a spelled ``<unk>`` that the model turns into the unk id is
+counted in ``reserved_replaced`` too. Reserved ids thus only ever appear where the denoisers put
+them, and ``verify`` flags any other special id inside the text.
 
 Throughput (this kind of machine, 1 core, GPT-2 BPE, English prose; benchmarks/bench_prepare.py
 under load): ``encode_batch_fast`` 245k-324k tokens per CPU-second, ~93% of a worker's CPU;
@@ -26,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -42,6 +48,8 @@ DEFAULT_TOKENIZER = "gpt2"
 EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>", "[SEP]")
 PAD_CANDIDATES = ("<pad>", "[PAD]", "<|padding|>", "<|pad|>")
 UNK_CANDIDATES = ("<unk>", "[UNK]", "<|unk|>")
+#: Vocabulary entries that look like sentinels are reserved even when not marked special.
+SENTINEL_LIKE = re.compile(r"<extra_id_\d+>")
 
 
 def _tokenizers() -> Any:
@@ -103,6 +111,8 @@ class TokenizerInfo:
     added: tuple[str, ...]
     sentinel_template: str
     json: str = field(repr=False, compare=False, default="")
+    #: every special id of the tokenizer (:func:`special_token_ids`), not only the ones used
+    specials: tuple[int, ...] = field(repr=False, compare=False, default=())
 
     def special_ids(self) -> SpecialIds:
         return SpecialIds(
@@ -113,7 +123,11 @@ class TokenizerInfo:
         )
 
     def reserved_ids(self) -> np.ndarray:
+        """Ids that must not come out of text: every special id except unk (see module doc)."""
         ids = {self.eos[1], self.pad[1], *self.sentinels, *self.mode_tokens.values()}
+        ids.update(self.specials)
+        if self.unk is not None:
+            ids.discard(self.unk[1])
         return np.array(sorted(ids), dtype=np.int32)
 
     def encoder(self) -> Encoder:
@@ -123,8 +137,9 @@ class TokenizerInfo:
     @classmethod
     def from_dict(cls, d: dict[str, Any], tokenizer_json: str = "") -> TokenizerInfo:
         """The inverse of :meth:`to_dict` (a manifest's ``tokenizer``), with the tokenizer JSON
-        saved next to it."""
+        saved next to it (its special ids are what ``prepare`` reserved)."""
         unk = d.get("unk")
+        template = str(d.get("sentinel_template", "<extra_id_{}>"))
         return cls(
             source=str(d["source"]),
             source_sha256=str(d["source_sha256"]),
@@ -136,8 +151,11 @@ class TokenizerInfo:
             sentinels=tuple(int(i) for i in d["sentinel_ids"]),
             mode_tokens={str(k): int(v) for k, v in d["mode_tokens"].items()},
             added=tuple(str(t) for t in d.get("added_tokens", ())),
-            sentinel_template=str(d.get("sentinel_template", "<extra_id_{}>")),
+            sentinel_template=template,
             json=tokenizer_json,
+            specials=tuple(sorted(special_token_ids(tokenizer_json, template)))
+            if tokenizer_json
+            else (),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +180,46 @@ def _find(tok: Any, names: Sequence[str]) -> tuple[str, int] | None:
         if i is not None:
             return n, int(i)
     return None
+
+
+def special_token_ids(
+    tokenizer_json: str, sentinel_template: str = "<extra_id_{}>"
+) -> dict[int, str]:
+    """``{id: token}`` of every special token of a tokenizer JSON: the added tokens marked
+    special and every vocabulary or added entry that looks like a sentinel (``<extra_id_k>`` or
+    ``sentinel_template`` with a number), special or not. Unk is included (callers drop it).
+    Read from the JSON (``orjson``, ~0.3 s for a 262k vocabulary) rather than by building the
+    tokenizer (~5 s for the same file)."""
+    import orjson
+
+    d = orjson.loads(tokenizer_json)
+    added = d.get("added_tokens") or []
+    out = {int(a["id"]): str(a["content"]) for a in added if a.get("special")}
+    head, sep, tail = sentinel_template.partition("{}")
+    pats = [SENTINEL_LIKE]
+    if sep:
+        pats.append(re.compile(re.escape(head) + r"\d+" + re.escape(tail)))
+    vocab = (d.get("model") or {}).get("vocab") or {}
+    names: Any = (
+        vocab.items()
+        if isinstance(vocab, dict)
+        else ((p[0], i) for i, p in enumerate(vocab) if isinstance(p, list) and p)
+    )
+    for name, i in itertools.chain(names, ((a["content"], a["id"]) for a in added)):
+        if isinstance(name, str) and name.endswith(">") and any(p.fullmatch(name) for p in pats):
+            out[int(i)] = name
+    return out
+
+
+def reserved_from_json(
+    tokenizer_json: str, sentinel_template: str, unk: int | None
+) -> dict[int, str]:
+    """:func:`special_token_ids` less ``unk``: what ``prepare`` reserves besides the eos, pad,
+    sentinel and mode ids (which are special there too)."""
+    ids = special_token_ids(tokenizer_json, sentinel_template)
+    if unk is not None:
+        ids.pop(int(unk), None)
+    return ids
 
 
 def build_tokenizer(
@@ -230,6 +288,7 @@ def build_tokenizer(
         added=tuple(missing),
         sentinel_template=tokens.sentinel_template,
         json=ext,
+        specials=tuple(sorted(special_token_ids(ext, tokens.sentinel_template))),
     )
 
 
@@ -241,9 +300,16 @@ class Encoder:
         self._reserved = np.asarray(reserved, dtype=np.int32)
         self._unk = unk
         self._tok: Any = None
+        self._unk_text: str | None = None  # the unk token's spelling, if text turns it into unk
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_json": self._json, "_reserved": self._reserved, "_unk": self._unk, "_tok": None}
+        return {
+            "_json": self._json,
+            "_reserved": self._reserved,
+            "_unk": self._unk,
+            "_tok": None,
+            "_unk_text": None,
+        }
 
     @property
     def tokenizer(self) -> Any:
@@ -252,19 +318,29 @@ class Encoder:
             tok.encode_special_tokens = True
             tok.no_padding()
             tok.no_truncation()
+            if self._unk is not None:  # does a spelled "<unk>" become the unk id (T5 unigram)?
+                name = tok.id_to_token(self._unk)
+                if name and self._unk in tok.encode(f" {name} ", add_special_tokens=False).ids:
+                    self._unk_text = str(name)
             self._tok = tok
         return self._tok
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """Encode documents -> (flat int32 ids, int64 offsets of len(texts)+1, counters).
 
-        Counters: ``reserved_replaced`` (ids replaced by unk), ``reserved_token`` (documents
-        dropped because a reserved id appeared and there is no unk; their span becomes empty).
+        Counters: ``reserved_replaced`` (ids replaced by unk, plus the spelled ``<unk>``s when
+        the tokenizer turns them into the unk id), ``reserved_token`` (documents dropped because
+        a reserved id appeared and there is no unk; their span becomes empty).
         """
         counts: dict[str, int] = {}
         if not texts:
             return np.zeros(0, np.int32), np.zeros(1, np.int64), counts
         encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        if self._unk_text is not None:
+            u = self._unk_text
+            spelled = sum(t.count(u) for t in texts if u in t)
+            if spelled:
+                counts["reserved_replaced"] = spelled
         ids_lists = [e.ids for e in encs]
         lens = np.fromiter((len(x) for x in ids_lists), dtype=np.int64, count=len(ids_lists))
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
@@ -276,7 +352,9 @@ class Encoder:
             hit = np.isin(values, self._reserved)
             if hit.any():
                 if self._unk is not None:
-                    counts["reserved_replaced"] = int(hit.sum())
+                    counts["reserved_replaced"] = counts.get("reserved_replaced", 0) + int(
+                        hit.sum()
+                    )
                     values[hit] = self._unk
                 else:
                     docs = np.unique(
