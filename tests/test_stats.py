@@ -216,3 +216,18 @@ def test_epochs_are_summed_with_the_input_once(tmp_path: Path) -> None:
     assert st.accounting["tokens"] == m["totals"]["tokens"]
     assert [s.path for s in st.shards] == [f"epoch-{k}/data/00000-00000.arrow" for k in range(3)]
     assert "summed over 3 datasets/epochs" in render(st)
+
+
+def test_truncated_shard_is_an_output_error(outputs: Outputs, tmp_path: Path) -> None:
+    """``stats`` and ``inspect`` read shards through the one reader: a truncated shard is an
+    OutputError naming it (exit code 4, one line), not a pyarrow traceback."""
+    cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=Lengths("encoder-decoder", 128, 128))
+    out = outputs.copy(cfg, tmp_path / "o", tokenizer=T5_TINY)
+    shard = out / json.loads((out / "denoise.json").read_text())["shards"][0]["path"]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    runner = CliRunner()
+    for cmd in (["stats", str(out)], ["inspect", str(out), "-n", "3"]):
+        res = runner.invoke(app, cmd)
+        assert res.exit_code == 4, (cmd, res.output)
+        assert "Traceback" not in res.output and shard.name in res.output, res.output
+        assert "not a readable arrow shard" in res.output

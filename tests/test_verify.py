@@ -7,6 +7,7 @@ import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -444,3 +445,26 @@ def test_epochs(outs: dict[str, Path], tmp_path: Path) -> None:
     msg = _problems(out, sources=[str(ONE)])
     assert f"epoch-1/{SHARD0} row 4: " in msg
     assert f"epoch-0/{SHARD0}" not in msg
+
+
+def test_source_on_epochs_reads_each_file_once(
+    outs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``verify --source`` on a ``--epochs K`` output tokenizes each source file once for all K
+    epochs (as ``prepare`` does), and still regenerates every epoch's rows."""
+    import denoise_cli.check.sources as sources_mod
+
+    real = sources_mod.token_stream
+    opened: list[str] = []
+
+    def spy(f: Any, *a: Any, **kw: Any) -> Any:
+        opened.append(f.name)
+        return real(f, *a, **kw)
+
+    monkeypatch.setattr(sources_mod, "token_stream", spy)
+    m = orjson.loads((outs["ep"] / "denoise.json").read_bytes())
+    assert m["epochs"] == 2
+    rep = verify(outs["ep"], sources=[str(ONE)])
+    assert opened == [ONE.name]  # once, not once per epoch
+    assert rep.source_files == 1 and rep.rows == sum(m["totals"]["rows_per_epoch"])
+    assert "rows regenerated bit for bit" in rep.checks
