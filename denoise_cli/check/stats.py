@@ -1,32 +1,13 @@
 """``denoise stats OUT...``: what an output holds, from its columns and manifest only.
 
-Algorithm: for every record batch, read ``input_ids``, ``input_length``, ``target_length``,
-``denoiser`` (and ``prefix_length`` for decoder-only); text is never decoded. One ``np.take`` of
-a small lookup table over ``input_ids`` classifies ids, so the sentinels per row (``s``) and the
-largest sentinel index used come from a sum and a max. The rest is arithmetic on the length
-columns: span rows mask ``n = target_length - 1 - s`` tokens and their raw chunk is
-``input_length - mode - 1 - s + n`` (encoder-decoder) or ``input_length - mode - 1 - 2s``
-(decoder-only); S rows split ``raw = prefix + suffix``. Per component, ``np.bincount`` gives
-the sums and exact length histograms (``bincount(denoiser * (W + 1) + length)``), so min / median
-/ p99 / max are exact (nearest rank) and stay exact after merging. No per-row Python loop.
-
-:class:`Stats` is mergeable: ``a + b`` adds counters and histograms (padded to the longer
-width), keys components by name and sums the *configured* row share as expected rows
-(probability x rows), so ``stats out1 out2`` reports a correct combined configured share even for
-different mixtures. Configured padding efficiency is merged the same way (weighted by slots).
-
-Packed outputs (``prepare --pack``): each batch is turned into its examples
-(``spec.unpacked_view``) and counted as above at the example budget (``rows`` are then
-examples, efficiency per example against the example slots); the packed rows add their own
-token efficiency (``input_length`` / ``target_length`` per row over the packed slots), examples
-per row and the manifest's ratio bound (``Stats.packed_efficiency``).
-
-Trade-off: counting sentinels touches the largest column (``input_ids``); the length columns
-alone cannot separate noise tokens from spans without trusting the configured raw length. Arrow
-shards are memory-mapped, so the cost is one pass over ``input_ids`` at memory speed; Parquet
-reads only the five columns (zstd decode dominates).
-
-Figures: benchmarks/README_verify.md ("denoise stats").
+Per record batch it reads ``input_ids``, ``input_length``, ``target_length``, ``denoiser`` (and
+``prefix_length`` for decoder-only), never decodes text: one lookup-table ``np.take`` counts the
+sentinels per row, the rest is arithmetic on the length columns, and per component
+``np.bincount`` gives exact length histograms. :class:`Stats` is mergeable (``a + b``), so
+``stats out1 out2`` sums outputs and epochs. Packed outputs are counted per example
+(``spec.unpacked_view``) plus the packed rows' own efficiency. Rendering is
+:mod:`.stats_render`; the algorithm in full: docs/architecture.md ("stats"); figures:
+benchmarks/README_verify.md.
 """
 
 from __future__ import annotations

@@ -1,54 +1,16 @@
 """PyTorch access to a ``denoise prepare`` output: batches as tensors with no per-row work.
 
-This module imports ``torch`` (``import denoise_cli`` does not); without it you get an
-``ImportError`` that says what to install. Two ways in:
-
-- :class:`DenoiseBatches` (recommended): an ``IterableDataset`` that yields whole batches. Each
-  batch is gathered in one pass (:func:`gather`: one ``ndarray.take`` per column and record batch
-  touched, straight into new tensors' memory, widened to int64 and pinned on the way when asked);
-  use it with ``DataLoader(..., batch_size=None)``::
-
-      from torch.utils.data import DataLoader
-      from denoise_cli.torch_data import DenoiseBatches, MODEL_COLUMNS
-
-      batches = DenoiseBatches(out_dir, batch_size=64, seed=0, columns=MODEL_COLUMNS)
-      loader = DataLoader(batches, batch_size=None, num_workers=2, pin_memory=True,
-                          persistent_workers=True)
-      for epoch in range(epochs):
-          batches.set_epoch(epoch)
-          for batch in loader:
-              batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-              loss = model(**batch).loss
-
-- :class:`DenoiseTorchDataset` (map-style, ``ds[i]`` -> dict of tensors) with
-  :class:`DenoiseBatchSampler`; its ``__getitems__`` gathers a whole batch in one take, so
-  ``DataLoader(ds, batch_sampler=sampler, collate_fn=collate)`` does no per-row work either.
-
-Shuffling is a permutation seeded by ``(seed, epoch)`` (``set_epoch``). Rows are split across
-data-parallel ranks (from ``torch.distributed`` when it is initialised at construction time,
-else the ``rank``/``world_size`` arguments, else 0/1) and, for :class:`DenoiseBatches`, across
-DataLoader workers (``get_worker_info``): every row is read exactly once per epoch over all ranks
-and workers (``drop_last=False``; ``drop_last=True`` drops the tail that does not fill a batch on
-every rank). The plan is :func:`denoise_cli.load.epoch_batches`, the same as
-``DenoiseDataset.iter_batches`` with the same arguments, so numpy and torch give the same batches.
-
-For an output of ``prepare --epochs K`` (given by path), :class:`DenoiseBatches` reads variant
-``epoch % K`` in epoch ``epoch`` (fresh corruption every epoch, nothing else to do than
-``set_epoch``).
-
-Packed outputs (``prepare --pack K``): the loaders give the packed columns as they are
-(``encoder_segment_ids``, ``decoder_segment_ids``, ``*_positions``; decoder-only
-``segment_ids``, ``positions``, ``prefix_mask``). :func:`packed_attention_bias` turns segment ids
-into the 4-D additive masks HF models take, and :func:`shift_right_within_segments` builds
-encoder-decoder decoder inputs; ``examples/train_t5.py`` and ``examples/train_decoder.py`` show
-both in a forward pass, and ``docs/packing.md`` the schema.
-
-Tensors: integer columns become ``int64`` by default (``long=True``: torch losses need ``Long``
-targets and ``datasets``' torch format does the same); ``long=False`` keeps the stored
-``int32``/``int8`` (half the bytes to copy to the device, and no conversion on the CPU: convert
-there with ``.long()``). Batches have fixed
-shapes ``[batch_size, W]`` (``pad_last`` keeps the last one full too). ``set_epoch`` is stored in
-shared memory, so it reaches ``persistent_workers`` too.
+This module imports ``torch`` (``import denoise_cli`` does not). :class:`DenoiseBatches`
+(recommended) is an ``IterableDataset`` of whole batches, each gathered in one pass
+(:func:`gather`: one ``take`` per column and record batch touched, widened to int64 and pinned
+when asked), for ``DataLoader(..., batch_size=None)``; :class:`DenoiseTorchDataset` with
+:class:`DenoiseBatchSampler` and :func:`collate` is the map-style way. Shuffling is seeded by
+``(seed, epoch)`` (``set_epoch``, shared with persistent workers); rows are split over
+data-parallel ranks and DataLoader workers with the plan of ``load.epoch_batches`` (the numpy
+loader gives the same batches); ``prepare --epochs K`` outputs serve variant ``epoch % K``.
+Packed outputs: :func:`packed_attention_bias` (4-D masks) and
+:func:`shift_right_within_segments` (decoder inputs). ``long=False`` keeps the stored int32/int8.
+Usage: README "Loading", examples/README.md, docs/packing.md.
 """
 
 from __future__ import annotations

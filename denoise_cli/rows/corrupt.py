@@ -1,26 +1,13 @@
 """Denoisers: raw token chunks -> fixed-shape model rows, for a whole batch at once.
 
-A denoiser is ``mask x inputs x targets``:
-
-- R/X (span corruption): inputs keep the non-noise tokens and replace noise span ``k`` by
-  sentinel ``k``; targets are ``sentinel k + span k`` for every span in order. Inputs end with
-  the last sentinel (the last segment is always noise) and the targets start with sentinel 0.
-  Built without loops: every row has exactly ``s`` span starts, so a row-major boolean
-  assignment of ``tile(sentinels[:s], B)`` puts sentinel ``k`` on the ``k``-th start of every
-  row, and a boolean gather of the kept positions reshapes to a dense ``[B, L-n+s]`` array.
-- S (prefix-LM): inputs = prefix, targets = the rest; no sentinel.
-
-Then the layout (all rows fixed-shape; ``-100`` is the ignore index of PyTorch/HF losses):
-
-- ``encoder-decoder``: ``input_ids [I] = [mode] inputs EOS pad...``; ``labels [T] = targets EOS
-  -100...``; ``attention_mask [I]``.
-- ``decoder-only``: ``input_ids [S] = [mode] inputs targets EOS pad...``; ``labels`` equal to
-  ``input_ids`` on ``targets EOS`` and ``-100`` elsewhere; ``prefix_length`` = ``mode + inputs``
-  for a prefix-LM attention mask. The inputs get no EOS of their own here: the boundary is given
-  by ``prefix_length``, and an EOS in the middle of an S row would cut running text in two.
-
-:func:`corrupt_mixture` applies a mixture to a group of chunks laid out in one flat token array,
-each chunk drawn for one component, and returns the rows in chunk order.
+R/X (span corruption): inputs keep the non-noise tokens and replace noise span ``k`` by
+sentinel ``k``; targets are ``sentinel k + span k`` for every span (built without loops: every
+row has exactly ``s`` span starts). S (prefix-LM): inputs = prefix, targets = the rest. Then the
+layout: encoder-decoder ``input_ids [I] = [mode] inputs EOS pad...``, ``labels [T] = targets EOS
+-100...``; decoder-only ``input_ids [S] = [mode] inputs targets EOS pad...`` with labels on
+``targets EOS`` and ``prefix_length`` for a prefix-LM mask. :func:`corrupt_mixture` applies a
+mixture to a group of chunks, each drawn for one component. docs/architecture.md ("rows")
+describes the rows in full.
 """
 
 from __future__ import annotations
