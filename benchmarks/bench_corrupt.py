@@ -43,8 +43,9 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from denoise_cli.config import PRESETS, Lengths  # noqa: E402
-from denoise_cli.plan import ComponentPlan, plan  # noqa: E402
-from denoise_cli.rows.corrupt import SpecialIds, corrupt_mixture, draw_components  # noqa: E402
+from denoise_cli.rows.base import SpecialIds  # noqa: E402
+from denoise_cli.rows.corrupt import corrupt_mixture, draw_components  # noqa: E402
+from denoise_cli.rows.plan import ComponentPlan, plan  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import reference as ref  # noqa: E402

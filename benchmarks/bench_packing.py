@@ -48,7 +48,10 @@ import numpy as np  # noqa: E402
 
 from denoise_cli.config import PRESETS, Lengths, example_lengths  # noqa: E402
 from denoise_cli.output import schema as S  # noqa: E402
-from denoise_cli.plan import (  # noqa: E402
+from denoise_cli.rows import packing as P  # noqa: E402
+from denoise_cli.rows.base import Rows, SpecialIds  # noqa: E402
+from denoise_cli.rows.corrupt import corrupt_mixture, draw_components  # noqa: E402
+from denoise_cli.rows.plan import (  # noqa: E402
     ComponentPlan,
     efficiency_bound,
     max_segments,
@@ -56,8 +59,6 @@ from denoise_cli.plan import (  # noqa: E402
     plan,
     targets_length_window,
 )
-from denoise_cli.rows import packing as P  # noqa: E402
-from denoise_cli.rows.corrupt import Rows, SpecialIds, corrupt_mixture, draw_components  # noqa: E402
 
 VOCAB = 32_000
 TARGET = 0.98

@@ -4,7 +4,7 @@ the special-token names and the prepare config (what determines an output's byte
 Everything here is a frozen dataclass validated on construction, so a bad configuration raises
 :class:`~denoise_cli.errors.ConfigError` before any work starts; ``to_dict`` / ``from_dict``
 round-trip through the manifest. What *follows* from a config (raw chunk lengths, span counts,
-sentinels needed) is derived in :mod:`denoise_cli.plan`, never configured. This module imports
+sentinels needed) is derived in :mod:`denoise_cli.rows.plan`, never configured. This module imports
 nothing of the package but ``errors``. See docs/architecture.md.
 """
 

@@ -26,7 +26,7 @@ from denoise_cli.config import (
     parse_spec,
 )
 from denoise_cli.errors import ConfigError
-from denoise_cli.plan import expected_efficiency, plan, plans_for, sentinels_needed
+from denoise_cli.rows.plan import expected_efficiency, plan, plans_for, sentinels_needed
 
 HUGE = 2**20  # largest allowed length: "no targets budget"
 

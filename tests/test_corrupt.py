@@ -20,18 +20,11 @@ import reference as ref
 
 from denoise_cli.config import PRESETS, Lengths, load_mixture
 from denoise_cli.errors import ConfigError
-from denoise_cli.plan import ComponentPlan, plan
-from denoise_cli.rows.corrupt import (
-    IGNORE_INDEX,
-    Rows,
-    SpecialIds,
-    corrupt_component,
-    corrupt_mixture,
-    draw_components,
-    row_widths,
-    span_corrupt,
-)
-from denoise_cli.rows.masks import random_prefix_lengths, random_spans_noise_mask
+from denoise_cli.rows.base import IGNORE_INDEX, Rows, SpecialIds, row_widths
+from denoise_cli.rows.corrupt import corrupt_component, corrupt_mixture, draw_components
+from denoise_cli.rows.denoisers.prefix import random_prefix_lengths
+from denoise_cli.rows.denoisers.span import random_spans_noise_mask, span_corrupt
+from denoise_cli.rows.plan import ComponentPlan, plan
 
 VOCAB = 1000  # text tokens are 0..VOCAB-1
 

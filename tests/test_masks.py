@@ -15,12 +15,9 @@ import numpy as np
 import pytest
 import reference as ref
 
-from denoise_cli.plan import s_prefix_min, span_counts
-from denoise_cli.rows.masks import (
-    random_prefix_lengths,
-    random_segment_starts,
-    random_spans_noise_mask,
-)
+from denoise_cli.rows.denoisers.prefix import random_prefix_lengths, s_prefix_min
+from denoise_cli.rows.denoisers.span import random_spans_noise_mask, span_counts
+from denoise_cli.rows.masks import random_segment_starts
 
 ALPHA = 1e-4  # fixed seeds: a correct sampler fails one of these with probability ~1e-4 each
 

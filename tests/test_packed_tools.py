@@ -361,7 +361,7 @@ def test_plan_pack_matches_the_packed_output(outs: dict[str, Path]) -> None:
     manifest's components), examples per row (its max_segments), the ratio bound (its expected
     efficiency) and, encoder-decoder, the targets lengths where the bound allows 98% on both
     sides."""
-    from denoise_cli.plan import plan, targets_length_window
+    from denoise_cli.rows.plan import plan, targets_length_window
 
     m = _manifest(outs["ed"])
     args = ["plan", "--mixture", "ul2", "-I", "256", "-T", "160", "--pack", "4"]

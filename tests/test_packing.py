@@ -19,21 +19,16 @@ from denoise_cli.config import PRESETS, Lengths, example_lengths
 from denoise_cli.load import attention as A
 from denoise_cli.load import batch_arrays
 from denoise_cli.output import schema as S
-from denoise_cli.plan import (
+from denoise_cli.rows import packing as P
+from denoise_cli.rows.base import IGNORE_INDEX, Rows, SpecialIds
+from denoise_cli.rows.corrupt import corrupt_mixture, draw_components
+from denoise_cli.rows.plan import (
     efficiency_bound,
     expected_efficiency,
     max_segments,
     mixture_ratio,
     plan,
     targets_length_window,
-)
-from denoise_cli.rows import packing as P
-from denoise_cli.rows.corrupt import (
-    IGNORE_INDEX,
-    Rows,
-    SpecialIds,
-    corrupt_mixture,
-    draw_components,
 )
 
 VOCAB = 1000

@@ -19,7 +19,7 @@ from denoise_cli import open_dataset
 from denoise_cli.config import Lengths, Mixture, PrepareConfig, TokenConfig, load_mixture
 from denoise_cli.errors import ConfigError, InputError, OutputError
 from denoise_cli.prepare.run import prepare
-from denoise_cli.rows.corrupt import IGNORE_INDEX
+from denoise_cli.rows.base import IGNORE_INDEX
 from denoise_cli.source.read import FileStats, find_inputs, iter_batches
 from denoise_cli.source.stream import join_documents
 from denoise_cli.source.tokenize import TokenizerInfo

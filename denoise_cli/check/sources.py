@@ -21,11 +21,11 @@ from ..errors import DenoiseError, OutputError
 from ..output.layout import MANIFEST, TOKENIZER
 from ..output.manifest import prepare_config
 from ..output.shards import batch_arrays, open_shard
-from ..plan import ComponentPlan, plans_for
 from ..prepare.worker import group_rows
+from ..rows.base import Rows, SpecialIds
 from ..rows.chunk import Chunker, Group, file_key
-from ..rows.corrupt import Rows, SpecialIds
 from ..rows.packing import PackedRows
+from ..rows.plan import ComponentPlan, plans_for
 from ..source.read import FileStats, InputFile, find_inputs
 from ..source.stream import token_stream
 from ..source.tokenize import TokenizerInfo

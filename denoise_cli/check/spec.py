@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..config import Lengths
-from ..rows.corrupt import IGNORE_INDEX, row_widths
+from ..rows.base import IGNORE_INDEX, row_widths
+from ..rows.denoisers import kind_of
 from ..rows.packing import unpack_rows
 
 IGNORE = IGNORE_INDEX
@@ -112,7 +113,7 @@ class OutputSpec:
                 Component(
                     index=int(c["index"]),
                     name=str(c["denoiser"]),
-                    span=not str(c["denoiser"]).startswith("S"),
+                    span=kind_of(str(c["denoiser"])).uses_sentinels,
                     mode=0 if mt is None else 1,
                     mode_id=-1 if mt is None else modes[mt],
                     mode_token=mt,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..rows.corrupt import IGNORE_INDEX
+from ..rows.base import IGNORE_INDEX
 
 
 def unpad_indices(segment_ids: np.ndarray) -> np.ndarray:

@@ -16,8 +16,8 @@ import orjson
 
 from ..config import PrepareConfig
 from ..errors import OutputError
-from ..plan import ComponentPlan, sentinels_needed
-from ..rows.corrupt import row_widths
+from ..rows.base import row_widths
+from ..rows.plan import ComponentPlan, sentinels_needed
 from .layout import MANIFEST, STATE_DIR, epoch_dir, epoch_dirs, output_path
 from .layout import datasets as dataset_dirs
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import Lengths
-from ..rows.corrupt import Rows, row_widths
+from ..rows.base import Rows, row_widths
 from ..rows.packing import PackedRows
 
 

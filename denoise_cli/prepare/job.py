@@ -12,7 +12,8 @@ from typing import Any
 
 from ..config import PrepareConfig
 from ..output.layout import epoch_dir, shard_name
-from ..plan import (
+from ..rows.base import SpecialIds, row_widths
+from ..rows.plan import (
     ComponentPlan,
     efficiency_bound,
     expected_efficiency,
@@ -22,7 +23,6 @@ from ..plan import (
     sentinels_needed,
     targets_length_window,
 )
-from ..rows.corrupt import SpecialIds, row_widths
 from ..source.read import InputFile, find_inputs
 from ..source.tokenize import Encoder, TokenizerInfo, build_tokenizer
 

@@ -22,10 +22,11 @@ from ..config import Lengths
 from ..errors import OutputError
 from ..output.schema import packed_record_batch, record_batch
 from ..output.shards import ShardWriter
-from ..plan import ComponentPlan
+from ..rows.base import Rows, SpecialIds
 from ..rows.chunk import Chunker, ChunkerState, Group, file_key
-from ..rows.corrupt import Rows, SpecialIds, corrupt_mixture
+from ..rows.corrupt import corrupt_mixture
 from ..rows.packing import PackedRows, pack_rows
+from ..rows.plan import ComponentPlan
 from ..source.read import FileStats
 from ..source.stream import token_stream
 from .job import Job

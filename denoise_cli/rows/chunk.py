@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..plan import ComponentPlan
 from .corrupt import draw_components
+from .plan import ComponentPlan
 
 
 def file_key(name: str) -> int:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..plan import s_prefix_min, span_counts
-
 
 def random_segment_starts(
     rng: np.random.Generator, batch: int, num_items: int, num_segments: int
@@ -49,7 +47,7 @@ def random_segment_starts(
     return starts
 
 
-def _segment_lengths(starts: np.ndarray, num_segments: int) -> np.ndarray:
+def segment_lengths(starts: np.ndarray, num_segments: int) -> np.ndarray:
     """Lengths ``[batch, num_segments]`` of the segments marked by ``starts``."""
     b, m = starts.shape
     cols = np.nonzero(starts)[1].reshape(b, num_segments)  # row-major: sorted within each row
@@ -57,34 +55,3 @@ def _segment_lengths(starts: np.ndarray, num_segments: int) -> np.ndarray:
     ends[:, :-1] = cols[:, 1:]
     ends[:, -1] = m
     return ends - cols
-
-
-def random_spans_noise_mask(
-    rng: np.random.Generator, batch: int, length: int, rate: float, mean_span: float
-) -> np.ndarray:
-    """Boolean noise mask ``[batch, length]`` with exactly T5's counts and distribution."""
-    n, s = span_counts(length, rate, mean_span)
-    nonnoise = length - n
-    if s > nonnoise:
-        raise ValueError(f"{s} spans need at least {s} non-noise tokens, have {nonnoise}")
-    noise_len = _segment_lengths(random_segment_starts(rng, batch, n, s), s)
-    keep_len = _segment_lengths(random_segment_starts(rng, batch, nonnoise, s), s)
-    # interleave: keep_0, noise_0, keep_1, noise_1, ... ; boundaries are cumulative sums
-    seg = np.empty((batch, 2 * s), dtype=np.int64)
-    seg[:, 0::2] = keep_len
-    seg[:, 1::2] = noise_len
-    bounds = np.cumsum(seg, axis=1)[:, :-1]  # start of every segment after the first
-    toggles = np.zeros((batch, length), dtype=np.int8)
-    rows = np.repeat(np.arange(batch), 2 * s - 1)
-    toggles[rows, bounds.ravel()] = 1
-    return (np.cumsum(toggles, axis=1, dtype=np.int32) & 1).astype(bool)
-
-
-def random_prefix_lengths(
-    rng: np.random.Generator, batch: int, length: int, rate: float
-) -> np.ndarray:
-    """Prefix sizes ``[batch]`` of the S denoiser: uniform on
-    ``[max(1, rint((1-2r)(L-1))), L-1]`` (``r=0.5`` is T5's ``prefix_lm``: uniform on
-    ``[1, L-1]``)."""
-    lo = s_prefix_min(length, rate)
-    return rng.integers(lo, length, size=batch, dtype=np.int64)  # high is exclusive: L-1 max

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import PACK_ALGORITHM, Layout, Lengths
-from .corrupt import IGNORE_INDEX, Rows, row_widths
+from .base import IGNORE_INDEX, Rows, row_widths
 
 NO_SEGMENT = -1  # padding of the per-segment metadata lists
 DEFAULT_WINDOW = 32  # open rows first fit looks at

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..config import Mixture, TokenConfig
 from ..errors import ConfigError
-from ..rows.corrupt import SpecialIds
+from ..rows.base import SpecialIds
 
 DEFAULT_TOKENIZER = "gpt2"
 EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>", "[SEP]")

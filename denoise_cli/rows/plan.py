@@ -20,24 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import Denoiser, Layout, Lengths, Mixture, PrepareConfig
-from .errors import ConfigError
-
-
-def span_counts(length: int | np.ndarray, rate: float, mean_span: float) -> tuple[Any, Any]:
-    """(noise tokens, noise spans) for a raw length, exactly as T5's ``random_spans_noise_mask``:
-    ``n = clamp(rint(L*r), 1, L-1)``, ``s = max(rint(n/mu), 1)`` (round half to even)."""
-    L = np.asarray(length, dtype=np.int64)
-    n = np.clip(np.rint(L * rate).astype(np.int64), 1, np.maximum(L - 1, 1))
-    s = np.maximum(np.rint(n / mean_span).astype(np.int64), 1)
-    if np.ndim(length) == 0:
-        return int(n), int(s)
-    return n, s
-
-
-def s_prefix_min(length: int, rate: float) -> int:
-    """Smallest prefix length of the S denoiser on a raw chunk of ``length`` tokens."""
-    return max(1, round((1.0 - 2.0 * rate) * (length - 1)))
+from ..config import Denoiser, Layout, Lengths, Mixture, PrepareConfig
+from ..errors import ConfigError
+from .denoisers import kind_of
 
 
 @dataclass(frozen=True)
@@ -73,19 +58,7 @@ def _mode_len(mix: Mixture) -> int:
 
 
 def _fits(d: Denoiser, L: int, m: int, lengths: Lengths) -> bool:
-    if L < 2:
-        return False
-    if d.is_span:
-        n, s = span_counts(L, d.rate, d.mean_span)
-        if lengths.layout == "encoder-decoder":
-            return bool(
-                m + L - n + s + 1 <= lengths.inputs_length and n + s + 1 <= lengths.targets_length
-            )
-        return bool(m + L + 2 * s + 1 <= lengths.seq_length)
-    if lengths.layout == "encoder-decoder":
-        lo = s_prefix_min(L, d.rate)
-        return m + L <= lengths.inputs_length and L - lo + 1 <= lengths.targets_length
-    return m + L + 1 <= lengths.seq_length
+    return L >= 2 and kind_of(d).fits(d, L, m, lengths)
 
 
 def _largest_fit(d: Denoiser, m: int, lengths: Lengths) -> int:
@@ -122,30 +95,24 @@ def plan(mixture: Mixture, lengths: Lengths) -> tuple[ComponentPlan, ...]:
             )
             raise ConfigError(f"{d.name}: {budget} is too small for even one span/split")
         mode = d.resolved_mode_token() if mixture.mode_tokens else None
-        if d.is_span:
-            n, s = span_counts(L, d.rate, d.mean_span)
-            if s > L - n:
-                raise ConfigError(
-                    f"{d.name}: at raw length {L} it masks {n} tokens in {s} spans but only {L - n} "
-                    "tokens remain to separate them; lower the rate or raise the mean span"
-                )
-            if lengths.layout == "encoder-decoder":
-                inp, tgt = m + L - n + s + 1, n + s + 1
-            else:
-                inp, tgt = m + L + 2 * s + 1, n + s + 1
-            out.append(
-                ComponentPlan(i, d, float(p), mode, L, n, s, 0, 0, inp, tgt, float(inp), float(tgt))
+        k = kind_of(d).plan(d, L, m, lengths)
+        out.append(
+            ComponentPlan(
+                i,
+                d,
+                float(p),
+                mode,
+                L,
+                k.noise_tokens,
+                k.spans,
+                k.prefix_min,
+                k.prefix_max,
+                k.input_length,
+                k.target_length,
+                k.mean_input_tokens,
+                k.mean_target_tokens,
             )
-        else:
-            lo, hi = s_prefix_min(L, d.rate), L - 1
-            mean_p = (lo + hi) / 2.0
-            if lengths.layout == "encoder-decoder":
-                inp, tgt = m + L, L - lo + 1
-                mi, mt = m + mean_p + 1, L - mean_p + 1
-            else:
-                inp, tgt = m + L + 1, L - lo + 1
-                mi, mt = float(inp), L - mean_p + 1
-            out.append(ComponentPlan(i, d, float(p), mode, L, 0, 0, lo, hi, inp, tgt, mi, mt))
+        )
     return tuple(out)
 
 
@@ -166,10 +133,7 @@ def expected_efficiency(plans: Sequence[ComponentPlan], lengths: Lengths) -> dic
 
 def _min_example(c: ComponentPlan, layout: Layout) -> tuple[int, int]:
     """Smallest (input tokens, target tokens) a component's example can have."""
-    m = 0 if c.mode_token is None else 1
-    if layout == "decoder-only" or c.denoiser.is_span:
-        return c.input_length, c.target_length  # exact for span; S decoder-only: m + L + 1
-    return m + c.prefix_min + 1, c.raw_length - c.prefix_max + 1
+    return kind_of(c.denoiser).min_example(c, layout)
 
 
 def max_segments(plans: Sequence[ComponentPlan], lengths: Lengths) -> int:
