@@ -1,0 +1,483 @@
+"""On-the-fly UL2 collator: a drop-in for ``text-denoising``'s ``DataCollatorForUL2``.
+
+Same constructor arguments and returned keys as the seed package (0.1.1), built on this
+project's mixture semantics: each example draws ONE component of a :class:`~.config.Mixture`,
+span counts are exactly T5's (``n = clamp(rint(L*r), 1, L-1)``, ``s = max(rint(n/mu), 1)``,
+uniform compositions, non-noise first) on each row's *real* length ``L`` (padding is never
+masked), sentinels are looked up by name, and all randomness comes from one seeded
+``np.random.Generator``. Deviations from the seed are listed with their reasons in
+``docs/migration.md``.
+
+Vectorized over the batch with ragged rows: the two uniform compositions of every span row are
+drawn at once (``k-1`` smallest of ``m-1`` i.i.d. keys per row via one ``argsort`` on a padded
+``[B, max m]`` array, invalid slots keyed above 1), segments are interleaved and expanded with one
+``np.repeat`` into the concatenated rows, and inputs/labels are compacted with a row-wise
+``cumsum`` scatter. No Python loop runs over rows (only over the <= 4 ways an example can end).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import S, Denoiser, Mixture, load_mixture
+from .errors import ConfigError, InputError
+
+IGNORE_INDEX = -100
+#: names tried, in order, when the tokenizer has no ``eos_token_id`` / ``pad_token_id``
+EOS_NAMES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>")
+PAD_NAMES = ("<pad>", "[PAD]", "<|padding|>", "<|pad|>")
+
+
+def seed_mixture(
+    r_denoising: bool = True,
+    r_probability: float = 0.25,
+    r_denoising_config: Sequence[Sequence[float]] = ((3, 0.15),),
+    s_denoising: bool = True,
+    s_probability: float = 0.5,
+    x_denoising: bool = True,
+    x_probability: float = 0.25,
+    x_denoising_config: Sequence[Sequence[float]] = ((32, 0.5), (64, 0.2)),
+    s_rate: float = 0.25,
+    mode_tokens: bool = False,
+) -> Mixture:
+    """The seed collator's R/S/X switches as a :class:`Mixture`: each ``(mean_span, rate)`` of a
+    family is one component with an equal share of the family's probability (the seed ORs the
+    masks of a family's configs together instead). With the defaults this is the
+    ``text-denoising`` preset (R 25%, S 50%, X(32,.5) and X(64,.2) 12.5% each)."""
+    dens: list[Denoiser] = []
+    for on, prob, cfgs, kind in (
+        (r_denoising, r_probability, r_denoising_config, "R"),
+        (s_denoising, s_probability, None, "S"),
+        (x_denoising, x_probability, x_denoising_config, "X"),
+    ):
+        if not on or prob == 0:
+            continue
+        if prob < 0:
+            raise ConfigError(f"{kind} probability must be >= 0, got {prob}")
+        if cfgs is None:
+            dens.append(S(s_rate, float(prob)))
+            continue
+        cfgs = tuple(cfgs)
+        if not cfgs:
+            raise ConfigError(f"{kind} denoising is on but its config list is empty")
+        for c in cfgs:
+            if len(c) != 2:
+                raise ConfigError(f"{kind} config {c!r}: expected (mean_span, rate)")
+            mu, r = float(c[0]), float(c[1])
+            dens.append(Denoiser(kind, rate=r, mean_span=mu, weight=float(prob) / len(cfgs)))  # type: ignore[arg-type]
+    if not dens:
+        raise ConfigError("all of R, S and X denoising are off")
+    return Mixture("text-denoising-collator", tuple(dens), mode_tokens=mode_tokens, source="")
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Per-row parameters of one batch (all arrays ``[B]``), for :func:`corrupt_ragged`."""
+
+    is_span: np.ndarray  # bool
+    rate: np.ndarray  # float64
+    mean_span: np.ndarray  # float64 (unused for S rows)
+    mode_id: np.ndarray  # int64, -1: no mode token
+
+
+def ragged_compositions(rng: np.random.Generator, m: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Uniform random compositions of ``m[i]`` items into ``k[i]`` positive parts, for every row
+    at once. Returns the part lengths flattened row after row (``k.sum()`` values)."""
+    b = len(m)
+    if b == 0:
+        return np.zeros(0, dtype=np.int64)
+    if (k < 1).any() or (k > m).any():
+        raise ValueError("every row needs 1 <= parts <= items")
+    width = int(m.max())
+    col = np.arange(width)[None, :]
+    starts = np.zeros((b, width), dtype=bool)
+    starts[:, 0] = True
+    if width > 1:
+        keys = rng.random((b, width - 1))
+        keys[col[:, :-1] >= (m - 1)[:, None]] = 2.0  # gaps a row does not have: never chosen
+        order = np.argsort(keys, axis=1)
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(col[:, :-1], order.shape), axis=1)
+        starts[:, 1:] = rank < (k - 1)[:, None]
+    cols = np.nonzero(starts)[1]  # row-major: sorted within each row, k[i] per row
+    ends = np.empty_like(cols)
+    ends[:-1] = cols[1:]
+    last = np.cumsum(k) - 1
+    ends[last] = m
+    return (ends - cols).astype(np.int64)
+
+
+def ragged_span_masks(
+    rng: np.random.Generator, lengths: np.ndarray, n: np.ndarray, s: np.ndarray, width: int
+) -> np.ndarray:
+    """Boolean noise masks ``[B, width]`` (False past each row's length): row ``i`` has
+    ``n[i]`` noise tokens in ``s[i]`` spans, non-noise first, both compositions uniform."""
+    b = len(lengths)
+    mask = np.zeros((b, width), dtype=bool)
+    if b == 0:
+        return mask
+    noise = ragged_compositions(rng, n, s)
+    keep = ragged_compositions(rng, lengths - n, s)
+    seg = np.stack([keep, noise], axis=1).ravel()  # keep_0 noise_0 keep_1 ... row after row
+    flags = np.zeros(len(seg), dtype=bool)
+    flags[1::2] = True
+    mask[np.arange(width)[None, :] < lengths[:, None]] = np.repeat(flags, seg)
+    return mask
+
+
+@dataclass
+class Corrupted:
+    """Output of :func:`corrupt_ragged` (numpy, int64): real lengths and padded arrays."""
+
+    input_ids: np.ndarray  # [B, I] pad after input_length
+    labels: np.ndarray  # [B, T] IGNORE_INDEX after target_length
+    input_length: np.ndarray  # [B]
+    target_length: np.ndarray  # [B]
+    noise_mask: np.ndarray  # [B, W] span rows: the mask; S rows: the target positions
+
+
+def corrupt_ragged(
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    rows: RowPlan,
+    sentinels: np.ndarray,
+    eos: int,
+    pad: int,
+    rng: np.random.Generator,
+    multiple_of: int = 1,
+) -> Corrupted:
+    """Corrupt rows of different real lengths (``tokens[i, :lengths[i]]``), each with its own
+    denoiser. Encoder-decoder layout: ``input_ids = [mode] inputs EOS pad...``, ``labels =
+    targets EOS -100...``, padded to the batch's longest (rounded up to ``multiple_of``)."""
+    b, width = tokens.shape
+    L = lengths.astype(np.int64)
+    if b and L.min() < 2:
+        i = int(np.argmin(L))
+        raise InputError(
+            f"example {i} has {int(L[i])} real token(s); UL2 needs at least 2 (filter out empty "
+            "and one-token examples, e.g. dataset.filter(lambda e: len(e['input_ids']) > 2))"
+        )
+    col = np.arange(width)[None, :]
+    valid = col < L[:, None]
+    sp = rows.is_span
+    # --- span rows: T5 counts per row, then the masks
+    n = np.zeros(b, dtype=np.int64)
+    s = np.zeros(b, dtype=np.int64)
+    if sp.any():
+        Ls = L[sp]
+        ns = np.clip(np.rint(Ls * rows.rate[sp]).astype(np.int64), 1, Ls - 1)
+        ss = np.maximum(np.rint(ns / rows.mean_span[sp]).astype(np.int64), 1)
+        bad = np.flatnonzero(ss > Ls - ns)
+        if len(bad):
+            i = int(np.flatnonzero(sp)[bad[0]])
+            raise InputError(
+                f"example {i}: {int(ns[bad[0]])} noise tokens in {int(ss[bad[0]])} spans leave "
+                f"too few of its {int(L[i])} tokens to separate them"
+            )
+        if int(ss.max()) > len(sentinels):
+            i = int(np.flatnonzero(sp)[int(np.argmax(ss))])
+            raise InputError(
+                f"example {i} ({int(L[i])} tokens) needs {int(ss.max())} sentinels; the tokenizer "
+                f"has {len(sentinels)}. Truncate examples (e.g. tokenizer(..., truncation=True, "
+                "max_length=...)) or add more sentinel tokens"
+            )
+        n[sp], s[sp] = ns, ss
+    mask = np.zeros((b, width), dtype=bool)
+    if sp.any():
+        mask[sp] = ragged_span_masks(rng, L[sp], n[sp], s[sp], width)
+    # --- S rows: prefix uniform on [max(1, rint((1-2r)(L-1))), L-1]; targets = the rest
+    pre = ~sp
+    if pre.any():
+        Lp = L[pre]
+        lo = np.maximum(np.rint((1.0 - 2.0 * rows.rate[pre]) * (Lp - 1)).astype(np.int64), 1)
+        p = rng.integers(lo, Lp)  # high exclusive: at most L-1
+        mask[pre] = (col >= p[:, None]) & valid[pre]
+    # --- inputs: kept tokens, each span's first position replaced by its sentinel
+    prev = np.zeros_like(mask)
+    prev[:, 1:] = mask[:, :-1]
+    span_start = mask & ~prev & sp[:, None]
+    keep_start = valid & ~mask & (prev | (col == 0)) & sp[:, None]
+    vals = tokens.astype(np.int64, copy=True)
+    vals[span_start] = sentinels[np.cumsum(span_start, axis=1)[span_start] - 1]
+    in_keep = valid & (~mask | span_start)
+    m = (rows.mode_id >= 0).astype(np.int64)
+    in_len = m + in_keep.sum(axis=1) + 1
+    # --- targets: noise tokens, each keep segment's first position replaced by its sentinel
+    tvals = tokens.astype(np.int64, copy=True)
+    tvals[keep_start] = sentinels[np.cumsum(keep_start, axis=1)[keep_start] - 1]
+    t_keep = mask | keep_start
+    t_len = t_keep.sum(axis=1) + 1
+    wi = _round_up(int(in_len.max()) if b else 1, multiple_of)
+    wt = _round_up(int(t_len.max()) if b else 1, multiple_of)
+    ridx = np.arange(b)
+    ids = np.full((b, wi), pad, dtype=np.int64)
+    ids[ridx[m == 1], 0] = rows.mode_id[m == 1]
+    r_in = np.broadcast_to(ridx[:, None], (b, width))
+    ids[r_in[in_keep], (m[:, None] + np.cumsum(in_keep, axis=1) - 1)[in_keep]] = vals[in_keep]
+    ids[ridx, in_len - 1] = eos
+    lab = np.full((b, wt), IGNORE_INDEX, dtype=np.int64)
+    lab[r_in[t_keep], (np.cumsum(t_keep, axis=1) - 1)[t_keep]] = tvals[t_keep]
+    lab[ridx, t_len - 1] = eos
+    return Corrupted(ids, lab, in_len, t_len, mask)
+
+
+def _round_up(x: int, k: int) -> int:
+    return -(-x // k) * k if k > 1 else x
+
+
+def shift_labels(
+    labels: np.ndarray, decoder_start: int, pad: int, label_pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(decoder_input_ids, decoder_attention_mask) exactly as the seed derives them: labels
+    shifted right behind ``decoder_start``; positions whose shifted label is ``label_pad`` get
+    ``pad`` and attention 0."""
+    shifted = np.empty_like(labels)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start
+    ignored = shifted == label_pad
+    return np.where(ignored, pad, shifted), (~ignored).astype(np.int64)
+
+
+def _vocab_of(tokenizer: Any) -> dict[str, int]:
+    try:
+        vocab = tokenizer.get_vocab()
+    except AttributeError:
+        raise ConfigError("the tokenizer has no get_vocab(); pass a Hugging Face tokenizer") from None
+    return {str(k): int(v) for k, v in vocab.items()}
+
+
+def _special_id(tokenizer: Any, attr: str, vocab: Mapping[str, int], names: Sequence[str]) -> int:
+    v = getattr(tokenizer, attr, None)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    for n in names:
+        if n in vocab:
+            return vocab[n]
+    raise ConfigError(f"the tokenizer has no {attr} and none of {list(names)}; pass {attr}=")
+
+
+class DataCollatorForUL2:
+    """Drop-in for ``text_denoising.DataCollatorForUL2`` (same positional and keyword
+    arguments); call it on a list of examples with ``input_ids`` (as the HF ``Trainer`` does).
+
+    Returns ``input_ids``, ``labels``, ``decoder_input_ids``, ``decoder_attention_mask`` (the
+    seed's keys) plus ``attention_mask`` (the seed returns none, so its encoder attends to
+    padding). Extra keyword-only arguments:
+
+    - ``seed``: int, ``np.random.SeedSequence`` or ``np.random.Generator`` (default 0; ``None``
+      draws fresh entropy). Inside ``DataLoader`` workers the generator is re-derived from
+      ``(seed, worker seed)``, so workers never repeat each other's noise and epochs differ.
+    - ``mixture``: a :class:`Mixture` or preset name; replaces the R/S/X switches.
+    - ``s_rate``: the S denoiser's rate (prefix uniform on ``[rint((1-2r)(L-1)), L-1]``).
+    - ``mode_tokens``: prepend ``[NLU]``/``[NLG]``/``[S2S]`` (must exist in the tokenizer).
+    - ``decoder_start_token_id``, ``pad_token_id``, ``eos_token_id``: default from the tokenizer
+      (decoder start: its BOS as in the seed, else pad as in T5).
+    - ``sentinel_template``: sentinel names, ``<extra_id_{}>``.
+    - ``strip_eos``: drop one trailing EOS from each example before corrupting (it is appended
+      again after the inputs and the targets), so EOS is never masked into a span.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        r_denoising: bool = True,
+        r_probability: float = 0.25,
+        r_denoising_config: Sequence[Sequence[float]] = ((3, 0.15),),
+        s_denoising: bool = True,
+        s_probability: float = 0.5,
+        x_denoising: bool = True,
+        x_probability: float = 0.25,
+        x_denoising_config: Sequence[Sequence[float]] = ((32, 0.5), (64, 0.2)),
+        pad_to_multiple_of: int | None = None,
+        tf_experimental_compile: bool = False,
+        return_tensors: str = "pt",
+        label_pad_token_id: int = -100,
+        *,
+        seed: int | np.random.SeedSequence | np.random.Generator | None = 0,
+        mixture: Mixture | str | None = None,
+        s_rate: float = 0.25,
+        mode_tokens: bool | None = None,
+        decoder_start_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        sentinel_template: str = "<extra_id_{}>",
+        strip_eos: bool = True,
+    ) -> None:
+        self.tokenizer = tokenizer
+        if mixture is None:
+            mix = seed_mixture(
+                r_denoising,
+                r_probability,
+                r_denoising_config,
+                s_denoising,
+                s_probability,
+                x_denoising,
+                x_probability,
+                x_denoising_config,
+                s_rate=s_rate,
+                mode_tokens=bool(mode_tokens),
+            )
+        elif isinstance(mixture, str):
+            mix = load_mixture(mixture, mode_tokens=bool(mode_tokens))
+        else:
+            mix = mixture if mode_tokens is None else Mixture(
+                mixture.name, mixture.denoisers, mode_tokens, mixture.source
+            )
+        self.mixture = mix
+        if return_tensors not in ("pt", "np"):
+            raise ConfigError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
+        self.return_tensors = return_tensors
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.tf_experimental_compile = tf_experimental_compile
+        self.label_pad_token_id = int(label_pad_token_id)
+        self.strip_eos = strip_eos
+        vocab = _vocab_of(tokenizer)
+        self.pad_token_id = (
+            int(pad_token_id)
+            if pad_token_id is not None
+            else _special_id(tokenizer, "pad_token_id", vocab, PAD_NAMES)
+        )
+        self.eos_token_id = (
+            int(eos_token_id)
+            if eos_token_id is not None
+            else _special_id(tokenizer, "eos_token_id", vocab, EOS_NAMES)
+        )
+        bos = getattr(tokenizer, "bos_token_id", None)
+        self.decoder_start_token_id = (
+            int(decoder_start_token_id)
+            if decoder_start_token_id is not None
+            else (int(bos) if isinstance(bos, (int, np.integer)) else self.pad_token_id)
+        )
+        sent: list[int] = []
+        while sentinel_template.format(len(sent)) in vocab:
+            sent.append(vocab[sentinel_template.format(len(sent))])
+        self.sentinels = np.asarray(sent, dtype=np.int64)
+        if any(d.is_span for d in mix.denoisers) and not sent:
+            raise ConfigError(
+                f"the tokenizer has no sentinel {sentinel_template.format(0)!r}: add them "
+                "(tokenizer.add_special_tokens + model.resize_token_embeddings) or pass "
+                "sentinel_template="
+            )
+        modes: dict[str, int] = {}
+        for name in mix.mode_token_strings():
+            if name not in vocab:
+                raise ConfigError(f"mode token {name!r} is not in the tokenizer")
+            modes[name] = vocab[name]
+        ds = mix.denoisers
+        self._probs = mix.probabilities
+        self._is_span = np.array([d.is_span for d in ds], dtype=bool)
+        self._rate = np.array([d.rate for d in ds], dtype=np.float64)
+        self._mean = np.array([d.mean_span if d.is_span else 1.0 for d in ds], dtype=np.float64)
+        self._mode = np.array(
+            [modes[d.resolved_mode_token()] if mix.mode_tokens else -1 for d in ds],
+            dtype=np.int64,
+        )
+        self._seed = seed
+        if isinstance(seed, np.random.Generator):
+            self.rng = seed
+            self._entropy: Any = None
+        else:
+            ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+            self._entropy = ss.entropy
+            self.rng = np.random.default_rng(ss)
+        self._worker_seed: int | None = None
+        #: component index of each row of the last batch (for inspection and tests)
+        self.last_components = np.zeros(0, dtype=np.int8)
+
+    # ------------------------------------------------------------------ batching
+
+    def _maybe_reseed_for_worker(self) -> None:
+        if self._entropy is None or "torch" not in sys.modules:
+            return
+        info = sys.modules["torch"].utils.data.get_worker_info()
+        if info is None or info.seed == self._worker_seed:
+            return
+        self._worker_seed = int(info.seed)
+        self.rng = np.random.default_rng(np.random.SeedSequence([self._entropy, int(info.seed)]))
+
+    def pad_examples(self, examples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(tokens [B, W] int64 padded with pad, real lengths [B])``. A real length is the
+        row's ``attention_mask`` sum when it has one, else its length; one trailing EOS is then
+        dropped when ``strip_eos``."""
+        if not examples:
+            raise InputError("empty batch")
+        if isinstance(examples[0], Mapping):
+            if "input_ids" not in examples[0]:
+                raise InputError("examples must have an 'input_ids' field")
+            seqs = [e["input_ids"] for e in examples]
+            am = [e.get("attention_mask") for e in examples]
+        else:
+            seqs, am = list(examples), [None] * len(examples)
+        seqs = [s.tolist() if hasattr(s, "tolist") else s for s in seqs]
+        lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lens.sum()))
+        width = max(int(lens.max()), 1)
+        tokens = np.full((len(seqs), width), self.pad_token_id, dtype=np.int64)
+        tokens[np.arange(width)[None, :] < lens[:, None]] = flat
+        if any(a is not None for a in am):
+            real = np.array(
+                [int(np.sum(a)) if a is not None else n for a, n in zip(am, lens, strict=True)],
+                dtype=np.int64,
+            )
+            lens = np.minimum(lens, real)  # right padding: attention 1 on the first real tokens
+        if self.strip_eos:
+            last = tokens[np.arange(len(lens)), np.maximum(lens - 1, 0)]
+            lens = lens - ((last == self.eos_token_id) & (lens > 0))
+        return tokens, lens
+
+    def draw_components(self, count: int) -> np.ndarray:
+        cdf = np.cumsum(self._probs)
+        cdf /= cdf[-1]
+        u = self.rng.random(count)
+        c: np.ndarray = np.minimum(np.searchsorted(cdf, u, side="right"), len(cdf) - 1)
+        return c.astype(np.int8)
+
+    def numpy_call(self, examples: Sequence[Any]) -> dict[str, np.ndarray]:
+        """The batch as int64 numpy arrays."""
+        self._maybe_reseed_for_worker()
+        tokens, lens = self.pad_examples(examples)
+        comp = self.draw_components(len(lens))
+        self.last_components = comp
+        plan = RowPlan(self._is_span[comp], self._rate[comp], self._mean[comp], self._mode[comp])
+        out = corrupt_ragged(
+            tokens,
+            lens,
+            plan,
+            self.sentinels,
+            self.eos_token_id,
+            self.pad_token_id,
+            self.rng,
+            self.pad_to_multiple_of or 1,
+        )
+        labels = out.labels
+        if self.label_pad_token_id != IGNORE_INDEX:
+            labels = np.where(labels == IGNORE_INDEX, self.label_pad_token_id, labels)
+        dec, dec_mask = shift_labels(
+            labels, self.decoder_start_token_id, self.pad_token_id, self.label_pad_token_id
+        )
+        att = (np.arange(out.input_ids.shape[1])[None, :] < out.input_length[:, None]).astype(
+            np.int64
+        )
+        return {
+            "input_ids": out.input_ids,
+            "attention_mask": att,
+            "labels": labels,
+            "decoder_input_ids": dec,
+            "decoder_attention_mask": dec_mask,
+        }
+
+    def __call__(self, examples: Sequence[Any], return_tensors: str | None = None) -> Any:
+        batch = self.numpy_call(examples)
+        if (return_tensors or self.return_tensors) == "np":
+            return batch
+        import torch
+
+        return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+    torch_call = __call__
