@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import S, Denoiser, Mixture, load_mixture
+from .config import Denoiser, Mixture, S, load_mixture
 from .errors import ConfigError, InputError
 
 IGNORE_INDEX = -100
@@ -88,28 +88,35 @@ class RowPlan:
 
 def ragged_compositions(rng: np.random.Generator, m: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Uniform random compositions of ``m[i]`` items into ``k[i]`` positive parts, for every row
-    at once. Returns the part lengths flattened row after row (``k.sum()`` values)."""
+    at once. Returns the part lengths flattened row after row (``k.sum()`` values).
+
+    Row ``i`` cuts at the gaps holding its ``k[i]-1`` smallest of ``m[i]-1`` i.i.d. uniform keys
+    (a uniform subset); one ``np.sort`` gives every row's threshold. Rows with tied keys
+    (probability ~1e-11) are redone exactly by rank."""
     b = len(m)
     if b == 0:
         return np.zeros(0, dtype=np.int64)
     if (k < 1).any() or (k > m).any():
         raise ValueError("every row needs 1 <= parts <= items")
     width = int(m.max())
-    col = np.arange(width)[None, :]
     starts = np.zeros((b, width), dtype=bool)
     starts[:, 0] = True
-    if width > 1:
+    cuts = k - 1
+    if width > 1 and cuts.any():
+        gap = np.arange(width - 1)[None, :]
         keys = rng.random((b, width - 1))
-        keys[col[:, :-1] >= (m - 1)[:, None]] = 2.0  # gaps a row does not have: never chosen
-        order = np.argsort(keys, axis=1)
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.broadcast_to(col[:, :-1], order.shape), axis=1)
-        starts[:, 1:] = rank < (k - 1)[:, None]
+        keys[gap >= (m - 1)[:, None]] = 2.0  # gaps a row does not have: never chosen
+        thr = np.sort(keys, axis=1)[np.arange(b), np.maximum(cuts - 1, 0)]
+        chosen = (keys <= thr[:, None]) & (cuts > 0)[:, None]
+        tied = np.flatnonzero(chosen.sum(axis=1) != cuts)
+        if len(tied):
+            rank = np.argsort(np.argsort(keys[tied], axis=1, kind="stable"), axis=1)
+            chosen[tied] = rank < cuts[tied, None]
+        starts[:, 1:] = chosen
     cols = np.nonzero(starts)[1]  # row-major: sorted within each row, k[i] per row
     ends = np.empty_like(cols)
     ends[:-1] = cols[1:]
-    last = np.cumsum(k) - 1
-    ends[last] = m
+    ends[np.cumsum(k) - 1] = m
     return (ends - cols).astype(np.int64)
 
 
@@ -154,77 +161,98 @@ def corrupt_ragged(
 ) -> Corrupted:
     """Corrupt rows of different real lengths (``tokens[i, :lengths[i]]``), each with its own
     denoiser. Encoder-decoder layout: ``input_ids = [mode] inputs EOS pad...``, ``labels =
-    targets EOS -100...``, padded to the batch's longest (rounded up to ``multiple_of``)."""
+    targets EOS -100...``, padded to the batch's longest (rounded up to ``multiple_of``).
+    Either every row has a mode token or none has."""
     b, width = tokens.shape
     L = lengths.astype(np.int64)
-    if b and L.min() < 2:
+    if b == 0:
+        raise InputError("batch", "size 0", "empty_batch")
+    if L.min() < 2:
         i = int(np.argmin(L))
-        raise InputError(
-            f"example {i} has {int(L[i])} real token(s); UL2 needs at least 2 (filter out empty "
-            "and one-token examples, e.g. dataset.filter(lambda e: len(e['input_ids']) > 2))"
+        raise _bad(
+            i,
+            "too_short",
+            f"{int(L[i])} real token(s); UL2 needs at least 2 (filter out empty and one-token "
+            "examples, e.g. dataset.filter(lambda e: len(e['input_ids']) > 2))",
         )
+    has_mode = rows.mode_id >= 0
+    if has_mode.any() and not has_mode.all():
+        raise ValueError("either every row has a mode token or none has")
+    m = int(has_mode[0])
     col = np.arange(width)[None, :]
     valid = col < L[:, None]
     sp = rows.is_span
-    # --- span rows: T5 counts per row, then the masks
-    n = np.zeros(b, dtype=np.int64)
-    s = np.zeros(b, dtype=np.int64)
-    if sp.any():
-        Ls = L[sp]
-        ns = np.clip(np.rint(Ls * rows.rate[sp]).astype(np.int64), 1, Ls - 1)
-        ss = np.maximum(np.rint(ns / rows.mean_span[sp]).astype(np.int64), 1)
-        bad = np.flatnonzero(ss > Ls - ns)
-        if len(bad):
-            i = int(np.flatnonzero(sp)[bad[0]])
-            raise InputError(
-                f"example {i}: {int(ns[bad[0]])} noise tokens in {int(ss[bad[0]])} spans leave "
-                f"too few of its {int(L[i])} tokens to separate them"
-            )
-        if int(ss.max()) > len(sentinels):
-            i = int(np.flatnonzero(sp)[int(np.argmax(ss))])
-            raise InputError(
-                f"example {i} ({int(L[i])} tokens) needs {int(ss.max())} sentinels; the tokenizer "
-                f"has {len(sentinels)}. Truncate examples (e.g. tokenizer(..., truncation=True, "
-                "max_length=...)) or add more sentinel tokens"
-            )
-        n[sp], s[sp] = ns, ss
+    span_rows = np.flatnonzero(sp)
+    pre_rows = np.flatnonzero(~sp)
+    in_cnt = np.empty(b, dtype=np.int64)  # inputs without mode and EOS
+    t_cnt = np.empty(b, dtype=np.int64)  # targets without EOS
     mask = np.zeros((b, width), dtype=bool)
-    if sp.any():
-        mask[sp] = ragged_span_masks(rng, L[sp], n[sp], s[sp], width)
-    # --- S rows: prefix uniform on [max(1, rint((1-2r)(L-1))), L-1]; targets = the rest
-    pre = ~sp
-    if pre.any():
-        Lp = L[pre]
-        lo = np.maximum(np.rint((1.0 - 2.0 * rows.rate[pre]) * (Lp - 1)).astype(np.int64), 1)
+    s = np.zeros(0, dtype=np.int64)
+    if len(span_rows):  # T5 counts per row, then the masks
+        Ls = L[span_rows]
+        n = np.clip(np.rint(Ls * rows.rate[span_rows]).astype(np.int64), 1, Ls - 1)
+        s = np.maximum(np.rint(n / rows.mean_span[span_rows]).astype(np.int64), 1)
+        bad = np.flatnonzero(s > Ls - n)
+        if len(bad):
+            i = int(span_rows[bad[0]])
+            raise _bad(
+                i,
+                "too_many_spans",
+                f"{int(n[bad[0]])} noise tokens in {int(s[bad[0]])} spans leave too few of its "
+                f"{int(L[i])} tokens to separate them",
+            )
+        if int(s.max()) > len(sentinels):
+            i = int(span_rows[int(np.argmax(s))])
+            raise _bad(
+                i,
+                "too_few_sentinels",
+                f"{int(L[i])} tokens need {int(s.max())} sentinels; the tokenizer has "
+                f"{len(sentinels)}. Truncate examples (e.g. tokenizer(..., truncation=True, "
+                "max_length=...)) or add more sentinel tokens",
+            )
+        mask[span_rows] = ragged_span_masks(rng, Ls, n, s, width)
+        in_cnt[span_rows] = Ls - n + s
+        t_cnt[span_rows] = n + s
+    if len(pre_rows):  # S: prefix uniform on [max(1, rint((1-2r)(L-1))), L-1]
+        Lp = L[pre_rows]
+        lo = np.maximum(np.rint((1.0 - 2.0 * rows.rate[pre_rows]) * (Lp - 1)).astype(np.int64), 1)
         p = rng.integers(lo, Lp)  # high exclusive: at most L-1
-        mask[pre] = (col >= p[:, None]) & valid[pre]
-    # --- inputs: kept tokens, each span's first position replaced by its sentinel
+        mask[pre_rows] = (col >= p[:, None]) & valid[pre_rows]
+        in_cnt[pre_rows] = p
+        t_cnt[pre_rows] = Lp - p
     prev = np.zeros_like(mask)
     prev[:, 1:] = mask[:, :-1]
-    span_start = mask & ~prev & sp[:, None]
-    keep_start = valid & ~mask & (prev | (col == 0)) & sp[:, None]
+    # sentinel k on the k-th noise span (inputs) and the k-th non-noise segment (targets) of each
+    # span row; row-major order makes the k's a flat arange minus each row's offset
+    ordinal = np.arange(int(s.sum())) - np.repeat(np.cumsum(s) - s, s)
+    sent = sentinels[ordinal]
+    span_start = mask & ~prev
+    span_start[pre_rows] = False
+    keep_start = ~mask & valid & prev
+    keep_start[:, 0] = True
+    keep_start[pre_rows] = False
     vals = tokens.astype(np.int64, copy=True)
-    vals[span_start] = sentinels[np.cumsum(span_start, axis=1)[span_start] - 1]
+    vals[span_start] = sent
     in_keep = valid & (~mask | span_start)
-    m = (rows.mode_id >= 0).astype(np.int64)
-    in_len = m + in_keep.sum(axis=1) + 1
-    # --- targets: noise tokens, each keep segment's first position replaced by its sentinel
-    tvals = tokens.astype(np.int64, copy=True)
-    tvals[keep_start] = sentinels[np.cumsum(keep_start, axis=1)[keep_start] - 1]
-    t_keep = mask | keep_start
-    t_len = t_keep.sum(axis=1) + 1
-    wi = _round_up(int(in_len.max()) if b else 1, multiple_of)
-    wt = _round_up(int(t_len.max()) if b else 1, multiple_of)
-    ridx = np.arange(b)
+    wi = _round_up(int(in_cnt.max()) + m + 1, multiple_of)
     ids = np.full((b, wi), pad, dtype=np.int64)
-    ids[ridx[m == 1], 0] = rows.mode_id[m == 1]
-    r_in = np.broadcast_to(ridx[:, None], (b, width))
-    ids[r_in[in_keep], (m[:, None] + np.cumsum(in_keep, axis=1) - 1)[in_keep]] = vals[in_keep]
-    ids[ridx, in_len - 1] = eos
+    if m:
+        ids[:, 0] = rows.mode_id
+    body = ids[:, m:]
+    body[np.arange(wi - m)[None, :] < in_cnt[:, None]] = vals[in_keep]
+    ridx = np.arange(b)
+    ids[ridx, m + in_cnt] = eos
+    vals[keep_start] = sent
+    vals[span_start] = tokens[span_start]
+    wt = _round_up(int(t_cnt.max()) + 1, multiple_of)
     lab = np.full((b, wt), IGNORE_INDEX, dtype=np.int64)
-    lab[r_in[t_keep], (np.cumsum(t_keep, axis=1) - 1)[t_keep]] = tvals[t_keep]
-    lab[ridx, t_len - 1] = eos
-    return Corrupted(ids, lab, in_len, t_len, mask)
+    lab[np.arange(wt)[None, :] < t_cnt[:, None]] = vals[mask | keep_start]
+    lab[ridx, t_cnt] = eos
+    return Corrupted(ids, lab, m + in_cnt + 1, t_cnt + 1, mask)
+
+
+def _bad(i: int, reason: str, detail: str) -> InputError:
+    return InputError("batch", f"example {i}", reason, detail)
 
 
 def _round_up(x: int, k: int) -> int:
@@ -248,7 +276,9 @@ def _vocab_of(tokenizer: Any) -> dict[str, int]:
     try:
         vocab = tokenizer.get_vocab()
     except AttributeError:
-        raise ConfigError("the tokenizer has no get_vocab(); pass a Hugging Face tokenizer") from None
+        raise ConfigError(
+            "the tokenizer has no get_vocab(); pass a Hugging Face tokenizer"
+        ) from None
     return {str(k): int(v) for k, v in vocab.items()}
 
 
@@ -326,8 +356,10 @@ class DataCollatorForUL2:
         elif isinstance(mixture, str):
             mix = load_mixture(mixture, mode_tokens=bool(mode_tokens))
         else:
-            mix = mixture if mode_tokens is None else Mixture(
-                mixture.name, mixture.denoisers, mode_tokens, mixture.source
+            mix = (
+                mixture
+                if mode_tokens is None
+                else Mixture(mixture.name, mixture.denoisers, mode_tokens, mixture.source)
             )
         self.mixture = mix
         if return_tensors not in ("pt", "np"):
@@ -406,17 +438,19 @@ class DataCollatorForUL2:
         row's ``attention_mask`` sum when it has one, else its length; one trailing EOS is then
         dropped when ``strip_eos``."""
         if not examples:
-            raise InputError("empty batch")
+            raise InputError("batch", "size 0", "empty_batch")
         if isinstance(examples[0], Mapping):
             if "input_ids" not in examples[0]:
-                raise InputError("examples must have an 'input_ids' field")
+                raise InputError("batch", "example 0", "no_input_ids", "needs an 'input_ids' field")
             seqs = [e["input_ids"] for e in examples]
             am = [e.get("attention_mask") for e in examples]
         else:
             seqs, am = list(examples), [None] * len(examples)
         seqs = [s.tolist() if hasattr(s, "tolist") else s for s in seqs]
         lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lens.sum()))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lens.sum())
+        )
         width = max(int(lens.max()), 1)
         tokens = np.full((len(seqs), width), self.pad_token_id, dtype=np.int64)
         tokens[np.arange(width)[None, :] < lens[:, None]] = flat
