@@ -6,6 +6,7 @@ Tests that run ``text-denoising`` (the seed) skip when it is not installed; it i
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -436,3 +437,35 @@ def test_offline_text_denoising_equals_the_collator(tmp_path: Path, tok: Any) ->
                 continue
             _, _, p = chi2_two_sample(histogram(off[key]), histogram(on[key]))
             assert p > 1e-4, (cp.name, key, p)
+
+
+# --------------------------------------------------------------------------- the seed's recipe
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["on-the-fly", "offline"])
+def test_pretrain_example_loss_falls_in_both_modes(mode: str, tmp_path: Path) -> None:
+    """examples/pretrain_t5_jsonl_zst.py, tiny model on one core: the loss ends well below both
+    its start and a uniform guess over the vocabulary (ln 126 = 4.84)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    losses = tmp_path / "losses.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "examples" / "pretrain_t5_jsonl_zst.py"),
+        "--mode",
+        mode,
+        "--steps",
+        "120",
+        "--log-every",
+        "40",
+        "--losses-json",
+        str(losses),
+        *(["--out", str(tmp_path / "prepared")] if mode == "offline" else []),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tokens/s" in r.stdout and "done: 120 steps" in r.stdout
+    got = json.loads(losses.read_text())
+    first, last = float(np.mean(got[:10])), float(np.mean(got[-10:]))
+    assert last < 0.7 * first and last < 0.75 * np.log(126), (first, last)
