@@ -30,6 +30,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--tokenizer", default=str(TOKENIZER), help="a tokenizer.json (T5 layout)")
     ap.add_argument("--ragged", action="store_true", help="lengths uniform in [length/2, length]")
+    ap.add_argument(
+        "--format",
+        choices=["list", "numpy"],
+        default="list",
+        help="rows as Python lists (HF datasets' default, what Trainer passes) or int64 arrays",
+    )
+    ap.add_argument(
+        "--no-attention-mask", action="store_true", help="rows without an attention_mask field"
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -56,6 +65,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         {"input_ids": [*rng.integers(3, vocab - 100, size=int(n) - 1).tolist(), tok.eos_token_id]}
         for n in lens
     ]
+    if not args.no_attention_mask:  # what dataset.map(tokenizer) gives
+        for e in examples:
+            e["attention_mask"] = [1] * len(e["input_ids"])
+    if args.format == "numpy":
+        examples = [{k: np.asarray(v, dtype=np.int64) for k, v in e.items()} for e in examples]
     seed = SeedCollator(tok)
     ours = DataCollatorForUL2(tok, seed=0)
     seed(examples), ours(examples)  # warm up
@@ -70,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ma, mb = statistics.median(a), statistics.median(b)
     load = os.getloadavg()
     print(
-        f"batch {args.batch} x {args.length}{' ragged' if args.ragged else ''}, {args.rounds} rounds A B A B"
+        f"batch {args.batch} x {args.length}{' ragged' if args.ragged else ''}, rows as "
+        f"{args.format}{'' if args.no_attention_mask else ' with attention_mask'}, vocabulary "
+        f"{vocab}, {args.rounds} rounds A B A B"
     )
     print(
         f"seed text-denoising 0.1.1 : median {ma * 1e3:8.2f} ms CPU  (min {min(a) * 1e3:.2f}, max {max(a) * 1e3:.2f})"

@@ -114,7 +114,8 @@ def ragged_compositions(rng: np.random.Generator, m: np.ndarray, k: np.ndarray) 
             rank = np.argsort(np.argsort(keys[tied], axis=1, kind="stable"), axis=1)
             chosen[tied] = rank < cuts[tied, None]
         starts[:, 1:] = chosen
-    cols = np.nonzero(starts)[1]  # row-major: sorted within each row, k[i] per row
+    # row-major: sorted within each row, k[i] per row (1-D flatnonzero: ~2x faster than 2-D)
+    cols = np.flatnonzero(starts) - np.repeat(np.arange(0, b * width, width), k)
     ends = np.empty_like(cols)
     ends[:-1] = cols[1:]
     ends[np.cumsum(k) - 1] = m
@@ -447,33 +448,37 @@ class DataCollatorForUL2:
         self.rng = np.random.default_rng(np.random.SeedSequence([self._entropy, int(info.seed)]))
 
     def pad_examples(self, examples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """``(tokens [B, W] int64 padded with pad, real lengths [B])``. A real length is the
-        row's ``attention_mask`` sum when it has one, else its length; one trailing EOS is then
-        dropped when ``strip_eos``."""
+        """``(tokens [B, W] int64 padded with pad, real lengths [B])``. A row's real length ends
+        at its last non-pad token (so right-padded examples lose their padding; an
+        ``attention_mask`` field is not needed), then one trailing EOS is dropped when
+        ``strip_eos``."""
         if not examples:
             raise InputError("batch", "size 0", "empty_batch")
         if isinstance(examples[0], Mapping):
             if "input_ids" not in examples[0]:
                 raise InputError("batch", "example 0", "no_input_ids", "needs an 'input_ids' field")
             seqs = [e["input_ids"] for e in examples]
-            am = [e.get("attention_mask") for e in examples]
         else:
-            seqs, am = list(examples), [None] * len(examples)
-        seqs = [s.tolist() if hasattr(s, "tolist") else s for s in seqs]
+            seqs = list(examples)
         lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        flat = _concat_ids(seqs, int(lens.sum()))
+        if hasattr(seqs[0], "numpy"):  # torch tensors (datasets .with_format("torch"))
+            seqs = [s.numpy() for s in seqs]
+        if isinstance(seqs[0], np.ndarray):
+            flat = np.concatenate(seqs).astype(np.int64, copy=False)
+        else:
+            flat = _concat_ids(seqs, int(lens.sum()))
         width = max(int(lens.max()), 1)
         tokens = np.full((len(seqs), width), self.pad_token_id, dtype=np.int64)
         tokens[np.arange(width)[None, :] < lens[:, None]] = flat
-        if any(a is not None for a in am):
-            real = np.array(
-                [int(np.sum(a)) if a is not None else n for a, n in zip(am, lens, strict=True)],
-                dtype=np.int64,
-            )
-            lens = np.minimum(lens, real)  # right padding: attention 1 on the first real tokens
+        rows = np.arange(len(lens))
+        padded = tokens[rows, np.maximum(lens - 1, 0)] == self.pad_token_id
+        if padded.any():  # right padding: cut after the last non-pad token
+            real = tokens[padded] != self.pad_token_id
+            lens[padded] = width - np.argmax(real[:, ::-1], axis=1)
+            lens[padded] *= real.any(axis=1)
         if self.strip_eos:
-            last = tokens[np.arange(len(lens)), np.maximum(lens - 1, 0)]
-            lens = lens - ((last == self.eos_token_id) & (lens > 0))
+            last = tokens[rows, np.maximum(lens - 1, 0)]
+            lens -= (last == self.eos_token_id) & (lens > 0)
         return tokens, lens
 
     def draw_components(self, count: int) -> np.ndarray:

@@ -198,6 +198,23 @@ def test_seeded_and_reproducible(tok: Any) -> None:
     assert any(a1[k].shape != c1[k].shape or (a1[k] != c1[k]).any() for k in a1)
 
 
+@pytest.mark.parametrize("fmt", ["numpy", "torch", "tuple"])
+def test_row_formats_give_the_same_batch(tok: Any, fmt: str) -> None:
+    rng = np.random.default_rng(4)
+    rows = [rng.integers(3, 26, size=n).tolist() for n in (30, 12, 50)]
+    conv: dict[str, Any] = {
+        "numpy": lambda r: np.asarray(r, dtype=np.int32),
+        "torch": lambda r: pytest.importorskip("torch").tensor(r),
+        "tuple": tuple,
+    }
+    want = DataCollatorForUL2(tok, seed=5, return_tensors="np")([{"input_ids": r} for r in rows])
+    got = DataCollatorForUL2(tok, seed=5, return_tensors="np")(
+        [{"input_ids": conv[fmt](r)} for r in rows]
+    )
+    for k in want:
+        assert (want[k] == got[k]).all(), k
+
+
 def test_dataloader_workers_get_distinct_streams(tok: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
     ex = [{"input_ids": list(range(3, 60))}] * 16
