@@ -486,3 +486,42 @@ def test_pretrain_example_loss_falls_in_both_modes(mode: str, tmp_path: Path) ->
     got = json.loads(losses.read_text())
     first, last = float(np.mean(got[:10])), float(np.mean(got[-10:]))
     assert last < 0.7 * first and last < 0.75 * np.log(126), (first, last)
+
+
+def test_deviation_seed_inputs_lose_their_eos(seed_pkg: Any, tok_bos: Any) -> None:
+    """T5 masks always end with noise, so the seed (mask over the whole row, EOS included)
+    always hides the example's EOS in the last span: its inputs never end with EOS, and it
+    returns no attention_mask. Ours: EOS kept out of the noise, appended to inputs and targets."""
+    rng = np.random.default_rng(0)
+    ex = [{"input_ids": [*rng.integers(3, 26, 99).tolist(), EOS]} for _ in range(8)]
+    kw: dict[str, Any] = {"s_denoising": False, "x_denoising": False, "r_probability": 1.0}
+    seed_out = seed_pkg.DataCollatorForUL2(tok_bos, **kw)(ex)
+    assert "attention_mask" not in seed_out
+    sents = set(SENT.tolist())
+    for row in seed_out["input_ids"].numpy():
+        real = row[row != PAD]
+        assert real[-1] in sents and EOS not in real.tolist()
+    ours = DataCollatorForUL2(tok_bos, seed=0, **kw)(ex)
+    for row, am in zip(ours["input_ids"].numpy(), ours["attention_mask"].numpy(), strict=True):
+        real = row[am == 1]
+        assert real[-1] == EOS and real[-2] in sents
+
+
+def test_deviation_seed_sentinels_assume_they_are_the_last_ids(seed_pkg: Any) -> None:
+    """The seed computes sentinel k as len(tokenizer)-1-k: one token added after the sentinels
+    (here a mode token) and every 'sentinel' is off by one. Ours looks them up by name."""
+    tr = pytest.importorskip("transformers")
+    tk = tr.PreTrainedTokenizerFast(
+        tokenizer_file=str(TOKENIZER),
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<pad>",
+    )
+    tk.add_tokens(["[NLU]"], special_tokens=True)  # id 126
+    ex = [{"input_ids": [*np.random.default_rng(0).integers(3, 26, 99).tolist(), EOS]}]
+    kw: dict[str, Any] = {"s_denoising": False, "x_denoising": False, "r_probability": 1.0}
+    seed_ids = seed_pkg.DataCollatorForUL2(tk, **kw)(ex)["input_ids"][0].numpy()
+    assert 126 in seed_ids.tolist()  # '[NLU]' where <extra_id_0> (125) belongs
+    ours = DataCollatorForUL2(tk, seed=0, **kw)(ex)["input_ids"][0].numpy()
+    assert 126 not in ours.tolist() and 125 in ours.tolist()
