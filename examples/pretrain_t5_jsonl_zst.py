@@ -20,17 +20,23 @@ Tiny CPU run (what ``tests/test_train_examples.py`` runs; the tiny test tokenize
     python examples/pretrain_t5_jsonl_zst.py --mode offline --out /tmp/td-ed --steps 200
 
 The real configuration for one 24 GB GPU (``--model mt5-base``: mT5-base shapes, d_model 768,
-12+12 layers, gated-GELU, 580M parameters with a 250k vocabulary; bf16 autocast, AdamW,
-batch 16 x 512 with ``--grad-accum 4`` for 64 rows per update, gradient checkpointing)::
+12+12 layers, gated-GELU; 390M parameters with mT5's 250k vocabulary, the output layer tied to
+the embedding as transformers 5's ``T5Config`` does (mT5 proper unties it: 580M); bf16
+autocast on CUDA, AdamW, batch 16 x 512 with ``--grad-accum 4`` for 64 rows per update and
+``--checkpointing``). Budget, estimated and not measured here (no GPU was available for this
+example): fp32 weights + gradients + AdamW states are 16 bytes x 390M = 6.2 GB, which leaves
+~17 GB for checkpointed bf16 activations of 16 x 512 rows; use ``--model mt5-small`` (172M) or
+``--batch-size 8 --grad-accum 8`` if it does not fit::
 
     python examples/pretrain_t5_jsonl_zst.py --mode offline --model mt5-base \\
         --data /data/pile/ --tokenizer mt5/tokenizer.json --out /data/pile-ul2 \\
         --inputs-length 512 --targets-length 512 --batch-size 16 --grad-accum 4 \\
-        --device cuda --threads 8 --steps 100000 --lr 1e-3 --warmup 1000
+        --checkpointing --device cuda --threads 8 --steps 100000 --lr 1e-3 --warmup 1000
     # or, without the preprocessing step:
     python examples/pretrain_t5_jsonl_zst.py --mode on-the-fly --model mt5-base \\
         --data /data/pile/ --tokenizer mt5/tokenizer.json --chunk-length 512 \\
-        --batch-size 16 --grad-accum 4 --device cuda --num-workers 4 --steps 100000
+        --batch-size 16 --grad-accum 4 --checkpointing --device cuda --num-workers 4 \\
+        --steps 100000 --lr 1e-3 --warmup 1000
 
 The tokenizer must hold ``<extra_id_0>``... (mT5's does); ``--mode offline`` adds missing ones to
 the output's own tokenizer.
@@ -161,7 +167,6 @@ def build_model(name: str, vocab: int, pad: int, eos: int, checkpointing: bool) 
         pad_token_id=pad,
         eos_token_id=eos,
         decoder_start_token_id=pad,
-        tie_word_embeddings=False,
         **MODELS[name],
     )
     model = T5ForConditionalGeneration(config)
