@@ -30,6 +30,7 @@ from reference import (
 from denoise_cli.collator import (
     DataCollatorForUL2,
     RowPlan,
+    choose_gaps,
     corrupt_ragged,
     ragged_compositions,
     ragged_span_masks,
@@ -142,6 +143,27 @@ def test_ragged_compositions_part_lengths() -> None:
             continue
         _, df, pval = chi2_gof(histogram(firsts), part_length_pmf(int(mm), int(kk)))
         assert df >= 2 and pval > 1e-4, (mm, kk, df, pval)
+
+
+def test_tied_keys_are_redrawn() -> None:
+    """A row whose threshold key is tied is drawn again (exact rejection), not broken by index."""
+    real = np.random.default_rng(6)
+
+    class FirstDrawTied:
+        calls = 0
+
+        def integers(self, *a: Any, **kw: Any) -> np.ndarray:
+            FirstDrawTied.calls += 1
+            out = real.integers(*a, **kw)
+            if FirstDrawTied.calls == 1:
+                out[1] = 7  # every key of row 1 equal
+            return out
+
+    m, cuts = np.array([10, 12, 6]), np.array([3, 4, 2])
+    chosen = choose_gaps(FirstDrawTied(), m, cuts)  # type: ignore[arg-type]
+    assert FirstDrawTied.calls == 2
+    assert chosen.sum(axis=1).tolist() == cuts.tolist()
+    assert not chosen[0, 9:].any() and not chosen[2, 5:].any()
 
 
 def test_collator_glue(tok: Any) -> None:
