@@ -547,3 +547,53 @@ def test_deviation_seed_sentinels_assume_they_are_the_last_ids(seed_pkg: Any) ->
     assert 126 in seed_ids.tolist()  # '[NLU]' where <extra_id_0> (125) belongs
     ours = DataCollatorForUL2(tk, seed=0, **kw)(ex)["input_ids"][0].numpy()
     assert 126 not in ours.tolist() and 125 in ours.tolist()
+
+
+@pytest.mark.slow
+def test_hf_trainer_with_the_collator(tok: Any, tmp_path: Path) -> None:
+    """Drop-in: a ``datasets`` Dataset of tokenized texts (lists of ids) into ``Seq2SeqTrainer``
+    with ``data_collator=DataCollatorForUL2(...)``; the model gets the collator's five keys."""
+    pytest.importorskip("torch")
+    datasets = pytest.importorskip("datasets")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    rng = np.random.default_rng(0)
+    texts = [
+        " ".join(["hello world", "the sea"][i % 2] for i in range(n))
+        for n in rng.integers(5, 30, 64)
+    ]
+    train = datasets.Dataset.from_dict({"text": texts}).map(
+        lambda b: tok(b["text"]), batched=True, remove_columns=["text"]
+    )
+    config = transformers.T5Config(
+        vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+        pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD,
+    )  # fmt: skip
+    model = transformers.T5ForConditionalGeneration(config)
+    seen: list[list[str]] = []
+    model.register_forward_pre_hook(lambda m, a, kw: seen.append(sorted(kw)), with_kwargs=True)
+    args = transformers.Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=3,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+    )
+    trainer = transformers.Seq2SeqTrainer(
+        model=model, args=args, train_dataset=train, data_collator=DataCollatorForUL2(tok, seed=0)
+    )
+    result = trainer.train()
+    assert result.global_step == 3
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 3 and all(0 < x < 20 for x in losses)
+    assert set(seen[0]) - {"num_items_in_batch"} == {
+        "input_ids",
+        "attention_mask",
+        "labels",
+        "decoder_input_ids",
+        "decoder_attention_mask",
+    }
