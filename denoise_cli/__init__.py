@@ -9,6 +9,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import Any
+
 from .load import DenoiseDataset, open_dataset
 
-__all__ = ["DenoiseDataset", "__version__", "open_dataset"]
+__all__ = ["DataCollatorForUL2", "DenoiseDataset", "__version__", "open_dataset"]
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: the on-the-fly collator is for training scripts; importing the package stays light
+    if name == "DataCollatorForUL2":
+        from .collator import DataCollatorForUL2
+
+        return DataCollatorForUL2
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
