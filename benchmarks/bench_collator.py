@@ -1,5 +1,5 @@
 """CPU cost of one ``64 x 512`` batch: ``text-denoising``'s ``DataCollatorForUL2`` (the seed)
-against :class:`denoise_cli.collator.DataCollatorForUL2`, same examples, same mixture settings
+against :class:`denoise_cli.load.collator.DataCollatorForUL2`, same examples, same mixture settings
 (the seed's defaults), interleaved A B A B so that machine load hits both alike.
 
     pip install '.[bench]'      # the seed package (benchmark-only dependency)
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from text_denoising import DataCollatorForUL2 as SeedCollator
     from transformers import PreTrainedTokenizerFast
 
-    from denoise_cli.collator import DataCollatorForUL2
+    from denoise_cli.load.collator import DataCollatorForUL2
 
     torch.set_num_threads(1)
     # bos = pad: the seed takes its decoder start id from bos_token_id (T5 tokenizers have none)

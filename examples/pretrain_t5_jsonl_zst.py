@@ -3,7 +3,7 @@ in both ways ``denoise`` supports (the ``text-denoising`` package's recipe, done
 
 - ``--mode on-the-fly``: read the shards, tokenize, cut the token stream into ``--chunk-length``
   chunks and corrupt every batch in the ``DataLoader`` with
-  :class:`denoise_cli.collator.DataCollatorForUL2` (the seed's collator, drop-in). Noise is new at
+  :class:`denoise_cli.load.collator.DataCollatorForUL2` (the seed's collator, drop-in). Noise is new at
   every epoch; the CPU pays for reading, tokenizing and corrupting during training.
 - ``--mode offline``: ``denoise prepare --mixture text-denoising`` once into ``--out`` (skipped
   when it already holds a finished output), then train from the fixed-shape shards with no

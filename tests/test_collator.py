@@ -27,7 +27,9 @@ from reference import (
     span_counts_ref,
 )
 
-from denoise_cli.collator import (
+from denoise_cli.config import PRESETS, Denoiser, Lengths, Mixture, PrepareConfig, load_mixture
+from denoise_cli.errors import ConfigError, InputError
+from denoise_cli.load.collator import (
     DataCollatorForUL2,
     RowPlan,
     choose_gaps,
@@ -36,8 +38,6 @@ from denoise_cli.collator import (
     ragged_span_masks,
     seed_mixture,
 )
-from denoise_cli.config import PRESETS, Denoiser, Lengths, Mixture, PrepareConfig, load_mixture
-from denoise_cli.errors import ConfigError, InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER = ROOT / "tests" / "data" / "t5-tiny-tokenizer.json"
@@ -281,8 +281,8 @@ def test_input_errors(tok: Any) -> None:
 
 def test_importing_the_package_does_not_import_torch() -> None:
     code = (
-        "import sys, denoise_cli, denoise_cli.collator; "
-        "assert denoise_cli.DataCollatorForUL2 is denoise_cli.collator.DataCollatorForUL2; "
+        "import sys, denoise_cli, denoise_cli.load.collator; "
+        "assert denoise_cli.DataCollatorForUL2 is denoise_cli.load.collator.DataCollatorForUL2; "
         "print('torch' in sys.modules)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -424,8 +424,8 @@ def test_offline_text_denoising_equals_the_collator(tmp_path: Path, tok: Any) ->
     and per component the same distributions of target lengths, span counts and span lengths
     (two-sample chi-square, each p > 1e-4)."""
     from denoise_cli import open_dataset
-    from denoise_cli.config import plan
-    from denoise_cli.pipeline import prepare
+    from denoise_cli.prepare.run import prepare
+    from denoise_cli.rows.plan import plan
 
     lengths = Lengths("encoder-decoder", 64, 64)
     mix = load_mixture("text-denoising", mode_tokens=False)

@@ -1,7 +1,7 @@
 """On-the-fly UL2 collator: a drop-in for ``text-denoising``'s ``DataCollatorForUL2``.
 
 Same constructor arguments and returned keys as the seed package (0.1.1), built on this
-project's mixture semantics: each example draws ONE component of a :class:`~.config.Mixture`,
+project's mixture semantics: each example draws ONE component of a :class:`~denoise_cli.config.Mixture`,
 span counts are exactly T5's (``n = clamp(rint(L*r), 1, L-1)``, ``s = max(rint(n/mu), 1)``,
 uniform compositions, non-noise first) on each row's *real* length ``L`` (padding is never
 masked), sentinels are looked up by name, and all randomness comes from one seeded
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import Denoiser, Mixture, S, load_mixture
-from .errors import ConfigError, InputError
+from ..config import Denoiser, Mixture, S, load_mixture
+from ..errors import ConfigError, InputError
 
 IGNORE_INDEX = -100
 #: names tried, in order, when the tokenizer has no ``eos_token_id`` / ``pad_token_id``
