@@ -18,7 +18,7 @@ from helpers import ONE, T5_TINY, Outputs
 from typer.testing import CliRunner
 
 from denoise_cli.check.inspect import inspect_rows
-from denoise_cli.check.rowcheck import packed_checks
+from denoise_cli.check.packedcheck import packed_checks
 from denoise_cli.check.spec import OutputSpec, unpacked_view
 from denoise_cli.check.stats import compute
 from denoise_cli.check.verify import verify

@@ -153,7 +153,7 @@ def unpacked_view(a: dict[str, np.ndarray], spec: OutputSpec) -> dict[str, np.nd
     example budget (``packing.unpack_rows`` plus ``denoiser`` / ``example_index`` /
     ``token_offset`` / ``source_file`` from the ``segment_*`` columns), in (row, segment) order,
     with ``packed_row`` (index in the batch) and ``segment`` (0-based) of every example. The rows
-    must be well formed (``rowcheck.packed_checks``)."""
+    must be well formed (``packedcheck.packed_checks``)."""
     ns = a["num_segments"].astype(np.int64)
     K = a["segment_denoiser"].shape[1]
     valid = np.arange(K)[None, :] < ns[:, None]

@@ -32,8 +32,9 @@ from ..output.manifest import datasets, read_manifest
 from ..output.schema import shard_schema
 from ..output.shards import batch_arrays, open_shard, sha256_file
 from ..source.tokenize import reserved_from_json
+from .packedcheck import packed_checks
 from .problems import Enough, FileChain, Problems, VerifyReport
-from .rowcheck import RowChecker, first_col, packed_checks
+from .rowcheck import RowChecker, first_col
 from .sources import DatasetCheck, check_sources
 from .spec import OutputSpec, unpacked_view
 
