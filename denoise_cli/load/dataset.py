@@ -1,31 +1,14 @@
 """Loading an output directory: a map-style dataset over memory-mapped shards.
 
-``open_dataset(out)`` memory-maps every Arrow IPC shard (``pa.memory_map`` + ``open_stream``)
-and exposes the rows as numpy arrays without decoding anything:
-
-- ``len(ds)``; ``ds[i]`` (one row), ``ds[a:b]`` and ``ds[index_array]`` return
-  ``dict[str, np.ndarray]`` with fixed-shape ``[n, W]`` token columns.
-- A contiguous slice inside one record batch (one group, 1024 rows by default) is a zero-copy
-  view of the mapped file; a slice across batches or an index array costs exactly one copy of
-  the requested rows (a ``np.take`` per touched batch) - microseconds for a 64 x 512 batch.
-- ``ds.manifest`` is ``denoise.json`` (mixture, tokenizer ids, lengths, per-shard checksums).
-- ``ds.iter_batches(batch_size, shuffle=..., seed=..., epoch=..., rank=..., world_size=...)``
-  yields fixed-shape numpy batches (JAX/numpy); the last batch of an epoch is dropped
-  (``drop_last=True``, the default), smaller (``drop_last=False``) or filled up with padding rows
-  (``pad_last=True``, see :data:`PAD_FILL`) so that every batch has the same shape and every rank
-  the same number of batches. :func:`epoch_batches` is the index plan behind it (the PyTorch
-  wrappers in ``denoise_cli.torch_data`` use the same one, so both give the same batches).
-- Opening checks what will be served against the manifest (``verify=``, see
-  :func:`check_shards`): by default (``"fast"``, a ``stat`` and a few metadata reads per shard)
-  every listed shard exists with its recorded size and row count, no unlisted shard file lies
-  beside them, and each shard's rows belong to its file and continue its chain of examples
-  (catches truncated, swapped, extra or missing shards and edited row counts); ``"sha256"`` also
-  hashes every shard (catches any changed byte; reads everything once); ``"none"`` skips both.
-  A failure is an :class:`~denoise_cli.errors.OutputError` naming the shard.
-- A dataset pickles as its path (DataLoader workers started with spawn/forkserver re-map the
-  shards instead of receiving a copy of the data).
-
-Parquet outputs are read into memory (zstd Parquet cannot be mapped); everything else is the same.
+``open_dataset(out)`` memory-maps every Arrow IPC shard (Parquet outputs are read into memory)
+and serves rows as numpy arrays without decoding anything: ``ds[i]``, ``ds[a:b]`` and
+``ds[index_array]`` return ``dict[str, np.ndarray]`` with fixed-shape ``[n, W]`` columns (a
+slice inside one record batch is a zero-copy view, anything else one ``take`` per batch
+touched); ``ds.manifest`` is ``denoise.json``. ``ds.iter_batches(...)`` yields fixed-shape
+batches per epoch, rank and seed, dropping, shrinking or padding the last one (:data:`PAD_FILL`);
+:func:`epoch_batches` is the plan behind it, shared with ``load.torch_data``. Opening checks the
+shards against the manifest (``verify=``, :mod:`.checks`); a dataset pickles as its path.
+Usage: README "Loading".
 """
 
 from __future__ import annotations
