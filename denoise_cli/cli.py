@@ -201,6 +201,13 @@ def prepare(
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing output made with another config.")
     ] = False,
+    max_skip_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Exit 3 (after writing the output) when more than this fraction of the records "
+            "is skipped; a run that writes no row always exits 3."
+        ),
+    ] = 0.5,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -256,6 +263,7 @@ def prepare(
             ray_address=ray_address,
             num_shards=n_shards,
             shard_index=s_index,
+            max_skip_fraction=max_skip_fraction,
         )
     except DenoiseError as e:
         _fail(e)
