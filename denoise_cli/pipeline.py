@@ -740,6 +740,7 @@ def check_run(m: dict[str, Any], text_key: str, max_skip_fraction: float, out: s
 
     worst = max(files, key=bad) if files else None
     what = "no row written" if rows == 0 else f"{_n(nskipped)} of {_n(records)} records skipped"
+    what += f" in all {len(files)} input file(s)" if len(files) > 1 else ""
     if worst is None:  # pragma: no cover - a run always has a file
         raise InputError(out, "whole run", "nothing_written", what)
     st = worst["stats"]
@@ -774,7 +775,8 @@ def check_run(m: dict[str, Any], text_key: str, max_skip_fraction: float, out: s
         )
     raise InputError(
         worst["name"],
-        f"{_n(int(st['records']))} records" + (f" ({reasons})" if reasons else ""),
+        f"{_n(int(st['records']) - int(st['docs']))} of {_n(int(st['records']))} records skipped"
+        + (f" ({reasons})" if reasons else ""),
         "nothing_written" if rows == 0 else "too_many_skipped",
         "; ".join(parts),
     )
