@@ -4,6 +4,7 @@ BPE with ``Metaspace``, Unigram), on real text (the bundled sample)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,43 @@ def test_added_token_with_space_is_not_cut() -> None:
     assert not sp.safe_at(text, 6)
     assert not sp.safe_at(text, 11)  # touches its end
     assert sp.safe_at(text, 15)
+
+
+def peak_rss_mb(args: list[str], env: dict[str, str]) -> float:
+    """Peak RSS (MB) of a child process (and the children it waited for), from wait4."""
+    import subprocess
+
+    p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    assert p.returncode == 0, p.stderr.read() if p.stderr else ""
+    return usage.ru_maxrss / 1024
+
+
+@pytest.mark.slow
+def test_huge_single_line_document_has_bounded_memory(tmp_path: Path) -> None:
+    """The attack: one 20 MB JSON line. Encoding it whole took ~64x its size; now the peak stays
+    within a small multiple of the line (measured: 100 MB line -> ~1.2 GB peak), and nothing is
+    lost: every token of the document is in the output."""
+    import sys
+
+    texts = sample_texts()
+    base = "\n\n".join(texts)
+    doc = ("\n\n".join([base] * (20_000_000 // len(base) + 1)))[:20_000_000]
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.mkdir()
+    small.mkdir()
+    (big / "a.jsonl").write_bytes(orjson.dumps({"text": doc}) + b"\n")
+    (small / "a.jsonl").write_bytes(orjson.dumps({"text": base[:20000]}) + b"\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "denoise_cli", "prepare", "-w", "1", "-q", "-m", "t5"]
+    idle = peak_rss_mb([*cmd, str(small), str(tmp_path / "o-small")], env)
+    peak = peak_rss_mb([*cmd, str(big), str(tmp_path / "o-big")], env)
+    line_mb = (big / "a.jsonl").stat().st_size / 1e6
+    assert peak - idle < 12 * line_mb, (idle, peak, line_mb)
+    m = orjson.loads((tmp_path / "o-big" / "denoise.json").read_bytes())
+    js, _ = load_tokenizer_json(None)
+    enc = Encoder(js, np.zeros(0, np.int32), None)
+    n = len(enc.encode([doc])[0])
+    assert m["totals"]["docs"] == 1
+    assert m["totals"]["tokens"] == n + 1  # the document and its EOS, nothing lost
