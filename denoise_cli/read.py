@@ -228,10 +228,19 @@ def _expand(spec: str, ignored: Ignored | None = None) -> list[_Found]:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         root = os.path.abspath(path)
-        files = _walk(root, ignored)
+        here: Ignored = {}
+        files = _walk(root, here)
+        for reason, paths in here.items():
+            if ignored is not None:
+                ignored.setdefault(reason, []).extend(paths)
         if not files:
+            odd = "; ".join(
+                f"{reason}: {', '.join(os.path.basename(p) for p in paths[:3])}"
+                for reason, paths in sorted(here.items())
+            )
             raise ConfigError(
                 f"input directory {spec} contains no input files ({', '.join(ACCEPTED_SUFFIXES)})"
+                + (f"; not read ({odd})" if odd else "")
             )
         return [_Found(os.path.abspath(p), _rel(p, root), root) for p in files]
     if os.path.exists(path):

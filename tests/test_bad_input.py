@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from denoise_cli import read as R
 from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
-from denoise_cli.errors import InputError
+from denoise_cli.errors import ConfigError, InputError
 from denoise_cli.pipeline import prepare
 from denoise_cli.read import FileStats, find_inputs, iter_batches
 
@@ -117,6 +117,11 @@ def test_fifo_and_dangling_symlink_are_reported(tmp_path: Path) -> None:
         "dangling_symlink": {"count": 1, "names": ["gone.jsonl.zst"]},
         "not_regular_file": {"count": 1, "names": ["pipe.jsonl"]},
     }
+    only = tmp_path / "only"
+    only.mkdir()
+    os.mkfifo(only / "p.jsonl")
+    with pytest.raises(ConfigError, match=r"no input files.*not read \(not_regular_file: p.jsonl"):
+        find_inputs([str(only)])
     res = CliRunner().invoke(app, ["prepare", str(d), str(tmp_path / "out2"), "-w", "1"])
     assert res.exit_code == 0, res.output
     assert "not read (not_regular_file): 1 entry" in res.output
