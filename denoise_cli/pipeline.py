@@ -333,17 +333,21 @@ def process_file(
                 max_doc_chars=cfg.max_doc_chars,
             ):
                 values, offsets, counts = job.encoder.encode(batch.texts)
+                ndocs = len(batch.texts)
+                batch.texts.clear()  # a huge document's text is not needed past this point
                 if counts.get("reserved_token"):
                     n = counts["reserved_token"]
                     stats.skipped["reserved_token"] = stats.skipped.get("reserved_token", 0) + n
                     stats.docs -= n
                 reserved += counts.get("reserved_replaced", 0)
                 stream = join_documents(values, offsets, sep)
+                del values, offsets
                 t0, t = t, t + len(stream)
                 for s in epochs:
                     s.feed(stream, t0, batch.record_end, stats, reserved)
-                progress(len(batch.texts), len(stream), stats.bytes_read - last_bytes)
+                progress(ndocs, len(stream), stats.bytes_read - last_bytes)
                 last_bytes = stats.bytes_read
+                del stream
             for s in epochs:
                 s.finish(stats, reserved)
     except BaseException as e:

@@ -835,6 +835,7 @@ def iter_batches(
                                     stats.docs += 1
                                     stats.chars += n
                                     if nchars >= batch_chars:
+                                        del obj, text  # the consumer may free the texts
                                         yield DocBatch(texts, rec)
                                         texts, nchars = [], 0
                                     continue

@@ -422,7 +422,7 @@ class Encoder:
             for d, ids in big.items():
                 lens[d] = len(ids)
             del big
-            values = np.concatenate(segs) if segs else values
+            values = segs[0] if len(segs) == 1 else np.concatenate(segs)
             del segs
             np.cumsum(lens, out=offsets[1:])
             total = int(offsets[-1])
