@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import orjson
 from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
-from .errors import ConfigError, OutputError, WorkerError
+from .errors import ConfigError, InputError, OutputError, WorkerError
 from .fs import is_url
 from .layout import MANIFEST as MANIFEST  # re-exported
 from .layout import STATE_DIR as STATE_DIR  # re-exported
@@ -52,7 +52,7 @@ from .layout import (
     remove_temporaries,
 )
 from .pack import Group, Packer, PackerState, file_key, join_documents
-from .read import FileStats, InputFile, find_inputs, iter_batches
+from .read import KEYS_SEEN_RECORDS, FileStats, InputFile, find_inputs, iter_batches
 from .tokenize import Encoder, TokenizerInfo, build_tokenizer
 from .write import (
     ShardWriter,
@@ -62,6 +62,8 @@ from .write import (
     hf_dataset_files,
     record_batch,
 )
+
+DEFAULT_MAX_SKIP_FRACTION = 0.5  # a run that skips more of its records fails (exit 3)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -128,6 +130,7 @@ def _stats_from(d: dict[str, Any]) -> FileStats:
     st.bytes_read = int(d["bytes_read"])
     st.skipped = {str(k): int(v) for k, v in d["skipped"].items()}
     st.error = d.get("error")
+    st.keys_seen = [str(k) for k in d.get("keys_seen", [])]
     return st
 
 
@@ -338,17 +341,21 @@ def process_file(
                 max_doc_chars=cfg.max_doc_chars,
             ):
                 values, offsets, counts = job.encoder.encode(batch.texts)
+                ndocs = len(batch.texts)
+                batch.texts.clear()  # a huge document's text is not needed past this point
                 if counts.get("reserved_token"):
                     n = counts["reserved_token"]
                     stats.skipped["reserved_token"] = stats.skipped.get("reserved_token", 0) + n
                     stats.docs -= n
                 reserved += counts.get("reserved_replaced", 0)
                 stream = join_documents(values, offsets, sep)
+                del values, offsets
                 t0, t = t, t + len(stream)
                 for s in epochs:
                     s.feed(stream, t0, batch.record_end, stats, reserved)
-                progress(len(batch.texts), len(stream), stats.bytes_read - last_bytes)
+                progress(ndocs, len(stream), stats.bytes_read - last_bytes)
                 last_bytes = stats.bytes_read
+                del stream
             for s in epochs:
                 s.finish(stats, reserved)
     except BaseException as e:
@@ -405,6 +412,7 @@ class Prepared:
     plans: tuple[ComponentPlan, ...]
     tokenizer: TokenizerInfo
     files: list[InputFile]
+    ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths not read
 
 
 def resolve(
@@ -417,8 +425,9 @@ def resolve(
     ``storage_options`` are the fsspec options for URL inputs."""
     plans = cfg.plans()
     tok = build_tokenizer(tokenizer, cfg.tokens, cfg.mixture, sentinels_needed(plans))
-    files = find_inputs(inputs, storage_options) if inputs else []
-    return Prepared(cfg, plans, tok, files)
+    ignored: dict[str, list[str]] = {}
+    files = find_inputs(inputs, storage_options, ignored) if inputs else []
+    return Prepared(cfg, plans, tok, files, ignored)
 
 
 def plan_table(prep: Prepared) -> dict[str, Any]:
@@ -647,9 +656,13 @@ def prepare(
     num_shards: int = 1,
     shard_index: int = 0,
     storage_options: dict[str, Any] | None = None,
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
+
+    After the output is complete, :func:`check_run` raises :class:`InputError` when no row was
+    written or more than ``max_skip_fraction`` of the records were skipped (the output stays).
 
     ``engine="ray"`` runs the same per-file units as Ray tasks (same bytes out).
     ``num_shards``/``shard_index`` process a deterministic, size-balanced part of the input files
@@ -660,6 +673,8 @@ def prepare(
         raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
     if not (num_shards >= 1 and 0 <= shard_index < num_shards):
         raise ConfigError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
+    if not 0.0 <= max_skip_fraction <= 1.0:
+        raise ConfigError(f"--max-skip-fraction must be in [0, 1], got {max_skip_fraction}")
     prep = resolve(cfg, inputs, tokenizer, storage_options)
     if not prep.files:
         raise ConfigError("no input files")
@@ -698,12 +713,79 @@ def prepare(
                 bar.close()
             records = [orjson.loads(_file_done_path(out, i).read_bytes()) for i in mine]
             part = identity.get("part")
-            return finalize(out, prep, job, records, part)
+            manifest = finalize(out, prep, job, records, part)
     except OSError as e:
         raise OutputError(
             f"writing under {out} failed: {e}. Free space or fix permissions and rerun the same "
             "command to resume."
         ) from None
+    check_run(manifest, cfg.text_key, max_skip_fraction, str(out))
+    return manifest
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def check_run(m: dict[str, Any], text_key: str, max_skip_fraction: float, out: str) -> None:
+    """Refuse (``InputError``) a run that wrote no row, or skipped more than
+    ``max_skip_fraction`` of its records; the message names the worst file, its reasons and,
+    for ``missing_text``, the keys its records have."""
+    t = m["totals"]
+    records, docs = int(t["records"]), int(t["docs"])
+    rows = sum(t["rows_per_epoch"]) if "rows_per_epoch" in t else int(t["rows"])
+    nskipped = records - docs
+    too_many = records > 0 and nskipped > max_skip_fraction * records
+    if rows > 0 and not too_many:
+        return
+    files = m["files"]
+    if not files:  # a part of a multi-machine run that was assigned no file
+        return
+
+    def bad(f: dict[str, Any]) -> int:
+        st = f["stats"]
+        return int(st["records"]) - int(st["docs"]) + (1 if st.get("error") else 0)
+
+    worst = max(files, key=bad)
+    what = "no row written" if rows == 0 else f"{_n(nskipped)} of {_n(records)} records skipped"
+    what += f" in all {len(files)} input file(s)" if len(files) > 1 else ""
+    st = worst["stats"]
+    reasons = ", ".join(
+        f"{k} {_n(v)}" for k, v in sorted(st["skipped"].items(), key=lambda x: -x[1])
+    )
+    parts = [what]
+    if st.get("error"):
+        parts.append(str(st["error"]))
+    if st["skipped"].get("missing_text"):
+        shown = min(int(st["records"]), KEYS_SEEN_RECORDS)
+        keys = ", ".join(st.get("keys_seen", [])) or "none"
+        parts.append(
+            f"no record in the first {_n(shown)} has key {text_key!r}"
+            if int(st["skipped"]["missing_text"]) == int(st["records"])
+            else f"{_n(st['skipped']['missing_text'])} records lack key {text_key!r}"
+        )
+        parts[-1] += f"; keys seen: {keys}"
+    if rows == 0 and records > 0 and nskipped < records:
+        parts.append(
+            f"{_n(int(t['tokens']))} tokens read, fewer than one row needs (all in file tails)"
+        )
+    if rows == 0 and records == 0 and not any(f["stats"].get("error") for f in files):
+        parts.append("the inputs hold no records")
+    parts.append(
+        f"the output in {out} is complete but "
+        + ("empty" if rows == 0 else f"holds only {_n(docs)} documents")
+    )
+    if rows > 0:
+        parts.append(
+            f"pass --max-skip-fraction {min(1.0, round(nskipped / records + 0.005, 2))} to accept"
+        )
+    raise InputError(
+        worst["name"],
+        f"{_n(int(st['records']) - int(st['docs']))} of {_n(int(st['records']))} records skipped"
+        + (f" ({reasons})" if reasons else ""),
+        "nothing_written" if rows == 0 else "too_many_skipped",
+        "; ".join(parts),
+    )
 
 
 def _make_job(prep: Prepared, out: Path) -> Job:
@@ -857,6 +939,15 @@ def build_manifest(
         "files": files,
         "shards": shards,
         "totals": totals_from_files(files),
+        **({"inputs_ignored": ignored_summary(prep.ignored)} if prep.ignored else {}),
+    }
+
+
+def ignored_summary(ignored: dict[str, list[str]]) -> dict[str, Any]:
+    """Entries with an input extension that were not read, per reason: count and a few names."""
+    return {
+        reason: {"count": len(paths), "names": sorted(os.path.basename(p) for p in paths)[:5]}
+        for reason, paths in sorted(ignored.items())
     }
 
 
