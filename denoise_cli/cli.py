@@ -238,6 +238,13 @@ def prepare(
             '{"endpoint_url": "http://127.0.0.1:9000"}.'
         ),
     ] = None,
+    max_skip_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Exit 3 (after writing the output) when more than this fraction of the records "
+            "is skipped; a run that writes no row always exits 3."
+        ),
+    ] = 0.5,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -300,6 +307,7 @@ def prepare(
             num_shards=n_shards,
             shard_index=s_index,
             storage_options=opts,
+            max_skip_fraction=max_skip_fraction,
         )
     except DenoiseError as e:
         _fail(e)

@@ -153,6 +153,11 @@ def prepare_summary(m: dict[str, Any], out: str) -> str:
         )
     else:
         lines.append("skipped records: none")
+    for reason, ig in m.get("inputs_ignored", {}).items():
+        lines.append(
+            f"not read ({reason}): {ig['count']:,} entr{'y' if ig['count'] == 1 else 'ies'} "
+            f"with an input extension, e.g. {', '.join(ig['names'])}"
+        )
     errs = [f for f in m["files"] if f["stats"].get("error")]
     for f in errs:
         lines.append(f"  file error: {f['stats']['error']}")

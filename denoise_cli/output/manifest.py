@@ -8,6 +8,7 @@ that ``verify --source`` and the tests rebuild rows the way
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def build_manifest(
     max_segments: int,
     rows_per_shard: int,
     expected_efficiency: dict[str, float],
+    ignored: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one epoch's dataset from the per-file records of a run (read back from
     ``out``: their shard paths are checked); shard paths are relative to the epoch's
@@ -140,6 +142,15 @@ def build_manifest(
         "files": files,
         "shards": shards,
         "totals": totals_from_files(files),
+        **({"inputs_ignored": ignored_summary(ignored)} if ignored else {}),
+    }
+
+
+def ignored_summary(ignored: dict[str, list[str]]) -> dict[str, Any]:
+    """Entries with an input extension that were not read, per reason: count and a few names."""
+    return {
+        reason: {"count": len(paths), "names": sorted(os.path.basename(p) for p in paths)[:5]}
+        for reason, paths in sorted(ignored.items())
     }
 
 

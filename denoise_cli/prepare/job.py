@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ class Prepared:
     plans: tuple[ComponentPlan, ...]
     tokenizer: TokenizerInfo
     files: list[InputFile]
+    ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths not read
 
 
 def resolve(
@@ -81,8 +82,9 @@ def resolve(
     ``storage_options`` are the fsspec options for URL inputs."""
     plans = plans_for(cfg)
     tok = build_tokenizer(tokenizer, cfg.tokens, cfg.mixture, sentinels_needed(plans))
-    files = find_inputs(inputs, storage_options) if inputs else []
-    return Prepared(cfg, plans, tok, files)
+    ignored: dict[str, list[str]] = {}
+    files = find_inputs(inputs, storage_options, ignored) if inputs else []
+    return Prepared(cfg, plans, tok, files, ignored)
 
 
 def make_job(prep: Prepared, out: Path) -> Job:

@@ -29,6 +29,7 @@ def stats_from(d: dict[str, Any]) -> FileStats:
     st.bytes_read = int(d["bytes_read"])
     st.skipped = {str(k): int(v) for k, v in d["skipped"].items()}
     st.error = d.get("error")
+    st.keys_seen = [str(k) for k in d.get("keys_seen", [])]
     return st
 
 

@@ -21,7 +21,7 @@ from ..engines.progress import Progress
 from ..errors import ConfigError, OutputError
 from ..output.layout import check_no_overlap, check_out_dir, locked_output
 from ..source.fs import is_url
-from .finalize import finalize
+from .finalize import DEFAULT_MAX_SKIP_FRACTION, check_run, finalize
 from .job import make_job, resolve
 from .outdir import claim, run_identity
 from .resume import file_records, is_finished
@@ -54,6 +54,7 @@ def prepare(
     num_shards: int = 1,
     shard_index: int = 0,
     storage_options: dict[str, Any] | None = None,
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -61,11 +62,16 @@ def prepare(
     ``engine="ray"`` runs the same per-file units as Ray tasks (same bytes out).
     ``num_shards``/``shard_index`` process a deterministic, size-balanced part of the input files
     (Slurm/Kubernetes arrays); ``denoise merge`` joins the parts.
+    After the output is complete, :func:`~.finalize.check_run` raises :class:`InputError` when
+    no row was written or more than ``max_skip_fraction`` of the records were skipped (the
+    output stays).
     ``storage_options``: fsspec options for URL inputs (``--storage-options``).
     """
     run_files = engine_for(engine)
     if not (num_shards >= 1 and 0 <= shard_index < num_shards):
         raise ConfigError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
+    if not 0.0 <= max_skip_fraction <= 1.0:
+        raise ConfigError(f"--max-skip-fraction must be in [0, 1], got {max_skip_fraction}")
     prep = resolve(cfg, inputs, tokenizer, storage_options)
     if not prep.files:
         raise ConfigError("no input files")
@@ -100,9 +106,11 @@ def prepare(
                 bar.close()
             records = file_records(out, mine)
             part = identity.get("part")
-            return finalize(out, prep, job, records, part)
+            manifest = finalize(out, prep, job, records, part)
     except OSError as e:
         raise OutputError(
             f"writing under {out} failed: {e}. Free space or fix permissions and rerun the same "
             "command to resume."
         ) from None
+    check_run(manifest, cfg.text_key, max_skip_fraction, str(out))
+    return manifest

@@ -237,6 +237,7 @@ def process_file(
                 for s in epochs:
                     s.feed(piece.tokens, piece.t0, piece.record_end, stats, reserved)
                 progress(piece.docs, len(piece.tokens), piece.nbytes)
+                del piece  # a huge document's ids are not needed past this point
             for s in epochs:
                 s.finish(stats, reserved)
     except BaseException as e:

@@ -15,7 +15,9 @@ path relative to the directory (or the glob's literal prefix) it was found under
 when given directly. The result is de-duplicated by real path and sorted by name; different
 files with the same name get leading components of their root prepended until the names are
 unique (falling back to the absolute path), which depends only on the files, so it is
-deterministic.
+deterministic. An entry with an input extension that is not a regular file (a FIFO, socket or
+device: ``not_regular_file``) or a symlink to nowhere (``dangling_symlink``) is not read; pass an
+``ignored`` dict to learn about them (reason -> paths); ``prepare`` reports them.
 
 Reading (:func:`iter_batches`)
 ------------------------------
@@ -27,6 +29,10 @@ and resume point; the steps below are for JSON lines). URL paths are opened thro
    unbuffered ``FileIO.read``. ``read1`` returns as soon as one decompression step produced
    output, so data decoded before a corrupt spot is handed out before the error surfaces.
    Memory is bounded by the block size plus the longest line, never by the file size.
+   A UTF-8 byte order mark at the start of the (decompressed) file is dropped.
+   A ``.json`` file (any compression) whose first non-blank byte is ``[`` is one JSON array:
+   it is read whole, up to ``ARRAY_MAX_BYTES`` (256 MiB decompressed), and each element is a
+   record (a larger or unparsable array is a file error that says so).
 2. *Split lines* with ``bytes.split(b"\\n")`` per block and a carry for the unfinished last
    line (kept as a list of pieces, so one huge line is joined once, not re-copied per block).
    A line over ``max_line_bytes`` is dropped while it streams by (counted once as
@@ -125,6 +131,9 @@ _SUFFIXES: tuple[tuple[str, Compression], ...] = (
 ACCEPTED_SUFFIXES: tuple[str, ...] = tuple(s for s, _ in _SUFFIXES)
 
 BLOCK_SIZE = 4 << 20  # decompressed bytes asked for per read
+ARRAY_MAX_BYTES = 256 << 20  # a .json file holding one JSON array is read whole up to this
+KEYS_SEEN_RECORDS = 1000  # keys of records without the text key are noted in the first N records
+_BOM = b"\xef\xbb\xbf"
 ZSTD_READ_SIZE = 1 << 20  # compressed bytes the zstd reader pulls from the file per read
 
 SKIP_REASONS: tuple[str, ...] = (
@@ -181,7 +190,21 @@ def _glob_root(pattern: str) -> str:
     return root
 
 
-def _walk(root: str) -> list[str]:
+Ignored = dict[str, list[str]]
+
+
+def _note_not_file(path: str, ignored: Ignored | None) -> None:
+    """Record why an entry with an input extension is not read."""
+    if ignored is None or os.path.isdir(path):
+        return
+    if os.path.islink(path) and not os.path.exists(path):
+        reason = "dangling_symlink"
+    else:
+        reason = "not_regular_file"
+    ignored.setdefault(reason, []).append(path)
+
+
+def _walk(root: str, ignored: Ignored | None = None) -> list[str]:
     """Input files under ``root`` (recursive), skipping hidden files and directories and
     denoise outputs."""
     out: list[str] = []
@@ -200,6 +223,8 @@ def _walk(root: str) -> list[str]:
             full = os.path.join(dirpath, fn)
             if os.path.isfile(full):
                 out.append(full)
+            else:
+                _note_not_file(full, ignored)
     return out
 
 
@@ -214,7 +239,7 @@ def _rel(path: str, root: str) -> str:
     return os.path.relpath(path, root).replace(os.sep, "/")
 
 
-def _expand(spec: str) -> list[_Found]:
+def _expand(spec: str, ignored: Ignored | None = None) -> list[_Found]:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         root = os.path.abspath(path)
@@ -222,10 +247,19 @@ def _expand(spec: str) -> list[_Found]:
             raise ConfigError(
                 f"input directory {spec} is a denoise output: its files are not inputs"
             )
-        files = _walk(root)
+        here: Ignored = {}
+        files = _walk(root, here)
+        for reason, paths in here.items():
+            if ignored is not None:
+                ignored.setdefault(reason, []).extend(paths)
         if not files:
+            odd = "; ".join(
+                f"{reason}: {', '.join(os.path.basename(p) for p in paths[:3])}"
+                for reason, paths in sorted(here.items())
+            )
             raise ConfigError(
                 f"input directory {spec} contains no input files ({', '.join(ACCEPTED_SUFFIXES)})"
+                + (f"; not read ({odd})" if odd else "")
             )
         return [_Found(os.path.abspath(p), _rel(p, root), root) for p in files]
     if os.path.exists(path):
@@ -245,13 +279,12 @@ def _expand(spec: str) -> list[_Found]:
     matches = sorted(glob.glob(path, recursive=True))
     for m in matches:
         if os.path.isdir(m):
-            found.extend(_Found(os.path.abspath(p), _rel(p, root), root) for p in _walk(m))
-        elif (
-            os.path.isfile(m)
-            and compression_of(m) is not None
-            and not is_denoise_output(os.path.dirname(m) or ".")
-        ):
-            found.append(_Found(os.path.abspath(m), _rel(m, root), root))
+            found.extend(_Found(os.path.abspath(p), _rel(p, root), root) for p in _walk(m, ignored))
+        elif compression_of(m) is not None and not is_denoise_output(os.path.dirname(m) or "."):
+            if os.path.isfile(m):
+                found.append(_Found(os.path.abspath(m), _rel(m, root), root))
+            else:
+                _note_not_file(m, ignored)
     if not found:
         what = "matches nothing" if not matches else "matches no input files"
         raise ConfigError(f"input glob {spec} {what} ({', '.join(ACCEPTED_SUFFIXES)})")
@@ -286,14 +319,18 @@ def _disambiguate(found: list[_Found]) -> list[str]:
 
 
 def find_inputs(
-    specs: Sequence[str], storage_options: dict[str, Any] | None = None
+    specs: Sequence[str],
+    storage_options: dict[str, Any] | None = None,
+    ignored: Ignored | None = None,
 ) -> list[InputFile]:
     """Expand files, directories and globs into a sorted, de-duplicated list of inputs.
 
     A spec that is a URL is listed through fsspec with ``storage_options``.
 
     Raises :class:`ConfigError` for a missing path, a glob or directory without input files, an
-    explicitly named file with an unsupported extension, or no specs at all.
+    explicitly named file with an unsupported extension, or no specs at all. Entries found in
+    directories or globs that have an input extension but cannot be read as a file are added to
+    ``ignored`` (reason -> paths) when given.
     """
     if isinstance(specs, str):
         specs = [specs]
@@ -313,7 +350,7 @@ def find_inputs(
             remote_size.update((r.url, r.size) for r in remote)
             expanded = [_Found(r.url, r.rel, r.root) for r in remote]
         else:
-            expanded = _expand(spec)
+            expanded = _expand(spec, ignored)
         for f in expanded:
             key = f.path if f.path in remote_size else os.path.realpath(f.path)
             if key not in seen:
@@ -355,9 +392,11 @@ class FileStats:
     bytes_read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    # top-level keys of records that lacked the text key, among the first KEYS_SEEN_RECORDS
+    keys_seen: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "records": self.records,
             "docs": self.docs,
             "chars": self.chars,
@@ -365,6 +404,9 @@ class FileStats:
             "skipped": dict(sorted(self.skipped.items())),
             "error": self.error,
         }
+        if self.keys_seen:
+            d["keys_seen"] = list(self.keys_seen)
+        return d
 
 
 @dataclass
@@ -539,6 +581,7 @@ class _Stream:
         if f.compression == "zst":
             self.walker = ZstdFrameWalker()
         self.src = _CountingSource(raw, self.walker)
+        self._started = False
         self._read: Callable[[int], bytes]
         self._closer: Callable[[], None]
         if f.compression == "zst":
@@ -566,6 +609,20 @@ class _Stream:
         return self.src.count
 
     def read(self) -> bytes:
+        """The next decompressed block (``b""`` at the end); a leading UTF-8 BOM is dropped."""
+        block = self._read_block()
+        if not self._started:
+            self._started = True
+            while block and len(block) < len(_BOM) and _BOM.startswith(block):
+                more = self._read_block()
+                if not more:
+                    break
+                block += more
+            if block.startswith(_BOM):
+                block = block[len(_BOM) :] or self._read_block()
+        return block
+
+    def _read_block(self) -> bytes:
         try:
             block = self._read(BLOCK_SIZE)
         except EOFError as e:
@@ -610,7 +667,7 @@ class _Stream:
 _WS = frozenset(b" \t\r\n\x0b\x0c")
 
 
-def _line_blocks(stream: _Stream, max_line_bytes: int) -> Iterator[list[bytes | None]]:
+def _line_blocks(read: Callable[[], bytes], max_line_bytes: int) -> Iterator[list[bytes | None]]:
     """Non-blank lines of the stream, one list per block read; ``None`` stands for a line longer
     than ``max_line_bytes`` (dropped as it streams by). A final line without newline counts,
     unless the stream is truncated (then :class:`_StreamError` is raised instead)."""
@@ -620,7 +677,7 @@ def _line_blocks(stream: _Stream, max_line_bytes: int) -> Iterator[list[bytes | 
     pending_len = 0
     discarding = False
     while True:
-        block = stream.read()
+        block = read()
         if not block:
             break
         if discarding:
@@ -656,12 +713,57 @@ def _line_blocks(stream: _Stream, max_line_bytes: int) -> Iterator[list[bytes | 
                 discarding = True
             else:
                 pending, pending_len = [tail], len(tail)
+        del parts, p  # hold a huge line only in ``out`` while it is processed
         if out:
             yield out
     if pending:
         last = b"".join(pending)
+        pending = []
         if last[0] not in ws or last.strip():
             yield [last]
+
+
+def _records(stream: _Stream, f: InputFile, max_line_bytes: int) -> Iterator[list[bytes | None]]:
+    """The records of a file as (lists of) raw JSON texts: its lines, or, for a ``.json`` file
+    holding one JSON array, its elements (re-serialized)."""
+    first = stream.read()
+    is_json = f.path.lower().endswith((".json", ".json.zst", ".json.zstd", ".json.gz"))
+    if is_json and first.lstrip()[:1] == b"[":
+        buf, size = [first], len(first)
+        while True:
+            block = stream.read()
+            if not block:
+                break
+            size += len(block)
+            if size > ARRAY_MAX_BYTES:
+                raise _StreamError(
+                    "json_array_too_large",
+                    stream.bytes_read,
+                    f"a JSON array larger than {ARRAY_MAX_BYTES >> 20} MiB (decompressed), the "
+                    "limit for .json array files; convert it to JSON Lines, e.g. jq -c '.[]'",
+                )
+            buf.append(block)
+        data = b"".join(buf)
+        del buf
+        try:
+            arr = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise _StreamError(
+                "malformed_json_array", 0, f"starts with '[' but is not a JSON array ({e})"
+            ) from None
+        del data
+        if not isinstance(arr, list):  # pragma: no cover - '[' always starts a list
+            raise _StreamError("malformed_json_array", 0, "not a JSON array")
+        dumps = orjson.dumps
+        for i in range(0, len(arr), 1024):
+            yield [dumps(x) for x in arr[i : i + 1024]]
+        return
+    pushed = [first]
+
+    def read() -> bytes:
+        return pushed.pop() if pushed else stream.read()
+
+    yield from _line_blocks(read, max_line_bytes)
 
 
 # --------------------------------------------------------------------------- records
@@ -747,7 +849,7 @@ def iter_batches(
         return
     try:
         try:
-            for lines in _line_blocks(stream, max_line_bytes):
+            for lines in _records(stream, f, max_line_bytes):
                 stats.bytes_read = stream.bytes_read
                 if rec < start_record:
                     if rec + len(lines) <= start_record:
@@ -755,7 +857,7 @@ def iter_batches(
                         continue
                     lines = lines[start_record - rec :]
                     rec = start_record
-                for line in lines:
+                for k, line in enumerate(lines):
                     rec += 1
                     stats.records += 1
                     if line is None:
@@ -774,6 +876,10 @@ def iter_batches(
                                 text = obj.get(key0) if key0 is not None else _dig(obj, keys)
                                 if text is None:
                                     reason = "missing_text"
+                                    if rec <= KEYS_SEEN_RECORDS and len(stats.keys_seen) < 20:
+                                        seen = stats.keys_seen
+                                        seen.extend(k for k in obj if k not in seen)
+                                        del seen[20:]
                                 elif type(text) is not str:
                                     reason = "text_not_string"
                                 elif not text or text.isspace():
@@ -782,11 +888,14 @@ def iter_batches(
                                     reason = "too_long"
                                 else:
                                     n = len(text)
+                                    if n > BLOCK_SIZE:  # release a huge line's bytes now
+                                        lines[k] = line = None
                                     texts.append(text)
                                     nchars += n
                                     stats.docs += 1
                                     stats.chars += n
                                     if nchars >= batch_chars:
+                                        del obj, text  # the consumer may free the texts
                                         yield DocBatch(texts, rec)
                                         texts, nchars = [], 0
                                     continue

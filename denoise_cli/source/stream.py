@@ -34,14 +34,10 @@ def join_documents(values: np.ndarray, offsets: np.ndarray, separator: int | Non
     """Flat document tokens -> one stream, with ``separator`` after every non-empty document."""
     if separator is None or len(offsets) <= 1:
         return values
-    lens = np.diff(offsets)
-    nonempty = lens > 0
-    ndocs = int(nonempty.sum())
-    out = np.empty(len(values) + ndocs, dtype=np.int32)
-    seps_before = np.concatenate([[0], np.cumsum(nonempty)[:-1]])  # separators before doc d
-    shift = np.repeat(seps_before, lens)
-    out[np.arange(len(values)) + shift] = values
-    out[offsets[1:][nonempty] + seps_before[nonempty]] = separator
+    # np.insert needs one bool per output token, not int64 index arrays per token (a 30 M token
+    # document would need ~720 MB of temporaries that way)
+    ends = offsets[1:][np.diff(offsets) > 0]
+    out: np.ndarray = np.insert(np.asarray(values, dtype=np.int32), ends, np.int32(separator))
     return out
 
 
@@ -71,18 +67,22 @@ def token_stream(
         max_doc_chars=max_doc_chars,
     ):
         values, offsets, counts = encoder.encode(batch.texts)
+        ndocs = len(batch.texts)
+        batch.texts.clear()  # a huge document's text is not needed past this point
         if counts.get("reserved_token"):
             n = counts["reserved_token"]
             stats.skipped["reserved_token"] = stats.skipped.get("reserved_token", 0) + n
             stats.docs -= n
         tokens = join_documents(values, offsets, separator)
+        del values, offsets
         yield StreamPiece(
             tokens,
             t,
             batch.record_end,
-            len(batch.texts),
+            ndocs,
             stats.bytes_read - last_bytes,
             counts.get("reserved_replaced", 0),
         )
         t += len(tokens)
+        del tokens  # the consumer holds them as long as it needs
         last_bytes = stats.bytes_read

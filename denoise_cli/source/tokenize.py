@@ -24,12 +24,24 @@ under load): ``encode_batch_fast`` 245k-324k tokens per CPU-second, ~93% of a wo
 turning the encodings into one flat int32 array costs ~75-85 ns/token (~2%), mostly building the
 Python id lists that the tokenizers API returns. The 131 added special tokens cost nothing
 measurable (0.94-1.04x of plain GPT-2).
+
+Huge documents (:class:`DocSplitter`): a document longer than ``piece_chars`` (1 Mi characters)
+is encoded in pieces, one piece at a time, and the ids are concatenated; the tokenizers library
+itself needs ~60x a document's size to encode it whole. A piece boundary is only placed at a
+single space between two non-space characters where the ids cannot change: where the
+pre-tokenizer splits anyway (GPT-2's regex, ``ByteLevel``, ``WhitespaceSplit``, ``Metaspace``
+with ``split``), or, for ``Metaspace`` without ``split`` (Llama-style BPE, big Unigram vocabularies
+with multi-word pieces), where no vocabulary piece spans the boundary (so no BPE merge and no
+Unigram segmentation can cross it). In every case the normalizer must act locally around the
+boundary and no added token may touch it; both are checked at each candidate. A tokenizer of
+another kind, or a document without such a boundary for a long stretch, is encoded whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -292,15 +304,135 @@ def build_tokenizer(
     )
 
 
-class Encoder:
-    """Per-worker encoder, built lazily from the extended tokenizer JSON (cheap to pickle)."""
+PIECE_CHARS = 1 << 20  # documents longer than this are encoded in pieces of about this size
 
-    def __init__(self, tokenizer_json: str, reserved: np.ndarray, unk: int | None) -> None:
+# Split regexes known to end every pre-token containing a non-space character before a space
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+_CANDIDATE = re.compile(r"(?<=\S) (?=\S)")
+
+
+def _pre_tokenizer_kind(pre: dict[str, Any] | None) -> tuple[str, str]:
+    """("split", "") when the pre-tokenizer always splits before a single space between
+    non-spaces; ("vocab", replacement) when it does not split there but maps the space to
+    ``replacement`` (the vocabulary decides); ("", "") when unknown."""
+    if pre is None:
+        return "vocab", " "
+    t = pre.get("type")
+    if t in ("WhitespaceSplit", "Whitespace"):
+        return "split", ""
+    if t == "ByteLevel":
+        return ("split", "") if pre.get("use_regex", True) else ("", "")
+    if t == "Split":
+        pat = pre.get("pattern", {}).get("Regex")
+        ok = pat == GPT2_PATTERN and pre.get("behavior") == "Isolated" and not pre.get("invert")
+        return ("split", "") if ok else ("", "")
+    if t == "Metaspace":
+        rep = str(pre.get("replacement", "\u2581"))
+        return ("split", "") if pre.get("split", True) else ("vocab", rep)
+    if t == "Sequence":
+        kinds = [_pre_tokenizer_kind(p) for p in pre.get("pretokenizers", [])]
+        if any(k == "split" for k, _ in kinds):
+            # a later step may only map characters, never join what an earlier step split
+            rest = [p.get("type") for p in pre.get("pretokenizers", [])]
+            if all(
+                r in ("WhitespaceSplit", "Whitespace", "Split", "ByteLevel", "Metaspace")
+                for r in rest
+            ):
+                return "split", ""
+        return "", ""
+    return "", ""
+
+
+class DocSplitter:
+    """Where a long document may be cut so that encoding the pieces gives exactly the ids of
+    encoding it whole (see the module docstring). Built from a loaded ``tokenizers.Tokenizer``."""
+
+    def __init__(self, tok: Any) -> None:
+        self._tok = tok
+        pre = tok.pre_tokenizer
+        state = None if pre is None else json.loads(pre.__getstate__())
+        self.kind, self._rep = _pre_tokenizer_kind(state)
+        self._vocab: set[str] = set()
+        self._max_piece = 1
+        if self.kind == "vocab":
+            model = type(tok.model).__name__
+            if model not in ("BPE", "Unigram"):
+                self.kind = ""
+            else:
+                self._vocab = set(tok.get_vocab(with_added_tokens=False))
+                self._max_piece = max((len(p) for p in self._vocab), default=1)
+        self._added = {str(a.content) for a in tok.get_added_tokens_decoder().values()}
+        self._max_added = max((len(a) for a in self._added), default=0)
+        self._norm = tok.normalizer
+
+    def _normalize(self, s: str) -> str:
+        return s if self._norm is None else str(self._norm.normalize_str(s))
+
+    def safe_at(self, text: str, i: int) -> bool:
+        """Whether ``text`` may be cut before position ``i`` (``text[i]`` is a space between
+        two non-space characters)."""
+        if not self.kind:
+            return False
+        # no added token (matched in raw text) may touch or cross the boundary
+        L = self._max_added
+        if L:
+            for a in range(max(0, i - L), i + 2):
+                for b in range(max(a + 1, i), min(len(text), a + L) + 1):
+                    if text[a:b] in self._added:
+                        return False
+        W = 2 * self._max_piece + 16
+        left, right = text[max(0, i - W) : i], text[i : i + W]
+        nl, nr = self._normalize(left), self._normalize(right)
+        if nl + nr != self._normalize(left + right) or not nr.startswith(" "):
+            return False
+        if self.kind == "split":
+            return True
+        rep = self._rep
+        joined = (nl + nr).replace(" ", rep)
+        j, M, vocab = len(nl), self._max_piece, self._vocab
+        for a in range(max(0, j - M + 1), j):
+            for b in range(j + 1, min(len(joined), a + M) + 1):
+                if joined[a:b] in vocab:
+                    return False
+        return True
+
+    def cuts(self, text: str, piece_chars: int) -> list[int]:
+        """Cut positions (each the index of a space) splitting ``text`` into pieces of at
+        least ``piece_chars`` characters, where possible."""
+        out: list[int] = []
+        if not self.kind:
+            return out
+        pos = piece_chars
+        n = len(text)
+        while pos < n - 1:
+            m = _CANDIDATE.search(text, pos)
+            while m is not None and not self.safe_at(text, m.start()):
+                m = _CANDIDATE.search(text, m.start() + 1)
+            if m is None:
+                break
+            out.append(m.start())
+            pos = m.start() + piece_chars
+        return out
+
+
+class Encoder:
+    """Per-worker encoder, built lazily from the extended tokenizer JSON (cheap to pickle).
+    Documents longer than ``piece_chars`` are encoded in pieces (:class:`DocSplitter`)."""
+
+    def __init__(
+        self,
+        tokenizer_json: str,
+        reserved: np.ndarray,
+        unk: int | None,
+        piece_chars: int = PIECE_CHARS,
+    ) -> None:
         self._json = tokenizer_json
         self._reserved = np.asarray(reserved, dtype=np.int32)
         self._unk = unk
         self._tok: Any = None
         self._unk_text: str | None = None  # the unk token's spelling, if text turns it into unk
+        self._piece_chars = piece_chars
+        self._splitter: DocSplitter | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -309,7 +441,26 @@ class Encoder:
             "_unk": self._unk,
             "_tok": None,
             "_unk_text": None,
+            "_piece_chars": self._piece_chars,
+            "_splitter": None,
         }
+
+    @property
+    def splitter(self) -> DocSplitter:
+        if self._splitter is None:
+            self._splitter = DocSplitter(self.tokenizer)
+        return self._splitter
+
+    def encode_long(self, text: str) -> np.ndarray:
+        """The ids of one document, encoded piece by piece (int32)."""
+        bounds = [0, *self.splitter.cuts(text, self._piece_chars), len(text)]
+        tok = self.tokenizer
+        pieces = []
+        for a, b in itertools.pairwise(bounds):
+            enc = tok.encode_batch_fast([text[a:b]], add_special_tokens=False)[0]
+            pieces.append(np.asarray(enc.ids, dtype=np.int32))
+            del enc
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
     @property
     def tokenizer(self) -> Any:
@@ -335,19 +486,40 @@ class Encoder:
         counts: dict[str, int] = {}
         if not texts:
             return np.zeros(0, np.int32), np.zeros(1, np.int64), counts
-        encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        P = self._piece_chars
+        long = [i for i, t in enumerate(texts) if len(t) > P] if P > 0 else []
+        batch = list(texts)
+        for i in long:
+            batch[i] = ""
+        encs = self.tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+        del batch
         if self._unk_text is not None:
             u = self._unk_text
             spelled = sum(t.count(u) for t in texts if u in t)
             if spelled:
                 counts["reserved_replaced"] = spelled
         ids_lists = [e.ids for e in encs]
+        del encs
         lens = np.fromiter((len(x) for x in ids_lists), dtype=np.int64, count=len(ids_lists))
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         total = int(offsets[-1])
         # chain.from_iterable is ~2x faster than a generator expression here (measured)
         values = np.fromiter(itertools.chain.from_iterable(ids_lists), dtype=np.int32, count=total)
+        del ids_lists
+        if long:
+            big = {i: self.encode_long(texts[i]) for i in long}
+            segs = [
+                big[d] if d in big else values[offsets[d] : offsets[d + 1]]
+                for d in range(len(texts))
+            ]
+            for d, ids in big.items():
+                lens[d] = len(ids)
+            del big
+            values = segs[0] if len(segs) == 1 else np.concatenate(segs)
+            del segs
+            np.cumsum(lens, out=offsets[1:])
+            total = int(offsets[-1])
         if total and len(self._reserved):
             hit = np.isin(values, self._reserved)
             if hit.any():
