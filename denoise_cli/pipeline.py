@@ -41,8 +41,9 @@ import orjson
 from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
-from .errors import ConfigError, OutputError, WorkerError
+from .errors import ConfigError, Interrupted, OutputError, WorkerError
 from .pack import Group, Packer, PackerState, file_key, join_documents
+from .procs import FORKSERVER_PARENT_ENV, Terminated, die_with_parent, terminate_raises
 from .read import FileStats, InputFile, find_inputs, iter_batches
 from .tokenize import Encoder, TokenizerInfo, build_tokenizer
 from .write import (
@@ -370,9 +371,12 @@ def process_file(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(job: Job, q: Any) -> None:
+def _worker_init(job: Job, q: Any, main_pid: int) -> None:
     # Ctrl-C reaches the whole process group: the main process handles it and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # die with the parent (the forkserver, which dies with the main process; or the main
+    # process itself under spawn), whatever killed it
+    die_with_parent(main_pid)
     _WORKER["job"] = job
     _WORKER["q"] = q
 
@@ -568,7 +572,9 @@ def _mp_context() -> Any:
     ctx = mp.get_context("forkserver")
     # workers fork from a server that has already imported numpy/pyarrow/tokenizers and this
     # package: ~0.3 s less start-up per worker (benchmarks/README_prepare.md)
-    ctx.set_forkserver_preload(["denoise_cli.pipeline"])
+    # (denoise_cli.procs first: it makes the server die with this process, see there)
+    os.environ[FORKSERVER_PARENT_ENV] = str(os.getpid())
+    ctx.set_forkserver_preload(["denoise_cli.procs", "denoise_cli.pipeline"])
     return ctx
 
 
@@ -588,7 +594,7 @@ def run_files(
             max_workers=min(workers, len(todo)),
             mp_context=ctx,
             initializer=_worker_init,
-            initargs=(job, q),
+            initargs=(job, q, os.getpid()),
         ) as ex:
             pending: set[Future[dict[str, Any]]] = set()
             try:
@@ -652,6 +658,7 @@ def prepare(
     ray_address: str | None = None,
     num_shards: int = 1,
     shard_index: int = 0,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -659,6 +666,9 @@ def prepare(
     ``engine="ray"`` runs the same per-file units as Ray tasks (same bytes out).
     ``num_shards``/``shard_index`` process a deterministic, size-balanced part of the input files
     (Slurm/Kubernetes arrays); ``denoise merge`` joins the parts.
+    ``notify`` receives the one-line "resuming: ..." message when earlier work is reused.
+    SIGINT/SIGTERM/SIGHUP stop the workers and raise :class:`Interrupted` (what is committed
+    is kept).
     """
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -684,15 +694,27 @@ def prepare(
             job = _make_job(prep, out)
             todo = [i for i in mine if not _file_done_path(out, i).is_file()]
             todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
+            if notify is not None and resume_point(out, mine) != (0, 0):
+                notify(_resuming_line(out, mine))
             bar = _Progress(sum(prep.files[i].size for i in todo), len(todo), progress)
             try:
-                if engine == "ray":
-                    from .ray_engine import run_files_ray
+                with terminate_raises():
+                    if engine == "ray":
+                        from .ray_engine import run_files_ray
 
-                    run_files_ray(job, todo, bar, address=ray_address, workers=workers)
-                else:
-                    nworkers = workers if workers and workers > 0 else (os.cpu_count() or 1)
-                    run_files(job, todo, nworkers, bar)
+                        run_files_ray(job, todo, bar, address=ray_address, workers=workers)
+                    else:
+                        nworkers = workers if workers and workers > 0 else (os.cpu_count() or 1)
+                        run_files(job, todo, nworkers, bar)
+            except (KeyboardInterrupt, Terminated) as e:
+                signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+                done, parts = resume_point(out, mine)
+                more = f" (+{parts} parts of unfinished files)" if parts else ""
+                raise Interrupted(
+                    f"interrupted; {done} of {len(mine)} files committed{more}; rerun the same "
+                    "command to resume",
+                    signum,
+                ) from None
             finally:
                 bar.close()
             records = [orjson.loads(_file_done_path(out, i).read_bytes()) for i in mine]
@@ -703,6 +725,22 @@ def prepare(
             f"writing under {out} failed: {e}. Free space or fix permissions and rerun the same "
             "command to resume."
         ) from None
+
+
+def resume_point(out: Path, files: Sequence[int]) -> tuple[int, int]:
+    """(files completely done, parts committed in the unfinished ones) among ``files``."""
+    done = [i for i in files if _file_done_path(out, i).is_file()]
+    ids = {f"{i:05d}" for i in files} - {f"{i:05d}" for i in done}
+    parts = sum(1 for p in (out / STATE_DIR / "parts").glob("E*-*-*.json") if p.name[5:10] in ids)
+    return len(done), parts
+
+
+def _resuming_line(out: Path, files: Sequence[int]) -> str:
+    done, parts = resume_point(out, files)
+    line = f"resuming: {done} of {len(files)} files done"
+    if parts:
+        line += f", {parts} parts of unfinished files committed"
+    return line + f" (in {out})"
 
 
 def _make_job(prep: Prepared, out: Path) -> Job:
