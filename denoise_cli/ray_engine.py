@@ -21,7 +21,8 @@ directory, so **inputs and output must be on a filesystem every node sees at the
 - ``workers`` caps the number of tasks in flight (one CPU each); without it Ray schedules as
   many as the cluster has CPUs.
 - Cluster: ``address`` (``--ray-address``), else ``RAY_ADDRESS``, else a new local instance
-  (``num_cpus=workers`` or all cores, no dashboard). If the calling process is already
+  (``num_cpus=workers`` or all cores, no dashboard, every server on 127.0.0.1 only: see
+  ``LOOPBACK_ENV``). If the calling process is already
   connected (``ray.init`` called before), that connection is used. Only what this function
   started is shut down.
 """
@@ -42,6 +43,8 @@ from .write import TMP_PREFIX
 MAX_RETRIES = 3
 REPORT_EVERY_S = 0.25
 POLL_S = 0.2
+# Ray's switch for "clusters beyond this machine"; "0" keeps a local instance on 127.0.0.1
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 _log = logging.getLogger(__name__)
 
@@ -210,9 +213,14 @@ def run_files_ray(
 ) -> None:
     """Process ``todo`` (file indices, in submission order) as Ray tasks; raise as
     :func:`pipeline.run_files` does. The caller finalizes the output."""
-    ray = _import_ray()
     if not todo:
         return
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        # a private local instance: with this set before Ray is imported, its node address stays
+        # 127.0.0.1 (else Ray swaps in the host's address), and so gcs, raylet, workers and agents
+        # listen on loopback only (tests/test_procs.py lists the listening sockets)
+        os.environ.setdefault(LOOPBACK_ENV, "0")
+    ray = _import_ray()
     limit = workers if workers and workers > 0 else None
     started = _connect(ray, address, limit)
     sink = None
