@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_reliability import ARGS, make_corpus
 
 from denoise_cli.pipeline import resume_point
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_reliability import ARGS, make_corpus  # noqa: E402
-
 PR_SET_CHILD_SUBREAPER = 36
+RAY_ARGS = ("--engine", "ray", "--workers", "2")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc, prctl")
 
 
@@ -199,8 +198,7 @@ def test_local_ray_instance_listens_on_loopback_only(subreaper: None, tmp_path: 
     out, log = tmp_path / "o", tmp_path / "err.txt"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     p = subprocess.Popen(
-        [sys.executable, "-m", "denoise_cli", "prepare", str(inp), str(out), *ARGS]
-        + ["--engine", "ray", "--workers", "2"],
+        [sys.executable, "-m", "denoise_cli", "prepare", str(inp), str(out), *ARGS, *RAY_ARGS],
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
         env=env,
