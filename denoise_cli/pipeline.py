@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import multiprocessing as mp
 import os
 import queue
@@ -42,6 +43,7 @@ from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
 from .errors import ConfigError, Interrupted, OutputError, WorkerError
+from .fingerprint import SourceDigest, prefix_sha256
 from .pack import Group, Packer, PackerState, file_key, join_documents
 from .procs import FORKSERVER_PARENT_ENV, Terminated, die_with_parent, terminate_raises
 from .read import FileStats, InputFile, find_inputs, iter_batches
@@ -58,6 +60,8 @@ from .write import (
 
 MANIFEST = "denoise.json"
 STATE_DIR = ".denoise"
+
+_log = logging.getLogger(__name__)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -153,9 +157,14 @@ class _EpochStream:
     boundaries do not matter).
     """
 
-    def __init__(self, job: Job, out: Path, file_idx: int, epoch: int, key: int) -> None:
+    def __init__(
+        self, job: Job, out: Path, file_idx: int, epoch: int, key: int, source: SourceDigest
+    ) -> None:
         self.job, self.out, self.file_idx, self.epoch = job, out, file_idx, epoch
+        self.source = source  # the raw input bytes read so far: recorded with each commit
         rec = _last_commit(out, epoch, file_idx)
+        # (bytes, sha256) of the input prefix this epoch's commits were made from
+        self.consumed: tuple[int, str] | None = None
         self.parts: list[dict[str, Any]] = []
         self.final, self.tail = False, 0
         self.R, self.T, self.part = 0, 0, 0
@@ -166,6 +175,8 @@ class _EpochStream:
             carry = np.load(out / rec["carry"], allow_pickle=False)
             state = PackerState(rec["next_group"], rec["offset"], carry)
             self.R, self.T, self.part = rec["record_end"], rec["tokens_read"], rec["part"] + 1
+            if "source_sha256" in rec:
+                self.consumed = (int(rec["source_bytes"]), str(rec["source_sha256"]))
             self.parts, self.stats = list(rec["parts"]), rec["stats"]
             self.reserved, self.final, self.tail = (
                 rec["reserved_replaced"],
@@ -276,6 +287,8 @@ class _EpochStream:
             "bytes": size,
             "record_end": self.R,
             "tokens_read": self.T,
+            "source_bytes": self.source.count,
+            "source_sha256": self.source.hexdigest(),
             "next_group": st.next_group,
             "offset": st.offset,
             "carry": carry_rel,
@@ -316,7 +329,16 @@ def process_file(
     cfg = job.cfg
     key = file_key(f.name)
     sep = job.special.eos if cfg.doc_separator == "eos" else None
-    epochs = [_EpochStream(job, out, file_idx, e, key) for e in range(cfg.epochs)]
+    source = SourceDigest()
+    epochs = [_EpochStream(job, out, file_idx, e, key, source) for e in range(cfg.epochs)]
+    if not input_unchanged(f, [s.consumed for s in epochs]):
+        _log.warning(
+            "%s changed since its parts were committed (same size, other bytes); redoing it "
+            "from the start",
+            f.name,
+        )
+        forget_file(job, out, file_idx)
+        epochs = [_EpochStream(job, out, file_idx, e, key, source) for e in range(cfg.epochs)]
     first = min(epochs, key=lambda s: s.T)  # the earliest checkpoint: resume reading there
     stats = _stats_from(first.stats) if first.stats is not None else FileStats()
     record_end, t, reserved = first.R, first.T, first.reserved
@@ -330,6 +352,7 @@ def process_file(
                 stats=stats,
                 start_record=record_end,
                 max_doc_chars=cfg.max_doc_chars,
+                digest=source,
             ):
                 values, offsets, counts = job.encoder.encode(batch.texts)
                 if counts.get("reserved_token"):
@@ -359,6 +382,8 @@ def process_file(
         "name": f.name,
         "path": f.path,
         "size": f.size,
+        "source_bytes": source.count,
+        "source_sha256": source.hexdigest(),
         "stats": stats.to_dict(),
         "tokens": t,
         "reserved_replaced": reserved,
@@ -366,6 +391,27 @@ def process_file(
     }
     atomic_write_bytes(done, _dumps(rec))
     return rec
+
+
+def input_unchanged(f: InputFile, consumed: Sequence[tuple[int, str] | None]) -> bool:
+    """Whether the input still starts with the bytes the committed parts were made from
+    (``consumed``: per epoch, (bytes, sha256) of its last commit, None if nothing committed).
+    The longest prefix covers every epoch's; parts committed before fingerprints existed
+    carry none and are trusted."""
+    known = [c for c in consumed if c is not None]
+    if not known:
+        return True
+    nbytes, digest = max(known)
+    return prefix_sha256(f.path, nbytes) == digest
+
+
+def forget_file(job: Job, out: Path, file_idx: int) -> None:
+    """Remove every commit record, carry and shard of one (unfinished) input file."""
+    for p in (out / STATE_DIR / "parts").glob(f"E*-{file_idx:05d}-*"):
+        p.unlink(missing_ok=True)
+    for e in range(job.cfg.epochs):
+        for p in (out / job.epoch_dir(e) / "data").glob(f"{file_idx:05d}-*"):
+            p.unlink(missing_ok=True)
 
 
 _WORKER: dict[str, Any] = {}

@@ -99,6 +99,7 @@ import orjson
 import zstandard
 
 from .errors import ConfigError, InputError
+from .fingerprint import SourceDigest
 
 Compression = Literal["zst", "gz", "none"]
 
@@ -456,9 +457,15 @@ class _ZstdFrameWalker:
 class _CountingSource:
     """The compressed file as seen by a decompressor: counts bytes, feeds the frame walker."""
 
-    def __init__(self, raw: io.RawIOBase, walker: _ZstdFrameWalker | None) -> None:
+    def __init__(
+        self,
+        raw: io.RawIOBase,
+        walker: _ZstdFrameWalker | None,
+        digest: SourceDigest | None = None,
+    ) -> None:
         self._raw = raw
         self._walker = walker
+        self._digest = digest
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -468,6 +475,8 @@ class _CountingSource:
         self.count += len(b)
         if self._walker is not None:
             self._walker.feed(b)
+        if self._digest is not None:
+            self._digest.update(b)
         return b
 
     def readable(self) -> bool:
@@ -481,7 +490,7 @@ class _Stream:
     """Decompressed blocks of one file: :meth:`read` returns ``b""`` at a clean end and raises
     :class:`_StreamError` on a corrupt, truncated or unreadable stream."""
 
-    def __init__(self, f: InputFile) -> None:
+    def __init__(self, f: InputFile, digest: SourceDigest | None = None) -> None:
         self.f = f
         self.walker: _ZstdFrameWalker | None = None
         try:
@@ -490,7 +499,7 @@ class _Stream:
             raise _StreamError("unreadable", 0, f"cannot open: {e.strerror or e}") from None
         if f.compression == "zst":
             self.walker = _ZstdFrameWalker()
-        self.src = _CountingSource(raw, self.walker)
+        self.src = _CountingSource(raw, self.walker, digest)
         self._read: Callable[[int], bytes]
         self._closer: Callable[[], None]
         if f.compression == "zst":
@@ -648,6 +657,7 @@ def iter_batches(
     batch_chars: int = 1 << 20,
     max_doc_chars: int = 0,
     max_line_bytes: int = 1 << 30,
+    digest: SourceDigest | None = None,
 ) -> Iterator[DocBatch]:
     """Stream the documents of one file in batches of about ``batch_chars`` characters.
 
@@ -657,6 +667,7 @@ def iter_batches(
     A corrupt/truncated/unreadable stream sets ``stats.error`` after yielding what came before
     it, then ends (``skip``) or raises :class:`InputError` at ``byte offset N`` (``fail``).
     The last batch (possibly empty) always carries the final ``record_end``.
+    ``digest``, if given, receives every raw byte read from the file (resume fingerprint).
     """
     if on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -676,7 +687,7 @@ def iter_batches(
     detail = ""
     rec = 0  # index of the next record
     try:
-        stream = _Stream(f)
+        stream = _Stream(f, digest)
     except _StreamError as e:
         stats.error = f"{f.path}: {e.detail} (byte offset 0, 0 records read)"
         yield DocBatch(texts, rec)
