@@ -72,7 +72,9 @@ def terminate_raises() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         raise Terminated(signum)
 
-    saved = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # a signal ignored on purpose (``nohup``) stays ignored
+    wanted = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) != signal.SIG_IGN]
+    saved = {s: signal.signal(s, handler) for s in wanted}
     try:
         yield
     finally:
