@@ -19,6 +19,7 @@ import pytest
 from test_reliability import ARGS, make_corpus
 
 from denoise_cli.pipeline import resume_point
+from denoise_cli.procs import Terminated, terminate_raises
 
 PR_SET_CHILD_SUBREAPER = 36
 RAY_ARGS = ("--engine", "ray", "--workers", "2")
@@ -218,3 +219,16 @@ def test_local_ray_instance_listens_on_loopback_only(subreaper: None, tmp_path: 
     while still_running(tree) and time.time() < deadline:
         time.sleep(0.2)
     assert not still_running(tree)
+
+
+def test_sigterm_raises_in_the_block_and_an_ignored_sighup_stays_ignored() -> None:
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with pytest.raises(Terminated) as ei, terminate_raises():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN  # nohup is respected
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        assert ei.value.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
+    finally:
+        signal.signal(signal.SIGHUP, before)
