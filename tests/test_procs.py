@@ -23,6 +23,7 @@ from denoise_cli.procs import Terminated, terminate_raises
 
 PR_SET_CHILD_SUBREAPER = 36
 RAY_ARGS = ("--engine", "ray", "--workers", "2")
+CLI = (sys.executable, "-m", "denoise_cli", "prepare")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc, prctl")
 
 
@@ -232,3 +233,30 @@ def test_sigterm_raises_in_the_block_and_an_ignored_sighup_stays_ignored() -> No
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+@linux_only
+@pytest.mark.slow
+def test_sigterm_stops_a_ray_run_with_one_line_and_no_leftovers(
+    subreaper: None, big_corpus: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("ray")
+    out, log = tmp_path / "o", tmp_path / "err.txt"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    p = subprocess.Popen(
+        [*CLI, str(big_corpus), str(out), *ARGS, *RAY_ARGS],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        env=env,
+    )
+    _wait_for_commit(p, out)
+    tree = process_tree(p.pid)
+    os.kill(p.pid, signal.SIGTERM)
+    rc = p.wait(timeout=120)
+    err = log.read_text()
+    assert rc == 143, err  # before: Ray's handler exited with 15 (or aborted, -6)
+    assert err.strip().splitlines()[-1].startswith("denoise: interrupted; "), err
+    deadline = time.time() + 10
+    while still_running(tree) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not still_running(tree)
