@@ -20,6 +20,7 @@ Throughput and memory figures: ``benchmarks/bench_prepare.py``.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import queue
@@ -38,7 +39,8 @@ import orjson
 from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
-from .errors import ConfigError, InputError, OutputError, WorkerError
+from .errors import ConfigError, InputError, Interrupted, OutputError, WorkerError
+from .fingerprint import SourceDigest, prefix_sha256
 from .fs import is_url
 from .layout import MANIFEST as MANIFEST  # re-exported
 from .layout import STATE_DIR as STATE_DIR  # re-exported
@@ -52,7 +54,8 @@ from .layout import (
     remove_temporaries,
 )
 from .pack import Group, Packer, PackerState, file_key, join_documents
-from .read import KEYS_SEEN_RECORDS, FileStats, InputFile, find_inputs, iter_batches
+from .procs import FORKSERVER_PARENT_ENV, Terminated, die_with_parent, terminate_raises
+from .read import KEYS_SEEN_RECORDS, FileStats, InputFile, find_inputs, iter_batches, open_input
 from .tokenize import Encoder, TokenizerInfo, build_tokenizer
 from .write import (
     ShardWriter,
@@ -64,6 +67,8 @@ from .write import (
 )
 
 DEFAULT_MAX_SKIP_FRACTION = 0.5  # a run that skips more of its records fails (exit 3)
+
+_log = logging.getLogger(__name__)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -162,9 +167,14 @@ class _EpochStream:
     boundaries do not matter).
     """
 
-    def __init__(self, job: Job, out: Path, file_idx: int, epoch: int, key: int) -> None:
+    def __init__(
+        self, job: Job, out: Path, file_idx: int, epoch: int, key: int, source: SourceDigest
+    ) -> None:
         self.job, self.out, self.file_idx, self.epoch = job, out, file_idx, epoch
+        self.source = source  # the raw input bytes read so far: recorded with each commit
         rec = _last_commit(out, epoch, file_idx)
+        # (bytes, sha256) of the input prefix this epoch's commits were made from
+        self.consumed: tuple[int, str] | None = None
         self.parts: list[dict[str, Any]] = []
         self.final, self.tail = False, 0
         self.R, self.T, self.part = 0, 0, 0
@@ -175,6 +185,8 @@ class _EpochStream:
             carry = np.load(out / rec["carry"], allow_pickle=False)
             state = PackerState(rec["next_group"], rec["offset"], carry)
             self.R, self.T, self.part = rec["record_end"], rec["tokens_read"], rec["part"] + 1
+            if "source_sha256" in rec:
+                self.consumed = (int(rec["source_bytes"]), str(rec["source_sha256"]))
             self.parts, self.stats = list(rec["parts"]), rec["stats"]
             self.reserved, self.final, self.tail = (
                 rec["reserved_replaced"],
@@ -285,6 +297,8 @@ class _EpochStream:
             "bytes": size,
             "record_end": self.R,
             "tokens_read": self.T,
+            "source_bytes": self.source.count,
+            "source_sha256": self.source.hexdigest(),
             "next_group": st.next_group,
             "offset": st.offset,
             "carry": carry_rel,
@@ -325,7 +339,16 @@ def process_file(
     cfg = job.cfg
     key = file_key(f.name)
     sep = job.special.eos if cfg.doc_separator == "eos" else None
-    epochs = [_EpochStream(job, out, file_idx, e, key) for e in range(cfg.epochs)]
+    source = SourceDigest()
+    epochs = [_EpochStream(job, out, file_idx, e, key, source) for e in range(cfg.epochs)]
+    if not input_unchanged(f, [s.consumed for s in epochs]):
+        _log.warning(
+            "%s changed since its parts were committed (same size, other bytes); redoing it "
+            "from the start",
+            f.name,
+        )
+        forget_file(job, out, file_idx)
+        epochs = [_EpochStream(job, out, file_idx, e, key, source) for e in range(cfg.epochs)]
     first = min(epochs, key=lambda s: s.T)  # the earliest checkpoint: resume reading there
     stats = _stats_from(first.stats) if first.stats is not None else FileStats()
     record_end, t, reserved = first.R, first.T, first.reserved
@@ -339,6 +362,7 @@ def process_file(
                 stats=stats,
                 start_record=record_end,
                 max_doc_chars=cfg.max_doc_chars,
+                digest=source,
             ):
                 values, offsets, counts = job.encoder.encode(batch.texts)
                 ndocs = len(batch.texts)
@@ -372,6 +396,8 @@ def process_file(
         "name": f.name,
         "path": f.path,
         "size": f.size,
+        "source_bytes": source.count,
+        "source_sha256": source.hexdigest(),
         "stats": stats.to_dict(),
         "tokens": t,
         "reserved_replaced": reserved,
@@ -381,12 +407,36 @@ def process_file(
     return rec
 
 
+def input_unchanged(f: InputFile, consumed: Sequence[tuple[int, str] | None]) -> bool:
+    """Whether the input still starts with the bytes the committed parts were made from
+    (``consumed``: per epoch, (bytes, sha256) of its last commit, None if nothing committed).
+    The longest prefix covers every epoch's; parts committed before fingerprints existed
+    carry none and are trusted."""
+    known = [c for c in consumed if c is not None]
+    if not known:
+        return True
+    nbytes, digest = max(known)
+    return prefix_sha256(lambda: open_input(f), nbytes) == digest
+
+
+def forget_file(job: Job, out: Path, file_idx: int) -> None:
+    """Remove every commit record, carry and shard of one (unfinished) input file."""
+    for p in (out / STATE_DIR / "parts").glob(f"E*-{file_idx:05d}-*"):
+        p.unlink(missing_ok=True)
+    for e in range(job.cfg.epochs):
+        for p in (out / job.epoch_dir(e) / "data").glob(f"{file_idx:05d}-*"):
+            p.unlink(missing_ok=True)
+
+
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(job: Job, q: Any) -> None:
+def _worker_init(job: Job, q: Any, main_pid: int) -> None:
     # Ctrl-C reaches the whole process group: the main process handles it and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # die with the parent (the forkserver, which dies with the main process; or the main
+    # process itself under spawn), whatever killed it
+    die_with_parent(main_pid)
     _WORKER["job"] = job
     _WORKER["q"] = q
 
@@ -571,7 +621,9 @@ def _mp_context() -> Any:
     ctx = mp.get_context("forkserver")
     # workers fork from a server that has already imported numpy/pyarrow/tokenizers and this
     # package: ~0.3 s less start-up per worker (benchmarks/README_prepare.md)
-    ctx.set_forkserver_preload(["denoise_cli.pipeline"])
+    # (denoise_cli.procs first: it makes the server die with this process, see there)
+    os.environ[FORKSERVER_PARENT_ENV] = str(os.getpid())
+    ctx.set_forkserver_preload(["denoise_cli.procs", "denoise_cli.pipeline"])
     return ctx
 
 
@@ -591,7 +643,7 @@ def run_files(
             max_workers=min(workers, len(todo)),
             mp_context=ctx,
             initializer=_worker_init,
-            initargs=(job, q),
+            initargs=(job, q, os.getpid()),
         ) as ex:
             pending: set[Future[dict[str, Any]]] = set()
             try:
@@ -657,6 +709,7 @@ def prepare(
     shard_index: int = 0,
     storage_options: dict[str, Any] | None = None,
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -668,6 +721,9 @@ def prepare(
     ``num_shards``/``shard_index`` process a deterministic, size-balanced part of the input files
     (Slurm/Kubernetes arrays); ``denoise merge`` joins the parts.
     ``storage_options``: fsspec options for URL inputs (``--storage-options``).
+    ``notify`` receives the one-line "resuming: ..." message when earlier work is reused.
+    SIGINT/SIGTERM/SIGHUP stop the workers and raise :class:`Interrupted` (what is committed
+    is kept).
     """
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -700,15 +756,27 @@ def prepare(
             job = _make_job(prep, out)
             todo = [i for i in mine if not _file_done_path(out, i).is_file()]
             todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
+            if notify is not None and resume_point(out, mine) != (0, 0):
+                notify(_resuming_line(out, mine))
             bar = _Progress(sum(prep.files[i].size for i in todo), len(todo), progress)
             try:
-                if engine == "ray":
-                    from .ray_engine import run_files_ray
+                with terminate_raises():
+                    if engine == "ray":
+                        from .ray_engine import run_files_ray
 
-                    run_files_ray(job, todo, bar, address=ray_address, workers=workers)
-                else:
-                    nworkers = workers if workers and workers > 0 else (os.cpu_count() or 1)
-                    run_files(job, todo, nworkers, bar)
+                        run_files_ray(job, todo, bar, address=ray_address, workers=workers)
+                    else:
+                        nworkers = workers if workers and workers > 0 else (os.cpu_count() or 1)
+                        run_files(job, todo, nworkers, bar)
+            except (KeyboardInterrupt, Terminated) as e:
+                signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+                done, parts = resume_point(out, mine)
+                more = f" (+{parts} parts of unfinished files)" if parts else ""
+                raise Interrupted(
+                    f"interrupted; {done} of {len(mine)} files committed{more}; rerun the same "
+                    "command to resume",
+                    signum,
+                ) from None
             finally:
                 bar.close()
             records = [orjson.loads(_file_done_path(out, i).read_bytes()) for i in mine]
@@ -786,6 +854,22 @@ def check_run(m: dict[str, Any], text_key: str, max_skip_fraction: float, out: s
         "nothing_written" if rows == 0 else "too_many_skipped",
         "; ".join(parts),
     )
+
+
+def resume_point(out: Path, files: Sequence[int]) -> tuple[int, int]:
+    """(files completely done, parts committed in the unfinished ones) among ``files``."""
+    done = [i for i in files if _file_done_path(out, i).is_file()]
+    ids = {f"{i:05d}" for i in files} - {f"{i:05d}" for i in done}
+    parts = sum(1 for p in (out / STATE_DIR / "parts").glob("E*-*-*.json") if p.name[5:10] in ids)
+    return len(done), parts
+
+
+def _resuming_line(out: Path, files: Sequence[int]) -> str:
+    done, parts = resume_point(out, files)
+    line = f"resuming: {done} of {len(files)} files done"
+    if parts:
+        line += f", {parts} parts of unfinished files committed"
+    return line + f" (in {out})"
 
 
 def _make_job(prep: Prepared, out: Path) -> Job:
