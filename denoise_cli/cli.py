@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from .config import LAYOUTS, Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
-from .errors import DenoiseError
+from .errors import DenoiseError, Interrupted
 
 app = typer.Typer(
     add_completion=False,
@@ -22,7 +22,8 @@ app = typer.Typer(
 
 
 def _fail(e: DenoiseError) -> None:
-    typer.secho(f"denoise: error: {e}", fg=typer.colors.RED, err=True)
+    kind = "" if isinstance(e, Interrupted) else "error: "
+    typer.secho(f"denoise: {kind}{e}", fg=typer.colors.RED, err=True)
     raise typer.Exit(e.exit_code)
 
 
@@ -308,6 +309,7 @@ def prepare(
             shard_index=s_index,
             storage_options=opts,
             max_skip_fraction=max_skip_fraction,
+            notify=lambda line: typer.echo(f"denoise: {line}", err=True),
         )
     except DenoiseError as e:
         _fail(e)

@@ -60,3 +60,16 @@ class WorkerError(DenoiseError):
     """A worker process died (killed, out of memory). Rerunning resumes the work."""
 
     exit_code = 6
+
+
+class Interrupted(DenoiseError):
+    """SIGINT/SIGTERM/SIGHUP stopped the run; what was committed is kept. The exit code is the
+    shell's: 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+    def __reduce__(self) -> tuple[type[Interrupted], tuple[str, int]]:
+        return (Interrupted, (str(self), self.signum))

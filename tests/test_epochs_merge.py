@@ -12,7 +12,7 @@ import pytest
 from helpers import SAMPLE
 
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
-from denoise_cli.errors import ConfigError
+from denoise_cli.errors import ConfigError, Interrupted
 from denoise_cli.prepare.merge import merge
 from denoise_cli.prepare.run import assign_files, prepare
 
@@ -101,7 +101,7 @@ def test_epochs_are_worker_count_independent_and_resumable(
         real(path, data)
 
     monkeypatch.setattr(pl, "atomic_write_bytes", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         prepare([str(SAMPLE)], str(out), cfg(epochs=3), workers=1, progress=False)
     monkeypatch.setattr(pl, "atomic_write_bytes", real)
     prepare([str(SAMPLE)], str(out), cfg(epochs=3), workers=1, progress=False)

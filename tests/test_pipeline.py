@@ -17,7 +17,7 @@ from helpers import REPO, SAMPLE, T5_TINY, Outputs
 
 from denoise_cli import open_dataset
 from denoise_cli.config import Lengths, Mixture, PrepareConfig, TokenConfig, load_mixture
-from denoise_cli.errors import ConfigError, InputError, OutputError
+from denoise_cli.errors import ConfigError, InputError, Interrupted, OutputError
 from denoise_cli.prepare.run import prepare
 from denoise_cli.rows.base import IGNORE_INDEX
 from denoise_cli.source.read import FileStats, find_inputs, iter_batches
@@ -199,7 +199,7 @@ def test_packed_output_is_worker_count_independent_and_resumable(
         real(path, data)
 
     monkeypatch.setattr(pl, "atomic_write_bytes", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         prepare([str(SAMPLE)], str(out), cfg, workers=1, progress=False)
     monkeypatch.setattr(pl, "atomic_write_bytes", real)
     monkeypatch.setattr(config, "PACK_ALGORITHM", "some-other-packer")
@@ -243,7 +243,7 @@ def test_interrupted_run_resumes_without_gaps_or_duplicates(
             real(path, data)
 
         monkeypatch.setattr(pl, "atomic_write_bytes", flaky)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted):
             prepare([str(SAMPLE)], str(out), cfg, workers=1, progress=False)
         assert not (out / "denoise.json").exists()
         monkeypatch.setattr(pl, "atomic_write_bytes", real)

@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
-from denoise_cli.errors import InputError
+from denoise_cli.errors import InputError, Interrupted
 from denoise_cli.prepare.run import prepare
 from denoise_cli.source.read import FileStats, InputFile, find_inputs, iter_batches
 from denoise_cli.source.read_parquet import column_path
@@ -324,7 +324,7 @@ def test_parquet_kill_and_resume_is_byte_identical(
             real(path, data)
 
         monkeypatch.setattr(pl, "atomic_write_bytes", flaky)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted):
             prepare(inp, str(out), cfg, tokenizer=T5_TINY, workers=1, progress=False)
         monkeypatch.setattr(pl, "atomic_write_bytes", real)
         starts.clear()

@@ -9,6 +9,7 @@ for any worker count. See docs/architecture.md.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import signal
 from collections.abc import Sequence
@@ -18,14 +19,18 @@ from typing import Any
 
 from ..errors import WorkerError
 from . import Unit
+from .procs import FORKSERVER_PARENT_ENV, die_with_parent
 from .progress import Progress
 
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(unit: Unit, job: Any, q: Any) -> None:
+def _worker_init(unit: Unit, job: Any, q: Any, main_pid: int) -> None:
     # Ctrl-C reaches the whole process group: the main process handles it and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # die with the parent (the forkserver, which dies with the main process; or the main
+    # process itself under spawn), whatever killed it
+    die_with_parent(main_pid)
     _WORKER.update(unit=unit, job=job, q=q)
 
 
@@ -46,7 +51,9 @@ def _mp_context(preload: list[str]) -> Any:
     ctx = mp.get_context("forkserver")
     # workers fork from a server that has already imported numpy/pyarrow/tokenizers and this
     # package: ~0.3 s less start-up per worker (benchmarks/README_prepare.md)
-    ctx.set_forkserver_preload([*preload, "denoise_cli.engines.local"])
+    # (engines.procs first: it makes the server die with this process, see there)
+    os.environ[FORKSERVER_PARENT_ENV] = str(os.getpid())
+    ctx.set_forkserver_preload(["denoise_cli.engines.procs", *preload, "denoise_cli.engines.local"])
     return ctx
 
 
@@ -72,7 +79,7 @@ def run_files(
             max_workers=min(workers, len(todo)),
             mp_context=ctx,
             initializer=_worker_init,
-            initargs=(unit, job, q),
+            initargs=(unit, job, q, os.getpid()),
         ) as ex:
             pending: set[Future[dict[str, Any]]] = set()
             try:

@@ -21,7 +21,8 @@ directory, so **inputs and output must be on a filesystem every node sees at the
 - ``workers`` caps the number of tasks in flight (one CPU each); without it Ray schedules as
   many as the cluster has CPUs.
 - Cluster: ``address`` (``--ray-address``), else ``RAY_ADDRESS``, else a new local instance
-  (``num_cpus=workers`` or all cores, no dashboard). If the calling process is already
+  (``num_cpus=workers`` or all cores, no dashboard, every server on 127.0.0.1 only: see
+  ``LOOPBACK_ENV``). If the calling process is already
   connected (``ray.init`` called before), that connection is used. Only what this function
   started is shut down.
 """
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,11 +41,14 @@ from typing import Any
 from ..errors import ConfigError, DenoiseError, WorkerError
 from ..output.layout import stale_tmp_files
 from . import Unit
+from .procs import Terminated
 from .progress import Progress
 
 MAX_RETRIES = 3
 REPORT_EVERY_S = 0.25
 POLL_S = 0.2
+# Ray's switch for "clusters beyond this machine"; "0" keeps a local instance on 127.0.0.1
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 _log = logging.getLogger(__name__)
 
@@ -175,6 +181,25 @@ def connect(ray: Any, address: str | None, workers: int | None) -> bool:
     return True
 
 
+def _catch_signals(stop: list[int]) -> dict[int, Any]:
+    """While tasks run, SIGINT/SIGTERM/SIGHUP only record themselves in ``stop``; the wait
+    loop then raises :class:`~denoise_cli.engines.procs.Terminated` between two ``ray.wait``
+    calls. (``ray.init`` replaced the driver's SIGTERM handling with one that exits with code
+    15, and an exception raised by a handler inside Ray's Cython calls surfaces as
+    ``SystemError``.) Returns the handlers to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def record(signum: int, frame: Any) -> None:
+        stop.append(signum)
+
+    saved: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            saved[sig] = signal.signal(sig, record)
+    return saved
+
+
 def reraise(ray: Any, e: BaseException, job: Any, file_idx: int) -> None:
     """Turn what ``ray.get`` raised into what the caller expects; always raises."""
     if isinstance(e, ray.exceptions.RayTaskError):
@@ -202,11 +227,18 @@ def run_files(
 ) -> None:
     """Process ``todo`` (file indices, in submission order) as Ray tasks; raise as
     :func:`engines.local.run_files` does. The caller finalizes the output."""
-    ray = _import_ray()
     if not todo:
         return
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        # a private local instance: with this set before Ray is imported, its node address stays
+        # 127.0.0.1 (else Ray swaps in the host's address), and so gcs, raylet, workers and agents
+        # listen on loopback only (tests/test_procs.py lists the listening sockets)
+        os.environ.setdefault(LOOPBACK_ENV, "0")
+    ray = _import_ray()
     limit = workers if workers and workers > 0 else None
     started = connect(ray, address, limit)
+    stop: list[int] = []
+    saved = _catch_signals(stop)
     sink = None
     inflight: dict[Any, int] = {}
     try:
@@ -221,6 +253,8 @@ def run_files(
                 i = queue.pop()
                 inflight[task.remote(unit, box, i, sink)] = i
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
+            if stop:
+                raise Terminated(stop[0])
             _poll(ray, sink, progress, job, attempts)
             for ref in ready:
                 i = inflight.pop(ref)
@@ -239,6 +273,8 @@ def run_files(
                 pass
         raise
     finally:
+        for sig, h in saved.items():
+            signal.signal(sig, h)
         if sink is not None:
             try:
                 ray.kill(sink)

@@ -103,6 +103,20 @@ def file_record(out: Path, file_idx: int) -> Path:
     return files_dir(out) / f"{file_idx:05d}.json"
 
 
+def committed_parts(out: Path, file_idx: int) -> list[Path]:
+    """The commit records of one input file (every epoch)."""
+    return sorted(parts_dir(out).glob(f"E*-{file_idx:05d}-*.json"))
+
+
+def file_state_files(out: Path, epochs: int, file_idx: int) -> list[Path]:
+    """Everything a run wrote for one unfinished input file: its commit records and carries,
+    and its shards in every epoch."""
+    found = list(parts_dir(out).glob(f"E*-{file_idx:05d}-*"))
+    for e in range(epochs):
+        found += (out / epoch_dir(epochs, e) / DATA_DIR).glob(f"{file_idx:05d}-*")
+    return found
+
+
 def work_dirs(out: Path) -> list[Path]:
     """Directories a run writes into (created before work starts, swept of temporary files)."""
     return [out / DATA_DIR, parts_dir(out), files_dir(out)]

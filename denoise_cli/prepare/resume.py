@@ -2,11 +2,13 @@
 commit record stores the resume state (records consumed, the chunker's next group and stream
 offset, the un-chunked tokens as ``.npy``, the cumulative counters); a finished input file gets
 a file record. A rerun skips finished files and continues an unfinished one from its last
-committed part whose shard exists with the recorded size. See docs/architecture.md.
+committed part whose shard exists with the recorded size, unless the input's bytes changed
+since (each commit records the SHA-256 of the input bytes consumed). See docs/architecture.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,19 @@ import numpy as np
 import orjson
 
 from ..errors import OutputError
-from ..output.layout import STATE_DIR, carry_name, file_record, output_path, part_record
+from ..output.layout import (
+    STATE_DIR,
+    carry_name,
+    committed_parts,
+    file_record,
+    file_state_files,
+    output_path,
+    part_record,
+)
 from ..output.manifest import dumps
 from ..output.shards import atomic_save_npy, atomic_write_bytes
-from ..source.read import FileStats
+from ..source.fingerprint import prefix_sha256
+from ..source.read import FileStats, InputFile, open_input
 
 
 def stats_from(d: dict[str, Any]) -> FileStats:
@@ -72,6 +83,31 @@ def finished_file(out: Path, file_idx: int) -> dict[str, Any] | None:
         return None
     rec: dict[str, Any] = orjson.loads(p.read_bytes())
     return rec
+
+
+def input_unchanged(f: InputFile, consumed: Sequence[tuple[int, str] | None]) -> bool:
+    """Whether the input still starts with the bytes the committed parts were made from
+    (``consumed``: per epoch, (bytes, sha256) of its last commit, None if nothing committed).
+    The longest prefix covers every epoch's; parts committed before fingerprints existed
+    carry none and are trusted."""
+    known = [c for c in consumed if c is not None]
+    if not known:
+        return True
+    nbytes, digest = max(known)
+    return prefix_sha256(lambda: open_input(f), nbytes) == digest
+
+
+def forget_file(out: Path, epochs: int, file_idx: int) -> None:
+    """Remove every commit record, carry and shard of one (unfinished) input file."""
+    for p in file_state_files(out, epochs, file_idx):
+        p.unlink(missing_ok=True)
+
+
+def resume_point(out: Path, files: Sequence[int]) -> tuple[int, int]:
+    """(files completely done, parts committed in the unfinished ones) among ``files``."""
+    done = [i for i in files if is_finished(out, i)]
+    parts = sum(len(committed_parts(out, i)) for i in files if i not in set(done))
+    return len(done), parts
 
 
 def file_records(out: Path, idxs: list[int]) -> list[dict[str, Any]]:

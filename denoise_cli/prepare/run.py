@@ -11,20 +11,22 @@ joins the results. See docs/architecture.md; figures: benchmarks/README_prepare.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import PrepareConfig
 from ..engines import engine as engine_for
+from ..engines.procs import Terminated, terminate_raises
 from ..engines.progress import Progress
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, Interrupted, OutputError
 from ..output.layout import check_no_overlap, check_out_dir, locked_output
 from ..source.fs import is_url
 from .finalize import DEFAULT_MAX_SKIP_FRACTION, check_run, finalize
 from .job import make_job, resolve
 from .outdir import claim, run_identity
-from .resume import file_records, is_finished
+from .resume import file_records, is_finished, resume_point
 from .worker import process_file
 
 
@@ -55,6 +57,7 @@ def prepare(
     shard_index: int = 0,
     storage_options: dict[str, Any] | None = None,
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -66,6 +69,9 @@ def prepare(
     no row was written or more than ``max_skip_fraction`` of the records were skipped (the
     output stays).
     ``storage_options``: fsspec options for URL inputs (``--storage-options``).
+    ``notify`` receives the one-line "resuming: ..." message when earlier work is reused.
+    SIGINT/SIGTERM/SIGHUP stop the workers and raise :class:`Interrupted` (what is committed
+    is kept).
     """
     run_files = engine_for(engine)
     if not (num_shards >= 1 and 0 <= shard_index < num_shards):
@@ -97,11 +103,23 @@ def prepare(
             job = make_job(prep, out)
             todo = [i for i in mine if not is_finished(out, i)]
             todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
+            if notify is not None and resume_point(out, mine) != (0, 0):
+                notify(_resuming_line(out, mine))
             bar = Progress(sum(prep.files[i].size for i in todo), len(todo), progress)
             try:
                 if engine == "local":
                     workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
-                run_files(process_file, job, todo, bar, workers=workers, address=ray_address)
+                with terminate_raises():
+                    run_files(process_file, job, todo, bar, workers=workers, address=ray_address)
+            except (KeyboardInterrupt, Terminated) as e:
+                signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+                done, parts = resume_point(out, mine)
+                more = f" (+{parts} parts of unfinished files)" if parts else ""
+                raise Interrupted(
+                    f"interrupted; {done} of {len(mine)} files committed{more}; rerun the same "
+                    "command to resume",
+                    signum,
+                ) from None
             finally:
                 bar.close()
             records = file_records(out, mine)
@@ -114,3 +132,11 @@ def prepare(
         ) from None
     check_run(manifest, cfg.text_key, max_skip_fraction, str(out))
     return manifest
+
+
+def _resuming_line(out: Path, files: Sequence[int]) -> str:
+    done, parts = resume_point(out, files)
+    line = f"resuming: {done} of {len(files)} files done"
+    if parts:
+        line += f", {parts} parts of unfinished files committed"
+    return line + f" (in {out})"

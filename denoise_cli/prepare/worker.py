@@ -11,6 +11,7 @@ bytes for any worker count. See docs/architecture.md.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,22 @@ from ..rows.chunk import Chunker, ChunkerState, Group, file_key
 from ..rows.corrupt import corrupt_mixture
 from ..rows.packing import PackedRows, pack_rows
 from ..rows.plan import ComponentPlan
+from ..source.fingerprint import SourceDigest
 from ..source.read import FileStats
 from ..source.stream import token_stream
 from .job import Job
-from .resume import commit_part, finish_file, finished_file, last_commit, load_carry, stats_from
+from .resume import (
+    commit_part,
+    finish_file,
+    finished_file,
+    forget_file,
+    input_unchanged,
+    last_commit,
+    load_carry,
+    stats_from,
+)
+
+_log = logging.getLogger(__name__)
 
 
 def group_rows(
@@ -87,9 +100,14 @@ class EpochStream:
     boundaries do not matter).
     """
 
-    def __init__(self, job: Job, out: Path, file_idx: int, epoch: int, key: int) -> None:
+    def __init__(
+        self, job: Job, out: Path, file_idx: int, epoch: int, key: int, source: SourceDigest
+    ) -> None:
         self.job, self.out, self.file_idx, self.epoch = job, out, file_idx, epoch
+        self.source = source  # the raw input bytes read so far: recorded with each commit
         rec = last_commit(out, epoch, file_idx)
+        # (bytes, sha256) of the input prefix this epoch's commits were made from
+        self.consumed: tuple[int, str] | None = None
         self.parts: list[dict[str, Any]] = []
         self.final, self.tail = False, 0
         self.R, self.T, self.part = 0, 0, 0
@@ -99,6 +117,8 @@ class EpochStream:
         if rec is not None:
             state = ChunkerState(rec["next_group"], rec["offset"], load_carry(out, rec))
             self.R, self.T, self.part = rec["record_end"], rec["tokens_read"], rec["part"] + 1
+            if "source_sha256" in rec:
+                self.consumed = (int(rec["source_bytes"]), str(rec["source_sha256"]))
             self.parts, self.stats = list(rec["parts"]), rec["stats"]
             self.reserved, self.final, self.tail = (
                 rec["reserved_replaced"],
@@ -177,6 +197,8 @@ class EpochStream:
             "bytes": size,
             "record_end": self.R,
             "tokens_read": self.T,
+            "source_bytes": self.source.count,
+            "source_sha256": self.source.hexdigest(),
             "next_group": st.next_group,
             "offset": st.offset,
             "reserved_replaced": reserved,
@@ -215,7 +237,16 @@ def process_file(
     cfg = job.cfg
     key = file_key(f.name)
     sep = job.special.eos if cfg.doc_separator == "eos" else None
-    epochs = [EpochStream(job, out, file_idx, e, key) for e in range(cfg.epochs)]
+    source = SourceDigest()
+    epochs = [EpochStream(job, out, file_idx, e, key, source) for e in range(cfg.epochs)]
+    if not input_unchanged(f, [s.consumed for s in epochs]):
+        _log.warning(
+            "%s changed since its parts were committed (same size, other bytes); redoing it "
+            "from the start",
+            f.name,
+        )
+        forget_file(out, cfg.epochs, file_idx)
+        epochs = [EpochStream(job, out, file_idx, e, key, source) for e in range(cfg.epochs)]
     first = min(epochs, key=lambda s: s.T)  # the earliest checkpoint: resume reading there
     stats = stats_from(first.stats) if first.stats is not None else FileStats()
     t, reserved = first.T, first.reserved
@@ -231,6 +262,7 @@ def process_file(
                 max_doc_chars=cfg.max_doc_chars,
                 start_record=first.R,
                 t0=first.T,
+                digest=source,
             ):
                 reserved += piece.reserved_replaced
                 t = piece.t0 + len(piece.tokens)
@@ -254,6 +286,8 @@ def process_file(
         "name": f.name,
         "path": f.path,
         "size": f.size,
+        "source_bytes": source.count,
+        "source_sha256": source.hexdigest(),
         "stats": stats.to_dict(),
         "tokens": t,
         "reserved_replaced": reserved,

@@ -111,6 +111,7 @@ import zstandard
 
 from ..errors import ConfigError, InputError
 from ..output.layout import is_denoise_output
+from .fingerprint import SourceDigest, hash_stream
 from .fs import find_remote, is_url, open_remote
 from .read_parquet import iter_parquet
 
@@ -543,9 +544,15 @@ class ZstdFrameWalker:
 class _CountingSource:
     """The compressed file as seen by a decompressor: counts bytes, feeds the frame walker."""
 
-    def __init__(self, raw: io.RawIOBase, walker: ZstdFrameWalker | None) -> None:
+    def __init__(
+        self,
+        raw: io.RawIOBase,
+        walker: ZstdFrameWalker | None,
+        digest: SourceDigest | None = None,
+    ) -> None:
         self._raw = raw
         self._walker = walker
+        self._digest = digest
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -555,6 +562,8 @@ class _CountingSource:
         self.count += len(b)
         if self._walker is not None:
             self._walker.feed(b)
+        if self._digest is not None:
+            self._digest.update(b)
         return b
 
     def readable(self) -> bool:
@@ -568,7 +577,7 @@ class _Stream:
     """Decompressed blocks of one file: :meth:`read` returns ``b""`` at a clean end and raises
     :class:`_StreamError` on a corrupt, truncated or unreadable stream."""
 
-    def __init__(self, f: InputFile) -> None:
+    def __init__(self, f: InputFile, digest: SourceDigest | None = None) -> None:
         self.f = f
         self.walker: ZstdFrameWalker | None = None
         try:
@@ -580,7 +589,7 @@ class _Stream:
             raise _StreamError("unreadable", 0, f"cannot open: {e.strerror or e}") from None
         if f.compression == "zst":
             self.walker = ZstdFrameWalker()
-        self.src = _CountingSource(raw, self.walker)
+        self.src = _CountingSource(raw, self.walker, digest)
         self._started = False
         self._read: Callable[[int], bytes]
         self._closer: Callable[[], None]
@@ -798,6 +807,7 @@ def iter_batches(
     batch_chars: int = 1 << 20,
     max_doc_chars: int = 0,
     max_line_bytes: int = 1 << 30,
+    digest: SourceDigest | None = None,
 ) -> Iterator[DocBatch]:
     """Stream the documents of one file in batches of about ``batch_chars`` characters.
 
@@ -807,6 +817,7 @@ def iter_batches(
     A corrupt/truncated/unreadable stream sets ``stats.error`` after yielding what came before
     it, then ends (``skip``) or raises :class:`InputError` at ``byte offset N`` (``fail``).
     The last batch (possibly empty) always carries the final ``record_end``.
+    ``digest``, if given, receives every raw byte read from the file (resume fingerprint).
     """
     if on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -816,6 +827,10 @@ def iter_batches(
     if start_record < 0 or batch_chars < 1 or max_doc_chars < 0 or max_line_bytes < 1:
         raise ConfigError("start_record/max_doc_chars must be >= 0, batch/line sizes >= 1")
     if f.compression == "parquet":
+        if digest is not None:
+            # row groups are read out of order: the fingerprint of a Parquet file is its whole
+            # content, hashed once before reading (cheap next to tokenizing it)
+            hash_whole_file(f, digest)
         for texts_, end in iter_parquet(
             f.path,
             keys=keys,
@@ -840,7 +855,7 @@ def iter_batches(
     detail = ""
     rec = 0  # index of the next record
     try:
-        stream = _Stream(f)
+        stream = _Stream(f, digest)
     except _StreamError as e:
         stats.error = f"{f.path}: {e.detail} (byte offset 0, 0 records read)"
         yield DocBatch(texts, rec)
@@ -922,3 +937,19 @@ def iter_batches(
         yield DocBatch(texts, rec)
     finally:
         stream.close()
+
+
+def open_input(f: InputFile) -> IO[bytes]:
+    """Open an input file (local path or URL) for reading raw bytes."""
+    if is_url(f.path):
+        return open_remote(f.path, f.storage_options)
+    return open(f.path, "rb", buffering=0)
+
+
+def hash_whole_file(f: InputFile, digest: SourceDigest) -> None:
+    """Feed every byte of ``f`` into ``digest`` (an unreadable file is left to the reader)."""
+    try:
+        with open_input(f) as fh:
+            hash_stream(fh, digest)
+    except OSError:
+        pass

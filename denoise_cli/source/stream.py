@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 
+from .fingerprint import SourceDigest
 from .read import FileStats, InputFile, iter_batches
 from .tokenize import Encoder
 
@@ -52,10 +53,11 @@ def token_stream(
     max_doc_chars: int = 0,
     start_record: int = 0,
     t0: int = 0,
+    digest: SourceDigest | None = None,
 ) -> Iterator[StreamPiece]:
     """The token stream of ``f`` from record ``start_record`` (token position ``t0``).
     Documents dropped for a reserved id move from ``stats.docs`` to
-    ``stats.skipped["reserved_token"]``."""
+    ``stats.skipped["reserved_token"]``. ``digest``, if given, receives every raw byte read."""
     last_bytes = stats.bytes_read
     t = t0
     for batch in iter_batches(
@@ -65,6 +67,7 @@ def token_stream(
         stats=stats,
         start_record=start_record,
         max_doc_chars=max_doc_chars,
+        digest=digest,
     ):
         values, offsets, counts = encoder.encode(batch.texts)
         ndocs = len(batch.texts)
