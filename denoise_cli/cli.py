@@ -111,6 +111,13 @@ def prepare(
         ),
     ] = None,
     tokenizer: TokenizerOpt = None,
+    tokenizer_backend: Annotated[
+        str,
+        typer.Option(
+            help="auto (tiktoken when it provably gives HF's ids, self-checked; else HF "
+            "tokenizers), hf, or fast (error if tiktoken cannot reproduce the tokenizer)."
+        ),
+    ] = "auto",
     layout: LayoutOpt = "encoder-decoder",
     inputs_length: Annotated[
         int, typer.Option("--inputs-length", "-I", help="Encoder length (encoder-decoder).")
@@ -270,6 +277,7 @@ def prepare(
             ray_address=ray_address,
             num_shards=n_shards,
             shard_index=s_index,
+            tokenizer_backend=tokenizer_backend,
         )
     except DenoiseError as e:
         _fail(e)

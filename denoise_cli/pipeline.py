@@ -27,6 +27,7 @@ import os
 import queue
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -41,10 +42,10 @@ import orjson
 from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
-from .errors import ConfigError, OutputError, WorkerError
+from .errors import ConfigError, DenoiseError, OutputError, WorkerError
 from .pack import Group, Packer, PackerState, file_key, join_documents
 from .read import FileStats, InputFile, find_inputs, iter_batches
-from .tokenize import Encoder, TokenizerInfo, build_tokenizer
+from .tokenize import BackendChoice, Encoder, TokenizerInfo, build_tokenizer, choose_backend
 from .write import (
     TMP_PREFIX,
     ShardWriter,
@@ -398,6 +399,7 @@ class Prepared:
     plans: tuple[ComponentPlan, ...]
     tokenizer: TokenizerInfo
     files: list[InputFile]
+    backend: BackendChoice | None = None  # set by prepare (--tokenizer-backend)
 
 
 def resolve(cfg: PrepareConfig, inputs: Sequence[str] | None, tokenizer: str | None) -> Prepared:
@@ -652,6 +654,7 @@ def prepare(
     ray_address: str | None = None,
     num_shards: int = 1,
     shard_index: int = 0,
+    tokenizer_backend: str = "auto",
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -659,6 +662,7 @@ def prepare(
     ``engine="ray"`` runs the same per-file units as Ray tasks (same bytes out).
     ``num_shards``/``shard_index`` process a deterministic, size-balanced part of the input files
     (Slurm/Kubernetes arrays); ``denoise merge`` joins the parts.
+    ``tokenizer_backend``: auto, hf or fast (``tokenize.choose_backend``; same ids either way).
     """
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -675,6 +679,7 @@ def prepare(
     except OSError as e:
         raise OutputError(f"cannot create output directory {out}: {e}") from None
     mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
+    prep.backend = _choose_backend(prep, tokenizer_backend, mine)
     identity = _run_identity(prep, prep.files)
     if num_shards > 1:
         identity["part"] = {"index": shard_index, "count": num_shards, "files": mine}
@@ -711,13 +716,36 @@ def _make_job(prep: Prepared, out: Path) -> Job:
         cfg=cfg,
         plans=prep.plans,
         special=tok.special_ids(),
-        encoder=Encoder(tok.json, tok.reserved_ids(), tok.unk[1] if tok.unk else None),
+        encoder=Encoder(
+            tok.json,
+            tok.reserved_ids(),
+            tok.unk[1] if tok.unk else None,
+            prep.backend.spec if prep.backend else None,
+        ),
         out=str(out),
         files=tuple(prep.files),
         rows_per_part=rows_per_part(cfg),
         group_size=cfg.group_size,
         max_segments=_max_segments(prep),
     )
+
+
+def _choose_backend(prep: Prepared, requested: str, mine: Sequence[int]) -> BackendChoice:
+    """The document encoder, self-checked on the torture texts and the run's first documents
+    (up to 256 documents / 1M characters of its first input file); warns on a fallback."""
+    sample: list[str] = []
+    if requested != "hf" and mine:
+        f = prep.files[mine[0]]
+        with contextlib.suppress(DenoiseError):
+            for batch in iter_batches(
+                f, text_key=prep.cfg.text_key, stats=FileStats(), batch_chars=1 << 20
+            ):
+                sample = list(batch.texts[:256])
+                break
+    choice = choose_backend(prep.tokenizer.json, requested, sample)
+    if choice.warning:
+        print(f"denoise: warning: {choice.warning}", file=sys.stderr)
+    return choice
 
 
 def _expected_efficiency(prep: Prepared) -> dict[str, float]:
@@ -853,6 +881,7 @@ def build_manifest(
         "sentinels_needed": sentinels_needed(prep.plans),
         "expected_efficiency": _expected_efficiency(prep),
         "tokenizer": prep.tokenizer.to_dict(),
+        "tokenizer_backend": prep.backend.to_dict() if prep.backend else None,
         "files": files,
         "shards": shards,
         "totals": totals_from_files(files),

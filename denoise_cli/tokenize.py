@@ -37,6 +37,14 @@ import numpy as np
 from .config import Mixture, TokenConfig
 from .corrupt import SpecialIds
 from .errors import ConfigError
+from .fastbpe import (
+    TORTURE_TEXTS,
+    FastSpec,
+    analyze,
+    build_encoding,
+    encode_texts,
+    first_difference,
+)
 
 DEFAULT_TOKENIZER = "gpt2"
 EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>", "[SEP]")
@@ -210,16 +218,54 @@ def build_tokenizer(
 
 
 class Encoder:
-    """Per-worker encoder, built lazily from the extended tokenizer JSON (cheap to pickle)."""
+    """Per-worker encoder, built lazily from the extended tokenizer JSON (cheap to pickle).
 
-    def __init__(self, tokenizer_json: str, reserved: np.ndarray, unk: int | None) -> None:
+    With ``fast`` (a :class:`~.fastbpe.FastSpec`, see :func:`choose_backend`) documents are
+    encoded by tiktoken, built in the worker; otherwise by HF ``tokenizers``."""
+
+    def __init__(
+        self,
+        tokenizer_json: str,
+        reserved: np.ndarray,
+        unk: int | None,
+        fast: FastSpec | None = None,
+    ) -> None:
         self._json = tokenizer_json
         self._reserved = np.asarray(reserved, dtype=np.int32)
         self._unk = unk
         self._tok: Any = None
+        self.fast = fast
+        self._enc: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_json": self._json, "_reserved": self._reserved, "_unk": self._unk, "_tok": None}
+        return {
+            "_json": self._json,
+            "_reserved": self._reserved,
+            "_unk": self._unk,
+            "_tok": None,
+            "fast": self.fast,
+            "_enc": None,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("fast", None)
+        state.setdefault("_enc", None)
+        self.__dict__.update(state)
+
+    @property
+    def backend(self) -> str:
+        return "hf" if self.fast is None else "fast"
+
+    def encode_lists(self, texts: Sequence[str]) -> list[list[int]]:
+        """Raw ids per document (no reserved-id handling), by this encoder's backend."""
+        if self.fast is None:
+            encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+            return [e.ids for e in encs]
+        if self._enc is None:
+            import orjson
+
+            self._enc = build_encoding(orjson.loads(self._json), self.fast)
+        return encode_texts(self._enc, self.fast, texts)
 
     @property
     def tokenizer(self) -> Any:
@@ -240,8 +286,7 @@ class Encoder:
         counts: dict[str, int] = {}
         if not texts:
             return np.zeros(0, np.int32), np.zeros(1, np.int64), counts
-        encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-        ids_lists = [e.ids for e in encs]
+        ids_lists = self.encode_lists(texts)
         lens = np.fromiter((len(x) for x in ids_lists), dtype=np.int64, count=len(ids_lists))
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
@@ -266,3 +311,69 @@ class Encoder:
                     np.cumsum(lens, out=offsets[1:])
                     counts["reserved_token"] = len(docs)
         return values, offsets, counts
+
+
+BACKENDS = ("auto", "hf", "fast")
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which engine encodes documents, and why (recorded in the manifest)."""
+
+    requested: str
+    used: str  # "hf" or "fast"
+    reason: str  # why fast is not used, or what was checked
+    spec: FastSpec | None = None
+    checked_texts: int = 0
+    warning: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"requested": self.requested, "used": self.used, "reason": self.reason}
+        if self.spec is not None:
+            import tiktoken
+
+            d["engine"] = f"tiktoken {tiktoken.__version__}"
+            d.update(self.spec.to_dict())
+        d["self_check_texts"] = self.checked_texts
+        return d
+
+
+def choose_backend(
+    tokenizer_json: str, requested: str, sample: Sequence[str] = ()
+) -> BackendChoice:
+    """Pick the document encoder. ``fast`` when :func:`~.fastbpe.analyze` accepts the tokenizer
+    and tiktoken gives HF's ids on the torture texts and ``sample`` (a run's first documents);
+    a difference falls back to HF with a warning naming the first differing text. ``hf``: always
+    HF. ``fast``: ConfigError naming the reason when not reproducible (self-check included)."""
+    import orjson
+
+    if requested not in BACKENDS:
+        raise ConfigError(
+            f"--tokenizer-backend must be one of {', '.join(BACKENDS)}, got {requested!r}"
+        )
+    if requested == "hf":
+        return BackendChoice(requested, "hf", "requested")
+    spec = analyze(orjson.loads(tokenizer_json))
+    if isinstance(spec, str):
+        if requested == "fast":
+            raise ConfigError(
+                f"--tokenizer-backend fast: tiktoken cannot reproduce this tokenizer: {spec}"
+            )
+        return BackendChoice(requested, "hf", spec)
+    texts = [*TORTURE_TEXTS, *sample]
+    hf = Encoder(tokenizer_json, np.zeros(0, np.int32), None)
+    fast = Encoder(tokenizer_json, np.zeros(0, np.int32), None, spec)
+    bad = first_difference(texts, hf.encode_lists, fast.encode_lists)
+    if bad is not None:
+        shown = texts[bad][:80]
+        where = "built-in torture text" if bad < len(TORTURE_TEXTS) else "first documents"
+        msg = (
+            f"tiktoken and HF tokenizers differ on a {where} ({shown!r}"
+            f"{'...' if len(texts[bad]) > 80 else ''}): using HF tokenizers"
+        )
+        if requested == "fast":
+            raise ConfigError(f"--tokenizer-backend fast: {msg.split(': using')[0]}")
+        return BackendChoice(requested, "hf", "self-check failed: " + msg, None, len(texts), msg)
+    return BackendChoice(
+        requested, "fast", "reproducible: identical ids on the self-check", spec, len(texts)
+    )
