@@ -732,15 +732,15 @@ def _make_job(prep: Prepared, out: Path) -> Job:
 
 def _choose_backend(prep: Prepared, requested: str, mine: Sequence[int]) -> BackendChoice:
     """The document encoder, self-checked on the torture texts and the run's first documents
-    (up to 256 documents / 1M characters of its first input file); warns on a fallback."""
+    (those in the first ~256k characters of its first input file); warns on a fallback."""
     sample: list[str] = []
     if requested != "hf" and mine:
         f = prep.files[mine[0]]
         with contextlib.suppress(DenoiseError):
             for batch in iter_batches(
-                f, text_key=prep.cfg.text_key, stats=FileStats(), batch_chars=1 << 20
+                f, text_key=prep.cfg.text_key, stats=FileStats(), batch_chars=1 << 18
             ):
-                sample = list(batch.texts[:256])
+                sample = list(batch.texts)
                 break
     choice = choose_backend(prep.tokenizer.json, requested, sample)
     if choice.warning:
