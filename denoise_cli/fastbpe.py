@@ -226,9 +226,9 @@ def analyze(d: dict[str, Any]) -> FastSpec | str:
     if not isinstance(vocab, dict) or not vocab:
         return "BPE vocabulary is not a token -> id map"
     inv = {c: b for b, c in bytes_to_unicode().items()}
-    for tok in vocab:
-        if not tok or any(ch not in inv for ch in tok):
-            return f"vocabulary is not byte-level (token {tok[:20]!r})"
+    if not set("".join(vocab)) <= inv.keys() or "" in vocab:
+        tok = next(t for t in vocab if not t or any(ch not in inv for ch in t))
+        return f"vocabulary is not byte-level (token {tok[:20]!r})"
     if any(ch not in vocab for ch in inv):
         return "vocabulary lacks some of the 256 byte tokens"
     if len(set(vocab.values())) != len(vocab):

@@ -255,10 +255,7 @@ text_st = st.lists(
 def test_property_gpt2_full_encode_identical(texts: list[str]) -> None:
     """The whole Encoder.encode (ids, offsets, reserved-id handling) over random unicode."""
     info = gpt2_extended()
-    unk = info.unk[1] if info.unk else None
-    spec = fastbpe.analyze(orjson.loads(info.json))
-    assert isinstance(spec, fastbpe.FastSpec)
-    hf, fast = _cached_pair(info.json, unk)
+    hf, fast = _cached_pair(info.json, info.unk[1] if info.unk else None)
     texts = [t.encode("utf-8", "replace").decode("utf-8") for t in texts]
     a, b = hf.encode(texts), fast.encode(texts)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
@@ -305,12 +302,12 @@ def test_self_check_difference_falls_back_naming_the_text(monkeypatch: pytest.Mo
         return [[*ids, 0] if "CANARY" in t else ids for ids, t in zip(out, texts, strict=True)]
 
     monkeypatch.setattr(tkz, "encode_texts", broken)
-    c = choose_backend(gpt2_json(), "auto", ["fine text", "a CANARY document"])
+    c = choose_backend(llama3_style_json(), "auto", ["fine text", "a CANARY document"])
     assert c.used == "hf" and c.spec is None
     assert c.warning and "CANARY" in c.warning and "first documents" in c.warning
     with pytest.raises(ConfigError, match="CANARY"):
-        choose_backend(gpt2_json(), "fast", ["a CANARY document"])
-    ok = choose_backend(gpt2_json(), "auto", ["fine text"])
+        choose_backend(llama3_style_json(), "fast", ["a CANARY document"])
+    ok = choose_backend(llama3_style_json(), "auto", ["fine text"])
     assert ok.used == "fast" and ok.warning is None
     assert ok.checked_texts == len(fastbpe.TORTURE_TEXTS) + 1
 
