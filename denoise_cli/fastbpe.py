@@ -13,9 +13,9 @@ The merge rule must be the same. HF merges the adjacent pair with the lowest *me
 tiktoken the adjacent pair whose *concatenation* has the lowest rank (rank = id here). The two
 agree when (1) merge results have non-decreasing ids along the merges list and (2) the list is
 **complete**: every split of a vocabulary token into two vocabulary tokens is a merge (so HF can
-merge exactly the pairs tiktoken can). Tokenizers converted from tiktoken (Llama 3, the embedded
-GPT-2) are complete; a trained HF merges list (one merge per token) is refused, since
-equivalence would rest on how it was trained. tiktoken also looks a whole pre-token up in the
+merge exactly the pairs tiktoken can). Tokenizers converted from tiktoken ranks (the embedded
+GPT-2: 108,299 merges for 50,256 tokens) are complete; a trained HF merges list (one merge per
+token) is refused, since equivalence would then rest on how it was trained. tiktoken also looks a whole pre-token up in the
 vocabulary first: that is HF's ``ignore_merges=true``; with ``ignore_merges=false`` every
 vocabulary token must encode to itself by merges, which is checked.
 

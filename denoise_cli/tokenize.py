@@ -334,7 +334,7 @@ class BackendChoice:
 
             d["engine"] = f"tiktoken {tiktoken.__version__}"
             d.update(self.spec.to_dict())
-        d["self_check_texts"] = self.checked_texts
+        # nothing that depends on which file came first: merged parts equal one machine's run
         return d
 
 
