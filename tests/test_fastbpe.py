@@ -353,3 +353,17 @@ def test_prepare_fast_equals_hf_and_is_recorded(
     be = m["tokenizer_backend"]
     assert be["engine"].startswith("tiktoken") and be["pattern"] == "gpt2"
     assert checked and checked[0] > len(fastbpe.TORTURE_TEXTS)  # the run's first documents too
+
+
+def test_cli_fast_refuses_with_the_reason(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from denoise_cli.cli import app
+
+    args = ["prepare", str(SAMPLE), str(tmp_path / "o"), "--tokenizer", str(T5_TINY)]
+    res = CliRunner().invoke(app, [*args, "--tokenizer-backend", "fast"])
+    assert res.exit_code == 2
+    assert "not BPE" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o" / "denoise.json").exists()
+    res = CliRunner().invoke(app, [*args, "--tokenizer-backend", "nope"])
+    assert res.exit_code == 2 and "auto, hf, fast" in res.output
