@@ -20,11 +20,13 @@ Throughput and memory figures: ``benchmarks/bench_prepare.py``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -39,7 +41,7 @@ import orjson
 from . import __version__
 from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels_needed
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
-from .errors import ConfigError, InputError, Interrupted, OutputError, WorkerError
+from .errors import ConfigError, DenoiseError, InputError, Interrupted, OutputError, WorkerError
 from .fingerprint import SourceDigest, prefix_sha256
 from .fs import is_url
 from .layout import MANIFEST as MANIFEST  # re-exported
@@ -56,7 +58,7 @@ from .layout import (
 from .pack import Group, Packer, PackerState, file_key, join_documents
 from .procs import FORKSERVER_PARENT_ENV, Terminated, die_with_parent, terminate_raises
 from .read import KEYS_SEEN_RECORDS, FileStats, InputFile, find_inputs, iter_batches, open_input
-from .tokenize import Encoder, TokenizerInfo, build_tokenizer
+from .tokenize import BackendChoice, Encoder, TokenizerInfo, build_tokenizer, choose_backend
 from .write import (
     ShardWriter,
     atomic_save_npy,
@@ -463,6 +465,7 @@ class Prepared:
     tokenizer: TokenizerInfo
     files: list[InputFile]
     ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths not read
+    backend: BackendChoice | None = None  # set by prepare (--tokenizer-backend)
 
 
 def resolve(
@@ -710,6 +713,7 @@ def prepare(
     storage_options: dict[str, Any] | None = None,
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
     notify: Callable[[str], None] | None = None,
+    tokenizer_backend: str = "auto",
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -724,6 +728,7 @@ def prepare(
     ``notify`` receives the one-line "resuming: ..." message when earlier work is reused.
     SIGINT/SIGTERM/SIGHUP stop the workers and raise :class:`Interrupted` (what is committed
     is kept).
+    ``tokenizer_backend``: auto, hf or fast (``tokenize.choose_backend``; same ids either way).
     """
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -747,6 +752,7 @@ def prepare(
     except OSError as e:
         raise OutputError(f"cannot create output directory {out}: {e}") from None
     mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
+    prep.backend = _choose_backend(prep, tokenizer_backend, mine)
     identity = _run_identity(prep, prep.files)
     if num_shards > 1:
         identity["part"] = {"index": shard_index, "count": num_shards, "files": mine}
@@ -878,13 +884,42 @@ def _make_job(prep: Prepared, out: Path) -> Job:
         cfg=cfg,
         plans=prep.plans,
         special=tok.special_ids(),
-        encoder=Encoder(tok.json, tok.reserved_ids(), tok.unk[1] if tok.unk else None),
+        encoder=Encoder(
+            tok.json,
+            tok.reserved_ids(),
+            tok.unk[1] if tok.unk else None,
+            fast=prep.backend.spec if prep.backend else None,
+        ),
         out=str(out),
         files=tuple(prep.files),
         rows_per_part=rows_per_part(cfg),
         group_size=cfg.group_size,
         max_segments=_max_segments(prep),
     )
+
+
+def _choose_backend(prep: Prepared, requested: str, mine: Sequence[int]) -> BackendChoice:
+    """The document encoder, self-checked on the torture texts and the run's first documents
+    (those in the first ~256k characters of its first input file); warns on a fallback."""
+
+    def sample() -> list[str]:
+        if not mine:
+            return []
+        with contextlib.suppress(DenoiseError):
+            for batch in iter_batches(
+                prep.files[mine[0]],
+                text_key=prep.cfg.text_key,
+                stats=FileStats(),
+                start_record=0,
+                batch_chars=1 << 18,
+            ):
+                return list(batch.texts)
+        return []
+
+    choice = choose_backend(prep.tokenizer.json, requested, sample)
+    if choice.warning:
+        print(f"denoise: warning: {choice.warning}", file=sys.stderr)
+    return choice
 
 
 def _expected_efficiency(prep: Prepared) -> dict[str, float]:
@@ -1020,6 +1055,7 @@ def build_manifest(
         "sentinels_needed": sentinels_needed(prep.plans),
         "expected_efficiency": _expected_efficiency(prep),
         "tokenizer": prep.tokenizer.to_dict(),
+        "tokenizer_backend": prep.backend.to_dict() if prep.backend else None,
         "files": files,
         "shards": shards,
         "totals": totals_from_files(files),

@@ -1623,6 +1623,7 @@ def _check_sources(
         ),
         dtype=np.int32,
     )
+    # always HF tokenizers (no fast spec): an independent engine for outputs encoded by tiktoken
     encoder = Encoder((out / "tokenizer.json").read_text(encoding="utf-8"), reserved, unk)
     sep = spec.eos if cfg["doc_separator"] == "eos" else None
     by_name = {x.name: x for x in inputs}
