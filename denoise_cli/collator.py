@@ -403,10 +403,11 @@ def concat_ids(seqs: Sequence[Any], out: np.ndarray) -> None:
     ``array.fromlist``, ~2x faster than ``np.fromiter`` over a chain); anything else (or a
     value ``struct`` refuses) goes through ``np.fromiter``."""
     off = 0
+    mem = out.data  # writable memoryview (a C-contiguous int64 array)
     try:
         for row in seqs:
             n = len(row)
-            _row_struct(n).pack_into(out, off, *row)
+            _row_struct(n).pack_into(mem, off, *row)
             off += 8 * n
     except (struct.error, TypeError):
         out[:] = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=len(out))
