@@ -9,10 +9,10 @@ masked), sentinels are looked up by name, and all randomness comes from one seed
 ``docs/migration.md``.
 
 Vectorized over the batch with ragged rows: the two uniform compositions of every span row are
-drawn at once (``k-1`` smallest of ``m-1`` i.i.d. keys per row via one ``np.sort`` on a padded
-``[B, max m]`` array, missing slots keyed highest), segments are interleaved and expanded with one
-``np.repeat`` into the concatenated rows, and inputs/labels are compacted with a row-wise
-``cumsum`` scatter. No Python loop runs over rows (only over the <= 4 ways an example can end).
+drawn at once (``k-1`` smallest of ``m-1`` i.i.d. uint32 keys per row via one ``np.sort`` on a
+padded array, missing slots keyed highest); each output row is then a run of segments (kept
+tokens, sentinel, target tokens, EOS, padding), and ``input_ids``/``labels`` are each one
+``np.repeat`` of segment offsets and one ``take``. No Python loop runs over rows.
 """
 
 from __future__ import annotations
