@@ -126,6 +126,13 @@ def prepare(
         ),
     ] = None,
     tokenizer: TokenizerOpt = None,
+    tokenizer_backend: Annotated[
+        str,
+        typer.Option(
+            help="auto (tiktoken when it provably gives HF's ids, self-checked; else HF "
+            "tokenizers), hf, or fast (error if tiktoken cannot reproduce the tokenizer)."
+        ),
+    ] = "auto",
     layout: LayoutOpt = "encoder-decoder",
     inputs_length: Annotated[
         int, typer.Option("--inputs-length", "-I", help="Encoder length (encoder-decoder).")
@@ -310,6 +317,7 @@ def prepare(
             storage_options=opts,
             max_skip_fraction=max_skip_fraction,
             notify=lambda line: typer.echo(f"denoise: {line}", err=True),
+            tokenizer_backend=tokenizer_backend,
         )
     except DenoiseError as e:
         _fail(e)

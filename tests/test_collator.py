@@ -33,10 +33,15 @@ from denoise_cli.load.collator import (
     DataCollatorForUL2,
     RowPlan,
     choose_gaps,
+    concat_ids,
     corrupt_ragged,
+    paired_compositions,
     ragged_compositions,
     ragged_span_masks,
+    row_runs,
     seed_mixture,
+    source_room,
+    uint32_keys,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +169,95 @@ def test_tied_keys_are_redrawn() -> None:
     assert FirstDrawTied.calls == 2
     assert chosen.sum(axis=1).tolist() == cuts.tolist()
     assert not chosen[0, 9:].any() and not chosen[2, 5:].any()
+
+
+@pytest.mark.parametrize("pre", [0, 1, 2, 3])
+def test_uint32_keys_are_numpys_integers_bit_for_bit(pre: int) -> None:
+    """The raw-PCG64 fast path gives numpy's keys and leaves the stream where numpy would, with
+    a half-word buffered before (odd pre-draw) or not, and for odd counts (numpy's path)."""
+    for seed in range(3):
+        for b, w in ((4, 6), (3, 5), (32, 433), (1, 1)):
+            a, r = np.random.default_rng(seed), np.random.default_rng(seed)
+            a.integers(0, 2**32, size=pre, dtype=np.uint32)
+            r.integers(0, 2**32, size=pre, dtype=np.uint32)
+            got = uint32_keys(a, b, w)
+            want = r.integers(0, 2**32, size=(b, w), dtype=np.uint32)
+            assert got.dtype == np.uint32 and got.shape == (b, w)
+            assert (got == want).all(), (seed, b, w)
+            assert (
+                a.integers(0, 2**32, size=3, dtype=np.uint32).tolist()
+                == r.integers(0, 2**32, size=3, dtype=np.uint32).tolist()
+            )
+            assert a.random() == r.random()
+
+
+def test_paired_compositions_equal_two_calls() -> None:
+    """One pass over both blocks = the two ragged_compositions calls it replaces (same keys,
+    same stream position), including rows of one part and blocks of different widths."""
+    gen = np.random.default_rng(9)
+    for trial in range(40):
+        b = int(gen.integers(1, 12))
+        k = gen.integers(1, 9, size=b) if trial % 5 else np.ones(b, dtype=np.int64)
+        m1 = k + gen.integers(0, 40, size=b)
+        m2 = k + gen.integers(0, 300, size=b)
+        a, r = np.random.default_rng(trial), np.random.default_rng(trial)
+        p1, p2 = paired_compositions(a, m1, m2, k)
+        assert p1.tolist() == ragged_compositions(r, m1, k).tolist()
+        assert p2.tolist() == ragged_compositions(r, m2, k).tolist()
+        assert a.random() == r.random()
+    with pytest.raises(ValueError):
+        paired_compositions(np.random.default_rng(0), np.array([3]), np.array([1]), np.array([2]))
+
+
+@pytest.mark.parametrize("mode", [-1, 127])
+def test_room_behind_the_tokens_gives_the_same_batch(mode: int) -> None:
+    """corrupt_ragged writing its sources behind the tokens (the collator's path) = copying
+    them; a buffer that is not the tokens' own, or too short, is not written to."""
+    gen = np.random.default_rng(11)
+    dens = [Denoiser("R", 0.15, 3), Denoiser("X", 0.5, 4), Denoiser("S", 0.25)]
+    for trial in range(10):
+        lengths = gen.integers(2, 60, size=7).tolist()
+        kinds = [dens[i] for i in gen.integers(0, 3, size=7)]
+        plain = _rows(gen, lengths)
+        b, w = plain.shape
+        room = np.empty(b * w + source_room(b, w, len(SENT), 8), dtype=np.int64)
+        room[: b * w] = plain.ravel()
+        tokens = room[: b * w].reshape(b, w)
+        args = (np.array(lengths), _plan(kinds, mode), SENT, EOS, PAD)
+        want = corrupt_ragged(plain, *args, np.random.default_rng(trial), 8)
+        got = corrupt_ragged(tokens, *args, np.random.default_rng(trial), 8, room=room)
+        assert (want.input_ids == got.input_ids).all() and (want.labels == got.labels).all()
+        assert (tokens == plain).all()
+        other = np.full(b * w + source_room(b, w, len(SENT), 8), 7, dtype=np.int64)
+        short = room[: b * w + 3].copy()
+        for buf in (other, short):
+            keep = buf.copy()
+            got = corrupt_ragged(
+                buf[: b * w].reshape(b, w) if buf is short else plain,
+                *args,
+                np.random.default_rng(trial),
+                8,
+                room=buf,
+            )
+            assert (want.input_ids == got.input_ids).all()
+            assert (buf == keep).all()
+
+
+def test_concat_ids_packs_lists_and_falls_back() -> None:
+    rows = [[3, 4, 5], [], [2**40, 0]]
+    out = np.empty(5, dtype=np.int64)
+    concat_ids(rows, out)
+    assert out.tolist() == [3, 4, 5, 2**40, 0]
+    mixed = [[np.int64(3), 4], [5.0, 6.0]]  # floats: struct refuses, fromiter converts
+    out = np.empty(4, dtype=np.int64)
+    concat_ids(mixed, out)
+    assert out.tolist() == [3, 4, 5, 6]
+
+
+def test_row_runs() -> None:
+    got = row_runs(np.array([0, 3, 5]), 5)
+    assert got.dtype == np.int64
+    assert got.tolist() == [[0] * 5, [1, 1, 1, 0, 0], [1] * 5]
 
 
 def test_collator_glue(tok: Any) -> None:

@@ -144,7 +144,8 @@ def test_random_bytes(
         _, stats = check_skip(f, max_line_bytes=max_line)
         check_fail(f, max_line_bytes=max_line)
     if compression == "none":
-        records = [ln for ln in raw.split(b"\n") if ln.strip()]
+        text = raw.removeprefix(b"\xef\xbb\xbf")  # the reader drops a UTF-8 BOM at the start
+        records = [ln for ln in text.split(b"\n") if ln.strip()]
         assert stats.records == len(records)
         assert stats.error is None
 

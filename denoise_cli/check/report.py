@@ -170,6 +170,10 @@ def prepare_summary(m: dict[str, Any], out: str) -> str:
         f"vocabulary: {tok['vocab_size']:,} ({len(tok['added_tokens'])} added); "
         f"sentinels used up to <extra_id_{max(m['sentinels_needed'] - 1, 0)}>"
     )
+    be = m.get("tokenizer_backend")
+    if be:
+        eng = be.get("engine", "HF tokenizers") if be["used"] == "fast" else "HF tokenizers"
+        lines.append(f"tokenizer backend: {be['used']} ({eng}; {be['reason']})")
     lines += ["", "load it:", load_snippet(out, m["format"])]
     return "\n".join(lines)
 

@@ -96,6 +96,7 @@ def check_sources(
         m["tokenizer"], (first.path / TOKENIZER).read_text(encoding="utf-8")
     )
     special = tok.special_ids()
+    # always HF tokenizers (no fast spec): an independent engine for outputs encoded by tiktoken
     encoder = tok.encoder()
     sep = special.eos if cfg.doc_separator == "eos" else None
     by_name = {x.name: x for x in inputs}

@@ -80,6 +80,7 @@ def build_manifest(
     rows_per_shard: int,
     expected_efficiency: dict[str, float],
     ignored: dict[str, list[str]] | None = None,
+    tokenizer_backend: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of one epoch's dataset from the per-file records of a run (read back from
     ``out``: their shard paths are checked); shard paths are relative to the epoch's
@@ -139,6 +140,7 @@ def build_manifest(
         "sentinels_needed": sentinels_needed(plans),
         "expected_efficiency": expected_efficiency,
         "tokenizer": tokenizer,
+        "tokenizer_backend": tokenizer_backend,
         "files": files,
         "shards": shards,
         "totals": totals_from_files(files),

@@ -46,6 +46,7 @@ def finalize(
             rows_per_shard=job.rows_per_part,
             expected_efficiency=expected_efficiency_of(prep),
             ignored=prep.ignored,
+            tokenizer_backend=prep.backend.to_dict() if prep.backend else None,
         )
         if part is not None:
             m["part"] = part

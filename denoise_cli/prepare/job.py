@@ -5,12 +5,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import PrepareConfig
+from ..errors import DenoiseError
 from ..output.layout import epoch_dir, shard_name
 from ..rows.base import SpecialIds, row_widths
 from ..rows.plan import (
@@ -23,8 +26,14 @@ from ..rows.plan import (
     sentinels_needed,
     targets_length_window,
 )
-from ..source.read import InputFile, find_inputs
-from ..source.tokenize import Encoder, TokenizerInfo, build_tokenizer
+from ..source.read import FileStats, InputFile, find_inputs, iter_batches
+from ..source.tokenize import (
+    BackendChoice,
+    Encoder,
+    TokenizerInfo,
+    build_tokenizer,
+    choose_backend,
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class Prepared:
     tokenizer: TokenizerInfo
     files: list[InputFile]
     ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths not read
+    backend: BackendChoice | None = None  # set by prepare (--tokenizer-backend)
 
 
 def resolve(
@@ -93,13 +103,37 @@ def make_job(prep: Prepared, out: Path) -> Job:
         cfg=cfg,
         plans=prep.plans,
         special=tok.special_ids(),
-        encoder=tok.encoder(),
+        encoder=tok.encoder(prep.backend.spec if prep.backend else None),
         out=str(out),
         files=tuple(prep.files),
         rows_per_part=rows_per_part(cfg),
         group_size=cfg.group_size,
         max_segments=max_segments_of(prep),
     )
+
+
+def choose_encoder_backend(prep: Prepared, requested: str, mine: Sequence[int]) -> BackendChoice:
+    """The document encoder, self-checked on the torture texts and the run's first documents
+    (those in the first ~256k characters of its first input file); warns on a fallback."""
+
+    def sample() -> list[str]:
+        if not mine:
+            return []
+        with contextlib.suppress(DenoiseError):
+            for batch in iter_batches(
+                prep.files[mine[0]],
+                text_key=prep.cfg.text_key,
+                stats=FileStats(),
+                start_record=0,
+                batch_chars=1 << 18,
+            ):
+                return list(batch.texts)
+        return []
+
+    choice = choose_backend(prep.tokenizer.json, requested, sample)
+    if choice.warning:
+        print(f"denoise: warning: {choice.warning}", file=sys.stderr)
+    return choice
 
 
 def expected_efficiency_of(prep: Prepared) -> dict[str, float]:

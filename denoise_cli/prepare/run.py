@@ -24,7 +24,7 @@ from ..errors import ConfigError, Interrupted, OutputError
 from ..output.layout import check_no_overlap, check_out_dir, locked_output
 from ..source.fs import is_url
 from .finalize import DEFAULT_MAX_SKIP_FRACTION, check_run, finalize
-from .job import make_job, resolve
+from .job import choose_encoder_backend, make_job, resolve
 from .outdir import claim, run_identity
 from .resume import file_records, is_finished, resume_point
 from .worker import process_file
@@ -58,6 +58,7 @@ def prepare(
     storage_options: dict[str, Any] | None = None,
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
     notify: Callable[[str], None] | None = None,
+    tokenizer_backend: str = "auto",
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -69,6 +70,7 @@ def prepare(
     no row was written or more than ``max_skip_fraction`` of the records were skipped (the
     output stays).
     ``storage_options``: fsspec options for URL inputs (``--storage-options``).
+    ``tokenizer_backend``: auto, hf or fast (``tokenize.choose_backend``; same ids either way).
     ``notify`` receives the one-line "resuming: ..." message when earlier work is reused.
     SIGINT/SIGTERM/SIGHUP stop the workers and raise :class:`Interrupted` (what is committed
     is kept).
@@ -94,6 +96,7 @@ def prepare(
     except OSError as e:
         raise OutputError(f"cannot create output directory {out}: {e}") from None
     mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
+    prep.backend = choose_encoder_backend(prep, tokenizer_backend, mine)
     identity = run_identity(prep, prep.files)
     if num_shards > 1:
         identity["part"] = {"index": shard_index, "count": num_shards, "files": mine}

@@ -44,7 +44,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -55,6 +55,14 @@ import numpy as np
 from ..config import Mixture, TokenConfig
 from ..errors import ConfigError
 from ..rows.base import SpecialIds
+from .fastbpe import (
+    TORTURE_TEXTS,
+    FastSpec,
+    analyze,
+    build_encoding,
+    encode_texts,
+    first_difference,
+)
 
 DEFAULT_TOKENIZER = "gpt2"
 EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>", "[SEP]")
@@ -142,9 +150,10 @@ class TokenizerInfo:
             ids.discard(self.unk[1])
         return np.array(sorted(ids), dtype=np.int32)
 
-    def encoder(self) -> Encoder:
-        """The encoder of documents for this tokenizer (reserved ids replaced or refused)."""
-        return Encoder(self.json, self.reserved_ids(), self.unk[1] if self.unk else None)
+    def encoder(self, fast: FastSpec | None = None) -> Encoder:
+        """The encoder of documents for this tokenizer (reserved ids replaced or refused);
+        ``fast``: encode with tiktoken (``choose_backend``), else HF ``tokenizers``."""
+        return Encoder(self.json, self.reserved_ids(), self.unk[1] if self.unk else None, fast=fast)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], tokenizer_json: str = "") -> TokenizerInfo:
@@ -417,14 +426,19 @@ class DocSplitter:
 
 class Encoder:
     """Per-worker encoder, built lazily from the extended tokenizer JSON (cheap to pickle).
-    Documents longer than ``piece_chars`` are encoded in pieces (:class:`DocSplitter`)."""
+    Documents longer than ``piece_chars`` are encoded in pieces (:class:`DocSplitter`).
+
+    With ``fast`` (a :class:`~.fastbpe.FastSpec`, see :func:`choose_backend`) documents are
+    encoded by tiktoken, built in the worker; otherwise by HF ``tokenizers``."""
 
     def __init__(
         self,
         tokenizer_json: str,
         reserved: np.ndarray,
         unk: int | None,
+        *,
         piece_chars: int = PIECE_CHARS,
+        fast: FastSpec | None = None,
     ) -> None:
         self._json = tokenizer_json
         self._reserved = np.asarray(reserved, dtype=np.int32)
@@ -433,6 +447,8 @@ class Encoder:
         self._unk_text: str | None = None  # the unk token's spelling, if text turns it into unk
         self._piece_chars = piece_chars
         self._splitter: DocSplitter | None = None
+        self.fast = fast
+        self._enc: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -443,7 +459,29 @@ class Encoder:
             "_unk_text": None,
             "_piece_chars": self._piece_chars,
             "_splitter": None,
+            "fast": self.fast,
+            "_enc": None,
         }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("fast", None)
+        state.setdefault("_enc", None)
+        self.__dict__.update(state)
+
+    @property
+    def backend(self) -> str:
+        return "hf" if self.fast is None else "fast"
+
+    def encode_lists(self, texts: Sequence[str]) -> list[list[int]]:
+        """Raw ids per document (no reserved-id handling), by this encoder's backend."""
+        if self.fast is None:
+            encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+            return [e.ids for e in encs]
+        if self._enc is None:
+            import orjson
+
+            self._enc = build_encoding(orjson.loads(self._json), self.fast)
+        return encode_texts(self._enc, self.fast, texts)
 
     @property
     def splitter(self) -> DocSplitter:
@@ -454,12 +492,11 @@ class Encoder:
     def encode_long(self, text: str) -> np.ndarray:
         """The ids of one document, encoded piece by piece (int32)."""
         bounds = [0, *self.splitter.cuts(text, self._piece_chars), len(text)]
-        tok = self.tokenizer
         pieces = []
         for a, b in itertools.pairwise(bounds):
-            enc = tok.encode_batch_fast([text[a:b]], add_special_tokens=False)[0]
-            pieces.append(np.asarray(enc.ids, dtype=np.int32))
-            del enc
+            ids = self.encode_lists([text[a:b]])[0]
+            pieces.append(np.asarray(ids, dtype=np.int32))
+            del ids
         return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
     @property
@@ -491,15 +528,13 @@ class Encoder:
         batch = list(texts)
         for i in long:
             batch[i] = ""
-        encs = self.tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+        ids_lists = self.encode_lists(batch)
         del batch
         if self._unk_text is not None:
             u = self._unk_text
             spelled = sum(t.count(u) for t in texts if u in t)
             if spelled:
                 counts["reserved_replaced"] = spelled
-        ids_lists = [e.ids for e in encs]
-        del encs
         lens = np.fromiter((len(x) for x in ids_lists), dtype=np.int64, count=len(ids_lists))
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
@@ -540,3 +575,72 @@ class Encoder:
                     np.cumsum(lens, out=offsets[1:])
                     counts["reserved_token"] = len(docs)
         return values, offsets, counts
+
+
+BACKENDS = ("auto", "hf", "fast")
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which engine encodes documents, and why (recorded in the manifest)."""
+
+    requested: str
+    used: str  # "hf" or "fast"
+    reason: str  # why fast is not used, or what was checked
+    spec: FastSpec | None = None
+    checked_texts: int = 0
+    warning: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"requested": self.requested, "used": self.used, "reason": self.reason}
+        if self.spec is not None:
+            import tiktoken
+
+            d["engine"] = f"tiktoken {tiktoken.__version__}"
+            d.update(self.spec.to_dict())
+        # nothing that depends on which file came first: merged parts equal one machine's run
+        return d
+
+
+def choose_backend(
+    tokenizer_json: str,
+    requested: str,
+    sample: Sequence[str] | Callable[[], Sequence[str]] = (),
+) -> BackendChoice:
+    """Pick the document encoder. ``fast`` when :func:`~.fastbpe.analyze` accepts the tokenizer
+    and tiktoken gives HF's ids on the torture texts and ``sample`` (a run's first documents, or
+    a function that reads them: called only when the tokenizer qualifies);
+    a difference falls back to HF with a warning naming the first differing text. ``hf``: always
+    HF. ``fast``: ConfigError naming the reason when not reproducible (self-check included)."""
+    import orjson
+
+    if requested not in BACKENDS:
+        raise ConfigError(
+            f"--tokenizer-backend must be one of {', '.join(BACKENDS)}, got {requested!r}"
+        )
+    if requested == "hf":
+        return BackendChoice(requested, "hf", "requested")
+    spec = analyze(orjson.loads(tokenizer_json))
+    if isinstance(spec, str):
+        if requested == "fast":
+            raise ConfigError(
+                f"--tokenizer-backend fast: tiktoken cannot reproduce this tokenizer: {spec}"
+            )
+        return BackendChoice(requested, "hf", spec)
+    texts = [*TORTURE_TEXTS, *(sample() if callable(sample) else sample)]
+    hf = Encoder(tokenizer_json, np.zeros(0, np.int32), None)
+    fast = Encoder(tokenizer_json, np.zeros(0, np.int32), None, fast=spec)
+    bad = first_difference(texts, hf.encode_lists, fast.encode_lists)
+    if bad is not None:
+        shown = texts[bad][:80]
+        where = "built-in torture text" if bad < len(TORTURE_TEXTS) else "first documents"
+        msg = (
+            f"tiktoken and HF tokenizers differ on a {where} ({shown!r}"
+            f"{'...' if len(texts[bad]) > 80 else ''}): using HF tokenizers"
+        )
+        if requested == "fast":
+            raise ConfigError(f"--tokenizer-backend fast: {msg.split(': using')[0]}")
+        return BackendChoice(requested, "hf", "self-check failed: " + msg, None, len(texts), msg)
+    return BackendChoice(
+        requested, "fast", "reproducible: identical ids on the self-check", spec, len(texts)
+    )

@@ -1,0 +1,251 @@
+#!/usr/bin/env python
+"""CPU-seconds per token: ``prepare --tokenizer-backend hf|fast`` against the bare engines.
+
+Four kinds of run, each a fresh child process, interleaved A B C D / D C B A over several rounds
+(this machine is small and shared: only ratios from the same invocation mean anything):
+
+- ``bare-hf``: ``Tokenizer.from_str`` + ``encode_batch_fast(texts, add_special_tokens=False)``
+  (single-threaded) on the pipeline's own batches (``read.iter_batches``) of the input files;
+- ``bare-fast``: tiktoken ``encode_ordinary_batch(texts, num_threads=1)`` with the encoding
+  ``fastbpe`` builds from the same tokenizer.json, on the same batches;
+- ``prepare-hf`` / ``prepare-fast``: ``denoise prepare --mixture ul2 --tokenizer-backend X``
+  (encoder-decoder I=T=512, ``--workers`` as given, quiet), end to end.
+
+CPU is that of the whole process tree: this script makes itself a child subreaper
+(``prctl(PR_SET_CHILD_SUBREAPER)``), so forkserver workers, which are not children of the
+``prepare`` process, are re-parented to it when orphaned; it waits for every descendant and
+reads ``getrusage(RUSAGE_CHILDREN)`` before and after each run. For the bare engines the child
+also reports the CPU of the encode calls alone (``time.process_time`` around them; reading and
+engine build excluded): the goals below use that, the stricter baseline. Tokens per run are the
+documents' tokens (identical for both engines, checked); ``prepare`` figures are per the same
+document tokens.
+
+Goals (issue 16): prepare-fast uses >= 3x fewer CPU-s per token than bare-hf, and reaches
+>= 0.9 of bare-fast's tokens per CPU-second.
+
+Usage (repository root)::
+
+    python benchmarks/bench_tokenize_backend.py --input ../shared/corpus/en-prose \\
+        --tokenizer ../shared/tokenizers/gpt2/tokenizer.json --rounds 3 --files 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+REPO = Path(__file__).resolve().parent.parent
+KINDS = ("bare-hf", "bare-fast", "prepare-hf", "prepare-fast")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def inputs_of(args: argparse.Namespace) -> list[str]:
+    from denoise_cli.source.read import find_inputs
+
+    files = find_inputs([args.input])
+    if args.files:
+        files = files[: args.files]
+    return [f.path for f in files]
+
+
+def child(args: argparse.Namespace) -> None:
+    """One run; prints a JSON line."""
+    kind = args.child
+    files = args.inputs
+    if kind.startswith("prepare"):
+        out = Path(args.out)
+        cmd = [
+            sys.executable,
+            "-m",
+            "denoise_cli",
+            "prepare",
+            *files,
+            str(out),
+            "--mixture",
+            "ul2",
+            "--tokenizer",
+            args.tokenizer,
+            "--tokenizer-backend",
+            kind.split("-")[1],
+            "--workers",
+            str(args.workers),
+            "--quiet",
+            "--overwrite",
+        ]
+        subprocess.run(cmd, check=True)
+        m = json.loads((out / "denoise.json").read_text())
+        print(
+            json.dumps(
+                {"manifest_tokens": m["totals"]["tokens"], "backend": m["tokenizer_backend"]}
+            )
+        )
+        return
+    import numpy as np
+    import orjson
+
+    from denoise_cli.source import fastbpe
+    from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+
+    batches: list[list[str]] = []
+    for f in find_inputs(files):
+        for b in iter_batches(f, stats=FileStats()):
+            if b.texts:
+                batches.append(list(b.texts))
+    text = Path(args.tokenizer).read_text(encoding="utf-8")
+    if kind == "bare-hf":
+        import tokenizers
+
+        tok = tokenizers.Tokenizer.from_str(text)
+        tok.encode_special_tokens = True
+        t0 = time.process_time()
+        n = 0
+        digest = 0
+        for texts in batches:
+            encs = tok.encode_batch_fast(texts, add_special_tokens=False)
+            n += sum(len(e.ids) for e in encs)
+            digest ^= hash(tuple(encs[0].ids)) if encs else 0
+        cpu = time.process_time() - t0
+    else:
+        d = orjson.loads(text)
+        spec = fastbpe.analyze(d)
+        assert isinstance(spec, fastbpe.FastSpec), spec
+        enc = fastbpe.build_encoding(d, spec)
+        t0 = time.process_time()
+        n = 0
+        digest = 0
+        for texts in batches:
+            ids = enc.encode_ordinary_batch(texts, num_threads=1)
+            n += sum(len(x) for x in ids)
+            digest ^= hash(tuple(ids[0])) if ids else 0
+        cpu = time.process_time() - t0
+    del np
+    print(json.dumps({"encode_cpu": cpu, "tokens": n, "digest": digest}))
+
+
+def reap_all() -> None:
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
+
+
+def tree_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_one(args: argparse.Namespace, kind: str, inputs: list[str], out: Path) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    before = tree_cpu()
+    t0 = time.perf_counter()
+    cmd = [sys.executable, __file__, "--child", kind, "--tokenizer", args.tokenizer]
+    cmd += ["--workers", str(args.workers), "--out", str(out), "--inputs", *inputs]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    reap_all()  # orphaned descendants (forkserver, workers) were re-parented to us
+    wall = time.perf_counter() - t0
+    cpu = tree_cpu() - before
+    if p.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{p.stderr}")
+    res: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
+    res.update(kind=kind, tree_cpu=cpu, wall=wall, load1=load)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--child", choices=KINDS)
+    ap.add_argument("--inputs", nargs="*", default=[])
+    ap.add_argument("--out", default="")
+    ap.add_argument("--input", help="input directory or file (the corpus)")
+    ap.add_argument("--tokenizer", help="a byte-level BPE tokenizer.json (e.g. GPT-2's)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--files", type=int, default=0, help="first N input files (0 = all)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    if args.child:
+        child(args)
+        return
+    if not args.input or not args.tokenizer:
+        ap.error("--input and --tokenizer are required")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed")
+    inputs = inputs_of(args)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-tok-"))
+    print(f"inputs: {len(inputs)} file(s) from {args.input}; tokenizer {args.tokenizer}")
+    print(f"workers {args.workers}, rounds {args.rounds}, cpu_count {os.cpu_count()}")
+    runs: list[dict[str, Any]] = []
+    try:
+        for r in range(args.rounds):
+            order = KINDS if r % 2 == 0 else tuple(reversed(KINDS))
+            for kind in order:
+                res = run_one(args, kind, inputs, tmp / kind)
+                res["round"] = r
+                runs.append(res)
+                extra = f" encode {res['encode_cpu']:.2f}" if "encode_cpu" in res else ""
+                print(
+                    f"round {r} {kind:13s} tree cpu {res['tree_cpu']:7.2f} s{extra} "
+                    f"wall {res['wall']:6.1f} s load1 {res['load1']:.2f}",
+                    flush=True,
+                )
+            shutil.rmtree(tmp / "prepare-hf", ignore_errors=True)
+            shutil.rmtree(tmp / "prepare-fast", ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    toks = {r["tokens"] for r in runs if "tokens" in r}
+    digests = {r["digest"] for r in runs if "digest" in r}
+    assert len(toks) == 1 and len(digests) == 1, (toks, digests)
+    n = toks.pop()
+    mt = {r["manifest_tokens"] for r in runs if "manifest_tokens" in r}
+    used = {r["kind"]: r["backend"]["used"] for r in runs if "backend" in r}
+    print(f"\ndocument tokens {n:,} (both engines); prepare stream tokens {sorted(mt)}")
+    print(f"backends used: {used}")
+
+    def cpu(kind: str, rnd: int) -> float:
+        (r,) = [x for x in runs if x["kind"] == kind and x["round"] == rnd]
+        return float(r["encode_cpu"] if kind.startswith("bare") else r["tree_cpu"])
+
+    print(f"\n{'kind':14s} {'median CPU-s':>12s} {'tok/CPU-s':>12s}  (bare: encode only)")
+    med = {}
+    for k in KINDS:
+        med[k] = statistics.median(cpu(k, r) for r in range(args.rounds))
+        print(f"{k:14s} {med[k]:12.2f} {n / med[k]:12,.0f}")
+    for k in ("bare-hf", "bare-fast"):
+        tree = statistics.median(x["tree_cpu"] for x in runs if x["kind"] == k)
+        print(f"({k} whole process incl. reading and start-up: {tree:.2f} CPU-s)")
+    r1 = [cpu("bare-hf", r) / cpu("prepare-fast", r) for r in range(args.rounds)]
+    r2 = [cpu("bare-fast", r) / cpu("prepare-fast", r) for r in range(args.rounds)]
+    r3 = [cpu("prepare-hf", r) / cpu("prepare-fast", r) for r in range(args.rounds)]
+    r4 = [cpu("bare-hf", r) / cpu("prepare-hf", r) for r in range(args.rounds)]
+    fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    print("\nper round (same-round ratios), median:")
+    print(
+        f"bare-hf CPU / prepare-fast CPU   {fmt(r1)}  median {statistics.median(r1):.2f}  (goal >= 3)"
+    )
+    print(
+        f"prepare-fast / bare-fast tok/CPU {fmt(r2)}  median {statistics.median(r2):.2f}  (goal >= 0.9)"
+    )
+    print(f"prepare-hf CPU / prepare-fast    {fmt(r3)}  median {statistics.median(r3):.2f}")
+    print(f"prepare-hf / bare-hf tok/CPU     {fmt(r4)}  median {statistics.median(r4):.2f}")
+    loads = [x["load1"] for x in runs]
+    print(
+        f"load average (1 min) at run starts: min {min(loads):.2f} median {statistics.median(loads):.2f} max {max(loads):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
