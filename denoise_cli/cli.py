@@ -360,12 +360,15 @@ def prepare(
         opts = parse_storage_options(storage_options)
         if dry_run:
             prep = pipeline.resolve(cfg, inputs, tokenizer, opts)
-            _emit_plan(pipeline.plan_table(prep), as_json, report)
+            _emit_plan(_plan_table(prep, pipeline, report), as_json, report)
             return
         assert out is not None
         if engine is Engine.ray:
             check_ray()
         check_sentinels(cfg, tokenizer)
+        if not quiet:
+            for w in report.plan_warnings(cfg):
+                _warn(w)
         manifest = pipeline.prepare(
             inputs,
             out,
@@ -485,6 +488,16 @@ def merge(
     )
 
 
+def _warn(msg: str) -> None:
+    typer.echo(f"denoise: warning: {msg}", err=True)
+
+
+def _plan_table(prep: Any, pipeline: Any, report: Any) -> dict[str, Any]:
+    table: dict[str, Any] = pipeline.plan_table(prep)
+    table["warnings"] = report.plan_warnings(prep.cfg)
+    return table
+
+
 def _emit_plan(table: dict[str, Any], as_json: bool, report: Any) -> None:
     if as_json:
         typer.echo(json.dumps(table, indent=2, default=str))
@@ -538,7 +551,8 @@ def plan(
             pack=pack,
         )
         check_sentinels(cfg, tokenizer)
-        _emit_plan(pipeline.plan_table(pipeline.resolve(cfg, None, tokenizer)), as_json, report)
+        prep = pipeline.resolve(cfg, None, tokenizer)
+        _emit_plan(_plan_table(prep, pipeline, report), as_json, report)
     except DenoiseError as e:
         _fail(e)
 
