@@ -209,7 +209,7 @@ def _degenerate(c: Any) -> bool:
         return False
     rate, span = _health(c)
     off = abs(rate - d.rate) > max(RATE_TOLERANCE, d.rate / 2)
-    return off or span < d.mean_span / 2
+    return bool(off or span < d.mean_span / 2)
 
 
 def _smallest(ok: Any, lo: int, cap: int = 2**20) -> int | None:
