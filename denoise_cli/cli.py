@@ -315,8 +315,21 @@ def prepare(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
+    progress_interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Print a plain progress line every this many seconds instead of a bar "
+            "(default: a bar on a terminal, else a line every 30 s).",
+            min=0.1,
+        ),
+    ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the manifest's totals as JSON.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the manifest's totals and the run (elapsed, output size, throughput, "
+            "location) as JSON.",
+        ),
     ] = False,
 ) -> None:
     """Read json(.zst) shards, tokenize, apply the mixture of denoisers, write shards."""
@@ -369,6 +382,9 @@ def prepare(
         if not quiet:
             for w in report.plan_warnings(cfg):
                 _warn(w)
+        import time
+
+        t0 = time.monotonic()
         manifest = pipeline.prepare(
             inputs,
             out,
@@ -382,14 +398,16 @@ def prepare(
             num_shards=n_shards,
             shard_index=s_index,
             storage_options=opts,
+            progress_interval=progress_interval,
         )
+        run = report.run_figures(manifest, out, time.monotonic() - t0)
     except DenoiseError as e:
         _fail(e)
         return
     if as_json:
-        typer.echo(json.dumps(manifest["totals"], indent=2))
+        typer.echo(json.dumps({**manifest["totals"], "run": run}, indent=2))
     elif not quiet:
-        typer.echo(report.prepare_summary(manifest, out))
+        typer.echo(report.prepare_summary(manifest, out, run))
 
 
 def check_sentinels(cfg: PrepareConfig, tokenizer: str | None) -> None:

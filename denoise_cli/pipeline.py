@@ -27,7 +27,6 @@ import os
 import queue
 import shutil
 import signal
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -43,6 +42,8 @@ from .config import ComponentPlan, PrepareConfig, expected_efficiency, sentinels
 from .corrupt import SpecialIds, corrupt_mixture, row_widths
 from .errors import ConfigError, OutputError, WorkerError
 from .pack import Group, Packer, PackerState, file_key, join_documents
+from .progress import Progress as _Progress
+from .progress import file_rows
 from .read import FileStats, InputFile, find_inputs, iter_batches
 from .tokenize import Encoder, TokenizerInfo, build_tokenizer
 from .write import (
@@ -533,40 +534,6 @@ def _clear(out: Path) -> None:
             p.unlink()
 
 
-class _Progress:
-    def __init__(self, total_bytes: int, nfiles: int, enabled: bool) -> None:
-        self.docs = 0
-        self.tokens = 0
-        self.t0 = time.perf_counter()
-        self.bar: Any = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total_bytes,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=f"prepare {nfiles} file(s)",
-                dynamic_ncols=True,
-            )
-
-    def update(self, docs: int, tokens: int, nbytes: int) -> None:
-        self.docs += docs
-        self.tokens += tokens
-        if self.bar is not None:
-            dt = max(time.perf_counter() - self.t0, 1e-9)
-            self.bar.set_postfix_str(
-                f"{self.docs:,} docs {self.docs / dt:,.0f} docs/s {self.tokens / dt / 1e3:,.0f}k tok/s",
-                refresh=False,
-            )
-            self.bar.update(nbytes)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _mp_context() -> Any:
     methods = mp.get_all_start_methods()
     if "forkserver" not in methods:
@@ -586,6 +553,7 @@ def run_files(
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
             results[i] = process_file(job, i, progress.update)
+            progress.file_done(job.files[i].size, file_rows(results[i]))
         return [results[i] for i in todo]
     ctx = _mp_context()
     q = ctx.Queue()
@@ -605,6 +573,7 @@ def run_files(
                     _drain(q, progress)
                     for fu in done:
                         results[futs[fu]] = fu.result()
+                        progress.file_done(job.files[futs[fu]].size, file_rows(results[futs[fu]]))
             except BaseException:
                 # Stop now (Ctrl-C, a dead worker, or a file failed under --on-error fail):
                 # killing a worker mid-part is safe, commits are atomic and a rerun resumes.
@@ -659,6 +628,7 @@ def prepare(
     num_shards: int = 1,
     shard_index: int = 0,
     storage_options: dict[str, Any] | None = None,
+    progress_interval: float | None = None,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -667,6 +637,8 @@ def prepare(
     ``num_shards``/``shard_index`` process a deterministic, size-balanced part of the input files
     (Slurm/Kubernetes arrays); ``denoise merge`` joins the parts.
     ``storage_options``: fsspec options for URL inputs (``--storage-options``).
+    ``progress_interval``: seconds between plain progress lines (default: a bar on a terminal,
+    else every 30 s; see ``progress.Progress``).
     """
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -692,7 +664,12 @@ def prepare(
             job = _make_job(prep, out)
             todo = [i for i in mine if not _file_done_path(out, i).is_file()]
             todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
-            bar = _Progress(sum(prep.files[i].size for i in todo), len(todo), progress)
+            bar = _Progress(
+                sum(prep.files[i].size for i in todo),
+                len(todo),
+                progress,
+                interval=progress_interval,
+            )
             try:
                 if engine == "ray":
                     from .ray_engine import run_files_ray

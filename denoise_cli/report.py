@@ -1,4 +1,5 @@
-"""Plain-text rendering of plans and run summaries (no I/O besides returning strings)."""
+"""Plain-text rendering of plans and run summaries (no I/O besides returning strings and
+:func:`run_figures` sizing the output)."""
 
 from __future__ import annotations
 
@@ -130,7 +131,40 @@ def plan_text(t: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def prepare_summary(m: dict[str, Any], out: str) -> str:
+def output_bytes(out: str) -> int:
+    """Bytes on disk of an output's files (data, manifests, tokenizer; not ``.denoise/``)."""
+    import os
+
+    total = 0
+    for root, dirs, files in os.walk(out):
+        dirs[:] = [d for d in dirs if d != ".denoise"]
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def run_figures(m: dict[str, Any], out: str, seconds: float) -> dict[str, Any]:
+    """What ``prepare`` reports about the run itself: elapsed time, output size, throughput, where
+    the output is (``prepare --json`` prints these under ``run``)."""
+    import os
+
+    t = m["totals"]
+    rows = t.get("rows", sum(t.get("rows_per_epoch", [])))
+    s = max(seconds, 1e-9)
+    return {
+        "output": os.path.abspath(out),
+        "elapsed_s": round(seconds, 3),
+        "output_bytes": output_bytes(out),
+        "tokens_per_s": round(t["tokens"] / s, 1),
+        "docs_per_s": round(t["docs"] / s, 1),
+        "rows_per_s": round(rows / s, 1),
+    }
+
+
+def prepare_summary(m: dict[str, Any], out: str, run: dict[str, Any] | None = None) -> str:
     t = m["totals"]
     if "epoch_dirs" in m:
         rows = " / ".join(f"{r:,}" for r in t["rows_per_epoch"])
@@ -170,6 +204,14 @@ def prepare_summary(m: dict[str, Any], out: str) -> str:
         f"sentinels used up to <extra_id_{max(m['sentinels_needed'] - 1, 0)}>"
     )
     lines += [f"note: {n}" for n in tokenizer_notes(tok)]
+    if run is not None:
+        from .progress import duration, human
+
+        lines.append(
+            f"done in {duration(run['elapsed_s'])}: {human(run['tokens_per_s'])} tokens/s, "
+            f"{run['rows_per_s']:,.0f} rows/s; {run['output_bytes'] / 2**20:,.1f} MiB in "
+            f"{run['output']}"
+        )
     lines += ["", "load it:", load_snippet(out, m["format"])]
     return "\n".join(lines)
 
