@@ -73,8 +73,8 @@ class Progress:
 
             self.bar = tqdm(
                 total=1000,
-                desc=f"prepare {nfiles} file(s)",
-                bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}",
+                desc=f"files 0/{nfiles}",
+                bar_format="prepare |{bar:20}| {desc}",
                 dynamic_ncols=True,
                 file=self.stream,
             )
@@ -126,7 +126,7 @@ class Progress:
             return
         if self.bar is not None:
             self.bar.n = round(1000 * self.fraction())
-            self.bar.set_postfix_str(self.line(), refresh=False)
+            self.bar.set_description_str(self.line(), refresh=False)
             self.bar.refresh()
             return
         now = self.clock()

@@ -76,3 +76,18 @@ def test_prepare_summary_and_plain_progress(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "prepare: files 2/2" in r.output and "\r" not in r.output
     assert "done in " in r.output and "MiB in " + str((tmp_path / "o").resolve()) in r.output
+
+
+def test_terminal_gets_one_bar_with_the_figures() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    buf = Tty()
+    p = Progress(100, 2, True, stream=buf, clock=Clock())
+    p.update(1, 10, 50)
+    p.file_done(50, 3)
+    p.close()
+    frames = buf.getvalue().split("\r")
+    assert len(frames) > 2 and "files 1/2, 1 docs, 10 tokens" in frames[-1]
+    assert "3 rows written" in frames[-1]
