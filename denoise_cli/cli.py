@@ -592,13 +592,23 @@ def stats(
             help="Also draw length histograms and mixture shares to this PNG (needs matplotlib: pip install 'denoise-cli[plot]').",
         ),
     ] = None,
+    sum_mixed: Annotated[
+        bool,
+        typer.Option(
+            "--sum-mixed",
+            help="Sum outputs made with different tokenizers, lengths, mixtures or packing "
+            "(refused by default: the figures would not add up).",
+        ),
+    ] = False,
 ) -> None:
     """Rows, tokens, mixture shares, corruption rates, lengths, padding and input accounting
     (reads columns and the manifest; never decodes text)."""
     from . import stats as stats_mod
 
     try:
-        typer.echo(stats_mod.stats_report(outs, as_json=as_json, plot_path=plot))
+        typer.echo(
+            stats_mod.stats_report(outs, as_json=as_json, plot_path=plot, sum_mixed=sum_mixed)
+        )
     except DenoiseError as e:
         _fail(e)
 

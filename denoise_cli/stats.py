@@ -200,6 +200,14 @@ class Stats:
     # independent examples drawn from the configured mixture would have (same k per row)
     packed_distinct: int = 0
     expected_packed_distinct: float = 0.0
+    # unknown tokens: unk ids among the text tokens of input_ids (enc-dec: the unmasked part;
+    # dec-only: the whole raw chunk); 0/0 when the tokenizer has no unk
+    unk_tokens: int = 0
+    unk_base: int = 0
+
+    @property
+    def unk_rate(self) -> float | None:
+        return self.unk_tokens / self.unk_base if self.unk_base else None
 
     def __add__(self, o: Stats) -> Stats:
         comps = dict(self.components)
@@ -243,6 +251,8 @@ class Stats:
             expected_packed_real=self.expected_packed_real + o.expected_packed_real,
             packed_distinct=self.packed_distinct + o.packed_distinct,
             expected_packed_distinct=self.expected_packed_distinct + o.expected_packed_distinct,
+            unk_tokens=self.unk_tokens + o.unk_tokens,
+            unk_base=self.unk_base + o.unk_base,
         )
 
     @property
@@ -297,12 +307,17 @@ class Stats:
             "sentinels_needed": self.sentinels_needed,
             "vocab_size": self.vocab_size,
             "tokens_added": len(self.added_tokens),
+            "unknown_tokens": self.unk_tokens,
+            "unknown_token_rate": self.unk_rate,
             "added_tokens": self.added_tokens,
             "input": {**self.accounting, "skipped": dict(sorted(self.skipped.items()))},
             "components": [c.to_dict(self.rows, exp_total) for c in self.components.values()],
             "shards": [dict(s.__dict__) for s in self.shards],
         }
 
+
+#: ``stats`` warns when more than this share of the text tokens are the unknown token.
+UNK_WARN = 0.01
 
 _COLUMNS = ("input_ids", "input_length", "target_length", "denoiser")
 
@@ -345,6 +360,7 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     ih = np.zeros(C * (wi + 1), dtype=np.int64)
     th = np.zeros(C * (wt + 1), dtype=np.int64)
     st = Stats(outputs=[out], layouts=[layout], formats=[fmt], epochs=1)
+    unk_tok = (m["tokenizer"].get("unk") or {}).get("id")
     max_code = 0
     for sh in m["shards"]:
         p = outp / sh["path"]
@@ -379,6 +395,9 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
                 sums[k] += np.bincount(den, weights=v, minlength=C).round().astype(np.int64)
             ih += np.bincount(den * (wi + 1) + np.clip(il, 0, wi), minlength=C * (wi + 1))
             th += np.bincount(den * (wt + 1) + np.clip(tl, 0, wt), minlength=C * (wt + 1))
+            if unk_tok is not None:
+                st.unk_tokens += int(np.count_nonzero(a["input_ids"] == unk_tok))
+                st.unk_base += int((raw - noise).sum() if enc else raw.sum())
             ss.rows += rb.num_rows
             ss.raw_tokens += int(raw.sum())
             ss.input_tokens += int(il.sum())
@@ -572,6 +591,7 @@ def render(st: Stats) -> str:
         ),
         "",
     ]
+    lines += [f"note: {n}" for n in explain_components(d["components"])]
     eff = st.efficiency
     per = "unpacked, i.e. one example per row at the example budget: " if pk else ""
     if pk:
@@ -616,6 +636,17 @@ def render(st: Stats) -> str:
     lines.append(
         f"{used}; {len(st.added_tokens)} token(s) added to the vocabulary (now {st.vocab_size:,})"
     )
+    if st.unk_rate is not None:
+        lines.append(
+            f"unknown tokens: {st.unk_tokens:,} of {st.unk_base:,} text tokens in the inputs "
+            f"({_pct(st.unk_rate)})"
+            + (
+                f"; warning: above {_pct(UNK_WARN)}, the tokenizer does not cover this text "
+                "(a larger vocabulary or byte fallback avoids it)"
+                if st.unk_rate > UNK_WARN
+                else ""
+            )
+        )
     acc = st.accounting
     skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(st.skipped.items())) or "none"
     lines.append(
@@ -643,6 +674,32 @@ def render(st: Stats) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def explain_components(comps: list[dict[str, Any]]) -> list[str]:
+    """Notes on figures that look wrong but are by design: a realised mean span above the
+    configured one (T5's rule makes ``max(round(n / mu), 1)`` spans, so a chunk whose noise is
+    below 1.5 mu gets one span of all of it), and a realised rate off the configured one (the
+    noise per row is rounded to whole tokens)."""
+    notes = []
+    for c in comps:
+        mu, span = c["configured_mean_span"], c["mean_span"]
+        if mu is not None and span is not None and c["rows"] and span > 1.2 * mu:
+            per_row = c["spans"] / c["rows"]
+            noise = c["noise_tokens"] / c["rows"]
+            notes.append(
+                f"{c['name']}: span {span:.2f} > configured {mu:g} by design: {per_row:.2f} "
+                f"span(s) per row hold its {noise:.1f} noise tokens (spans = max(round(noise / "
+                f"{mu:g}), 1), as in T5)"
+            )
+        rate, cfg = c["corruption_rate"], c["configured_rate"]
+        if c["rows"] and c["spans"] and abs(rate - cfg) > max(0.02, 0.2 * cfg):
+            notes.append(
+                f"{c['name']}: rate {rate:.3f} vs configured {cfg:.3f}: the noise per row is "
+                f"rounded to whole tokens on {c['raw_tokens'] / c['rows']:.1f}-token chunks "
+                "(longer -I/-T bring it closer)"
+            )
+    return notes
 
 
 def _pyplot() -> Any:
@@ -700,10 +757,59 @@ def plot(st: Stats, path: str) -> None:
         plt.close(fig)
 
 
-def stats_report(outs: list[str], *, as_json: bool = False, plot_path: str | None = None) -> str:
-    """``denoise stats``: collect, optionally plot, and render as text or JSON."""
+#: What must agree for ``denoise stats A B`` to sum A and B: the figures are per token of one
+#: tokenizer, per slot of one shape, per component of one mixture.
+COMPATIBLE_KEYS = ("tokenizer", "layout and lengths", "mixture", "--pack")
+
+
+def _compat_key(m: dict[str, Any], what: str) -> Any:
+    if what == "tokenizer":
+        return m["tokenizer"]["sha256"]
+    if what == "layout and lengths":
+        return m["config"]["lengths"]
+    if what == "mixture":
+        return m["config"]["mixture"]
+    return m["config"].get("pack_factor", 0)
+
+
+def incompatibilities(outs: list[str]) -> list[str]:
+    """Why the outputs cannot be summed into one figure (empty when they can): they differ in
+    tokenizer, lengths, mixture or packing. Inputs, seeds, formats and epochs may differ."""
+    ms = [read_manifest(o) for o in outs]
+    out = []
+    for what in COMPATIBLE_KEYS:
+        try:
+            first = _compat_key(ms[0], what)
+            bad = [
+                o for o, m in zip(outs[1:], ms[1:], strict=True) if _compat_key(m, what) != first
+            ]
+        except (KeyError, TypeError) as e:
+            raise OutputError(f"a denoise.json is malformed ({type(e).__name__}: {e})") from None
+        if bad:
+            out.append(f"{what} ({outs[0]} vs {', '.join(bad)})")
+    return out
+
+
+def stats_report(
+    outs: list[str],
+    *,
+    as_json: bool = False,
+    plot_path: str | None = None,
+    sum_mixed: bool = False,
+) -> str:
+    """``denoise stats``: collect, optionally plot, and render as text or JSON. Outputs made with
+    another tokenizer, lengths, mixture or packing are refused unless ``sum_mixed``."""
     if plot_path:
         _pyplot()  # fail before reading anything when matplotlib is missing
+    if len(outs) > 1 and not sum_mixed:
+        diff = incompatibilities(outs)
+        if diff:
+            raise ConfigError(
+                "these outputs differ in "
+                + "; ".join(diff)
+                + ": their figures would not add up. Run `denoise stats` on each, or pass "
+                "--sum-mixed to add them anyway"
+            )
     st = collect(outs)
     if plot_path:
         plot(st, plot_path)
