@@ -219,8 +219,10 @@ def prepare_summary(m: dict[str, Any], out: str, run: dict[str, Any] | None = No
 def load_snippet(out: str, fmt: str) -> str:
     if fmt == "parquet":
         return (
-            "    import pyarrow.dataset as ds\n"
-            f"    table = ds.dataset({out!r} + '/data', format='parquet').to_table()"
+            "    import datasets   # Hugging Face (load_from_disk is for --format arrow)\n"
+            f"    data = datasets.load_dataset('parquet', data_dir={out!r} + '/data', "
+            "split='train')\n"
+            "    # or: pyarrow.dataset.dataset(" + repr(out) + " + '/data', format='parquet')"
         )
     return (
         "    import denoise_cli\n"
