@@ -14,6 +14,7 @@ import typer
 from . import __version__
 from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
 from .errors import ConfigError, DenoiseError
+from .read import ACCEPTED_SUFFIXES
 
 app = typer.Typer(
     add_completion=False,
@@ -23,8 +24,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-#: The input file kinds ``prepare`` reads (one list: help text, README and tests use it).
-INPUT_EXTENSIONS = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".json.zst", ".parquet")
+#: The input file kinds ``prepare`` reads: the reader's own list (help text, README and tests).
+INPUT_EXTENSIONS = ACCEPTED_SUFFIXES
 
 
 class Layout(str, Enum):
@@ -483,7 +484,9 @@ def merge(
     parts: Annotated[
         list[str],
         typer.Argument(
-            help="Part outputs of `prepare --num-shards N --shard-index I`.", show_default=False
+            help="Part outputs of `prepare --num-shards N --shard-index I`.",
+            show_default=False,
+            metavar="PART",
         ),
     ],
     out: Annotated[str, typer.Argument(help="New output directory.", show_default=False)],
@@ -582,7 +585,11 @@ def plan(
 def stats(
     outs: Annotated[
         list[str],
-        typer.Argument(help="Output directories (several are summed).", show_default=False),
+        typer.Argument(
+            help="Output directories (several are summed when compatible).",
+            show_default=False,
+            metavar="OUT",
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON.")] = False,
     plot: Annotated[
@@ -707,3 +714,41 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 __all__ = ["app", "main"]
+
+
+def reference(width: int = 96) -> str:
+    """The README's CLI reference, generated from the commands' parameters (a test keeps the
+    README equal to this): one synopsis per command, options with their choices or defaults."""
+    import typer.core
+    import typer.main
+
+    group: Any = typer.main.get_command(app)
+    out = []
+    for name, cmd in group.commands.items():
+        words = [f"denoise {name}"]
+        for p in cmd.params:
+            if isinstance(p, typer.core.TyperArgument):
+                words.append(f"{p.metavar or str(p.name).upper()}{'...' if p.nargs == -1 else ''}")
+                continue
+            if "--help" in p.opts:
+                continue
+            flag = "/".join(sorted(p.opts, key=len))
+            d = p.default
+            if p.secondary_opts:
+                words.append(f"[{p.opts[0]}/{p.secondary_opts[0]}]")
+            elif p.is_flag:
+                words.append(f"[{flag}]")
+            elif isinstance(d, Enum):
+                words.append(f"[{flag} {'|'.join(str(m.value) for m in type(d))}]")
+            else:
+                shown = "" if d is None or isinstance(d, list) else str(d)
+                words.append(f"[{flag} {shown or str(p.name).upper()}]")
+        lines, cur = [], ""
+        for w in words:
+            if cur and len(cur) + 1 + len(w) > width:
+                lines.append(cur)
+                cur = "        " + w
+            else:
+                cur = f"{cur} {w}" if cur else w
+        out.append("\n".join([*lines, cur]))
+    return "\n".join(out)
