@@ -83,3 +83,28 @@ def test_explain_one_span_per_row() -> None:
     (note,) = explain_components([comp])
     assert "by design" in note and "1.00 span(s) per row" in note
     assert explain_components([{**comp, "mean_span": 64.0, "noise_tokens": 640}]) == []
+
+
+def test_plot_has_a_panel_per_component_and_the_summaries(
+    outs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from denoise_cli import stats as stats_mod
+
+    seen: list[object] = []
+    real_close = plt.close
+
+    def keep(fig: object) -> None:
+        seen.append(fig)
+        real_close(fig)
+
+    monkeypatch.setattr(plt, "close", keep)
+    st = compute(outs["t5"])
+    stats_mod.plot(st, str(tmp_path / "p.png"))
+    (fig,) = seen
+    titles = [ax.get_title() for ax in fig.axes]  # type: ignore[attr-defined]
+    for name, c in st.components.items():
+        assert f"{name}: {c.rows:,} rows" in titles
+    assert "mixture: share of rows and of tokens" in titles
+    assert "real tokens / slots (1 - padding)" in titles and "realised / configured" in titles
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
