@@ -402,6 +402,12 @@ def prepare(
             progress_interval=progress_interval,
         )
         run = report.run_figures(manifest, out, time.monotonic() - t0)
+        from .stats import unknown_token_sample
+
+        unk = unknown_token_sample(out)
+        if unk is not None and unk[1]:
+            run["unknown_token_rate"] = round(unk[0] / unk[1], 6)
+            run["unknown_token_rows_sampled"] = unk[2]
     except DenoiseError as e:
         _fail(e)
         return

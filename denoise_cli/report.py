@@ -212,6 +212,17 @@ def prepare_summary(m: dict[str, Any], out: str, run: dict[str, Any] | None = No
             f"{run['rows_per_s']:,.0f} rows/s; {run['output_bytes'] / 2**20:,.1f} MiB in "
             f"{run['output']}"
         )
+        if "unknown_token_rate" in run:
+            r = run["unknown_token_rate"]
+            lines.append(
+                f"unknown tokens: {r:.1%} of the text tokens in the inputs (first "
+                f"{run['unknown_token_rows_sampled']:,} rows; `denoise stats` counts all)"
+                + (
+                    "; warning: above 1%, the tokenizer does not cover this text"
+                    if r > 0.01
+                    else ""
+                )
+            )
     lines += ["", "load it:", load_snippet(out, m["format"])]
     return "\n".join(lines)
 

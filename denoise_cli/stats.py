@@ -490,6 +490,29 @@ def _packed(
         ) from None
 
 
+def unknown_token_sample(out: str, max_rows: int = 50_000) -> tuple[int, int, int] | None:
+    """(unknown tokens, text tokens, rows read) in ``input_ids`` of an output's first
+    ``max_rows`` rows: the estimate the ``prepare`` summary prints (``stats`` counts every row).
+    None when the tokenizer has no unknown token."""
+    _, path, m = epoch_outputs(Path(out))[0]
+    unk = (m["tokenizer"].get("unk") or {}).get("id")
+    if unk is None:
+        return None
+    spec = OutputSpec.from_manifest(m)
+    n_unk = n_text = rows = 0
+    for sh in m["shards"]:
+        _, batches = open_shard(path / sh["path"], str(m["format"]), ["input_ids"])
+        for rb in batches:
+            ids = batch_arrays(rb)["input_ids"]
+            is_unk = ids == int(unk)
+            n_unk += int(np.count_nonzero(is_unk))
+            n_text += int(np.count_nonzero((np.take(spec.lut, ids, mode="clip") == 0) | is_unk))
+            rows += rb.num_rows
+            if rows >= max_rows:
+                return n_unk, n_text, rows
+    return n_unk, n_text, rows
+
+
 def collect(outs: list[str]) -> Stats:
     """Stats of several output directories, summed."""
     if not outs:

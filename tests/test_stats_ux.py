@@ -108,3 +108,20 @@ def test_plot_has_a_panel_per_component_and_the_summaries(
     assert "mixture: share of rows and of tokens" in titles
     assert "real tokens / slots (1 - padding)" in titles and "realised / configured" in titles
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prepare_summary_estimate_agrees_with_stats(outs: dict[str, str], tmp_path: Path) -> None:
+    from denoise_cli.stats import unknown_token_sample
+
+    st = compute(outs["t5"])
+    sample = unknown_token_sample(outs["t5"], max_rows=10**9)
+    assert sample is not None and sample[0] == st.unk_tokens and sample[2] == st.rows
+    # the denominators are counted two ways (non-special ids vs raw - noise lengths)
+    assert sample[1] == pytest.approx(st.unk_base, rel=1e-3)
+    assert unknown_token_sample(outs["gpt2"]) is None
+    r = CliRunner().invoke(
+        app,
+        ["prepare", str(SAMPLE), str(tmp_path / "o"), "--tokenizer", str(T5TOK), "-w", "1"],
+    )
+    assert r.exit_code == 0, r.output
+    assert "unknown tokens: " in r.output and "warning: above 1%" in r.output
