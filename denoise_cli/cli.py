@@ -333,7 +333,7 @@ def prepare(
         ),
     ] = False,
 ) -> None:
-    """Read json(.zst) shards, tokenize, apply the mixture of denoisers, write shards."""
+    """Read JSON lines or Parquet inputs, tokenize, apply the mixture of denoisers, write shards."""
     from . import pipeline, report
 
     try:
