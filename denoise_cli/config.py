@@ -324,6 +324,14 @@ def _raise(msg: str) -> Denoiser:
 # --------------------------------------------------------------------------- lengths
 
 
+#: The command-line flags of the length fields, for messages (users see the flags they typed).
+FLAGS = {
+    "inputs_length": "-I/--inputs-length",
+    "targets_length": "-T/--targets-length",
+    "seq_length": "-S/--seq-length",
+}
+
+
 @dataclass(frozen=True)
 class Lengths:
     """The model's fixed shapes. encoder-decoder: ``inputs_length`` (I) and ``targets_length``
@@ -336,13 +344,13 @@ class Lengths:
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
-            raise ConfigError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+            raise ConfigError(f"--layout must be one of {LAYOUTS}, got {self.layout!r}")
         for k in ("inputs_length", "targets_length", "seq_length"):
             v = getattr(self, k)
             if not isinstance(v, int) or v < 4:
-                raise ConfigError(f"{k} must be an integer >= 4, got {v!r}")
+                raise ConfigError(f"{FLAGS[k]} must be an integer >= 4, got {v!r}")
             if v > 2**20:
-                raise ConfigError(f"{k}={v} is larger than 2**20")
+                raise ConfigError(f"{FLAGS[k]} {v} is larger than 2**20")
 
     def to_dict(self) -> dict[str, Any]:
         if self.layout == "encoder-decoder":
@@ -446,9 +454,10 @@ def plan(mixture: Mixture, lengths: Lengths) -> tuple[ComponentPlan, ...]:
         L = _largest_fit(d, m, lengths)
         if L < 2:
             budget = (
-                f"inputs_length={lengths.inputs_length}, targets_length={lengths.targets_length}"
+                f"{FLAGS['inputs_length']} {lengths.inputs_length}, "
+                f"{FLAGS['targets_length']} {lengths.targets_length}"
                 if lengths.layout == "encoder-decoder"
-                else f"seq_length={lengths.seq_length}"
+                else f"{FLAGS['seq_length']} {lengths.seq_length}"
             )
             raise ConfigError(f"{d.name}: {budget} is too small for even one span/split")
         mode = d.resolved_mode_token() if mixture.mode_tokens else None
@@ -481,6 +490,33 @@ def plan(mixture: Mixture, lengths: Lengths) -> tuple[ComponentPlan, ...]:
 
 def sentinels_needed(plans: Sequence[ComponentPlan]) -> int:
     return max((c.spans for c in plans), default=0)
+
+
+def largest_length_for_sentinels(mixture: Mixture, lengths: Lengths, available: int) -> int:
+    """The largest ``-I`` (encoder-decoder; ``-S`` decoder-only), other lengths unchanged, whose
+    plan needs at most ``available`` sentinels; 0 when even the smallest length needs more."""
+    key = "inputs_length" if lengths.layout == "encoder-decoder" else "seq_length"
+
+    def need(v: int) -> int | None:
+        try:
+            sized = (
+                replace(lengths, inputs_length=v)
+                if key == "inputs_length"
+                else replace(lengths, seq_length=v)
+            )
+            return sentinels_needed(plan(mixture, sized))
+        except ConfigError:
+            return None  # too small for some component: treat as "does not fit"
+
+    lo, hi = 3, getattr(lengths, key)  # invariant: hi does not fit (the caller checked)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        n = need(mid)
+        if n is not None and n <= available:
+            lo = mid
+        else:
+            hi = mid
+    return lo if lo >= 4 else 0
 
 
 def expected_efficiency(plans: Sequence[ComponentPlan], lengths: Lengths) -> dict[str, float]:
@@ -540,27 +576,25 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
-            raise ConfigError(
-                f"pack factor must be an integer in [0, 64], got {self.pack_factor!r}"
-            )
+            raise ConfigError(f"--pack must be an integer in [0, 64], got {self.pack_factor!r}")
         if not isinstance(self.epochs, int) or not 1 <= self.epochs <= 1000:
-            raise ConfigError(f"epochs must be an integer in [1, 1000], got {self.epochs!r}")
+            raise ConfigError(f"--epochs must be an integer in [1, 1000], got {self.epochs!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+            raise ConfigError(f"--seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.doc_separator not in ("eos", "none"):
-            raise ConfigError("doc separator must be 'eos' or 'none'")
+            raise ConfigError("--doc-separator must be 'eos' or 'none'")
         if self.format not in ("arrow", "parquet"):
-            raise ConfigError(f"format must be arrow or parquet, got {self.format!r}")
+            raise ConfigError(f"--format must be arrow or parquet, got {self.format!r}")
         if self.on_error not in ("skip", "fail"):
-            raise ConfigError("on_error must be 'skip' or 'fail'")
+            raise ConfigError("--on-error must be 'skip' or 'fail'")
         if self.shard_rows < 0 or self.shard_bytes < 1:
-            raise ConfigError("shard size must be positive")
+            raise ConfigError("--shard-size must be positive")
         if not 1 <= self.group_size <= 1 << 20:
-            raise ConfigError("group_size must be in [1, 2**20]")
+            raise ConfigError(f"--group-size must be in [1, 2**20], got {self.group_size}")
         if not self.text_key or any(not p for p in self.text_key.split(".")):
-            raise ConfigError(f"bad text key {self.text_key!r}")
+            raise ConfigError(f"bad --text-key {self.text_key!r}")
         if self.max_doc_chars < 0:
-            raise ConfigError("max_doc_chars must be >= 0")
+            raise ConfigError("--max-doc-chars must be >= 0")
 
     @property
     def example_lengths(self) -> Lengths:

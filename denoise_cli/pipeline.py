@@ -27,7 +27,6 @@ import os
 import queue
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -57,6 +56,8 @@ from .layout import (
 )
 from .pack import Group, Packer, PackerState, file_key, join_documents
 from .procs import FORKSERVER_PARENT_ENV, Terminated, die_with_parent, terminate_raises
+from .progress import Progress as _Progress
+from .progress import file_rows
 from .read import KEYS_SEEN_RECORDS, FileStats, InputFile, find_inputs, iter_batches, open_input
 from .tokenize import BackendChoice, Encoder, TokenizerInfo, build_tokenizer, choose_backend
 from .write import (
@@ -583,40 +584,6 @@ def _shard_rel(job: Job, file_idx: int, shard: object, prefix: str) -> str:
     return shard[len(prefix) :]
 
 
-class _Progress:
-    def __init__(self, total_bytes: int, nfiles: int, enabled: bool) -> None:
-        self.docs = 0
-        self.tokens = 0
-        self.t0 = time.perf_counter()
-        self.bar: Any = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total_bytes,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=f"prepare {nfiles} file(s)",
-                dynamic_ncols=True,
-            )
-
-    def update(self, docs: int, tokens: int, nbytes: int) -> None:
-        self.docs += docs
-        self.tokens += tokens
-        if self.bar is not None:
-            dt = max(time.perf_counter() - self.t0, 1e-9)
-            self.bar.set_postfix_str(
-                f"{self.docs:,} docs {self.docs / dt:,.0f} docs/s {self.tokens / dt / 1e3:,.0f}k tok/s",
-                refresh=False,
-            )
-            self.bar.update(nbytes)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _mp_context() -> Any:
     methods = mp.get_all_start_methods()
     if "forkserver" not in methods:
@@ -638,6 +605,7 @@ def run_files(
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
             results[i] = process_file(job, i, progress.update)
+            progress.file_done(job.files[i].size, file_rows(results[i]))
         return [results[i] for i in todo]
     ctx = _mp_context()
     q = ctx.Queue()
@@ -657,6 +625,7 @@ def run_files(
                     _drain(q, progress)
                     for fu in done:
                         results[futs[fu]] = fu.result()
+                        progress.file_done(job.files[futs[fu]].size, file_rows(results[futs[fu]]))
             except BaseException:
                 # Stop now (Ctrl-C, a dead worker, or a file failed under --on-error fail):
                 # killing a worker mid-part is safe, commits are atomic and a rerun resumes.
@@ -714,6 +683,7 @@ def prepare(
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
     notify: Callable[[str], None] | None = None,
     tokenizer_backend: str = "auto",
+    progress_interval: float | None = None,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -729,6 +699,8 @@ def prepare(
     SIGINT/SIGTERM/SIGHUP stop the workers and raise :class:`Interrupted` (what is committed
     is kept).
     ``tokenizer_backend``: auto, hf or fast (``tokenize.choose_backend``; same ids either way).
+    ``progress_interval``: seconds between plain progress lines (default: a bar on a terminal,
+    else every 30 s; see ``progress.Progress``).
     """
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -764,7 +736,12 @@ def prepare(
             todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
             if notify is not None and resume_point(out, mine) != (0, 0):
                 notify(_resuming_line(out, mine))
-            bar = _Progress(sum(prep.files[i].size for i in todo), len(todo), progress)
+            bar = _Progress(
+                sum(prep.files[i].size for i in todo),
+                len(todo),
+                progress,
+                interval=progress_interval,
+            )
             try:
                 with terminate_raises():
                     if engine == "ray":

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DenoiseError, WorkerError
-from .pipeline import STATE_DIR, Job, _Progress, process_file
+from .pipeline import STATE_DIR, Job, process_file
 from .procs import Terminated
+from .progress import Progress, file_rows
 from .write import TMP_PREFIX
 
 MAX_RETRIES = 3
@@ -228,7 +229,7 @@ def _reraise(ray: Any, e: BaseException, job: Job, file_idx: int) -> None:
 def run_files_ray(
     job: Job,
     todo: Sequence[int],
-    progress: _Progress,
+    progress: Progress,
     *,
     address: str | None,
     workers: int | None,
@@ -267,9 +268,10 @@ def run_files_ray(
             for ref in ready:
                 i = inflight.pop(ref)
                 try:
-                    ray.get(ref)
+                    rec = ray.get(ref)
                 except Exception as e:
                     _reraise(ray, e, job, i)
+                progress.file_done(job.files[i].size, file_rows(rec))
         _poll(ray, sink, progress, job, attempts)
     except BaseException:
         # Stop the other tasks now (an error, Ctrl-C): a task killed mid-part is safe, commits
@@ -292,7 +294,7 @@ def run_files_ray(
             ray.shutdown()
 
 
-def _poll(ray: Any, sink: Any, progress: _Progress, job: Job, attempts: dict[int, int]) -> None:
+def _poll(ray: Any, sink: Any, progress: Progress, job: Job, attempts: dict[int, int]) -> None:
     try:
         counts, events = ray.get(sink.take.remote())
     except ray.exceptions.RayError:  # progress is cosmetic: never fail the run over it
