@@ -1,4 +1,4 @@
-"""Benchmark: token efficiency and cost of packing (denoise_cli/packing.py). Not a test.
+"""Benchmark: token efficiency and cost of packing (denoise_cli/rows/packing.py). Not a test.
 
 Single-threaded (BLAS/OpenMP pinned to one thread before numpy is imported). One random int32
 token stream is consumed front to back, in groups of ``--group`` chunks exactly as the pipeline

@@ -4,27 +4,97 @@ the only place where exceptions become exit codes and messages."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
+from enum import Enum
 from typing import Annotated, Any
 
 import typer
 
-from .config import LAYOUTS, Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
-from .errors import DenoiseError, Interrupted
+from . import __version__
+from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
+from .errors import ConfigError, DenoiseError, Interrupted
+from .source.read import ACCEPTED_SUFFIXES
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Turn raw text corpora into UL2-style pre-corrupted training data.",
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+#: The input file kinds ``prepare`` reads: the reader's own list (help text, README and tests).
+INPUT_EXTENSIONS = ACCEPTED_SUFFIXES
+
+
+class Layout(str, Enum):
+    encoder_decoder = "encoder-decoder"
+    decoder_only = "decoder-only"
+
+
+class Format(str, Enum):
+    arrow = "arrow"
+    parquet = "parquet"
+
+
+class OnError(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+class DocSeparator(str, Enum):
+    eos = "eos"
+    none = "none"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class TokenizerBackend(str, Enum):
+    auto = "auto"
+    hf = "hf"
+    fast = "fast"
+
+
+def no_color() -> bool:
+    """https://no-color.org: a non-empty NO_COLOR turns colour off everywhere."""
+    return bool(os.environ.get("NO_COLOR"))
 
 
 def _fail(e: DenoiseError) -> None:
     kind = "" if isinstance(e, Interrupted) else "error: "
-    typer.secho(f"denoise: {kind}{e}", fg=typer.colors.RED, err=True)
+    msg = f"denoise: {kind}{e}"
+    if no_color():
+        typer.echo(msg, err=True)
+    else:
+        typer.secho(msg, fg=typer.colors.RED, err=True)
     raise typer.Exit(e.exit_code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"denoise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Turn raw text corpora into UL2-style pre-corrupted training data."""
 
 
 MixtureOpt = Annotated[
@@ -42,10 +112,44 @@ TokenizerOpt = Annotated[
     ),
 ]
 LayoutOpt = Annotated[
-    str,
+    Layout,
     typer.Option(
         help="encoder-decoder (input_ids[I] + labels[T]) or decoder-only (one sequence of --seq-length)."
     ),
+]
+ModeTokensOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--mode-tokens/--no-mode-tokens",
+        help="Prepend [NLU]/[NLG]/[S2S] (default: as the mixture says).",
+    ),
+]
+InputsLengthOpt = Annotated[
+    int,
+    typer.Option(
+        "--inputs-length", "-I", help="Encoder length in tokens (encoder-decoder).", min=4
+    ),
+]
+TargetsLengthOpt = Annotated[
+    int,
+    typer.Option(
+        "--targets-length", "-T", help="Decoder length in tokens (encoder-decoder).", min=4
+    ),
+]
+SeqLengthOpt = Annotated[
+    int,
+    typer.Option("--seq-length", "-S", help="Sequence length in tokens (decoder-only).", min=4),
+]
+AddTokensOpt = Annotated[
+    bool,
+    typer.Option(
+        "--add-tokens/--no-add-tokens",
+        help="Add missing sentinels, mode and pad tokens to the vocabulary (else: error).",
+    ),
+]
+SentinelOpt = Annotated[
+    str,
+    typer.Option(help="Sentinel token names; {} is the index (T5: <extra_id_{}>)."),
 ]
 
 
@@ -56,7 +160,7 @@ class ConfigOptions:
 
     mixture: str = "ul2"
     mode_tokens: bool | None = None
-    layout: str = "encoder-decoder"
+    layout: Layout | str = "encoder-decoder"
     inputs_length: int = 512
     targets_length: int = 512
     seq_length: int = 1024
@@ -76,15 +180,12 @@ class ConfigOptions:
     group_size: int = 1024
 
     def config(self) -> PrepareConfig:
-        if self.layout not in LAYOUTS:
-            from .errors import ConfigError
-
-            raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}")
+        layout = Layout(self.layout).value
         rows, nbytes = parse_size(self.shard_size)
         return PrepareConfig(
             mixture=load_mixture(self.mixture, mode_tokens=self.mode_tokens),
             lengths=Lengths(
-                self.layout,
+                layout,  # type: ignore[arg-type]
                 self.inputs_length,
                 self.targets_length,
                 self.seq_length,
@@ -109,56 +210,52 @@ class ConfigOptions:
 @app.command()
 def prepare(
     inputs: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
-            help="Input files, directories (recursive) or globs: .jsonl[.zst|.gz], .json.zst, "
-            ".parquet; local or fsspec URLs (s3://, gs://, hf://, https://, file://).",
+            help="Input files, directories (recursive) or globs: "
+            + ", ".join(INPUT_EXTENSIONS)
+            + "; local or fsspec URLs (s3://, gs://, hf://, https://, file://).",
             show_default=False,
-        ),
-    ],
-    out: Annotated[str, typer.Argument(help="Output directory.", show_default=False)],
-    mixture: MixtureOpt = "ul2",
-    mode_tokens: Annotated[
-        bool | None,
-        typer.Option(
-            "--mode-tokens/--no-mode-tokens",
-            help="Prepend [NLU]/[NLG]/[S2S] (default: as the mixture says).",
+            metavar="INPUT",
         ),
     ] = None,
+    out: Annotated[
+        str | None,
+        typer.Argument(help="Output directory (required).", show_default=False, metavar="OUT"),
+    ] = None,
+    mixture: MixtureOpt = "ul2",
+    mode_tokens: ModeTokensOpt = None,
     tokenizer: TokenizerOpt = None,
     tokenizer_backend: Annotated[
-        str,
+        TokenizerBackend,
         typer.Option(
             help="auto (tiktoken when it provably gives HF's ids, self-checked; else HF "
             "tokenizers), hf, or fast (error if tiktoken cannot reproduce the tokenizer)."
         ),
-    ] = "auto",
-    layout: LayoutOpt = "encoder-decoder",
-    inputs_length: Annotated[
-        int, typer.Option("--inputs-length", "-I", help="Encoder length (encoder-decoder).")
-    ] = 512,
-    targets_length: Annotated[
-        int, typer.Option("--targets-length", "-T", help="Decoder length (encoder-decoder).")
-    ] = 512,
-    seq_length: Annotated[
-        int, typer.Option("--seq-length", "-S", help="Sequence length (decoder-only).")
-    ] = 1024,
-    seed: int = 0,
+    ] = TokenizerBackend.auto,
+    layout: LayoutOpt = Layout.encoder_decoder,
+    inputs_length: InputsLengthOpt = 512,
+    targets_length: TargetsLengthOpt = 512,
+    seq_length: SeqLengthOpt = 1024,
+    seed: Annotated[
+        int, typer.Option(help="Random seed of the corruption (part of what the rows depend on).")
+    ] = 0,
     workers: Annotated[
         int, typer.Option("--workers", "-w", help="Worker processes (0 = all cores).")
     ] = 0,
     fmt: Annotated[
-        str,
+        Format,
         typer.Option(
             "--format",
-            help="arrow (uncompressed IPC, zero-copy, datasets.load_from_disk) or parquet (zstd).",
+            help="arrow (uncompressed IPC, zero-copy, datasets.load_from_disk) or parquet (zstd; "
+            "load_dataset('parquet', data_dir=OUT + '/data')).",
         ),
-    ] = "arrow",
+    ] = Format.arrow,
     shard_size: Annotated[
         str,
         typer.Option(
-            help="Rows per shard (e.g. 50000) or bytes (e.g. 256MB), rounded down to whole "
-            "--group-size groups (at least one). Never changes the examples."
+            help="Rows per shard (e.g. 50000) or bytes: 256MiB = 256*2^20, 256MB = 256*10^6; "
+            "rounded down to whole --group-size groups (at least one). Never changes the examples."
         ),
     ] = "256MiB",
     group_size: Annotated[
@@ -172,24 +269,18 @@ def prepare(
         str, typer.Option(help="JSON key of the text (dotted path allowed).")
     ] = "text",
     doc_separator: Annotated[
-        str, typer.Option(help="eos (an EOS between documents) or none.")
-    ] = "eos",
+        DocSeparator, typer.Option(help="eos (an EOS between documents) or none.")
+    ] = DocSeparator.eos,
     on_error: Annotated[
-        str,
+        OnError,
         typer.Option(
             help="skip (count bad records and go on) or fail (stop at the first, naming file and position)."
         ),
-    ] = "skip",
+    ] = OnError.skip,
     max_doc_chars: Annotated[
         int, typer.Option(help="Skip documents longer than this (0 = no limit).")
     ] = 0,
-    add_tokens: Annotated[
-        bool,
-        typer.Option(
-            "--add-tokens/--no-add-tokens",
-            help="Add missing sentinels, mode and pad tokens to the vocabulary (else: error).",
-        ),
-    ] = True,
+    add_tokens: AddTokensOpt = True,
     eos_token: Annotated[
         str | None, typer.Option(help="EOS token (default: detect </s>, <|endoftext|>, ...).")
     ] = None,
@@ -197,7 +288,7 @@ def prepare(
         str | None,
         typer.Option(help="Pad token (default: detect <pad>, [PAD], ...; else add <pad>)."),
     ] = None,
-    sentinel_template: Annotated[str, typer.Option(help="Sentinel token names.")] = "<extra_id_{}>",
+    sentinel_template: SentinelOpt = "<extra_id_{}>",
     epochs: Annotated[
         int,
         typer.Option(
@@ -212,11 +303,11 @@ def prepare(
         ),
     ] = 0,
     engine: Annotated[
-        str,
+        Engine,
         typer.Option(
             help="local (process pool) or ray (Ray tasks; pip install 'denoise-cli[ray]')."
         ),
-    ] = "local",
+    ] = Engine.local,
     ray_address: Annotated[
         str | None,
         typer.Option(help="Ray cluster address (default: RAY_ADDRESS or a local cluster)."),
@@ -262,16 +353,38 @@ def prepare(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")
     ] = False,
+    progress_interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Print a plain progress line every this many seconds instead of a bar "
+            "(default: a bar on a terminal, else a line every 30 s).",
+            min=0.1,
+        ),
+    ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the manifest's totals as JSON.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the manifest's totals and the run (elapsed, output size, throughput, "
+            "location) as JSON.",
+        ),
     ] = False,
 ) -> None:
-    """Read json(.zst) shards, tokenize, apply the mixture of denoisers, write shards."""
+    """Read JSON lines or Parquet inputs, tokenize, apply the mixture of denoisers, write shards."""
     from .check import report
-    from .prepare.job import plan_table, resolve
+    from .prepare.job import resolve
     from .prepare.run import prepare as run_prepare
 
     try:
+        if not inputs and out is None:
+            raise ConfigError("missing INPUT and OUT: denoise prepare INPUT... OUT")
+        if not inputs:  # one argument: click hands it to OUT
+            if not dry_run:
+                raise ConfigError(
+                    f"missing OUT: {out!r} is taken as the input; give the output directory "
+                    "after the inputs (denoise prepare INPUT... OUT)"
+                )
+            inputs, out = [str(out)], None
         cfg = ConfigOptions(
             mixture=mixture,
             mode_tokens=mode_tokens,
@@ -281,10 +394,10 @@ def prepare(
             seq_length=seq_length,
             seed=seed,
             text_key=text_key,
-            doc_separator=doc_separator,
-            fmt=fmt,
+            doc_separator=doc_separator.value,
+            fmt=fmt.value,
             shard_size=shard_size,
-            on_error=on_error,
+            on_error=on_error.value,
             max_doc_chars=max_doc_chars,
             add_tokens=add_tokens,
             eos_token=eos_token,
@@ -300,8 +413,18 @@ def prepare(
         opts = parse_storage_options(storage_options)
         if dry_run:
             prep = resolve(cfg, inputs, tokenizer, opts)
-            _emit_plan(plan_table(prep), as_json, report)
+            _emit_plan(_plan_table(prep, report), as_json, report)
             return
+        assert out is not None
+        if engine is Engine.ray:
+            check_ray()
+        check_sentinels(cfg, tokenizer)
+        if not quiet:
+            for w in report.plan_warnings(cfg):
+                _warn(w)
+        import time
+
+        t0 = time.monotonic()
         manifest = run_prepare(
             inputs,
             out,
@@ -310,22 +433,77 @@ def prepare(
             workers=workers,
             overwrite=overwrite,
             progress=not quiet,
-            engine=engine,
+            engine=engine.value,
             ray_address=ray_address,
             num_shards=n_shards,
             shard_index=s_index,
             storage_options=opts,
             max_skip_fraction=max_skip_fraction,
             notify=lambda line: typer.echo(f"denoise: {line}", err=True),
-            tokenizer_backend=tokenizer_backend,
+            tokenizer_backend=tokenizer_backend.value,
+            progress_interval=progress_interval,
         )
+        run = report.run_figures(manifest, out, time.monotonic() - t0)
+        from .check.stats import unknown_token_sample
+
+        unk = unknown_token_sample(out)
+        if unk is not None and unk[1]:
+            run["unknown_token_rate"] = round(unk[0] / unk[1], 6)
+            run["unknown_token_rows_sampled"] = unk[2]
     except DenoiseError as e:
         _fail(e)
         return
     if as_json:
-        typer.echo(json.dumps(manifest["totals"], indent=2))
+        typer.echo(json.dumps({**manifest["totals"], "run": run}, indent=2))
     elif not quiet:
-        typer.echo(report.prepare_summary(manifest, out))
+        typer.echo(report.prepare_summary(manifest, out, run))
+
+
+def check_sentinels(cfg: PrepareConfig, tokenizer: str | None) -> None:
+    """Under ``--no-add-tokens``: a tokenizer with fewer sentinels than the plan needs fails here,
+    suggesting the largest ``-I`` (``-S``) whose plan fits the sentinels it has."""
+    if cfg.tokens.add_missing:
+        return
+    from .config import FLAGS
+    from .rows.plan import largest_length_for_sentinels, plans_for, sentinels_needed
+    from .source.tokenize import load_tokenizer_json
+
+    need = sentinels_needed(plans_for(cfg))
+    text, source = load_tokenizer_json(tokenizer)
+    import tokenizers
+
+    tok = tokenizers.Tokenizer.from_str(text)
+    have = 0
+    while have < need and tok.token_to_id(cfg.tokens.sentinel_template.format(have)) is not None:
+        have += 1
+    if have >= need:
+        return
+    lengths = cfg.example_lengths
+    key = "inputs_length" if lengths.layout == "encoder-decoder" else "seq_length"
+    best = largest_length_for_sentinels(cfg.mixture, lengths, have)
+    flag = FLAGS[key]
+    if cfg.pack_factor:
+        hint = f"lower {flag} or --pack"
+    elif best:
+        hint = f"the largest {flag} that fits them is {best}"
+    else:
+        hint = f"no {flag} fits them"
+    raise ConfigError(
+        f"tokenizer {source} has {have} sentinel(s) ({cfg.tokens.sentinel_template.format(0)} "
+        f"...) but this plan needs {need} at {flag} {getattr(lengths, key)}: {hint}; or drop "
+        "--no-add-tokens to add the missing ones"
+    )
+
+
+def check_ray() -> None:
+    """``--engine ray`` without Ray fails here, before any bar or output directory."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            "--engine ray needs Ray, which is not installed: pip install 'denoise-cli[ray]' "
+            "(or use --engine local)"
+        )
 
 
 def _array_task(num_shards: int | None, shard_index: int | None) -> tuple[int, int]:
@@ -355,7 +533,9 @@ def merge(
     parts: Annotated[
         list[str],
         typer.Argument(
-            help="Part outputs of `prepare --num-shards N --shard-index I`.", show_default=False
+            help="Part outputs of `prepare --num-shards N --shard-index I`.",
+            show_default=False,
+            metavar="PART",
         ),
     ],
     out: Annotated[str, typer.Argument(help="New output directory.", show_default=False)],
@@ -378,6 +558,18 @@ def merge(
     )
 
 
+def _warn(msg: str) -> None:
+    typer.echo(f"denoise: warning: {msg}", err=True)
+
+
+def _plan_table(prep: Any, report: Any) -> dict[str, Any]:
+    from .prepare.job import plan_table
+
+    table: dict[str, Any] = plan_table(prep)
+    table["warnings"] = report.plan_warnings(prep.cfg)
+    return table
+
+
 def _emit_plan(table: dict[str, Any], as_json: bool, report: Any) -> None:
     if as_json:
         typer.echo(json.dumps(table, indent=2, default=str))
@@ -388,14 +580,14 @@ def _emit_plan(table: dict[str, Any], as_json: bool, report: Any) -> None:
 @app.command()
 def plan(
     mixture: MixtureOpt = "ul2",
-    mode_tokens: Annotated[bool | None, typer.Option("--mode-tokens/--no-mode-tokens")] = None,
+    mode_tokens: ModeTokensOpt = None,
     tokenizer: TokenizerOpt = None,
-    layout: LayoutOpt = "encoder-decoder",
-    inputs_length: Annotated[int, typer.Option("--inputs-length", "-I")] = 512,
-    targets_length: Annotated[int, typer.Option("--targets-length", "-T")] = 512,
-    seq_length: Annotated[int, typer.Option("--seq-length", "-S")] = 1024,
-    add_tokens: Annotated[bool, typer.Option("--add-tokens/--no-add-tokens")] = True,
-    sentinel_template: str = "<extra_id_{}>",
+    layout: LayoutOpt = Layout.encoder_decoder,
+    inputs_length: InputsLengthOpt = 512,
+    targets_length: TargetsLengthOpt = 512,
+    seq_length: SeqLengthOpt = 1024,
+    add_tokens: AddTokensOpt = True,
+    sentinel_template: SentinelOpt = "<extra_id_{}>",
     pack: Annotated[
         int,
         typer.Option(
@@ -404,11 +596,11 @@ def plan(
             "can be 98% full."
         ),
     ] = 0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Print the mixture table with derived raw/input/target lengths, sentinels and padding."""
     from .check import report
-    from .prepare.job import plan_table, resolve
+    from .prepare.job import resolve
 
     try:
         cfg = ConfigOptions(
@@ -422,7 +614,9 @@ def plan(
             sentinel_template=sentinel_template,
             pack=pack,
         ).config()
-        _emit_plan(plan_table(resolve(cfg, None, tokenizer)), as_json, report)
+        check_sentinels(cfg, tokenizer)
+        prep = resolve(cfg, None, tokenizer)
+        _emit_plan(_plan_table(prep, report), as_json, report)
     except DenoiseError as e:
         _fail(e)
 
@@ -434,7 +628,11 @@ def plan(
 def stats(
     outs: Annotated[
         list[str],
-        typer.Argument(help="Output directories (several are summed).", show_default=False),
+        typer.Argument(
+            help="Output directories (several are summed when compatible).",
+            show_default=False,
+            metavar="OUT",
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON.")] = False,
     plot: Annotated[
@@ -444,13 +642,23 @@ def stats(
             help="Also draw length histograms and mixture shares to this PNG (needs matplotlib: pip install 'denoise-cli[plot]').",
         ),
     ] = None,
+    sum_mixed: Annotated[
+        bool,
+        typer.Option(
+            "--sum-mixed",
+            help="Sum outputs made with different tokenizers, lengths, mixtures or packing "
+            "(refused by default: the figures would not add up).",
+        ),
+    ] = False,
 ) -> None:
     """Rows, tokens, mixture shares, corruption rates, lengths, padding and input accounting
     (reads columns and the manifest; never decodes text)."""
     from .check import stats_render as stats_mod
 
     try:
-        typer.echo(stats_mod.stats_report(outs, as_json=as_json, plot_path=plot))
+        typer.echo(
+            stats_mod.stats_report(outs, as_json=as_json, plot_path=plot, sum_mixed=sum_mixed)
+        )
     except DenoiseError as e:
         _fail(e)
 
@@ -493,7 +701,7 @@ def inspect(
     """Decode rows: inputs and targets side by side, and the original text rebuilt from them."""
     from .check import inspect as inspect_mod
 
-    use_color = sys.stdout.isatty() if color is None else color
+    use_color = (sys.stdout.isatty() and not no_color()) if color is None else color
     try:
         text = inspect_mod.inspect_rows(
             out, n=n, row=row, denoiser=denoiser, color=use_color, width=width, epoch=epoch
@@ -549,3 +757,41 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 __all__ = ["app", "main"]
+
+
+def reference(width: int = 96) -> str:
+    """The README's CLI reference, generated from the commands' parameters (a test keeps the
+    README equal to this): one synopsis per command, options with their choices or defaults."""
+    import typer.core
+    import typer.main
+
+    group: Any = typer.main.get_command(app)
+    out = []
+    for name, cmd in group.commands.items():
+        words = [f"denoise {name}"]
+        for p in cmd.params:
+            if isinstance(p, typer.core.TyperArgument):
+                words.append(f"{p.metavar or str(p.name).upper()}{'...' if p.nargs == -1 else ''}")
+                continue
+            if "--help" in p.opts:
+                continue
+            flag = "/".join(sorted(p.opts, key=len))
+            d = p.default
+            if p.secondary_opts:
+                words.append(f"[{p.opts[0]}/{p.secondary_opts[0]}]")
+            elif p.is_flag:
+                words.append(f"[{flag}]")
+            elif isinstance(d, Enum):
+                words.append(f"[{flag} {'|'.join(str(m.value) for m in type(d))}]")
+            else:
+                shown = "" if d is None or isinstance(d, list) else str(d)
+                words.append(f"[{flag} {shown or str(p.name).upper()}]")
+        lines, cur = [], ""
+        for w in words:
+            if cur and len(cur) + 1 + len(w) > width:
+                lines.append(cur)
+                cur = "        " + w
+            else:
+                cur = f"{cur} {w}" if cur else w
+        out.append("\n".join([*lines, cur]))
+    return "\n".join(out)

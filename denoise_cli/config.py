@@ -332,6 +332,14 @@ def _raise(msg: str) -> Denoiser:
 # --------------------------------------------------------------------------- lengths
 
 
+#: The command-line flags of the length fields, for messages (users see the flags they typed).
+FLAGS = {
+    "inputs_length": "-I/--inputs-length",
+    "targets_length": "-T/--targets-length",
+    "seq_length": "-S/--seq-length",
+}
+
+
 @dataclass(frozen=True)
 class Lengths:
     """The model's fixed shapes. encoder-decoder: ``inputs_length`` (I) and ``targets_length``
@@ -344,13 +352,13 @@ class Lengths:
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
-            raise ConfigError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+            raise ConfigError(f"--layout must be one of {LAYOUTS}, got {self.layout!r}")
         for k in ("inputs_length", "targets_length", "seq_length"):
             v = getattr(self, k)
             if not isinstance(v, int) or v < 4:
-                raise ConfigError(f"{k} must be an integer >= 4, got {v!r}")
+                raise ConfigError(f"{FLAGS[k]} must be an integer >= 4, got {v!r}")
             if v > 2**20:
-                raise ConfigError(f"{k}={v} is larger than 2**20")
+                raise ConfigError(f"{FLAGS[k]} {v} is larger than 2**20")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Lengths:
@@ -451,27 +459,25 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
-            raise ConfigError(
-                f"pack factor must be an integer in [0, 64], got {self.pack_factor!r}"
-            )
+            raise ConfigError(f"--pack must be an integer in [0, 64], got {self.pack_factor!r}")
         if not isinstance(self.epochs, int) or not 1 <= self.epochs <= 1000:
-            raise ConfigError(f"epochs must be an integer in [1, 1000], got {self.epochs!r}")
+            raise ConfigError(f"--epochs must be an integer in [1, 1000], got {self.epochs!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+            raise ConfigError(f"--seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.doc_separator not in ("eos", "none"):
-            raise ConfigError("doc separator must be 'eos' or 'none'")
+            raise ConfigError("--doc-separator must be 'eos' or 'none'")
         if self.format not in ("arrow", "parquet"):
-            raise ConfigError(f"format must be arrow or parquet, got {self.format!r}")
+            raise ConfigError(f"--format must be arrow or parquet, got {self.format!r}")
         if self.on_error not in ("skip", "fail"):
-            raise ConfigError("on_error must be 'skip' or 'fail'")
+            raise ConfigError("--on-error must be 'skip' or 'fail'")
         if self.shard_rows < 0 or self.shard_bytes < 1:
-            raise ConfigError("shard size must be positive")
+            raise ConfigError("--shard-size must be positive")
         if not 1 <= self.group_size <= 1 << 20:
-            raise ConfigError("group_size must be in [1, 2**20]")
+            raise ConfigError(f"--group-size must be in [1, 2**20], got {self.group_size}")
         if not self.text_key or any(not p for p in self.text_key.split(".")):
-            raise ConfigError(f"bad text key {self.text_key!r}")
+            raise ConfigError(f"bad --text-key {self.text_key!r}")
         if self.max_doc_chars < 0:
-            raise ConfigError("max_doc_chars must be >= 0")
+            raise ConfigError("--max-doc-chars must be >= 0")
 
     @property
     def example_lengths(self) -> Lengths:

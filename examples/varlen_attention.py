@@ -3,7 +3,7 @@
 flash-attention's ``flash_attn_varlen_func`` and PyTorch's ``torch.nn.attention.varlen.varlen_attn``
 take the real tokens of a batch back to back (no padding) plus ``cu_seqlens``, the cumulative
 lengths of the sequences in that flat order. A packed row's segments are exactly those
-sequences, so (``denoise_cli.packing``):
+sequences, so (``denoise_cli.load.attention``):
 
     idx = unpad_indices(segment_ids)           # flat indices of the real tokens, row-major
     cu, max_len = cu_seqlens(segment_ids)      # int32 [num_segments + 1], longest segment

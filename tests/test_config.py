@@ -218,7 +218,7 @@ def test_presets_too_small_raise() -> None:
         plan(PRESETS["ul2"], Lengths("decoder-only", seq_length=5))
     plan(PRESETS["t5"], Lengths("decoder-only", seq_length=5))
     for name in PRESETS:
-        with pytest.raises(ConfigError, match="seq_length=4 is too small"):
+        with pytest.raises(ConfigError, match="-S/--seq-length 4 is too small"):
             plan(PRESETS[name], Lengths("decoder-only", seq_length=4))
 
 
@@ -291,11 +291,11 @@ def test_mixture_weights() -> None:
 def test_lengths_validation() -> None:
     with pytest.raises(ConfigError, match="layout"):
         Lengths("encoder-only")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="inputs_length"):
+    with pytest.raises(ConfigError, match="--inputs-length"):
         Lengths("encoder-decoder", inputs_length=3)
-    with pytest.raises(ConfigError, match="targets_length"):
+    with pytest.raises(ConfigError, match="--targets-length"):
         Lengths("encoder-decoder", targets_length=2**20 + 1)
-    with pytest.raises(ConfigError, match="seq_length"):
+    with pytest.raises(ConfigError, match="--seq-length"):
         Lengths("decoder-only", seq_length=512.0)  # type: ignore[arg-type]
     assert Lengths("decoder-only", seq_length=64).to_dict() == {
         "layout": "decoder-only",
@@ -505,9 +505,9 @@ def test_token_and_prepare_config_validation() -> None:
     mix = PRESETS["t5"]
     with pytest.raises(ConfigError, match="seed"):
         PrepareConfig(mix, seed=-1)
-    with pytest.raises(ConfigError, match="group_size"):
+    with pytest.raises(ConfigError, match="--group-size"):
         PrepareConfig(mix, group_size=0)
-    with pytest.raises(ConfigError, match="text key"):
+    with pytest.raises(ConfigError, match="--text-key"):
         PrepareConfig(mix, text_key="a..b")
     cfg = PrepareConfig(mix, lengths=Lengths("decoder-only", seq_length=256), seed=7)
     assert plans_for(cfg) == plan(mix, cfg.lengths)

@@ -458,6 +458,7 @@ KEY_COLS = (*MODEL_COLS, "source_file", "example_index", "input_length")
 def test_torch_missing_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
     monkeypatch.delitem(sys.modules, "denoise_cli.torch_data", raising=False)
+    monkeypatch.delitem(sys.modules, "denoise_cli.load.torch_data", raising=False)
     with pytest.raises(ImportError, match="needs PyTorch"):
         import denoise_cli.torch_data  # noqa: F401
 

@@ -193,24 +193,47 @@ def _pieces(
     code = np.take(spec.lut, np.clip(ids, 0, len(spec.lut) - 1))
     special = code != 0
     nz = noise if noise is not None else np.zeros(len(ids), dtype=bool)
-    # a new run starts at every special token, after it, and where the noise flag changes
+    # a new run starts at every special token and after it; ordinary runs are decoded whole (a
+    # byte-level piece split at a noise boundary would decode to U+FFFD) and then cut where the
+    # noise flag changes (split_decoded)
     brk = np.ones(len(ids), dtype=bool)
-    brk[1:] = special[1:] | special[:-1] | (nz[1:] != nz[:-1])
+    brk[1:] = special[1:] | special[:-1]
     starts = np.flatnonzero(brk)
     ends = np.append(starts[1:], len(ids))
     runs = [ids[s:e].tolist() for s, e in zip(starts, ends, strict=True)]
     texts = tok.decode_batch(runs, skip_special_tokens=False)
     out: list[Piece] = []
-    for s, text in zip(starts, texts, strict=True):
+    for s, e, run, text in zip(starts, ends, runs, texts, strict=True):
         c = int(code[s])
-        if flags is not None:
-            flags.append(bool(nz[s]))
-        if c >= SENT0:
-            out.append((text, "sentinel"))
-        elif c:
-            out.append((text, _CLASS_STYLE.get(c)))
-        else:
-            out.append((text, "noise" if nz[s] else None))
+        if c:
+            if flags is not None:
+                flags.append(bool(nz[s]))
+            out.append((text, "sentinel" if c >= SENT0 else _CLASS_STYLE.get(c)))
+            continue
+        for part, now in split_decoded(tok, run, text, nz[s:e]):
+            if flags is not None:
+                flags.append(now)
+            out.append((part, "noise" if now else None))
+    return out
+
+
+def split_decoded(tok: Any, run: list[int], text: str, noise: np.ndarray) -> list[tuple[str, bool]]:
+    """Cut ``text`` (``run`` decoded whole) where ``noise`` changes: at the characters the
+    tokens before each change decode to (a character split between tokens goes to the side
+    where it ends)."""
+    cuts = [int(i) for i in np.flatnonzero(noise[1:] != noise[:-1]) + 1]
+    if not cuts:
+        return [(text, bool(noise[0]))]
+    prefixes = tok.decode_batch([run[:c] for c in cuts], skip_special_tokens=False)
+    out: list[tuple[str, bool]] = []
+    pos, start_tok = 0, 0
+    for c, prefix in zip(cuts, prefixes, strict=True):
+        p = len(prefix.rstrip("\ufffd"))
+        p = p if text.startswith(prefix[:p]) else pos  # decoders that clean up spaces
+        p = max(p, pos)
+        out.append((text[pos:p], bool(noise[start_tok])))
+        pos, start_tok = p, c
+    out.append((text[pos:], bool(noise[start_tok])))
     return out
 
 
@@ -239,9 +262,30 @@ def _clean(text: str) -> str:
     return text.replace("\t", "    ").replace("\r", "")
 
 
+def cells(text: str) -> int:
+    """Display width in terminal cells (CJK and emoji take two; combining marks none), by
+    ``rich`` (installed with typer); plain ``len`` without it."""
+    try:
+        from rich.cells import cell_len
+    except ImportError:  # pragma: no cover - typer-slim without rich
+        return len(text)
+    return int(cell_len(text))
+
+
+def _cut(word: str, take: int) -> int:
+    """How many characters of ``word`` fit in ``take`` cells (0 when not even the first)."""
+    n, w = 0, 0
+    for ch in word:
+        cw = cells(ch)
+        if w + cw > take:
+            break
+        n, w = n + 1, w + cw
+    return n
+
+
 def wrap(pieces: list[Piece], width: int) -> list[list[Piece]]:
-    """Greedy word wrap of styled pieces into lines of at most ``width`` visible characters;
-    newlines in the text start a new line; longer words are cut."""
+    """Greedy word wrap of styled pieces into lines of at most ``width`` terminal cells (display
+    width: CJK takes two); newlines in the text start a new line; longer words are cut."""
     width = max(width, 8)
     lines: list[list[Piece]] = [[]]
     col = 0
@@ -251,20 +295,23 @@ def wrap(pieces: list[Piece], width: int) -> list[list[Piece]]:
                 lines.append([])
                 col = 0
                 continue
-            while len(word) > width - col:
-                if col > 0 and len(word) <= width:
+            while cells(word) > width - col:
+                if col > 0 and cells(word) <= width:
                     lines.append([])
                     col = 0
                     word = word.lstrip(" ") or word
                     continue
-                take = width - col
-                lines[-1].append((word[:take], style))
+                take = _cut(word, width - col)
+                if take == 0 and col == 0:
+                    take = 1  # a character wider than the line: show it anyway
+                if take:
+                    lines[-1].append((word[:take], style))
                 lines.append([])
                 col = 0
                 word = word[take:]
             if word:
                 lines[-1].append((word, style))
-                col += len(word)
+                col += cells(word)
     return lines
 
 
@@ -277,7 +324,7 @@ def _style(text: str, style: str | None, color: bool) -> str:
 
 
 def _line(pieces: list[Piece], color: bool, pad_to: int = 0) -> str:
-    vis = sum(len(t) for t, _ in pieces)
+    vis = sum(cells(t) for t, _ in pieces)
     s = "".join(_style(t, st, color) for t, st in pieces)
     return s + " " * max(0, pad_to - vis)
 
@@ -286,7 +333,7 @@ def _block(title: str, pieces: list[Piece], width: int, color: bool) -> list[str
     return [_line(p, color) for p in wrap([(title, "label")], width) + wrap(pieces, width)]
 
 
-def _side_by_side(
+def side_by_side(
     left: tuple[str, list[Piece]], right: tuple[str, list[Piece]], width: int, color: bool
 ) -> list[str]:
     w = (width - 3) // 2
@@ -341,7 +388,7 @@ def render_row(
     left = (left_t, _pieces(tok, spec, inp))
     right = (right_t, _pieces(tok, spec, tgt))
     if width >= 100:
-        lines += _side_by_side(left, right, width, color)
+        lines += side_by_side(left, right, width, color)
     else:
         lines += _block(left[0], left[1], width, color) + _block(right[0], right[1], width, color)
     msgs, ok = checker.check(a, 1)

@@ -1,4 +1,5 @@
-"""Plain-text rendering of plans and run summaries (no I/O besides returning strings)."""
+"""Plain-text rendering of plans and run summaries (no I/O besides returning strings and
+:func:`run_figures` sizing the output)."""
 
 from __future__ import annotations
 
@@ -123,10 +124,47 @@ def plan_text(t: dict[str, Any]) -> str:
         lines.append(
             f"added to the vocabulary: {len(a)} token(s): {', '.join(a[:6])}{' ...' if len(a) > 6 else ''}"
         )
+    notes = [*t.get("warnings", []), *tokenizer_notes(tok)]
+    if notes:
+        lines += ["", *(f"note: {n}" for n in tokenizer_notes(tok))]
+        lines += [f"warning: {w}" for w in t.get("warnings", [])]
     return "\n".join(lines)
 
 
-def prepare_summary(m: dict[str, Any], out: str) -> str:
+def output_bytes(out: str) -> int:
+    """Bytes on disk of an output's files (data, manifests, tokenizer; not ``.denoise/``)."""
+    import os
+
+    total = 0
+    for root, dirs, files in os.walk(out):
+        dirs[:] = [d for d in dirs if d != ".denoise"]
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def run_figures(m: dict[str, Any], out: str, seconds: float) -> dict[str, Any]:
+    """What ``prepare`` reports about the run itself: elapsed time, output size, throughput, where
+    the output is (``prepare --json`` prints these under ``run``)."""
+    import os
+
+    t = m["totals"]
+    rows = t.get("rows", sum(t.get("rows_per_epoch", [])))
+    s = max(seconds, 1e-9)
+    return {
+        "output": os.path.abspath(out),
+        "elapsed_s": round(seconds, 3),
+        "output_bytes": output_bytes(out),
+        "tokens_per_s": round(t["tokens"] / s, 1),
+        "docs_per_s": round(t["docs"] / s, 1),
+        "rows_per_s": round(rows / s, 1),
+    }
+
+
+def prepare_summary(m: dict[str, Any], out: str, run: dict[str, Any] | None = None) -> str:
     t = m["totals"]
     if "epoch_dirs" in m:
         rows = " / ".join(f"{r:,}" for r in t["rows_per_epoch"])
@@ -174,6 +212,26 @@ def prepare_summary(m: dict[str, Any], out: str) -> str:
     if be:
         eng = be.get("engine", "HF tokenizers") if be["used"] == "fast" else "HF tokenizers"
         lines.append(f"tokenizer backend: {be['used']} ({eng}; {be['reason']})")
+    lines += [f"note: {n}" for n in tokenizer_notes(tok)]
+    if run is not None:
+        from ..engines.progress import duration, human
+
+        lines.append(
+            f"done in {duration(run['elapsed_s'])}: {human(run['tokens_per_s'])} tokens/s, "
+            f"{run['rows_per_s']:,.0f} rows/s; {run['output_bytes'] / 2**20:,.1f} MiB in "
+            f"{run['output']}"
+        )
+        if "unknown_token_rate" in run:
+            r = run["unknown_token_rate"]
+            lines.append(
+                f"unknown tokens: {r:.1%} of the text tokens in the inputs (first "
+                f"{run['unknown_token_rows_sampled']:,} rows; `denoise stats` counts all)"
+                + (
+                    "; warning: above 1%, the tokenizer does not cover this text"
+                    if r > 0.01
+                    else ""
+                )
+            )
     lines += ["", "load it:", load_snippet(out, m["format"])]
     return "\n".join(lines)
 
@@ -181,8 +239,10 @@ def prepare_summary(m: dict[str, Any], out: str) -> str:
 def load_snippet(out: str, fmt: str) -> str:
     if fmt == "parquet":
         return (
-            "    import pyarrow.dataset as ds\n"
-            f"    table = ds.dataset({out!r} + '/data', format='parquet').to_table()"
+            "    import datasets   # Hugging Face (load_from_disk is for --format arrow)\n"
+            f"    data = datasets.load_dataset('parquet', data_dir={out!r} + '/data', "
+            "split='train')\n"
+            "    # or: pyarrow.dataset.dataset(" + repr(out) + " + '/data', format='parquet')"
         )
     return (
         "    import denoise_cli\n"
@@ -190,3 +250,133 @@ def load_snippet(out: str, fmt: str) -> str:
         "    batch = data[0:64]                              # dict of numpy arrays\n"
         "    # or: datasets.load_from_disk(" + repr(out) + ")"
     )
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+#: A span component is degenerate when its realised rate is off by more than this (absolute, or
+#: half the configured rate) or its realised mean span is below half the configured one.
+RATE_TOLERANCE = 0.05
+#: Inputs (encoder-decoder) that are more than this share padding on average are worth a warning.
+PADDING_WARN = 0.5
+
+
+def _health(c: Any) -> tuple[float, float]:
+    """(realised rate, realised mean span) of a span component's plan."""
+    return c.noise_tokens / c.raw_length, c.noise_tokens / max(c.spans, 1)
+
+
+def _degenerate(c: Any) -> bool:
+    d = c.denoiser
+    if not d.is_span:
+        return False
+    rate, span = _health(c)
+    off = abs(rate - d.rate) > max(RATE_TOLERANCE, d.rate / 2)
+    return bool(off or span < d.mean_span / 2)
+
+
+def _smallest(ok: Any, lo: int, cap: int = 2**20) -> int | None:
+    """Smallest v in (lo, cap] with ok(v), assuming ok is monotone from some point on."""
+    hi = lo
+    while not ok(hi):
+        if hi >= cap:
+            return None
+        lo, hi = hi, min(hi * 2, cap)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def plan_warnings(cfg: Any) -> list[str]:
+    """What makes a run wasteful, found from the plan alone (``plan`` and the start of
+    ``prepare`` print these): span components whose realised rate or mean span is far from the
+    configured one at these lengths (too short chunks), and encoder-decoder components whose
+    inputs are mostly padding (``-T`` too small for ``-I``; S inputs are a prefix, partly empty
+    by design, and not counted). Each names the figure and a length
+    that fixes it."""
+    from dataclasses import replace
+
+    from ..config import FLAGS
+    from ..rows.plan import plan
+
+    lengths = cfg.example_lengths
+    enc = lengths.layout == "encoder-decoder"
+    key = "inputs_length" if enc else "seq_length"
+    flag = FLAGS[key].split("/")[0]
+    at = (
+        f"-I {cfg.lengths.inputs_length} -T {cfg.lengths.targets_length}"
+        if enc
+        else f"-S {cfg.lengths.seq_length}"
+    )
+    if cfg.pack_factor:
+        at += f" --pack {cfg.pack_factor}"
+    plans = plan(cfg.mixture, lengths)
+
+    def component_at(i: int, **kw: int) -> Any:
+        try:
+            return plan(cfg.mixture, replace(lengths, **kw))[i]
+        except Exception:
+            return None
+
+    out: list[str] = []
+    for c in plans:
+        d = c.denoiser
+        if _degenerate(c):
+            rate, span = _health(c)
+
+            def healthy(v: int, i: int = c.index) -> bool:
+                p = component_at(i, **{key: v})
+                return p is not None and not _degenerate(p)
+
+            fix = None if cfg.pack_factor else _smallest(healthy, getattr(lengths, key))
+            what = (
+                f"masks {c.noise_tokens} of {c.raw_length} raw tokens ({rate:.0%}, configured "
+                f"{d.rate:.0%})"
+                if abs(rate - d.rate) > max(RATE_TOLERANCE, d.rate / 2)
+                else f"makes {c.spans} span(s) of {span:.1f} tokens (configured mean span "
+                f"{d.mean_span:g})"
+            )
+            hint = f"use {flag} {fix} or more" if fix else f"raise {flag}"
+            if cfg.pack_factor:
+                hint += " or lower --pack"
+            out.append(f"{d.name} {what} at {at}: its chunks are too short; {hint}")
+        if enc and not cfg.pack_factor and d.is_span:
+            pad = 1 - c.mean_input_tokens / lengths.inputs_length
+            if pad > PADDING_WARN:
+
+                def filled(v: int, i: int = c.index) -> bool:
+                    p = component_at(i, targets_length=v)
+                    return p is not None and p.mean_input_tokens >= 0.9 * lengths.inputs_length
+
+                t = _smallest(filled, lengths.targets_length)
+                hint = f"-T {t} fills them to 90% (or lower -I)" if t else "lower -I or raise -T"
+                out.append(
+                    f"{d.name}: inputs are {pad:.0%} padding at {at} (the targets, "
+                    f"{c.target_length} tokens, limit the chunk to {c.raw_length}); {hint}"
+                )
+    return out
+
+
+def tokenizer_notes(tok: dict[str, Any]) -> list[str]:
+    """What the tokenizer changes mean for training: an EOS that was added (the tokenizer had
+    none), and added tokens that need ``model.resize_token_embeddings``."""
+    notes = []
+    added = tok.get("added_tokens") or []
+    if tok["eos"]["token"] in added:
+        notes.append(
+            f"the tokenizer has no EOS token: added {tok['eos']['token']} (id {tok['eos']['id']}) "
+            "and used it after every document and example (choose one with --eos-token)"
+        )
+    if added:
+        n = tok["vocab_size"]
+        notes.append(
+            f"{len(added)} token(s) were added: the vocabulary is now {n:,} "
+            f"(was {n - len(added):,}); resize the model's embeddings: "
+            f"model.resize_token_embeddings({n})  # = len(tokenizer) of the saved tokenizer.json"
+        )
+    return notes

@@ -177,6 +177,14 @@ class Stats:
     # independent examples drawn from the configured mixture would have (same k per row)
     packed_distinct: int = 0
     expected_packed_distinct: float = 0.0
+    # unknown tokens: unk ids among the text tokens of input_ids (enc-dec: the unmasked part;
+    # dec-only: the whole raw chunk); 0/0 when the tokenizer has no unk
+    unk_tokens: int = 0
+    unk_base: int = 0
+
+    @property
+    def unk_rate(self) -> float | None:
+        return self.unk_tokens / self.unk_base if self.unk_base else None
 
     def __add__(self, o: Stats) -> Stats:
         comps = dict(self.components)
@@ -220,6 +228,8 @@ class Stats:
             expected_packed_real=self.expected_packed_real + o.expected_packed_real,
             packed_distinct=self.packed_distinct + o.packed_distinct,
             expected_packed_distinct=self.expected_packed_distinct + o.expected_packed_distinct,
+            unk_tokens=self.unk_tokens + o.unk_tokens,
+            unk_base=self.unk_base + o.unk_base,
         )
 
     @property
@@ -274,12 +284,17 @@ class Stats:
             "sentinels_needed": self.sentinels_needed,
             "vocab_size": self.vocab_size,
             "tokens_added": len(self.added_tokens),
+            "unknown_tokens": self.unk_tokens,
+            "unknown_token_rate": self.unk_rate,
             "added_tokens": self.added_tokens,
             "input": {**self.accounting, "skipped": dict(sorted(self.skipped.items()))},
             "components": [c.to_dict(self.rows, exp_total) for c in self.components.values()],
             "shards": [dict(s.__dict__) for s in self.shards],
         }
 
+
+#: ``stats`` warns when more than this share of the text tokens are the unknown token.
+UNK_WARN = 0.01
 
 _COLUMNS = ("input_ids", "input_length", "target_length", "denoiser")
 
@@ -322,6 +337,7 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     ih = np.zeros(C * (wi + 1), dtype=np.int64)
     th = np.zeros(C * (wt + 1), dtype=np.int64)
     st = Stats(outputs=[out], layouts=[layout], formats=[fmt], epochs=1)
+    unk_tok = (m["tokenizer"].get("unk") or {}).get("id")
     max_code = 0
     for sh in m["shards"]:
         p = output_path(outp, sh["path"], "denoise.json: shard path")
@@ -356,6 +372,9 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
                 sums[k] += np.bincount(den, weights=v, minlength=C).round().astype(np.int64)
             ih += np.bincount(den * (wi + 1) + np.clip(il, 0, wi), minlength=C * (wi + 1))
             th += np.bincount(den * (wt + 1) + np.clip(tl, 0, wt), minlength=C * (wt + 1))
+            if unk_tok is not None:
+                st.unk_tokens += int(np.count_nonzero(a["input_ids"] == unk_tok))
+                st.unk_base += int((raw - noise).sum() if enc else raw.sum())
             ss.rows += rb.num_rows
             ss.raw_tokens += int(raw.sum())
             ss.input_tokens += int(il.sum())
@@ -446,6 +465,30 @@ def _packed(
         raise OutputError(
             f"{p}: malformed packed rows ({type(e).__name__}: {e}); run `denoise verify {out}`"
         ) from None
+
+
+def unknown_token_sample(out: str, max_rows: int = 50_000) -> tuple[int, int, int] | None:
+    """(unknown tokens, text tokens, rows read) in ``input_ids`` of an output's first
+    ``max_rows`` rows: the estimate the ``prepare`` summary prints (``stats`` counts every row).
+    None when the tokenizer has no unknown token."""
+    _, path, m = datasets(Path(out))[0]
+    unk = (m["tokenizer"].get("unk") or {}).get("id")
+    if unk is None:
+        return None
+    spec = OutputSpec.from_manifest(m)
+    n_unk = n_text = rows = 0
+    for sh in m["shards"]:
+        p = output_path(path, sh["path"], "denoise.json: shard path")
+        _, batches = open_shard(p, str(m["format"]), ["input_ids"])
+        for rb in batches:
+            ids = batch_arrays(rb)["input_ids"]
+            is_unk = ids == int(unk)
+            n_unk += int(np.count_nonzero(is_unk))
+            n_text += int(np.count_nonzero((np.take(spec.lut, ids, mode="clip") == 0) | is_unk))
+            rows += rb.num_rows
+            if rows >= max_rows:
+                return n_unk, n_text, rows
+    return n_unk, n_text, rows
 
 
 def collect(outs: list[str]) -> Stats:

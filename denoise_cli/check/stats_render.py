@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
+from ..output.manifest import read_manifest
 from .report import table
-from .stats import Stats, collect
+from .stats import UNK_WARN, Stats, collect
 
 
 def _pct(x: float) -> str:
@@ -100,6 +101,7 @@ def render(st: Stats) -> str:
         ),
         "",
     ]
+    lines += [f"note: {n}" for n in explain_components(d["components"])]
     eff = st.efficiency
     per = "unpacked, i.e. one example per row at the example budget: " if pk else ""
     if pk:
@@ -144,6 +146,17 @@ def render(st: Stats) -> str:
     lines.append(
         f"{used}; {len(st.added_tokens)} token(s) added to the vocabulary (now {st.vocab_size:,})"
     )
+    if st.unk_rate is not None:
+        lines.append(
+            f"unknown tokens: {st.unk_tokens:,} of {st.unk_base:,} text tokens in the inputs "
+            f"({_pct(st.unk_rate)})"
+            + (
+                f"; warning: above {_pct(UNK_WARN)}, the tokenizer does not cover this text "
+                "(a larger vocabulary or byte fallback avoids it)"
+                if st.unk_rate > UNK_WARN
+                else ""
+            )
+        )
     acc = st.accounting
     skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(st.skipped.items())) or "none"
     lines.append(
@@ -173,6 +186,32 @@ def render(st: Stats) -> str:
     return "\n".join(lines)
 
 
+def explain_components(comps: list[dict[str, Any]]) -> list[str]:
+    """Notes on figures that look wrong but are by design: a realised mean span above the
+    configured one (T5's rule makes ``max(round(n / mu), 1)`` spans, so a chunk whose noise is
+    below 1.5 mu gets one span of all of it), and a realised rate off the configured one (the
+    noise per row is rounded to whole tokens)."""
+    notes = []
+    for c in comps:
+        mu, span = c["configured_mean_span"], c["mean_span"]
+        if mu is not None and span is not None and c["rows"] and span > 1.2 * mu:
+            per_row = c["spans"] / c["rows"]
+            noise = c["noise_tokens"] / c["rows"]
+            notes.append(
+                f"{c['name']}: span {span:.2f} > configured {mu:g} by design: {per_row:.2f} "
+                f"span(s) per row hold its {noise:.1f} noise tokens (spans = max(round(noise / "
+                f"{mu:g}), 1), as in T5)"
+            )
+        rate, cfg = c["corruption_rate"], c["configured_rate"]
+        if c["rows"] and c["spans"] and abs(rate - cfg) > max(0.02, 0.2 * cfg):
+            notes.append(
+                f"{c['name']}: rate {rate:.3f} vs configured {cfg:.3f}: the noise per row is "
+                f"rounded to whole tokens on {c['raw_tokens'] / c['rows']:.1f}-token chunks "
+                "(longer -I/-T bring it closer)"
+            )
+    return notes
+
+
 def _pyplot() -> Any:
     try:
         import matplotlib
@@ -186,52 +225,159 @@ def _pyplot() -> Any:
     return plt
 
 
+def _edges(hs: list[np.ndarray]) -> np.ndarray:
+    """Shared bins for a panel's histograms: their joint range, at most 60 bins, whole tokens
+    when the range is short (a constant length is then one narrow bar, not a wide block)."""
+    nzs = [np.flatnonzero(h) for h in hs if h.any()]
+    if not nzs:
+        return np.arange(0, 2)
+    lo, hi = min(int(n[0]) for n in nzs), max(int(n[-1]) for n in nzs) + 1
+    span = max(hi - lo, 1)
+    pad = max(span // 20, 2)
+    lo, hi = max(lo - pad, 0), hi + pad
+    return np.linspace(lo, hi, min(60, hi - lo) + 1)
+
+
+def _hist_line(ax: Any, h: np.ndarray, edges: np.ndarray, label: str, color: str) -> None:
+    """A length histogram as filled steps over ``edges``."""
+    x = np.arange(len(h))
+    counts, _ = np.histogram(x, bins=edges, weights=h)
+    ax.stairs(counts, edges, label=label, color=color, fill=True, alpha=0.6)
+
+
 def plot(st: Stats, path: str) -> None:
-    """Length histograms per component and the mixture shares, as a PNG (needs matplotlib)."""
+    """A PNG (needs matplotlib): one small panel per component with its input and target length
+    histograms on its own axis (so a spread like S's shows), then the mixture shares (configured,
+    rows, tokens), the real share of the slots per component (padding), and the realised rate
+    and mean span against the configured ones. Packed outputs count examples."""
     plt = _pyplot()
     comps = list(st.components.values())
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    for ax, attr, title in (
-        (axes[0], "input_hist", "input length"),
-        (axes[1], "target_hist", "target length"),
-    ):
-        hs = [getattr(c, attr) for c in comps]
-        top = max((int(np.flatnonzero(h)[-1]) for h in hs if h.any()), default=1) + 1
-        edges = np.linspace(0, top, min(top, 64) + 1)
-        ax.hist(
-            [np.arange(len(h)) for h in hs],
-            bins=edges,
-            weights=hs,
-            stacked=True,
-            label=[c.name for c in comps],
-        )
-        ax.set_title(f"{title} per component (stacked)")
-        ax.set_xlabel("tokens")
-        ax.set_ylabel("rows")
-    axes[0].legend(fontsize=8)
-    exp_total = sum(c.expected_rows for c in comps) or 1.0
+    unit = "examples" if st.packed_rows else "rows"
+    ncol = 4
+    nsmall = (len(comps) + ncol - 1) // ncol
+    fig = plt.figure(figsize=(16, 2.6 * nsmall + 4.2))
+    grid = fig.add_gridspec(nsmall + 1, ncol, height_ratios=[1] * nsmall + [1.5])
+    blue, orange = "#1f77b4", "#ff7f0e"
+    for k, c in enumerate(comps):
+        ax = fig.add_subplot(grid[k // ncol, k % ncol])
+        edges = _edges([c.input_hist, c.target_hist])
+        _hist_line(ax, c.input_hist, edges, "input length", blue)
+        _hist_line(ax, c.target_hist, edges, "target length", orange)
+        ax.set_title(f"{c.name}: {c.rows:,} {unit}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("tokens", fontsize=7)
+    handles = [
+        plt.Line2D([], [], color=blue, label="input length"),
+        plt.Line2D([], [], color=orange, label="target length"),
+    ]
+    fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=2, frameon=False)
     x = np.arange(len(comps))
-    axes[2].bar(x - 0.2, [c.expected_rows / exp_total for c in comps], 0.4, label="configured")
-    axes[2].bar(x + 0.2, [c.rows / max(st.rows, 1) for c in comps], 0.4, label="realised")
-    axes[2].set_xticks(x, [c.name for c in comps], rotation=30, ha="right", fontsize=8)
-    axes[2].set_title("mixture: share of rows")
-    axes[2].legend(fontsize=8)
-    fig.suptitle(
-        f"{', '.join(st.outputs)}: {st.rows:,} rows, padding efficiency {_pct(st.efficiency['overall'])}"
+    names = [c.name for c in comps]
+    exp_total = sum(c.expected_rows for c in comps) or 1.0
+    tok_total = sum(c.input_tokens + c.target_tokens for c in comps) or 1
+    ax = fig.add_subplot(grid[nsmall, 0:2])
+    w = 0.27
+    ax.bar(x - w, [c.expected_rows / exp_total for c in comps], w, label="configured")
+    ax.bar(x, [c.rows / max(st.rows, 1) for c in comps], w, label=f"{unit}")
+    ax.bar(
+        x + w, [(c.input_tokens + c.target_tokens) / tok_total for c in comps], w, label="tokens"
     )
-    fig.tight_layout()
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    ax.set_title("mixture: share of rows and of tokens", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    wi = st.input_slots / st.rows if st.rows else 0
+    wt = st.target_slots / st.rows if st.rows else 0
+    ax = fig.add_subplot(grid[nsmall, 2])
+    enc = wt > 0 and set(st.layouts) == {"encoder-decoder"}
+    real_in = [c.input_tokens / (c.rows * wi) if c.rows and wi else 0 for c in comps]
+    ax.bar(x - (0.2 if enc else 0), real_in, 0.4, label="inputs" if enc else "sequence")
+    if enc:
+        real_t = [c.target_tokens / (c.rows * wt) if c.rows else 0 for c in comps]
+        ax.bar(x + 0.2, real_t, 0.4, label="targets")
+    ax.set_ylim(0, 1.15)
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
+    ax.set_title("real tokens / slots (1 - padding)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", ncol=2, frameon=False)
+    ax = fig.add_subplot(grid[nsmall, 3])
+    rate = [c.noise_tokens / c.raw_tokens / c.rate if c.raw_tokens and c.rate else 0 for c in comps]
+    span = [c.noise_tokens / c.spans / c.mean_span if c.spans and c.mean_span else 0 for c in comps]
+    ax.bar(x - 0.2, rate, 0.4, label="rate")
+    ax.bar(x + 0.2, span, 0.4, label="mean span")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
+    ax.set_title("realised / configured", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", ncol=2, frameon=False)
+    ax.set_ylim(0, max([1.6, *rate, *span]) * 1.1)
+    eff = st.packed_efficiency if st.packed_rows else None
+    head = (
+        f"{st.packed_rows:,} packed rows, {st.rows:,} examples, token efficiency "
+        f"{_pct(eff['overall'])}"
+        if eff
+        else f"{st.rows:,} rows, padding efficiency {_pct(st.efficiency['overall'])}"
+    )
+    fig.suptitle(f"{', '.join(st.outputs)}: {head}", fontsize=11, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     try:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e}") from None
     finally:
         plt.close(fig)
 
 
-def stats_report(outs: list[str], *, as_json: bool = False, plot_path: str | None = None) -> str:
-    """``denoise stats``: collect, optionally plot, and render as text or JSON."""
+#: What must agree for ``denoise stats A B`` to sum A and B: the figures are per token of one
+#: tokenizer, per slot of one shape, per component of one mixture.
+COMPATIBLE_KEYS = ("tokenizer", "layout and lengths", "mixture", "--pack")
+
+
+def _compat_key(m: dict[str, Any], what: str) -> Any:
+    if what == "tokenizer":
+        return m["tokenizer"]["sha256"]
+    if what == "layout and lengths":
+        return m["config"]["lengths"]
+    if what == "mixture":
+        return m["config"]["mixture"]
+    return m["config"].get("pack_factor", 0)
+
+
+def incompatibilities(outs: list[str]) -> list[str]:
+    """Why the outputs cannot be summed into one figure (empty when they can): they differ in
+    tokenizer, lengths, mixture or packing. Inputs, seeds, formats and epochs may differ."""
+    ms = [read_manifest(o) for o in outs]
+    out = []
+    for what in COMPATIBLE_KEYS:
+        try:
+            first = _compat_key(ms[0], what)
+            bad = [
+                o for o, m in zip(outs[1:], ms[1:], strict=True) if _compat_key(m, what) != first
+            ]
+        except (KeyError, TypeError) as e:
+            raise OutputError(f"a denoise.json is malformed ({type(e).__name__}: {e})") from None
+        if bad:
+            out.append(f"{what} ({outs[0]} vs {', '.join(bad)})")
+    return out
+
+
+def stats_report(
+    outs: list[str],
+    *,
+    as_json: bool = False,
+    plot_path: str | None = None,
+    sum_mixed: bool = False,
+) -> str:
+    """``denoise stats``: collect, optionally plot, and render as text or JSON. Outputs made with
+    another tokenizer, lengths, mixture or packing are refused unless ``sum_mixed``."""
     if plot_path:
         _pyplot()  # fail before reading anything when matplotlib is missing
+    if len(outs) > 1 and not sum_mixed:
+        diff = incompatibilities(outs)
+        if diff:
+            raise ConfigError(
+                "these outputs differ in "
+                + "; ".join(diff)
+                + ": their figures would not add up. Run `denoise stats` on each, or pass "
+                "--sum-mixed to add them anyway"
+            )
     st = collect(outs)
     if plot_path:
         plot(st, plot_path)

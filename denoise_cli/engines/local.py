@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import WorkerError
 from . import Unit
 from .procs import FORKSERVER_PARENT_ENV, die_with_parent
-from .progress import Progress
+from .progress import Progress, file_rows
 
 _WORKER: dict[str, Any] = {}
 
@@ -70,7 +70,8 @@ def run_files(
     (``address`` is unused: the signature every engine shares)."""
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
-            unit(job, i, progress.update)
+            rec = unit(job, i, progress.update)
+            progress.file_done(job.files[i].size, file_rows(rec))
         return
     ctx = _mp_context([unit.__module__])
     q = ctx.Queue()
@@ -89,7 +90,8 @@ def run_files(
                     done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                     _drain(q, progress)
                     for fu in done:
-                        fu.result()
+                        rec = fu.result()
+                        progress.file_done(job.files[futs[fu]].size, file_rows(rec))
             except BaseException:
                 # Stop now (Ctrl-C, a dead worker, or a file failed under --on-error fail):
                 # killing a worker mid-part is safe, commits are atomic and a rerun resumes.

@@ -42,7 +42,7 @@ from ..errors import ConfigError, DenoiseError, WorkerError
 from ..output.layout import stale_tmp_files
 from . import Unit
 from .procs import Terminated
-from .progress import Progress
+from .progress import Progress, file_rows
 
 MAX_RETRIES = 3
 REPORT_EVERY_S = 0.25
@@ -259,9 +259,10 @@ def run_files(
             for ref in ready:
                 i = inflight.pop(ref)
                 try:
-                    ray.get(ref)
+                    rec = ray.get(ref)
                 except Exception as e:
                     reraise(ray, e, job, i)
+                progress.file_done(job.files[i].size, file_rows(rec))
         _poll(ray, sink, progress, job, attempts)
     except BaseException:
         # Stop the other tasks now (an error, Ctrl-C): a task killed mid-part is safe, commits

@@ -271,10 +271,42 @@ class DenoiseBatches(IterableDataset[Batch]):
         self.columns = _check_columns(self.dataset, columns)
         self.long = long
         self.pin_memory = pin_memory
+        self._consumed = 0  # batches yielded by this object's iterator (main process) this epoch
+        self._resume: dict[str, int] | None = None
 
     @property
     def epoch(self) -> int:
         return self._epoch.get()
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, int]:
+        """Where this rank's batch stream stands: ``{"epoch", "batches", "seed", "rank",
+        "world_size"}``. ``batches`` counts the batches of the epoch already consumed: the ones
+        this object yielded when iterated in the main process (``num_workers=0``); with
+        DataLoader workers, pass ``consumed`` (the batches your loop took this epoch, e.g. the
+        step within the epoch): the batch order does not depend on the worker count, so that
+        number says it all."""
+        return {
+            "epoch": self.epoch,
+            "batches": self._consumed if consumed is None else int(consumed),
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Continue exactly after ``state["batches"]`` batches of epoch ``state["epoch"]``: the
+        next ``iter()`` (in the main process or in the workers of a DataLoader created after
+        this call) yields the batches an uninterrupted run would have yielded next; the next
+        ``set_epoch`` ends the resume (iterating in the main process ends it too). Refuses a
+        state from another seed, rank or world size (another batch plan)."""
+        for k in ("seed", "rank", "world_size"):
+            if k in state and int(state[k]) != getattr(self, k):
+                raise ValueError(
+                    f"state_dict is from {k}={state[k]}, this loader has {getattr(self, k)}"
+                )
+        self.set_epoch(int(state["epoch"]))  # before: set_epoch clears a resume
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+        self._consumed = int(state["batches"])
 
     def dataset_for(self, epoch: int) -> DenoiseDataset:
         """The dataset that epoch ``epoch`` reads (see the class docstring)."""
@@ -293,8 +325,11 @@ class DenoiseBatches(IterableDataset[Batch]):
         return self.dataset_for(self.epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Use the order of epoch ``epoch`` from the next ``iter()`` on (call before each epoch)."""
+        """Use the order of epoch ``epoch`` from the next ``iter()`` on (call before each epoch).
+        Ends a resume (``load_state_dict``)."""
         self._epoch.set(epoch)
+        self._resume = None
+        self._consumed = 0
 
     def plan(self, epoch: int | None = None) -> list[np.ndarray]:
         """This rank's batches (row indices) of an epoch, before the split across workers."""
@@ -321,8 +356,15 @@ class DenoiseBatches(IterableDataset[Batch]):
         size = self.batch_size if self.pad_last else None
         epoch = self.epoch
         ds = self.dataset_for(epoch)
-        for idx in self.plan(epoch)[wid::nw]:
-            yield gather(ds, idx, self.columns, long=self.long, pin_memory=pin, size=size)
+        r, start = self._resume, 0
+        if r is not None and r["epoch"] == epoch:
+            start = r["batches"]  # the rest of the plan, still round-robin over the workers
+        self._resume = None  # this process's copy: a resume applies to one pass
+        self._consumed = start
+        for idx in self.plan(epoch)[start:][wid::nw]:
+            batch = gather(ds, idx, self.columns, long=self.long, pin_memory=pin, size=size)
+            self._consumed += 1
+            yield batch
 
 
 class DenoiseTorchDataset(Dataset[Batch]):

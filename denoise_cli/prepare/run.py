@@ -59,6 +59,7 @@ def prepare(
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
     notify: Callable[[str], None] | None = None,
     tokenizer_backend: str = "auto",
+    progress_interval: float | None = None,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -71,6 +72,8 @@ def prepare(
     output stays).
     ``storage_options``: fsspec options for URL inputs (``--storage-options``).
     ``tokenizer_backend``: auto, hf or fast (``tokenize.choose_backend``; same ids either way).
+    ``progress_interval``: seconds between plain progress lines (default: a bar on a terminal,
+    else every 30 s; see ``engines.progress.Progress``).
     ``notify`` receives the one-line "resuming: ..." message when earlier work is reused.
     SIGINT/SIGTERM/SIGHUP stop the workers and raise :class:`Interrupted` (what is committed
     is kept).
@@ -108,7 +111,12 @@ def prepare(
             todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
             if notify is not None and resume_point(out, mine) != (0, 0):
                 notify(_resuming_line(out, mine))
-            bar = Progress(sum(prep.files[i].size for i in todo), len(todo), progress)
+            bar = Progress(
+                sum(prep.files[i].size for i in todo),
+                len(todo),
+                progress,
+                interval=progress_interval,
+            )
             try:
                 if engine == "local":
                     workers = workers if workers and workers > 0 else (os.cpu_count() or 1)

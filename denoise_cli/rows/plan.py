@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from ..config import Denoiser, Layout, Lengths, Mixture, PrepareConfig
+from ..config import FLAGS, Denoiser, Layout, Lengths, Mixture, PrepareConfig
 from ..errors import ConfigError
 from .denoisers import kind_of
 
@@ -89,9 +89,10 @@ def plan(mixture: Mixture, lengths: Lengths) -> tuple[ComponentPlan, ...]:
         L = _largest_fit(d, m, lengths)
         if L < 2:
             budget = (
-                f"inputs_length={lengths.inputs_length}, targets_length={lengths.targets_length}"
+                f"{FLAGS['inputs_length']} {lengths.inputs_length}, "
+                f"{FLAGS['targets_length']} {lengths.targets_length}"
                 if lengths.layout == "encoder-decoder"
-                else f"seq_length={lengths.seq_length}"
+                else f"{FLAGS['seq_length']} {lengths.seq_length}"
             )
             raise ConfigError(f"{d.name}: {budget} is too small for even one span/split")
         mode = d.resolved_mode_token() if mixture.mode_tokens else None
@@ -118,6 +119,33 @@ def plan(mixture: Mixture, lengths: Lengths) -> tuple[ComponentPlan, ...]:
 
 def sentinels_needed(plans: Sequence[ComponentPlan]) -> int:
     return max((c.spans for c in plans), default=0)
+
+
+def largest_length_for_sentinels(mixture: Mixture, lengths: Lengths, available: int) -> int:
+    """The largest ``-I`` (encoder-decoder; ``-S`` decoder-only), other lengths unchanged, whose
+    plan needs at most ``available`` sentinels; 0 when even the smallest length needs more."""
+    key = "inputs_length" if lengths.layout == "encoder-decoder" else "seq_length"
+
+    def need(v: int) -> int | None:
+        try:
+            sized = (
+                replace(lengths, inputs_length=v)
+                if key == "inputs_length"
+                else replace(lengths, seq_length=v)
+            )
+            return sentinels_needed(plan(mixture, sized))
+        except ConfigError:
+            return None  # too small for some component: treat as "does not fit"
+
+    lo, hi = 3, getattr(lengths, key)  # invariant: hi does not fit (the caller checked)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        n = need(mid)
+        if n is not None and n <= available:
+            lo = mid
+        else:
+            hi = mid
+    return lo if lo >= 4 else 0
 
 
 def expected_efficiency(plans: Sequence[ComponentPlan], lengths: Lengths) -> dict[str, float]:

@@ -1,0 +1,128 @@
+"""``denoise stats``: refusing outputs that do not add up, the unknown-token rate, notes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from denoise_cli import open_dataset
+from denoise_cli.check.stats import UNK_WARN, compute
+from denoise_cli.check.stats_render import explain_components, incompatibilities
+from denoise_cli.cli import app
+from denoise_cli.config import Lengths, PrepareConfig, load_mixture
+from denoise_cli.load import read_manifest
+from denoise_cli.prepare.run import prepare
+
+ROOT = Path(__file__).parent.parent
+SAMPLE = ROOT / "examples" / "sample" / "en-prose-00.jsonl.zst"
+T5TOK = ROOT / "tests" / "data" / "t5-tiny-tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def outs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    base = tmp_path_factory.mktemp("stats_ux")
+
+    def mk(name: str, tok: str | None, I: int = 128, seed: int = 0) -> str:
+        cfg = PrepareConfig(
+            load_mixture("ul2"), lengths=Lengths("encoder-decoder", I, 128), seed=seed
+        )
+        prepare([str(SAMPLE)], str(base / name), cfg, tokenizer=tok, workers=1, progress=False)
+        return str(base / name)
+
+    return {
+        "t5": mk("t5", str(T5TOK)),
+        "t5b": mk("t5b", str(T5TOK), seed=3),
+        "gpt2": mk("gpt2", None),
+        "t5_256": mk("t5_256", str(T5TOK), I=256),
+    }
+
+
+def test_incompatible_outputs_are_refused(outs: dict[str, str]) -> None:
+    assert incompatibilities([outs["t5"], outs["t5b"]]) == []  # another seed adds up
+    diff = incompatibilities([outs["t5"], outs["gpt2"], outs["t5_256"]])
+    assert [d.split(" (")[0] for d in diff] == ["tokenizer", "layout and lengths"]
+    r = CliRunner().invoke(app, ["stats", outs["t5"], outs["gpt2"]])
+    assert r.exit_code == 2 and "differ in tokenizer" in r.output and "--sum-mixed" in r.output
+    r = CliRunner().invoke(app, ["stats", outs["t5"], outs["gpt2"], "--sum-mixed", "--json"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["stats", outs["t5"], outs["t5b"], "--json"])
+    rows = compute(outs["t5"]).rows + compute(outs["t5b"]).rows
+    assert r.exit_code == 0 and json.loads(r.output)["rows"] == rows
+
+
+def test_unknown_token_rate(outs: dict[str, str]) -> None:
+    st = compute(outs["t5"])
+    unk = read_manifest(outs["t5"])["tokenizer"]["unk"]["id"]
+    ids = np.asarray(open_dataset(outs["t5"])[:]["input_ids"])
+    assert st.unk_tokens == int(np.count_nonzero(ids == unk)) > 0
+    assert st.unk_rate is not None and st.unk_rate > UNK_WARN
+    r = CliRunner().invoke(app, ["stats", outs["t5"]])
+    assert "unknown tokens:" in r.output and "warning: above 1.0%" in r.output
+    g = compute(outs["gpt2"])  # byte-level BPE: no unk token at all
+    assert (
+        g.unk_rate is None
+        and "unknown tokens" not in CliRunner().invoke(app, ["stats", outs["gpt2"]]).output
+    )
+
+
+def test_explain_one_span_per_row() -> None:
+    comp = {
+        "name": "X(64,0.15)",
+        "rows": 10,
+        "spans": 10,
+        "noise_tokens": 900,
+        "raw_tokens": 6000,
+        "mean_span": 90.0,
+        "configured_mean_span": 64.0,
+        "corruption_rate": 0.15,
+        "configured_rate": 0.15,
+    }
+    (note,) = explain_components([comp])
+    assert "by design" in note and "1.00 span(s) per row" in note
+    assert explain_components([{**comp, "mean_span": 64.0, "noise_tokens": 640}]) == []
+
+
+def test_plot_has_a_panel_per_component_and_the_summaries(
+    outs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from denoise_cli.check import stats_render as stats_mod
+
+    seen: list[object] = []
+    real_close = plt.close
+
+    def keep(fig: object) -> None:
+        seen.append(fig)
+        real_close(fig)
+
+    monkeypatch.setattr(plt, "close", keep)
+    st = compute(outs["t5"])
+    stats_mod.plot(st, str(tmp_path / "p.png"))
+    (fig,) = seen
+    titles = [ax.get_title() for ax in fig.axes]  # type: ignore[attr-defined]
+    for name, c in st.components.items():
+        assert f"{name}: {c.rows:,} rows" in titles
+    assert "mixture: share of rows and of tokens" in titles
+    assert "real tokens / slots (1 - padding)" in titles and "realised / configured" in titles
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prepare_summary_estimate_agrees_with_stats(outs: dict[str, str], tmp_path: Path) -> None:
+    from denoise_cli.check.stats import unknown_token_sample
+
+    st = compute(outs["t5"])
+    sample = unknown_token_sample(outs["t5"], max_rows=10**9)
+    assert sample is not None and sample[0] == st.unk_tokens and sample[2] == st.rows
+    # the denominators are counted two ways (non-special ids vs raw - noise lengths)
+    assert sample[1] == pytest.approx(st.unk_base, rel=1e-3)
+    assert unknown_token_sample(outs["gpt2"]) is None
+    r = CliRunner().invoke(
+        app,
+        ["prepare", str(SAMPLE), str(tmp_path / "o"), "--tokenizer", str(T5TOK), "-w", "1"],
+    )
+    assert r.exit_code == 0, r.output
+    assert "unknown tokens: " in r.output and "warning: above 1%" in r.output
