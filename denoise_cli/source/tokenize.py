@@ -365,7 +365,10 @@ class DocSplitter:
         self._max_piece = 1
         if self.kind == "vocab":
             model = type(tok.model).__name__
-            if model not in ("BPE", "Unigram"):
+            # BPE: no merge can cross a cut that no vocabulary piece spans (exact). Unigram
+            # without a split is NOT cut: its floating-point Viterbi was seen to choose another
+            # segmentation around a cut on a vocabulary with space-spanning pieces.
+            if model != "BPE":
                 self.kind = ""
             else:
                 self._vocab = set(tok.get_vocab(with_added_tokens=False))
