@@ -15,7 +15,7 @@ import typer
 from . import __version__
 from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
 from .errors import ConfigError, DenoiseError, Interrupted
-from .source.read import ACCEPTED_SUFFIXES
+from .source.discover import ACCEPTED_SUFFIXES
 
 app = typer.Typer(
     add_completion=False,

@@ -26,7 +26,8 @@ from ..rows.plan import (
     sentinels_needed,
     targets_length_window,
 )
-from ..source.read import FileStats, InputFile, find_inputs, iter_batches
+from ..source.discover import InputFile, find_inputs
+from ..source.read import FileStats, iter_batches
 from ..source.tokenize import (
     BackendChoice,
     Encoder,
