@@ -1,30 +1,16 @@
 """``denoise prepare --engine ray``: the per-file units of ``prepare`` as Ray tasks.
 
-One Ray core task per input file, each calling the unit (``prepare.worker.process_file``) exactly as a local
-worker does, so the shards are byte-identical to ``--engine local`` for any cluster size. The
-driver (the ``denoise prepare`` process) holds the output lock and writes the manifest once
-every task is done; workers read the inputs and write shards + commit records under the output
-directory, so **inputs and output must be on a filesystem every node sees at the same path**
-(NFS, Lustre, GPFS, a single machine). Object stores (``s3://``...) are not supported.
-
-- The job (config, plans, tokenizer JSON) is ``ray.put`` once
-  and passed by reference; each worker process deserializes it (and builds its tokenizer) once
-  and reuses it for every file it gets.
-- A lost task (worker killed, out of memory, node died) is retried up to ``MAX_RETRIES`` times:
-  the unit resumes from the file's last committed part and rewrites nothing that was
-  committed, so a retry is safe and cheap. Exceptions raised *by the code* are not retried: an
-  :class:`~denoise_cli.errors.InputError` (``--on-error fail``), ``OutputError`` etc. reach the
-  caller as the same exception type, and the other tasks are cancelled. A task that keeps losing
-  its worker ends the run with :class:`~denoise_cli.errors.WorkerError` (rerun to resume).
-- Progress: tasks send (docs, tokens, bytes), at most every ``REPORT_EVERY_S``, to a small
-  zero-CPU actor that the driver polls while it waits on the tasks.
-- ``workers`` caps the number of tasks in flight (one CPU each); without it Ray schedules as
-  many as the cluster has CPUs.
-- Cluster: ``address`` (``--ray-address``), else ``RAY_ADDRESS``, else a new local instance
-  (``num_cpus=workers`` or all cores, no dashboard, every server on 127.0.0.1 only: see
-  ``LOOPBACK_ENV``). If the calling process is already
-  connected (``ray.init`` called before), that connection is used. Only what this function
-  started is shut down.
+One Ray core task per input file, each calling the unit (``prepare.worker.process_file``)
+exactly as a local worker does, so the shards are byte-identical to ``--engine local`` for any
+cluster size. The driver holds the output lock and writes the manifest once every task is done;
+workers read inputs and write shards + commit records by path, so **inputs and output must be
+on a filesystem every node sees at the same path**. The job is ``ray.put`` once. A lost task is
+retried up to ``MAX_RETRIES`` times (it resumes from the file's last committed part); errors
+raised by the code are not retried but reach the caller as the same exception type, and a task
+that keeps losing its worker ends the run with :class:`~denoise_cli.errors.WorkerError`.
+Progress goes through a zero-CPU actor (``REPORT_EVERY_S``). Cluster: ``address``, else
+``RAY_ADDRESS``, else a new loopback-only local instance (``LOOPBACK_ENV``); an existing
+connection is reused, and only what this module started is shut down. See docs/scaling.md.
 """
 
 from __future__ import annotations
