@@ -31,6 +31,9 @@ ZSTD_READ_SIZE = 1 << 20  # compressed bytes the zstd reader pulls from the file
 
 
 class StreamError(Exception):
+    """A stream failure inside the reader; :mod:`denoise_cli.source.read` turns it into
+    ``FileStats.error`` or an :class:`~denoise_cli.errors.InputError` (never seen outside)."""
+
     def __init__(self, reason: str, offset: int, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason  # "corrupt_stream" | "truncated_stream" | "unreadable"
