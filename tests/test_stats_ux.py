@@ -69,6 +69,31 @@ def test_unknown_token_rate(outs: dict[str, str]) -> None:
     )
 
 
+def test_unknown_token_denominator_is_one_figure(outs: dict[str, str]) -> None:
+    """``stats`` and the ``prepare`` summary's sample count the same text tokens: the row's
+    tokens less the mode token, the sentinels, the final EOS and the EOS separating documents
+    (a slow per-row reference from the lengths and the manifest's ids)."""
+    from denoise_cli.check.stats import unknown_token_sample
+
+    out = outs["t5"]
+    m = read_manifest(out)
+    eos, unk = int(m["tokenizer"]["eos"]["id"]), int(m["tokenizer"]["unk"]["id"])
+    sent = set(m["tokenizer"]["sentinel_ids"])
+    a = open_dataset(out)[:]
+    text = seps = 0
+    for ids, il in zip(np.asarray(a["input_ids"]), np.asarray(a["input_length"]), strict=True):
+        row = ids[: int(il)].tolist()
+        assert row[-1] == eos
+        s = sum(1 for t in row[:-1] if t == eos)
+        text += len(row) - 2 - sum(1 for t in row if t in sent) - s
+        seps += s
+    assert seps > 0  # the sample has chunks spanning two documents: the case that differed
+    st = compute(out)
+    assert st.unk_base == text
+    assert unknown_token_sample(out, max_rows=10**9) == (st.unk_tokens, text, st.rows)
+    assert st.unk_tokens == int(np.count_nonzero(np.asarray(a["input_ids"]) == unk))
+
+
 def test_explain_one_span_per_row() -> None:
     comp = {
         "name": "X(64,0.15)",

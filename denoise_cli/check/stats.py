@@ -23,7 +23,7 @@ from ..errors import ConfigError, OutputError
 from ..output.layout import output_path
 from ..output.manifest import datasets, read_manifest
 from ..output.shards import batch_arrays, open_shard
-from .spec import SENT0, OutputSpec, unpacked_view
+from .spec import NORMAL, SENT0, OutputSpec, unpacked_view
 
 
 def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -177,8 +177,8 @@ class Stats:
     # independent examples drawn from the configured mixture would have (same k per row)
     packed_distinct: int = 0
     expected_packed_distinct: float = 0.0
-    # unknown tokens: unk ids among the text tokens of input_ids (enc-dec: the unmasked part;
-    # dec-only: the whole raw chunk); 0/0 when the tokenizer has no unk
+    # unknown tokens: unk ids among the text tokens of input_ids (:func:`text_and_unknown`;
+    # enc-dec: the unmasked part; dec-only: the whole raw chunk); 0/0 when the tokenizer has no unk
     unk_tokens: int = 0
     unk_base: int = 0
 
@@ -373,8 +373,9 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
             ih += np.bincount(den * (wi + 1) + np.clip(il, 0, wi), minlength=C * (wi + 1))
             th += np.bincount(den * (wt + 1) + np.clip(tl, 0, wt), minlength=C * (wt + 1))
             if unk_tok is not None:
-                st.unk_tokens += int(np.count_nonzero(a["input_ids"] == unk_tok))
-                st.unk_base += int((raw - noise).sum() if enc else raw.sum())
+                n_unk, n_text = text_and_unknown(a["input_ids"], code, int(unk_tok))
+                st.unk_tokens += n_unk
+                st.unk_base += n_text
             ss.rows += rb.num_rows
             ss.raw_tokens += int(raw.sum())
             ss.input_tokens += int(il.sum())
@@ -467,6 +468,16 @@ def _packed(
         ) from None
 
 
+def text_and_unknown(ids: np.ndarray, code: np.ndarray, unk: int) -> tuple[int, int]:
+    """(unknown tokens, text tokens) of ``input_ids`` rows, ``code`` their lookup-table classes.
+    Text tokens are the ordinary ids and the unknown ones: not the mode token, sentinels, padding
+    or EOS, which also leaves out the EOS that separates documents inside a chunk (the only
+    difference from the raw tokens a row keeps). The one definition ``stats`` and the ``prepare``
+    summary share."""
+    is_unk = ids == unk
+    return int(np.count_nonzero(is_unk)), int(np.count_nonzero((code == NORMAL) | is_unk))
+
+
 def unknown_token_sample(out: str, max_rows: int = 50_000) -> tuple[int, int, int] | None:
     """(unknown tokens, text tokens, rows read) in ``input_ids`` of an output's first
     ``max_rows`` rows: the estimate the ``prepare`` summary prints (``stats`` counts every row).
@@ -482,9 +493,8 @@ def unknown_token_sample(out: str, max_rows: int = 50_000) -> tuple[int, int, in
         _, batches = open_shard(p, str(m["format"]), ["input_ids"])
         for rb in batches:
             ids = batch_arrays(rb)["input_ids"]
-            is_unk = ids == int(unk)
-            n_unk += int(np.count_nonzero(is_unk))
-            n_text += int(np.count_nonzero((np.take(spec.lut, ids, mode="clip") == 0) | is_unk))
+            u, t = text_and_unknown(ids, np.take(spec.lut, ids, mode="clip"), int(unk))
+            n_unk, n_text = n_unk + u, n_text + t
             rows += rb.num_rows
             if rows >= max_rows:
                 return n_unk, n_text, rows
