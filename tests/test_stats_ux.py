@@ -94,6 +94,31 @@ def test_unknown_token_denominator_is_one_figure(outs: dict[str, str]) -> None:
     assert st.unk_tokens == int(np.count_nonzero(np.asarray(a["input_ids"]) == unk))
 
 
+def test_number_formats_are_consistent(outs: dict[str, str]) -> None:
+    """Counts with thousands separators, shares and rates as percentages with one decimal,
+    sizes in MiB with two decimals: in every row of a column, the total included."""
+    import re
+
+    text = CliRunner().invoke(app, ["stats", outs["t5"], outs["t5b"]]).output
+    lines = text.splitlines()
+    shard_head = next(i for i, ln in enumerate(lines) if ln.startswith("shard "))
+    body = lines[shard_head + 2 : lines.index("", shard_head)]
+    assert body[-1].startswith("total") and len(body) >= 3
+    for ln in body:
+        *_, mib = ln.split()
+        assert re.fullmatch(r"\d[\d,]*\.\d\d", mib), ln
+    comp_head = next(i for i, ln in enumerate(lines) if ln.startswith("component "))
+    comps = lines[comp_head + 2 : lines.index("", comp_head)]
+    assert len(comps) == 7
+    for ln in comps:
+        cells = ln.split()
+        assert all(re.fullmatch(r"\d+\.\d%", c) for c in cells[1:3] + cells[4:6]), ln
+    # no count of 1,000 or more without separators, outside file names
+    prose = [ln for ln in lines if "/" not in ln.split(":")[0]]
+    assert not [ln for ln in prose if re.search(r"(?<![\d.,_-])\d{4,}(?![\d-])", ln)]
+    assert re.search(r"tokens: \d{1,3}(,\d{3})+ read", text)
+
+
 def test_explain_one_span_per_row() -> None:
     comp = {
         "name": "X(64,0.15)",

@@ -12,13 +12,24 @@ from ..output.manifest import read_manifest
 from .report import table
 from .stats import UNK_WARN, Stats, collect
 
+# number formats, the same everywhere in the text: counts with thousands separators, shares
+# and rates as percentages with one decimal, means with two decimals, sizes in MiB with two
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.2f}"
+
+
+def _len(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:,.1f}"
+
+
 def _lens(q: dict[str, float]) -> str:
-    return f"{q['min']:g} / {q['median']:g} / {q['p99']:g} / {q['max']:g}"
+    return " / ".join(_len(q[k]) for k in ("min", "median", "p99", "max"))
 
 
 def render(st: Stats) -> str:
@@ -47,7 +58,7 @@ def render(st: Stats) -> str:
                     s.raw_tokens,
                     s.input_tokens,
                     s.target_tokens,
-                    s.bytes / 2**20,
+                    _mib(s.bytes),
                 ]
                 for s in st.shards
             ]
@@ -59,7 +70,7 @@ def render(st: Stats) -> str:
                     st.raw_tokens,
                     st.input_real,
                     st.target_real,
-                    sum(s.bytes for s in st.shards) / 2**20,
+                    _mib(sum(s.bytes for s in st.shards)),
                 ]
             ],
         ),
@@ -74,8 +85,8 @@ def render(st: Stats) -> str:
                 _pct(c["configured_share"]),
                 _pct(c["share"]),
                 c["rows"],
-                f"{c['configured_rate']:.3f}",
-                f"{c['corruption_rate']:.3f}",
+                _pct(c["configured_rate"]),
+                _pct(c["corruption_rate"]),
                 f"{c['configured_mean_span']:g}" if span else "-",
                 f"{c['mean_span']:.2f}" if span and c["mean_span"] is not None else "-",
                 _lens(c["input_length"]),
@@ -88,7 +99,7 @@ def render(st: Stats) -> str:
                 "component",
                 "share cfg",
                 "share",
-                "rows",
+                "examples" if pk else "rows",
                 "rate cfg",
                 "rate",
                 "span cfg",
@@ -160,7 +171,7 @@ def render(st: Stats) -> str:
     acc = st.accounting
     skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(st.skipped.items())) or "none"
     lines.append(
-        f"input: {acc['files']} file(s), {acc['records']:,} records read, {acc['docs']:,} documents; "
+        f"input: {acc['files']:,} file(s), {acc['records']:,} records read, {acc['docs']:,} documents; "
         f"skipped: {skipped}"
     )
     tail_pct = f" ({_pct(acc['tail_tokens'] / acc['tokens'])})" if acc["tokens"] else ""
@@ -173,7 +184,7 @@ def render(st: Stats) -> str:
             else ""
         )
         + (
-            f"; {acc['files_with_errors']} file(s) with read errors"
+            f"; {acc['files_with_errors']:,} file(s) with read errors"
             if acc["files_with_errors"]
             else ""
         )
@@ -205,7 +216,7 @@ def explain_components(comps: list[dict[str, Any]]) -> list[str]:
         rate, cfg = c["corruption_rate"], c["configured_rate"]
         if c["rows"] and c["spans"] and abs(rate - cfg) > max(0.02, 0.2 * cfg):
             notes.append(
-                f"{c['name']}: rate {rate:.3f} vs configured {cfg:.3f}: the noise per row is "
+                f"{c['name']}: rate {_pct(rate)} vs configured {_pct(cfg)}: the noise per row is "
                 f"rounded to whole tokens on {c['raw_tokens'] / c['rows']:.1f}-token chunks "
                 "(longer -I/-T bring it closer)"
             )
