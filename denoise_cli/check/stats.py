@@ -181,6 +181,9 @@ class Stats:
     # enc-dec: the unmasked part; dec-only: the whole raw chunk); 0/0 when the tokenizer has no unk
     unk_tokens: int = 0
     unk_base: int = 0
+    # the epochs of ``--epochs K`` outputs, each on its own: (output, epoch, its stats); empty
+    # for single-epoch outputs (the plot's per-epoch view)
+    by_epoch: list[tuple[str, int, Stats]] = field(default_factory=list)
 
     @property
     def unk_rate(self) -> float | None:
@@ -230,6 +233,7 @@ class Stats:
             expected_packed_distinct=self.expected_packed_distinct + o.expected_packed_distinct,
             unk_tokens=self.unk_tokens + o.unk_tokens,
             unk_base=self.unk_base + o.unk_base,
+            by_epoch=self.by_epoch + o.by_epoch,
         )
 
     @property
@@ -306,9 +310,14 @@ def compute(out: str | Path) -> Stats:
     eps = datasets(outp)
     if len(eps) == 1:
         return _compute_one(outp, eps[0][2], str(out), "")
-    st = _compute_one(eps[0][1], eps[0][2], str(out), eps[0][0])
-    for prefix, path, m in eps[1:]:
-        st = st + _compute_one(path, m, str(out), prefix)
+    parts = [_compute_one(path, m, str(out), prefix) for prefix, path, m in eps]
+    st = parts[0]
+    for p in parts[1:]:
+        st = st + p
+    st.by_epoch = [
+        (str(out), int(m.get("epoch", k)), p)
+        for k, ((_, _, m), p) in enumerate(zip(eps, parts, strict=True))
+    ]
     top = read_manifest(outp)["totals"]
     st.outputs, st.layouts, st.formats = st.outputs[:1], st.layouts[:1], st.formats[:1]
     for k in ("files", "records", "docs", "tokens", "reserved_replaced", "files_with_errors"):
