@@ -209,4 +209,6 @@ def test_prepare_summary_estimate_agrees_with_stats(outs: dict[str, str], tmp_pa
         ["prepare", str(SAMPLE), str(tmp_path / "o"), "--tokenizer", str(T5TOK), "-w", "1"],
     )
     assert r.exit_code == 0, r.output
-    assert "unknown tokens: " in r.output and "warning: above 1%" in r.output
+    assert "unknown tokens: " in r.output and "warning: above 1.0%" in r.output
+    rows = compute(str(tmp_path / "o")).rows  # the sample is the whole output here
+    assert f"(all {rows:,} rows)" in r.output
