@@ -18,9 +18,7 @@ directory, so **inputs and output must be on a filesystem every node sees at the
   its worker ends the run with :class:`~denoise_cli.errors.WorkerError` (rerun to resume).
 - Progress: tasks send (docs, tokens, bytes), at most every ``REPORT_EVERY_S``, to a small
   zero-CPU actor that the driver polls while it waits on the tasks.
-- Ray's own log records (``ray`` logger, e.g. its token-authentication notice at ``ray.init``)
-  are routed through ``Progress.note`` while the run lasts (:class:`RayLogRoute`): one
-  ``ray: ...`` line above the bar, never inside it.
+- Ray's own log records go through ``Progress.note`` (:class:`RayLogRoute`), never the bar.
 - ``workers`` caps the number of tasks in flight (one CPU each); without it Ray schedules as
   many as the cluster has CPUs.
 - Cluster: ``address`` (``--ray-address``), else ``RAY_ADDRESS``, else a new local instance
