@@ -34,6 +34,7 @@ from ..source.tokenize import (
     build_tokenizer,
     choose_backend,
 )
+from ..source.units import split_inputs
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Prepared:
     cfg: PrepareConfig
     plans: tuple[ComponentPlan, ...]
     tokenizer: TokenizerInfo
-    files: list[InputFile]
+    files: list[InputFile]  # the units of work: input files, or units of a split Parquet file
     ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths not read
     backend: BackendChoice | None = None  # set by prepare (--tokenizer-backend)
 
@@ -94,6 +95,8 @@ def resolve(
     tok = build_tokenizer(tokenizer, cfg.tokens, cfg.mixture, sentinels_needed(plans))
     ignored: dict[str, list[str]] = {}
     files = find_inputs(inputs, storage_options, ignored) if inputs else []
+    # a large Parquet file becomes several units of work (one per block of row groups)
+    files = split_inputs(files, cfg.unit_bytes)
     return Prepared(cfg, plans, tok, files, ignored)
 
 

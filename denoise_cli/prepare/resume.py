@@ -29,6 +29,7 @@ from ..output.manifest import dumps
 from ..output.shards import atomic_save_npy, atomic_write_bytes
 from ..source.fingerprint import prefix_sha256
 from ..source.read import FileStats, InputFile, open_input
+from ..source.units import InputUnit, unit_sha256
 
 
 def stats_from(d: dict[str, Any]) -> FileStats:
@@ -94,6 +95,8 @@ def input_unchanged(f: InputFile, consumed: Sequence[tuple[int, str] | None]) ->
     if not known:
         return True
     nbytes, digest = max(known)
+    if isinstance(f, InputUnit):  # a unit hashes the footer and its row groups (source.units)
+        return unit_sha256(f) == (nbytes, digest)
     return prefix_sha256(lambda: open_input(f), nbytes) == digest
 
 
