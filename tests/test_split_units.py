@@ -95,8 +95,7 @@ def big(tmp_path: Path) -> tuple[Path, int]:
 
 def shard_digests(out: Path) -> dict[str, str]:
     return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted((out / "data").iterdir())
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "data").iterdir())
     }
 
 
@@ -148,9 +147,7 @@ def test_split_file_same_bytes_for_1_and_2_workers_and_verifies(
     # every unit wrote rows of its own (several shards per file, not one worker's tail)
     assert all(f["rows"] > 0 for f in m["files"])
     # the same documents and tokens as the file read whole (tails add up per unit)
-    whole = prepare(
-        [str(d)], str(tmp_path / "whole"), cfg_of(0), tokenizer=T5_TINY, progress=False
-    )
+    whole = prepare([str(d)], str(tmp_path / "whole"), cfg_of(0), tokenizer=T5_TINY, progress=False)
     for k in ("records", "docs", "tokens"):
         assert m["totals"][k] == whole["totals"][k], k
     small_split = [f for f in m["files"] if f["name"] == "small.jsonl.zst"]
