@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +43,8 @@ __all__ = [
     "whole_size",
     "with_unit",
 ]
+
+FOOTER_THREADS = 16  # footers of large files read at once when planning units
 
 
 @dataclass(frozen=True)
@@ -80,22 +83,33 @@ def _group_bytes(md: Any) -> list[int]:
     ]
 
 
+def _footer_sizes(f: InputFile) -> list[int] | None:
+    """The compressed bytes of each row group of a Parquet file; None when unreadable."""
+    try:
+        with open_input(f) as fh:
+            return _group_bytes(pq.ParquetFile(fh).metadata)
+    except Exception:
+        return None
+
+
 def split_inputs(files: Sequence[InputFile], unit_bytes: int) -> list[InputFile]:
     """The units of work of ``files``: every Parquet file above ``unit_bytes`` (0: never) whose
     footer gives more than one block becomes its :class:`InputUnit` s; the rest stay as they
-    are. A footer that cannot be read leaves the file whole (the reader reports it)."""
+    are. A footer that cannot be read leaves the file whole (the reader reports it). Footers
+    are read by a few threads (object-store latency)."""
+    big = [
+        i
+        for i, f in enumerate(files)
+        if unit_bytes and f.compression == "parquet" and f.size > unit_bytes
+    ]
+    if not big:
+        return list(files)
+    with ThreadPoolExecutor(min(FOOTER_THREADS, len(big))) as ex:
+        footers = dict(zip(big, ex.map(lambda i: _footer_sizes(files[i]), big), strict=True))
     out: list[InputFile] = []
-    for f in files:
-        if not unit_bytes or f.compression != "parquet" or f.size <= unit_bytes:
-            out.append(f)
-            continue
-        try:
-            with open_input(f) as fh:
-                sizes = _group_bytes(pq.ParquetFile(fh).metadata)
-        except Exception:
-            out.append(f)
-            continue
-        blocks = plan_units(sizes, unit_bytes)
+    for i, f in enumerate(files):
+        sizes = footers.get(i)
+        blocks = plan_units(sizes, unit_bytes) if sizes else []
         if len(blocks) <= 1:
             out.append(f)
             continue
@@ -104,7 +118,7 @@ def split_inputs(files: Sequence[InputFile], unit_bytes: int) -> list[InputFile]
                 InputUnit(
                     path=f.path,
                     name=f.name,
-                    size=sum(sizes[a:b]),
+                    size=sum(sizes[a:b]) if sizes else 0,
                     compression=f.compression,
                     storage_options=f.storage_options,
                     unit=u,
