@@ -274,3 +274,69 @@ def test_small_files_keep_their_examples(tmp_path: Path) -> None:
         outs.append(out)
     assert shard_digests(outs[0]) == shard_digests(outs[1])
     assert isinstance(find_inputs([str(d)])[0], InputFile)
+
+
+def test_unit_edited_in_place_between_kill_and_rerun_is_redone_not_mixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kill inside a unit, then that unit's first document changes in place (same size,
+    same footer: no statistics, no compression): the rerun redoes the unit (with a
+    warning) and equals a fresh run on the edited file."""
+    import logging
+
+    import pyarrow as pa
+
+    import denoise_cli.prepare.resume as pl
+
+    d = tmp_path / "in"
+    d.mkdir()
+    src = d / "big.parquet"
+    rows = fineweb_rows(1200)
+
+    def write(rs: list[dict[str, Any]]) -> None:
+        pq.write_table(
+            pa.Table.from_pylist(rs),
+            src,
+            row_group_size=100,
+            compression="none",
+            use_dictionary=False,
+            write_statistics=False,
+        )
+
+    write(rows)
+    size, footer = src.stat().st_size, src.read_bytes()[-4096:]
+    budget = size // 4 + 1
+    inp = [str(src)]
+    cfg = cfg_of(budget)
+    out = tmp_path / "cut"
+    real = pl.atomic_write_bytes
+    calls = {"n": 0}
+
+    def flaky(path: Path, data: bytes) -> None:
+        if "/parts/" in str(path):
+            calls["n"] += 1
+            if calls["n"] > 1:
+                raise KeyboardInterrupt("simulated kill")
+        real(path, data)
+
+    monkeypatch.setattr(pl, "atomic_write_bytes", flaky)
+    with pytest.raises(Interrupted):
+        prepare(inp, str(out), cfg, tokenizer=T5_TINY, workers=1, progress=False)
+    monkeypatch.setattr(pl, "atomic_write_bytes", real)
+    (part,) = list((out / ".denoise" / "parts").glob("*.json"))
+    # the unit that committed a part (units run largest first): edit its first document
+    unit = split_inputs(find_inputs(inp), budget)[int(orjson.loads(part.read_bytes())["file"])]
+    assert isinstance(unit, InputUnit)
+    first = unit.row_groups[0] * 100
+    edited = [dict(r) for r in rows]
+    edited[first]["text"] = rows[first]["text"].replace("e", "a")
+    assert edited[first]["text"] != rows[first]["text"]
+    write(edited)
+    assert src.stat().st_size == size and src.read_bytes()[-4096:] == footer
+    fresh = tmp_path / "fresh"
+    prepare(inp, str(fresh), cfg, tokenizer=T5_TINY, workers=1, progress=False)
+    with caplog.at_level(logging.WARNING, logger="denoise_cli.prepare.worker"):
+        prepare(inp, str(out), cfg, tokenizer=T5_TINY, workers=1, progress=False)
+    assert shard_digests(out) == shard_digests(fresh)
+    assert (out / "denoise.json").read_bytes() == (fresh / "denoise.json").read_bytes()
+    assert "big.parquet changed since its parts were committed" in caplog.text
