@@ -340,3 +340,25 @@ def test_unit_edited_in_place_between_kill_and_rerun_is_redone_not_mixed(
     assert shard_digests(out) == shard_digests(fresh)
     assert (out / "denoise.json").read_bytes() == (fresh / "denoise.json").read_bytes()
     assert "big.parquet changed since its parts were committed" in caplog.text
+
+
+def test_units_over_two_machines_merge_to_the_single_machine_output(
+    big: tuple[Path, int], tmp_path: Path
+) -> None:
+    """--num-shards balances units, not files: the two parts merge to the one-machine bytes."""
+    from denoise_cli.prepare.merge import merge
+
+    d, budget = big
+    cfg = cfg_of(budget)
+    ref = tmp_path / "ref"
+    prepare([str(d)], str(ref), cfg, tokenizer=T5_TINY, workers=1, progress=False)
+    parts = []
+    for k in range(2):
+        parts.append(str(tmp_path / f"p{k}"))
+        m = prepare(
+            [str(d)], parts[-1], cfg, tokenizer=T5_TINY, progress=False, num_shards=2, shard_index=k
+        )
+        assert any("unit" in f for f in m["files"])  # each machine got units of the big file
+    merge(parts, str(tmp_path / "merged"))
+    assert shard_digests(tmp_path / "merged") == shard_digests(ref)
+    verify(tmp_path / "merged", sources=[str(d)])
