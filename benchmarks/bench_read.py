@@ -10,6 +10,11 @@ one thread (``TOKENIZERS_PARALLELISM=false``, pyarrow ``use_threads=False`` as t
 - ``tokenize``: ``tokenize.Encoder.encode`` (the pipeline's encoder) on exactly those batches;
 - for Parquet, ``read, all columns``: the same row groups decoded with every column (what reading
   costs without projection; context only);
+- ``parquet, split into units``: the same Parquet files planned into units of whole row groups
+  (``source.units``, a budget of a quarter of each file) and read unit by unit as workers do,
+  each unit's resume fingerprint (footer + its row groups' bytes) and footer reads included;
+  the row above it, ``parquet, whole + fingerprint``, is the same files read whole with the
+  whole-file fingerprint a worker computes for an unsplit Parquet file;
 - with ``--s3``: the same files uploaded to a local S3 server (``moto_server``, a separate
   process, so its CPU is not counted) and read through ``s3://`` URLs (s3fs): the client-side CPU
   of an object-store read (HTTP, copies), not the network.
@@ -49,8 +54,10 @@ SHARED = REPO.parent / "shared" / "corpus"
 GOAL = 0.03
 
 from denoise_cli.source.discover import InputFile, find_inputs  # noqa: E402
+from denoise_cli.source.fingerprint import SourceDigest  # noqa: E402
 from denoise_cli.source.read import FileStats, iter_batches  # noqa: E402
 from denoise_cli.source.tokenize import Encoder, load_tokenizer_json  # noqa: E402
+from denoise_cli.source.units import InputUnit, iter_unit, split_inputs  # noqa: E402
 
 
 def cpu(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -63,11 +70,18 @@ def cpu(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return best, out
 
 
-def read_all(files: Sequence[InputFile]) -> list[list[str]]:
+def read_all(files: Sequence[InputFile], fingerprint: bool = False) -> list[list[str]]:
+    """Every batch of texts, read as a worker reads (units through ``iter_unit``); with
+    ``fingerprint`` the resume fingerprint is computed too (always for units)."""
     batches = []
     for f in files:
         st = FileStats()
-        batches += [b.texts for b in iter_batches(f, stats=st) if b.texts]
+        digest = SourceDigest() if fingerprint or isinstance(f, InputUnit) else None
+        if isinstance(f, InputUnit):
+            it = iter_unit(f, text_key="text", on_error="skip", stats=st, digest=digest)
+        else:
+            it = iter_batches(f, stats=st, digest=digest)
+        batches += [b.texts for b in it if b.texts]
         if st.error:
             raise SystemExit(st.error)
     return batches
@@ -85,8 +99,21 @@ def read_all_columns(files: Sequence[InputFile]) -> int:
     return n
 
 
-def measure(name: str, files: Sequence[InputFile], enc: Encoder, repeat: int) -> dict[str, Any]:
-    t_read, batches = cpu(lambda: read_all(files), repeat)
+def measure(
+    name: str,
+    files: Sequence[InputFile],
+    enc: Encoder,
+    repeat: int,
+    fingerprint: bool = False,
+    plan: Callable[[], Sequence[InputFile]] | None = None,
+) -> dict[str, Any]:
+    """``plan``: a function giving the files to read (timed with the reading: the footer reads
+    of unit planning)."""
+
+    def read() -> list[list[str]]:
+        return read_all(plan() if plan else files, fingerprint)
+
+    t_read, batches = cpu(read, repeat)
     texts = sum(len(b) for b in batches)
     chars = sum(len(t) for b in batches for t in b)
 
@@ -105,7 +132,9 @@ def measure(name: str, files: Sequence[InputFile], enc: Encoder, repeat: int) ->
         "tokenize_cpu_s": round(t_tok, 4),
         "read_share": round(t_read / (t_read + t_tok), 5),
     }
-    if all(f.compression == "parquet" and "://" not in f.path for f in files):
+    if plan is not None:
+        row["units"] = len(plan())
+    if all(f.compression == "parquet" and "://" not in f.path for f in files) and not plan:
         t_all, _ = cpu(lambda: read_all_columns(files), repeat)
         row["read_all_columns_cpu_s"] = round(t_all, 4)
     return row
@@ -158,6 +187,18 @@ def main() -> None:
     enc.encode(["warm up"])
     sets = {"parquet": find_inputs(args.parquet), "jsonl.zst": find_inputs(args.jsonl)}
     rows = [measure(name, files, enc, args.repeat) for name, files in sets.items()]
+    pfiles = sets["parquet"]
+    budget = max(1, min(f.size for f in pfiles) // 4)
+    rows.append(measure("parquet, whole + fingerprint", pfiles, enc, args.repeat, True))
+    rows.append(
+        measure(
+            "parquet, split into units",
+            pfiles,
+            enc,
+            args.repeat,
+            plan=lambda: split_inputs(pfiles, budget),
+        )
+    )
     if args.s3:
         proc, opts = s3_copy(sets)
         try:

@@ -456,6 +456,9 @@ class PrepareConfig:
     max_doc_chars: int = 0  # 0: unlimited
     epochs: int = 1  # independent corruptions of the same token stream
     pack_factor: int = 0  # 0: one example per row; k: examples planned for 1/k row, packed
+    # a Parquet file above this many bytes is split into units of whole row groups of about this
+    # size, run by different workers (source.units); 0: never split
+    unit_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
         if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
@@ -478,6 +481,8 @@ class PrepareConfig:
             raise ConfigError(f"bad --text-key {self.text_key!r}")
         if self.max_doc_chars < 0:
             raise ConfigError("--max-doc-chars must be >= 0")
+        if not isinstance(self.unit_bytes, int) or self.unit_bytes < 0:
+            raise ConfigError(f"unit_bytes must be an integer >= 0, got {self.unit_bytes!r}")
 
     @property
     def example_lengths(self) -> Lengths:
@@ -509,6 +514,7 @@ class PrepareConfig:
             max_doc_chars=int(d.get("max_doc_chars", 0)),
             epochs=int(d.get("epochs", 1)),
             pack_factor=int(d.get("pack_factor", 0)),
+            unit_bytes=int(d.get("unit_bytes", 0)),
         )
 
     def fingerprint_dict(self) -> dict[str, Any]:
@@ -527,6 +533,7 @@ class PrepareConfig:
             "max_doc_chars": self.max_doc_chars,
             "epochs": self.epochs,
             "pack_factor": self.pack_factor,
+            "unit_bytes": self.unit_bytes,
             **({"pack_algorithm": PACK_ALGORITHM} if self.pack_factor else {}),
         }
 

@@ -23,13 +23,14 @@ from ..output.manifest import prepare_config
 from ..output.shards import batch_arrays, open_shard
 from ..prepare.worker import group_rows
 from ..rows.base import Rows, SpecialIds
-from ..rows.chunk import Chunker, Group, file_key
+from ..rows.chunk import Chunker, Group
 from ..rows.packing import PackedRows
 from ..rows.plan import ComponentPlan, plans_for
 from ..source.discover import InputFile, find_inputs
 from ..source.read import FileStats
 from ..source.stream import token_stream
 from ..source.tokenize import TokenizerInfo
+from ..source.units import stream_key, unit_from_entry
 from .problems import FileChain, Problems, VerifyReport
 from .rowcheck import RowChecker, first_col
 from .spec import OutputSpec, unpacked_view
@@ -108,6 +109,10 @@ def check_sources(
     for mf in m["files"]:
         fidx, name = int(mf["index"]), str(mf["name"])
         where = f"file {fidx} ({name})"
+        chain = name
+        if isinstance(mf.get("unit"), dict):  # a unit of a split Parquet file
+            chain = f"{name} unit {mf['unit'].get('index')}"
+            where = f"file {fidx} ({chain})"
         f = by_name.get(name)
         if f is None:
             cand = by_base.get((Path(name).name, int(mf["size"])), [])
@@ -117,6 +122,12 @@ def check_sources(
             continue
         if f.size != int(mf["size"]):
             probs.add(f"{where}: {f.path} has {f.size:,} bytes, the manifest says {mf['size']:,}")
+            continue
+        try:
+            # a unit of a split Parquet file is re-read as such (its row groups, its key)
+            f = unit_from_entry(f, mf.get("unit"))
+        except DenoiseError as err:
+            probs.add(f"{where}: {err}")
             continue
         rep.source_files += 1
         sides = []
@@ -132,12 +143,12 @@ def check_sources(
                         cfg.mixture.probabilities,
                         int(ds.m["group_size"]),
                         int(ds.m["seed"]),
-                        file_key(name),
+                        stream_key(f),
                         int(ds.m.get("epoch", 0)),
                     ),
                     RowCursor(ds.path, shards, ds.m["format"], ds.ok_rows),
                     Regen(ds.spec, int(ds.m["seed"]), plans, special, lengths, probs),
-                    FileChain(where=name),
+                    FileChain(where=chain),
                 )
             )
         stats = FileStats()

@@ -15,7 +15,8 @@ from ..errors import ConfigError
 
 #: reports (documents, tokens, input bytes) done since the last report
 Report = Callable[[int, int, int], None]
-#: the unit of work: (job, file index, report) -> the file's record; picklable by reference
+#: the unit of work: (job, unit index, report) -> its file record; picklable by reference. A
+#: unit is an input file or a block of row groups of a large Parquet file (``source.units``)
 Unit = Callable[[Any, int, Report], dict[str, Any]]
 
 #: engine name -> module (imported on use: Ray is an optional dependency)

@@ -110,6 +110,8 @@ def build_manifest(
             "tokens_used": r["epochs"][epoch]["tokens_used"],
             "tail_tokens": r["epochs"][epoch]["tail_tokens"],
             "rows": r["epochs"][epoch]["rows"],
+            # a unit of a large Parquet file split across workers: which row groups
+            **({"unit": r["unit"]} if "unit" in r else {}),
         }
         for r in records
     ]

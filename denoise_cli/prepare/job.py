@@ -37,6 +37,7 @@ from ..source.tokenize import (
     choose_backend,
     load_tokenizer_json,
 )
+from ..source.units import split_inputs
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Prepared:
     cfg: PrepareConfig
     plans: tuple[ComponentPlan, ...]
     tokenizer: TokenizerInfo
-    files: list[InputFile]
+    files: list[InputFile]  # the units of work: input files, or units of a split Parquet file
     ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths not read
     backend: BackendChoice | None = None  # set by prepare (--tokenizer-backend)
 
@@ -97,6 +98,8 @@ def resolve(
     tok = build_tokenizer(tokenizer, cfg.tokens, cfg.mixture, sentinels_needed(plans))
     ignored: dict[str, list[str]] = {}
     files = find_inputs(inputs, storage_options, ignored) if inputs else []
+    # a large Parquet file becomes several units of work (one per block of row groups)
+    files = split_inputs(files, cfg.unit_bytes)
     return Prepared(cfg, plans, tok, files, ignored)
 
 

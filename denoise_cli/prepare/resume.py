@@ -31,6 +31,7 @@ from ..source.decompress import open_input
 from ..source.discover import InputFile
 from ..source.fingerprint import prefix_sha256
 from ..source.read import FileStats
+from ..source.units import InputUnit, unit_sha256
 
 
 def stats_from(d: dict[str, Any]) -> FileStats:
@@ -96,6 +97,8 @@ def input_unchanged(f: InputFile, consumed: Sequence[tuple[int, str] | None]) ->
     if not known:
         return True
     nbytes, digest = max(known)
+    if isinstance(f, InputUnit):  # a unit hashes the footer and its row groups (source.units)
+        return unit_sha256(f) == (nbytes, digest)
     return prefix_sha256(lambda: open_input(f), nbytes) == digest
 
 

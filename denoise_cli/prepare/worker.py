@@ -1,5 +1,6 @@
-"""The per-file unit of ``prepare``: one input file's token stream -> groups -> rows -> shards,
-for every epoch, with its resume records.
+"""The unit of work of ``prepare``: one input file's token stream (or one unit's of a large
+Parquet file split by ``source.units``) -> groups -> rows -> shards, for every epoch, with its
+resume records.
 
 :func:`group_rows` is the one corrupt -> pack path from a group of raw chunks to model rows
 (``verify --source`` regenerates rows through it too); :func:`group_batch` turns them into a
@@ -24,13 +25,14 @@ from ..errors import OutputError
 from ..output.schema import packed_record_batch, record_batch, with_components
 from ..output.shards import ShardWriter
 from ..rows.base import Rows, SpecialIds
-from ..rows.chunk import Chunker, ChunkerState, Group, file_key
+from ..rows.chunk import Chunker, ChunkerState, Group
 from ..rows.corrupt import corrupt_mixture
 from ..rows.packing import PackedRows, pack_rows
 from ..rows.plan import ComponentPlan
 from ..source.fingerprint import SourceDigest
 from ..source.read import FileStats
 from ..source.stream import token_stream
+from ..source.units import stream_key, with_unit
 from .job import Job
 from .resume import (
     commit_part,
@@ -236,7 +238,7 @@ def process_file(
         return done
     f = job.files[file_idx]
     cfg = job.cfg
-    key = file_key(f.name)
+    key = stream_key(f)
     sep = job.special.eos if cfg.doc_separator == "eos" else None
     source = SourceDigest()
     epochs = [EpochStream(job, out, file_idx, e, key, source) for e in range(cfg.epochs)]
@@ -286,7 +288,6 @@ def process_file(
         "index": file_idx,
         "name": f.name,
         "path": f.path,
-        "size": f.size,
         "source_bytes": source.count,
         "source_sha256": source.hexdigest(),
         "stats": stats.to_dict(),
@@ -294,5 +295,6 @@ def process_file(
         "reserved_replaced": reserved,
         "epochs": [s.summary() for s in epochs],
     }
+    with_unit(f, rec)  # the file's size; a unit of a split file says which
     finish_file(out, file_idx, rec)
     return rec

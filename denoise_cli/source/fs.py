@@ -26,6 +26,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "EXTRAS",
+    "REACH_HINTS",
     "RemoteFile",
     "find_remote",
     "is_url",
@@ -70,6 +71,19 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
+#: what to check when a store cannot be reached, per extra (appended to listing errors)
+REACH_HINTS: dict[str, str] = {
+    "hf": "hf:// reads the Hub through huggingface_hub ('denoise-cli[hf]'); offline? check the "
+    "network, HF_ENDPOINT, HF_HUB_OFFLINE and HF_TOKEN",
+}
+
+
+def _hint(url: str) -> str:
+    scheme = url.split("://", 1)[0].split("::")[-1].lower()
+    hint = REACH_HINTS.get(EXTRAS.get(scheme, ""))
+    return f" ({hint})" if hint else ""
+
+
 def _filesystem(url: str, options: Mapping[str, Any] | None) -> tuple[Any, str]:
     """(fsspec filesystem, path inside it) for a URL; ConfigError when it cannot be had."""
     from fsspec.core import url_to_fs
@@ -85,9 +99,9 @@ def _filesystem(url: str, options: Mapping[str, Any] | None) -> tuple[Any, str]:
     except ValueError as e:
         if "Protocol not known" in str(e):
             raise ConfigError(f"unsupported URL scheme {scheme}:// in {url}") from None
-        raise ConfigError(f"cannot use {url}: {_one_line(e)}") from None
+        raise ConfigError(f"cannot use {url}: {_one_line(e)}{_hint(url)}") from None
     except Exception as e:
-        raise ConfigError(f"cannot use {url}: {_one_line(e)}") from None
+        raise ConfigError(f"cannot use {url}: {_one_line(e)}{_hint(url)}") from None
 
 
 @dataclass(frozen=True)
@@ -192,7 +206,7 @@ def find_remote(
     except FileNotFoundError:
         raise ConfigError(f"input {spec} does not exist") from None
     except Exception as e:
-        raise ConfigError(f"cannot list input {spec}: {_one_line(e)}") from None
+        raise ConfigError(f"cannot list input {spec}: {_one_line(e)}{_hint(spec)}") from None
     return [RemoteFile(url(p), p[len(root) :].lstrip("/"), url(root), n) for p, n in files]
 
 

@@ -6,7 +6,9 @@ grow with the file or the row group size. Every row is a record, classified exac
 JSON record (``missing_text``, ``text_not_string``, ``empty``, ``too_long``, ``invalid_utf8``
 for a binary column). Resume skips whole row groups through the footer's row counts. An
 unreadable file, corrupt footer or bad page is a per-file error: rows decoded before it are
-kept and ``on_error="fail"`` raises :class:`~denoise_cli.errors.InputError`. The module depends
+kept and ``on_error="fail"`` raises :class:`~denoise_cli.errors.InputError`. ``row_groups=(a, b)``
+reads groups ``a..b-1`` only, as a file of its own (one unit of a large file, ``source.units``).
+The module depends
 on nothing of the JSON reader: :func:`iter_parquet` fills any counters object with the
 :class:`Counters` fields and yields ``(texts, record_end)`` pairs. Details: docs/input.md.
 """
@@ -78,13 +80,15 @@ def iter_parquet(
     max_doc_chars: int = 0,
     size: int = 0,
     storage_options: Mapping[str, Any] | None = None,
+    row_groups: tuple[int, int] | None = None,
 ) -> Iterator[tuple[list[str], int]]:
     """Yield ``(texts, record_end)`` for the Parquet file at ``path`` (local or URL).
 
     Same contract as the JSON reader's batches: records before ``start_record`` are skipped
     without touching ``stats``; ``record_end`` is the index of the next row; the last pair
     (possibly with no texts) carries the final ``record_end``. ``size`` (the file's size) makes
-    ``stats.bytes_read`` reach it at a clean end.
+    ``stats.bytes_read`` reach it at a clean end. ``row_groups=(a, b)``: only those row groups,
+    counted as the whole file (records, bytes; ``size`` is then theirs).
     """
     fail = on_error == "fail"
     skipped = stats.skipped
@@ -113,7 +117,10 @@ def iter_parquet(
                 src, buffer_size=READ_BUFFER, pre_buffer=False, page_checksum_verification=True
             )
             md = pf.metadata
-            rg_rows = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+            lo, hi = row_groups if row_groups is not None else (0, md.num_row_groups)
+            if not 0 <= lo <= hi <= md.num_row_groups:
+                raise ValueError(f"row groups {lo}..{hi} not in a file of {md.num_row_groups}")
+            rg_rows = [md.row_group(i).num_rows for i in range(lo, hi)]
             target = column_path(pf.schema_arrow, keys)
         except Exception as e:
             err = file_error("footer", "corrupt_parquet", e)
@@ -149,7 +156,7 @@ def iter_parquet(
         row_end = byte_end = 0
         text_bytes = 0
         for i, n in enumerate(rg_rows):
-            rg = md.row_group(i)
+            rg = md.row_group(lo + i)
             row_end += n
             byte_end += sum(rg.column(j).total_compressed_size for j in range(rg.num_columns))
             ends.append((row_end, byte_end))
@@ -159,16 +166,16 @@ def iter_parquet(
                     text_bytes += c.total_uncompressed_size
         per_row = max(1, text_bytes // max(1, total))
         batch_rows = max(1, min(MAX_BATCH_ROWS, batch_chars // per_row))
-        reading = first  # the row group being decoded
+        reading = lo + first  # the row group being decoded
 
         def decoded(pf: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
             # one reader per row group: a batch never spans two, so a bad page loses at most
             # the rows of one batch and its row group is known
             nonlocal reading
             for i in range(first, len(rg_rows)):
-                reading = i
+                reading = lo + i
                 yield from pf.iter_batches(
-                    batch_size=batch_rows, row_groups=[i], columns=[col], use_threads=False
+                    batch_size=batch_rows, row_groups=[lo + i], columns=[col], use_threads=False
                 )
 
         batches = decoded(pf)

@@ -1,14 +1,15 @@
 """The one read -> encode -> join loop: an input file as a token stream.
 
 ``prepare`` (per worker) and ``verify --source`` both turn a file into tokens here, so they
-cannot drift apart: read records (:mod:`.read`), encode them (:mod:`.tokenize`), account for
-documents that held a reserved id, and join the documents with the separator. The stream is
-then cut into chunks by ``rows.chunk``. See docs/architecture.md.
+cannot drift apart: read records (:mod:`.read`; a unit of a split Parquet file through
+:mod:`.units`), encode them (:mod:`.tokenize`), account for documents that held a reserved id,
+and join the documents with the separator. The stream is then cut into chunks by
+``rows.chunk``. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,8 +17,9 @@ import numpy as np
 
 from .discover import InputFile
 from .fingerprint import SourceDigest
-from .read import FileStats, iter_batches
+from .read import DocBatch, FileStats, iter_batches
 from .tokenize import Encoder
+from .units import InputUnit, iter_unit
 
 
 @dataclass
@@ -61,7 +63,11 @@ def token_stream(
     ``stats.skipped["reserved_token"]``. ``digest``, if given, receives every raw byte read."""
     last_bytes = stats.bytes_read
     t = t0
-    for batch in iter_batches(
+    # a unit of a split Parquet file is read as a file of its own (source.units)
+    reader: Callable[..., Iterator[DocBatch]] = (
+        iter_unit if isinstance(f, InputUnit) else iter_batches
+    )
+    for batch in reader(
         f,
         text_key=text_key,
         on_error=on_error,
