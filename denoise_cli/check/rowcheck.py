@@ -1,7 +1,10 @@
 """Vectorized checks of the rows of one record batch (``verify`` step 2) and the rebuild of
 each row's raw chunk from its inputs and targets (step 3); packed rows get their segment
 structure checked first (:func:`packed_checks`). numpy over the ``[n, W]`` columns plus one
-lookup-table gather that turns ids into classes; see docs/architecture.md ("verify").
+lookup-table gather that turns ids into classes. What depends on the denoiser kind (the lengths
+its parameters dictate, the layout of its tokens, the inversion) is asked of the component's
+``rows.denoisers`` kind; nothing here knows span from prefix rows. See docs/architecture.md
+("verify").
 """
 
 from __future__ import annotations

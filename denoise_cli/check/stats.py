@@ -2,7 +2,8 @@
 
 Per record batch it reads ``input_ids``, ``input_length``, ``target_length``, ``denoiser`` (and
 ``prefix_length`` for decoder-only), never decodes text: one lookup-table ``np.take`` counts the
-sentinels per row, the rest is arithmetic on the length columns, and per component
+sentinels per row, the rest is arithmetic on the length columns (each component's kind turns
+them into raw, noise and span counts: ``DenoiserKind.row_counts``), and per component
 ``np.bincount`` gives exact length histograms. :class:`Stats` is mergeable (``a + b``), so
 ``stats out1 out2`` sums outputs and epochs. Packed outputs are counted per example
 (``spec.unpacked_view``) plus the packed rows' own efficiency. Rendering is
