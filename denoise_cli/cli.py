@@ -12,6 +12,8 @@ import typer
 
 from . import __version__
 from .cli_options import (
+    FORMAT_DEFAULT,
+    FORMAT_HELP,
     INPUT_EXTENSIONS,
     AddTokensOpt,
     ConfigOptions,
@@ -119,10 +121,9 @@ def prepare(
         Format,
         typer.Option(
             "--format",
-            help="arrow (uncompressed IPC, zero-copy, datasets.load_from_disk) or parquet (zstd; "
-            "load_dataset('parquet', data_dir=OUT + '/data')).",
+            help=FORMAT_HELP,
         ),
-    ] = Format.arrow,
+    ] = FORMAT_DEFAULT,
     shard_size: Annotated[
         str,
         typer.Option(

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
+from .output.shards import FORMATS
 from .source.discover import ACCEPTED_SUFFIXES
 
 #: The input file kinds ``prepare`` reads: the reader's own list (help text, README and tests).
@@ -23,9 +24,12 @@ class Layout(str, Enum):
     decoder_only = "decoder-only"
 
 
-class Format(str, Enum):
-    arrow = "arrow"
-    parquet = "parquet"
+#: ``--format``'s choices: the names in the shard format registry
+Format = Enum("Format", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
+#: ``--format``'s default: the config's
+FORMAT_DEFAULT = Format(PrepareConfig.format)
+#: ``--format``'s help: each format's own line
+FORMAT_HELP = " or ".join(f"{f.name} ({f.help})" for f in FORMATS.values()) + "."
 
 
 class OnError(str, Enum):
@@ -148,7 +152,7 @@ class ConfigOptions:
             seed=self.seed,
             text_key=self.text_key,
             doc_separator=self.doc_separator,  # type: ignore[arg-type]
-            format=self.fmt,  # type: ignore[arg-type]
+            format=self.fmt,
             shard_rows=rows,
             shard_bytes=nbytes,
             on_error=self.on_error,  # type: ignore[arg-type]

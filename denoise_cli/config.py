@@ -448,7 +448,7 @@ class PrepareConfig:
     seed: int = 0
     text_key: str = "text"
     doc_separator: Literal["eos", "none"] = "eos"
-    format: Literal["arrow", "parquet"] = "arrow"
+    format: str = "arrow"  # a name in output.shards.FORMATS, checked by prepare.job.resolve
     shard_rows: int = 0  # 0: derived from shard_bytes
     shard_bytes: int = 256 * 2**20
     group_size: int = 1024  # chunks per random draw group
@@ -469,8 +469,6 @@ class PrepareConfig:
             raise ConfigError(f"--seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.doc_separator not in ("eos", "none"):
             raise ConfigError("--doc-separator must be 'eos' or 'none'")
-        if self.format not in ("arrow", "parquet"):
-            raise ConfigError(f"--format must be arrow or parquet, got {self.format!r}")
         if self.on_error not in ("skip", "fail"):
             raise ConfigError("--on-error must be 'skip' or 'fail'")
         if self.shard_rows < 0 or self.shard_bytes < 1:

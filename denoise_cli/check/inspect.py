@@ -3,7 +3,7 @@
 For each chosen row: a header (global row, shard and row, component, mode token, source file,
 example and stream offset, lengths), then the inputs and the targets - side by side when the
 terminal has at least 100 columns, one after the other otherwise - and the original text
-rebuilt from the two (``rowcheck.RowChecker.rebuild``), with the tokens that went to the targets
+rebuilt from the two (``rowcheck.RowChecker.rebuild``: the kind's inversion), with the tokens that went to the targets
 marked (colour, or ``⟦...⟧`` in plain text). Sentinels, mode tokens and EOS are shown by name and
 highlighted with ``typer.style`` colours when ``color`` is on (the CLI turns it on only for a
 terminal).

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..config import Lengths
 from ..rows.base import IGNORE_INDEX, row_widths
-from ..rows.denoisers import kind_of
+from ..rows.denoisers import DenoiserKind, kind_of
+from ..rows.denoisers.base import RowsView
 from ..rows.packing import unpack_rows
 
 IGNORE = IGNORE_INDEX
@@ -30,7 +31,7 @@ class Component:
 
     index: int
     name: str
-    span: bool  # R/X (span corruption) or S (prefix-LM)
+    kind: DenoiserKind  # what its rows look like: the row checks, stats and inspect ask it
     mode: int  # 1 if a mode token is prepended
     mode_id: int  # -1 without a mode token
     mode_token: str | None
@@ -39,6 +40,11 @@ class Component:
     spans: int
     prefix_min: int
     prefix_max: int
+
+    @property
+    def span(self) -> bool:
+        """Whether its rows hold sentinels (R/X span corruption)."""
+        return self.kind.uses_sentinels
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,32 @@ class OutputSpec:
     def tok(self, i: int) -> str:
         name = self.names.get(int(i))
         return f"{name} ({i})" if name else f"id {i}"
+
+    def classes(self, ids: np.ndarray) -> np.ndarray:
+        """The class of every id (``lut``; ids outside the vocabulary clip to its ends)."""
+        return np.take(self.lut, ids, mode="clip")
+
+    def view(
+        self,
+        a: dict[str, np.ndarray],
+        code: np.ndarray | None = None,
+        lcode: np.ndarray | None = None,
+    ) -> RowsView:
+        """A record batch (its columns) as the denoiser kinds read it."""
+        pl = a.get("prefix_length")
+        return RowsView(
+            self.enc_dec,
+            a["input_ids"],
+            a["labels"],
+            a["input_length"].astype(np.int64),
+            pl.astype(np.int64) if pl is not None else None,
+            self.classes,
+            SENT0,
+            self.tok,
+            self.sentinels,
+            code,
+            lcode,
+        )
 
     def table(self, attr: str) -> np.ndarray:
         """A per-component attribute as an int64 array indexed by denoiser."""
@@ -113,7 +145,7 @@ class OutputSpec:
                 Component(
                     index=int(c["index"]),
                     name=str(c["denoiser"]),
-                    span=kind_of(str(c["denoiser"])).uses_sentinels,
+                    kind=kind_of(str(c["denoiser"])),
                     mode=0 if mt is None else 1,
                     mode_id=-1 if mt is None else modes[mt],
                     mode_token=mt,

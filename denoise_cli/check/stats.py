@@ -2,7 +2,8 @@
 
 Per record batch it reads ``input_ids``, ``input_length``, ``target_length``, ``denoiser`` (and
 ``prefix_length`` for decoder-only), never decodes text: one lookup-table ``np.take`` counts the
-sentinels per row, the rest is arithmetic on the length columns, and per component
+sentinels per row, the rest is arithmetic on the length columns (each component's kind turns
+them into raw, noise and span counts: ``DenoiserKind.row_counts``), and per component
 ``np.bincount`` gives exact length histograms. :class:`Stats` is mergeable (``a + b``), so
 ``stats out1 out2`` sums outputs and epochs. Packed outputs are counted per example
 (``spec.unpacked_view``) plus the packed rows' own efficiency. Rendering is
@@ -326,6 +327,21 @@ def compute(out: str | Path) -> Stats:
     return st
 
 
+def _row_counts(
+    spec: OutputSpec, den: np.ndarray, il: np.ndarray, tl: np.ndarray, sentinels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw tokens, noise tokens, spans) of every row, each component's rows counted by its
+    kind from the length columns and the sentinels in ``input_ids``."""
+    raw, noise, spans = (np.zeros(len(den), dtype=np.int64) for _ in range(3))
+    for c in spec.comps:
+        i = np.flatnonzero(den == c.index)
+        if len(i):
+            raw[i], noise[i], spans[i] = c.kind.row_counts(
+                c, il[i], tl[i], sentinels[i], spec.enc_dec
+            )
+    return raw, noise, spans
+
+
 def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     t0 = time.perf_counter()
     try:
@@ -338,8 +354,6 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
         raise OutputError(f"{outp}/denoise.json is malformed ({type(e).__name__}: {e})") from None
     C = len(spec.comps)
     enc = spec.enc_dec
-    m_tab = spec.table("mode")
-    isspan = np.array([c.span for c in spec.comps], dtype=bool)
     wi, wt = spec.wi, spec.wt
     cols = list(_COLUMNS) + ([] if enc else ["prefix_length"])
     sums = np.zeros((7, C), dtype=np.int64)  # rows, raw, noise, spans, input, target, -
@@ -368,16 +382,9 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
             code = np.take(spec.lut, a["input_ids"], mode="clip")
             max_code = max(max_code, int(code.max()))
             cnt = np.count_nonzero(code >= SENT0, axis=1)
-            mm = m_tab[den]
-            span = isspan[den]
-            s = cnt if enc else cnt // 2
-            noise = np.where(span, tl - 1 - s, tl - 1)
-            if enc:
-                raw = np.where(span, il - mm - 1 - s + noise, il - mm - 1 + tl - 1)
-            else:
-                raw = il - mm - 1 - 2 * np.where(span, s, 0)
+            raw, noise, spans = _row_counts(spec, den, il, tl, cnt)
             sums[0] += np.bincount(den, minlength=C)
-            for k, v in ((1, raw), (2, noise), (3, np.where(span, s, 0)), (4, il), (5, tl)):
+            for k, v in ((1, raw), (2, noise), (3, spans), (4, il), (5, tl)):
                 sums[k] += np.bincount(den, weights=v, minlength=C).round().astype(np.int64)
             ih += np.bincount(den * (wi + 1) + np.clip(il, 0, wi), minlength=C * (wi + 1))
             th += np.bincount(den * (wt + 1) + np.clip(tl, 0, wt), minlength=C * (wt + 1))

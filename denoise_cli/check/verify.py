@@ -30,7 +30,7 @@ from ..errors import OutputError, VerifyError
 from ..output.layout import DATA_DIR, HF_STATE, MANIFEST, TOKENIZER, output_path
 from ..output.manifest import datasets, read_manifest
 from ..output.schema import shard_schema
-from ..output.shards import batch_arrays, open_shard, sha256_file
+from ..output.shards import FORMATS, batch_arrays, open_shard, sha256_file
 from ..source.tokenize import reserved_from_json
 from .packedcheck import packed_checks
 from .problems import Enough, FileChain, Problems, VerifyReport
@@ -167,7 +167,7 @@ def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyRe
     shards, files, tot = m["shards"], m["files"], m["totals"]
     rep.files = len(files)
     rep.shards += len(shards)
-    if m.get("format") not in ("arrow", "parquet"):
+    if not isinstance(m.get("format"), str) or m["format"] not in FORMATS:
         probs.add(f"{MANIFEST}: unknown format {m.get('format')!r}")
     nsum = sum(int(s["rows"]) for s in shards)
     fsum = sum(int(f["rows"]) for f in files)
@@ -259,7 +259,8 @@ def _check_files(
             rel = f"data/{p.name}"
             if rel not in listed:
                 probs.add(f"{rel}: not listed in the manifest (left over from another run?)")
-    if m["format"] == "arrow" and (out / HF_STATE).is_file():
+    fmt = FORMATS.get(m["format"]) if isinstance(m.get("format"), str) else None
+    if fmt is not None and fmt.load_from_disk and (out / HF_STATE).is_file():
         try:
             st = orjson.loads((out / HF_STATE).read_bytes())
             files = [d["filename"] for d in st["_data_files"]]

@@ -34,8 +34,6 @@ STATE_DIR = ".denoise"
 TMP_PREFIX = ".tmp-"
 #: Top-level files of an output besides the manifest (Hugging Face ``load_from_disk`` files).
 OUTPUT_FILES = (TOKENIZER, HF_STATE, HF_INFO)
-#: the extension of each shard format's files
-EXTENSIONS: dict[str, str] = {"arrow": "arrow", "parquet": "parquet"}
 _EPOCH = re.compile(r"epoch-\d+")
 
 
@@ -50,8 +48,9 @@ def epoch_dirs(epochs: int) -> list[str]:
 
 
 def shard_name(epochs: int, epoch: int, file_idx: int, part: int, fmt: str) -> str:
-    """A shard's path relative to the output (the manifest's paths drop the epoch prefix)."""
-    return f"{epoch_dir(epochs, epoch)}{DATA_DIR}/{file_idx:05d}-{part:05d}.{EXTENSIONS[fmt]}"
+    """A shard's path relative to the output (the manifest's paths drop the epoch prefix); its
+    extension is the name of its format (``output.shards.FORMATS``)."""
+    return f"{epoch_dir(epochs, epoch)}{DATA_DIR}/{file_idx:05d}-{part:05d}.{fmt}"
 
 
 def tmp_path(path: Path) -> Path:

@@ -5,8 +5,10 @@ Arrow IPC *stream* files are what ``datasets.save_to_disk`` writes (so ``load_fr
 reads them) and are memory-mapped when read (zero-copy); Parquet shards are decoded. A shard
 is written under a temporary name, fsync'ed, then renamed: it is visible under its final name
 only when complete, and its sha256 is computed while writing (no second read). Row formats
-(columns) live in :mod:`.schema`, names in :mod:`.layout`. A new format is one entry in
-:data:`FORMATS`. See docs/architecture.md.
+(columns) live in :mod:`.schema`, names in :mod:`.layout` (a shard's extension is its format's
+name). A new format is one :class:`ShardFormat` and its entry in :data:`FORMATS`: ``--format``'s
+choices, the config check (:func:`format_of`) and the readers all come from there. See
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import OutputError
+from ..errors import ConfigError, OutputError
 from .layout import tmp_path
 
 
@@ -63,7 +65,9 @@ class _HashingFile:
 class ShardFormat:
     """How one shard format writes and reads record batches."""
 
-    name = ""
+    name = ""  # --format, the manifest's "format" and the shards' file extension
+    help = ""  # what --format's help says of it
+    load_from_disk = False  # datasets.load_from_disk reads it: the output gets the HF files
 
     def writer(self, sink: Any, schema: pa.Schema) -> Any:
         """An object with ``write_batch(batch)`` and ``close()`` writing to ``sink``."""
@@ -87,6 +91,8 @@ class ArrowFormat(ShardFormat):
     """Arrow IPC stream files, memory-mapped when read (zero-copy)."""
 
     name = "arrow"
+    help = "uncompressed IPC, zero-copy, datasets.load_from_disk"
+    load_from_disk = True
 
     def writer(self, sink: Any, schema: pa.Schema) -> Any:
         return pa.ipc.new_stream(sink, schema)
@@ -107,6 +113,7 @@ class ParquetFormat(ShardFormat):
     """zstd Parquet, one row group per written batch (decoded when read)."""
 
     name = "parquet"
+    help = "zstd; load_dataset('parquet', data_dir=OUT + '/data')"
 
     def writer(self, sink: Any, schema: pa.Schema) -> Any:
         return pq.ParquetWriter(sink, schema, compression="zstd")
@@ -127,10 +134,20 @@ class ParquetFormat(ShardFormat):
 
 
 #: format name (``--format``, the manifest's ``format``) -> its reader and writer
-FORMATS: dict[str, ShardFormat] = {"arrow": ArrowFormat(), "parquet": ParquetFormat()}
+FORMATS: dict[str, ShardFormat] = {f.name: f for f in (ArrowFormat(), ParquetFormat())}
+
+
+def format_of(name: str) -> ShardFormat:
+    """The format a config names (``--format``); a ConfigError that lists the choices if none."""
+    if name not in FORMATS:
+        *rest, last = FORMATS
+        choices = f"{', '.join(rest)} or {last}" if rest else last
+        raise ConfigError(f"--format must be {choices}, got {name!r}")
+    return FORMATS[name]
 
 
 def shard_format(fmt: str) -> ShardFormat:
+    """The format an output's manifest names; an OutputError if it is unknown."""
     if fmt not in FORMATS:
         raise OutputError(f"unknown shard format {fmt!r} (known: {', '.join(FORMATS)})")
     return FORMATS[fmt]

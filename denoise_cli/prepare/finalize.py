@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import InputError
 from ..output.layout import HF_INFO, HF_STATE, MANIFEST, TOKENIZER
 from ..output.manifest import build_manifest, dumps, top_manifest
-from ..output.shards import atomic_write_bytes, fsync_dir, hf_dataset_files
+from ..output.shards import atomic_write_bytes, fsync_dir, hf_dataset_files, shard_format
 from ..source.read import KEYS_SEEN_RECORDS
 from .job import Job, Prepared, expected_efficiency_of
 
@@ -67,7 +67,7 @@ def write_epoch_files(d: Path, m: dict[str, Any], tokenizer_json: str, with_mani
     """An epoch's directory is a complete dataset: tokenizer, HF files, (its own manifest)."""
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(d / TOKENIZER, tokenizer_json.encode())
-    if m["format"] == "arrow":
+    if shard_format(m["format"]).load_from_disk:
         names = [c["denoiser"] for c in sorted(m["components"], key=lambda c: int(c["index"]))]
         state, info = hf_dataset_files(
             [s["path"] for s in m["shards"]], m["tokenizer"]["sha256"], names

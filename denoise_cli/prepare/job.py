@@ -15,6 +15,7 @@ from typing import Any
 from ..config import FLAGS, PrepareConfig
 from ..errors import ConfigError, DenoiseError
 from ..output.layout import epoch_dir, shard_name
+from ..output.shards import format_of
 from ..rows.base import SpecialIds, row_widths
 from ..rows.plan import (
     ComponentPlan,
@@ -94,6 +95,7 @@ def resolve(
 ) -> Prepared:
     """Validate everything up front: lengths, sentinels, tokenizer, inputs. Raises ConfigError.
     ``storage_options`` are the fsspec options for URL inputs."""
+    format_of(cfg.format)
     plans = plans_for(cfg)
     tok = build_tokenizer(tokenizer, cfg.tokens, cfg.mixture, sentinels_needed(plans))
     ignored: dict[str, list[str]] = {}

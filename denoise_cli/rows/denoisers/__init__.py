@@ -1,7 +1,8 @@
 """Denoiser kinds behind a registry: a new kind is one module here (a :class:`DenoiserKind`:
-fit, plan lengths, smallest example, corruption) and a line in :data:`KINDS` (plus its letter
-in ``config.Denoiser``). The row checks of ``check/`` still tell span rows from prefix rows by
-``uses_sentinels``. See docs/architecture.md."""
+fit, plan lengths, smallest example, corruption, and for reading rows back its expected
+lengths, structure checks, inversion and stats counts) and a line in :data:`KINDS` (plus its
+letter in ``config.Denoiser``); ``check/`` asks the kind and needs no code. See
+docs/architecture.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The S denoiser (prefix-LM): a raw chunk of ``L`` tokens is split after a prefix uniform on
 ``[max(1, rint((1-2r)(L-1))), L-1]`` (``r = 0.5`` is T5's ``prefix_lm``); inputs are the prefix,
-targets the rest, no sentinel. docs/architecture.md ("rows")."""
+targets the rest, no sentinel. Read back (``check/``): the split follows from the length columns
+and the chunk is the prefix followed by the targets. docs/architecture.md ("rows")."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from ...config import Denoiser, Lengths
 from ..base import IGNORE_INDEX, Rows, SpecialIds
-from .base import DenoiserKind, KindPlan
+from .base import ComponentParams, DenoiserKind, ExpectedLengths, KindPlan, RowsView
 
 
 def s_prefix_min(length: int, rate: float) -> int:
@@ -74,6 +75,7 @@ class PrefixKind(DenoiserKind):
     """S: prefix-LM with ``rate <= 0.5``."""
 
     uses_sentinels = False
+    no_sentinels_because = "S rows split once and have no sentinels"
 
     def fits(self, d: Denoiser, L: int, m: int, lengths: Lengths) -> bool:
         if lengths.layout == "encoder-decoder":
@@ -110,6 +112,65 @@ class PrefixKind(DenoiserKind):
         b, L = tokens.shape
         p = random_prefix_lengths(rng, b, L, d.rate)
         return _assemble_prefix(tokens, p, mode_id, special, lengths)
+
+    def expected_lengths(
+        self,
+        c: ComponentParams,
+        il: np.ndarray,
+        tl: np.ndarray,
+        pl: np.ndarray | None,
+        enc_dec: bool,
+    ) -> ExpectedLengths:
+        """The split ``p`` is read from ``input_length`` (encoder-decoder: ``mode + p + EOS``)
+        or ``prefix_length`` (``mode + p``); the targets are the other ``L - p`` tokens + EOS."""
+        m, L = c.mode, c.raw
+        if enc_dec:
+            p = il - m - 1
+            exp_il, exp_pl = il, None
+        else:
+            assert pl is not None
+            p = pl - m
+            exp_il, exp_pl = np.full(len(il), m + L + 1, dtype=np.int64), pl
+        bad = (p < c.prefix_min) | (p > c.prefix_max)
+        return ExpectedLengths(exp_il, L - p + 1, exp_pl, p, bad)
+
+    def split_problem(self, c: ComponentParams, split: int, il: int) -> str:
+        return (
+            f"{c.name}: prefix of {split} tokens outside [{c.prefix_min}, "
+            f"{c.prefix_max}] (input_length {il})"
+        )
+
+    def target_length_note(self, c: ComponentParams, split: int) -> str:
+        return f" (raw {c.raw} - prefix {split} + EOS)"
+
+    def invert(
+        self, c: ComponentParams, v: RowsView, idx: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids, lab = v.input_ids, v.labels
+        L = c.raw
+        col = np.arange(L)[None, :]
+        if v.enc_dec:
+            p = v.input_length[idx].astype(np.int64) - c.mode - 1
+            head = ids[idx, c.mode : c.mode + L]
+            wt = lab.shape[1]
+            tail = np.take_along_axis(lab[idx], np.clip(col - p[:, None], 0, wt - 1), axis=1)
+            return np.where(col < p[:, None], head, tail), col >= p[:, None]
+        assert v.prefix_length is not None
+        p = v.prefix_length[idx].astype(np.int64) - c.mode
+        return ids[idx, c.mode : c.mode + L].copy(), col >= p[:, None]
+
+    def row_counts(
+        self,
+        c: ComponentParams,
+        il: np.ndarray,
+        tl: np.ndarray,
+        sentinels: np.ndarray,
+        enc_dec: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The targets (all but EOS) are the "noise"; no spans."""
+        noise = tl - 1
+        raw = il - c.mode - 1 + tl - 1 if enc_dec else il - c.mode - 1
+        return raw, noise, np.zeros_like(il)
 
 
 PREFIX = PrefixKind()

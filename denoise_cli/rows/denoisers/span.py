@@ -1,10 +1,13 @@
 """R and X denoisers (span corruption, T5's ``random_spans_noise_mask``): a raw chunk of ``L``
 tokens loses ``n`` noise tokens in ``s`` spans; inputs keep the rest with sentinel ``k`` in place
 of span ``k``, targets are ``sentinel k + span k`` for every span. Built without loops: every
-row has exactly ``s`` span starts. docs/architecture.md ("rows")."""
+row has exactly ``s`` span starts. Read back (``check/``): exactly ``s`` sentinels in order in
+inputs and targets, and a scatter that merges the two into the raw chunk.
+docs/architecture.md ("rows", "verify")."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +16,7 @@ from ...config import Denoiser, Lengths
 from ...errors import ConfigError
 from ..base import IGNORE_INDEX, Rows, SpecialIds
 from ..masks import random_segment_starts, segment_lengths
-from .base import DenoiserKind, KindPlan
+from .base import ComponentParams, DenoiserKind, ExpectedLengths, KindPlan, RowsView
 
 
 def span_counts(
@@ -162,6 +165,192 @@ class SpanKind(DenoiserKind):
         mask = random_spans_noise_mask(rng, b, L, d.rate, d.mean_span)
         inputs, targets = span_corrupt(tokens, mask, special.sentinels)
         return _assemble_fixed(b, mode_id, inputs, targets, special, lengths)
+
+    def expected_lengths(
+        self,
+        c: ComponentParams,
+        il: np.ndarray,
+        tl: np.ndarray,
+        pl: np.ndarray | None,
+        enc_dec: bool,
+    ) -> ExpectedLengths:
+        m, L, nz, sp = c.mode, c.raw, c.noise, c.spans
+        n = len(il)
+
+        def full(x: int) -> np.ndarray:
+            return np.full(n, x, dtype=np.int64)
+
+        if enc_dec:
+            exp_il, exp_pl = full(m + L - nz + sp + 1), None
+        else:
+            exp_il, exp_pl = full(m + L + 2 * sp + 1), full(m + L - nz + sp)
+        return ExpectedLengths(exp_il, full(nz + sp + 1), exp_pl, full(0), np.zeros(n, bool))
+
+    def input_length_note(self, c: ComponentParams, split: int, enc_dec: bool) -> str:
+        if not enc_dec:
+            return ""
+        return f" (mode {c.mode} + raw {c.raw} - noise {c.noise} + {c.spans} sentinels + EOS)"
+
+    def target_length_note(self, c: ComponentParams, split: int) -> str:
+        return f" (noise {c.noise} + {c.spans} sentinels + EOS)"
+
+    def structure_problems(
+        self, c: ComponentParams, v: RowsView, idx: np.ndarray
+    ) -> list[tuple[int, str]]:
+        """Sentinels ``0..s-1`` in order in the inputs and in the targets, the inputs ending with
+        the last one, the targets starting with sentinel 0, no empty kept segment or span."""
+        _, _, ci, ct, i0, t0 = regions(c, v, idx)
+        tname = "input_ids" if not v.enc_dec else "labels"
+        k, S0, tok, sentinels = c.spans, v.sent0, v.tok, v.sentinels
+        out: list[tuple[int, str]] = []
+        si, st = ci >= S0, ct >= S0
+        ni, nt = si.sum(axis=1), st.sum(axis=1)
+        bad = (ni != k) | (nt != k)
+        for j in np.flatnonzero(bad):
+            out.append(
+                (
+                    int(idx[j]),
+                    f"{c.name}: {ni[j]} sentinels in the inputs and {nt[j]} in the "
+                    f"targets, its parameters give {k} spans",
+                )
+            )
+        good = np.flatnonzero(~bad)
+        if not len(good):
+            return out
+        ci, ct, si, st = ci[good], ct[good], si[good], st[good]
+        b = len(good)
+        ipos = np.nonzero(si)[1].reshape(b, k)
+        tpos = np.nonzero(st)[1].reshape(b, k)
+        want = np.arange(k)
+        ik = np.take_along_axis(ci, ipos, axis=1) - S0
+        tk = np.take_along_axis(ct, tpos, axis=1) - S0
+        wi_c, wt_c = ci.shape[1], ct.shape[1]
+        checks: list[tuple[np.ndarray, Callable[[int], str]]] = [
+            (
+                (ik != want).any(axis=1),
+                lambda j: (
+                    f"sentinels out of order in input_ids: column {i0 + ipos[j][_first(ik[j] != want)]} "
+                    f"holds {tok(sentinels[ik[j][_first(ik[j] != want)]])} where "
+                    f"{tok(sentinels[_first(ik[j] != want)])} belongs"
+                ),
+            ),
+            (
+                (tk != want).any(axis=1),
+                lambda j: (
+                    f"sentinels out of order in {tname}: column {t0 + tpos[j][_first(tk[j] != want)]} "
+                    f"holds {tok(sentinels[tk[j][_first(tk[j] != want)]])} where "
+                    f"{tok(sentinels[_first(tk[j] != want)])} belongs"
+                ),
+            ),
+            (
+                ipos[:, -1] != wi_c - 1,
+                lambda j: (
+                    f"{c.name}: the inputs do not end with the last sentinel (input_ids[{i0 + wi_c - 1}])"
+                ),
+            ),
+            (
+                tpos[:, 0] != 0,
+                lambda j: f"{c.name}: the targets do not start with sentinel 0 ({tname}[{t0}])",
+            ),
+            (
+                (ipos[:, 0] == 0) | (np.diff(ipos, axis=1) == 1).any(axis=1),
+                lambda j: (
+                    f"{c.name}: empty kept segment before sentinel "
+                    f"{_first(np.diff(np.concatenate([[-1], ipos[j]])) == 1)} in input_ids"
+                ),
+            ),
+            (
+                (np.diff(tpos, axis=1) == 1).any(axis=1) | (tpos[:, -1] == wt_c - 1),
+                lambda j: (
+                    f"{c.name}: empty noise span after sentinel "
+                    f"{_first(np.diff(np.concatenate([tpos[j], [wt_c]])) == 1)} in {tname}"
+                ),
+            ),
+        ]
+        flagged = np.zeros(b, dtype=bool)
+        for bad_j, describe in checks:
+            bad_j = bad_j & ~flagged
+            for j in np.flatnonzero(bad_j):
+                out.append((int(idx[good[j]]), describe(int(j))))
+            flagged |= bad_j
+        return out
+
+    def invert(
+        self, c: ComponentParams, v: RowsView, idx: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A scatter: kept token ``j`` of input segment ``g`` and noise token ``j`` of span ``g``
+        go to their chunk positions, computed from the sentinel positions."""
+        inp, tgt, ci, ct, _, _ = regions(c, v, idx)
+        b, L, k = len(idx), c.raw, c.spans
+        si, st = ci >= v.sent0, ct >= v.sent0
+        ipos = np.nonzero(si)[1].reshape(b, k)
+        tpos = np.nonzero(st)[1].reshape(b, k)
+        kk = np.arange(k)
+        # kept token at input column j of segment g: j - g + (noise before segment g = tpos_g - g)
+        seg = np.cumsum(si, axis=1)
+        pos_i = (
+            np.arange(inp.shape[1])[None, :]
+            - seg
+            + np.take_along_axis(tpos - kk, np.minimum(seg, k - 1), axis=1)
+        )
+        # noise token at target column j of span g: j - g - 1 + (kept through segment g = ipos_g - g)
+        spn = np.cumsum(st, axis=1) - 1
+        pos_t = (
+            np.arange(tgt.shape[1])[None, :]
+            - spn
+            - 1
+            + np.take_along_axis(ipos - kk, np.maximum(spn, 0), axis=1)
+        )
+        out = np.empty((b, L), dtype=inp.dtype)
+        noise = np.zeros((b, L), dtype=bool)
+        ri, rt = np.nonzero(~si), np.nonzero(~st)
+        out[ri[0], pos_i[~si]] = inp[~si]
+        out[rt[0], pos_t[~st]] = tgt[~st]
+        noise[rt[0], pos_t[~st]] = True
+        return out, noise
+
+    def row_counts(
+        self,
+        c: ComponentParams,
+        il: np.ndarray,
+        tl: np.ndarray,
+        sentinels: np.ndarray,
+        enc_dec: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``s`` sentinels in the inputs (decoder-only: ``2s``, the targets are in
+        ``input_ids`` too); ``n = target_length - 1 - s``; the raw chunk is the kept tokens
+        plus ``n``."""
+        s = sentinels if enc_dec else sentinels // 2
+        noise = tl - 1 - s
+        raw = il - c.mode - 1 - s + noise if enc_dec else il - c.mode - 1 - 2 * s
+        return raw, noise, s
+
+
+def regions(
+    c: ComponentParams, v: RowsView, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Inputs and targets of span rows ``idx`` (fixed widths), their classes, and the column
+    where each starts in its array."""
+    wi_c = c.raw - c.noise + c.spans
+    wt_c = c.noise + c.spans
+    i0 = c.mode
+    ids, lab = v.input_ids, v.labels
+    inp = ids[idx, i0 : i0 + wi_c]
+    ci = v.code[idx, i0 : i0 + wi_c] if v.code is not None else v.classes(inp)
+    if v.enc_dec:
+        t0 = 0
+        tgt = lab[idx, :wt_c]
+        ct = v.lcode[idx, :wt_c] if v.lcode is not None else v.classes(tgt)
+    else:
+        t0 = i0 + wi_c
+        tgt = ids[idx, t0 : t0 + wt_c]
+        ct = v.code[idx, t0 : t0 + wt_c] if v.code is not None else v.classes(tgt)
+    return inp, tgt, ci, ct, i0, t0
+
+
+def _first(mask_row: np.ndarray) -> int:
+    """The first True column of a boolean row."""
+    return int(np.flatnonzero(mask_row)[0])
 
 
 SPAN = SpanKind()
