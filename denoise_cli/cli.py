@@ -178,6 +178,7 @@ class ConfigOptions:
     epochs: int = 1
     pack: int = 0
     group_size: int = 1024
+    compact: bool = False
 
     def config(self) -> PrepareConfig:
         layout = Layout(self.layout).value
@@ -204,6 +205,7 @@ class ConfigOptions:
             epochs=self.epochs,
             pack_factor=self.pack,
             group_size=self.group_size,
+            compact=self.compact,
         )
 
 
@@ -302,6 +304,13 @@ def prepare(
             "examples are planned for 1/PACK of a row, e.g. 4. 0 = one example per row."
         ),
     ] = 0,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            help="Compact shards: ids in the narrowest type, no padding, no attention_mask or "
+            "derivable labels (open_dataset/torch_data rebuild the same batches)."
+        ),
+    ] = False,
     engine: Annotated[
         Engine,
         typer.Option(
@@ -406,6 +415,7 @@ def prepare(
             epochs=epochs,
             pack=pack,
             group_size=group_size,
+            compact=compact,
         ).config()
         n_shards, s_index = _array_task(num_shards, shard_index)
         from .source.fs import parse_storage_options

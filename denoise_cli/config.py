@@ -456,10 +456,13 @@ class PrepareConfig:
     max_doc_chars: int = 0  # 0: unlimited
     epochs: int = 1  # independent corruptions of the same token stream
     pack_factor: int = 0  # 0: one example per row; k: examples planned for 1/k row, packed
+    compact: bool = False  # narrow dtypes, no padding or derivable columns (same loaded batches)
 
     def __post_init__(self) -> None:
         if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
             raise ConfigError(f"--pack must be an integer in [0, 64], got {self.pack_factor!r}")
+        if self.compact and self.pack_factor:
+            raise ConfigError("--compact is not available with --pack yet")
         if not isinstance(self.epochs, int) or not 1 <= self.epochs <= 1000:
             raise ConfigError(f"--epochs must be an integer in [1, 1000], got {self.epochs!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
@@ -509,6 +512,7 @@ class PrepareConfig:
             max_doc_chars=int(d.get("max_doc_chars", 0)),
             epochs=int(d.get("epochs", 1)),
             pack_factor=int(d.get("pack_factor", 0)),
+            compact=bool(d.get("compact", False)),
         )
 
     def fingerprint_dict(self) -> dict[str, Any]:
@@ -528,6 +532,7 @@ class PrepareConfig:
             "epochs": self.epochs,
             "pack_factor": self.pack_factor,
             **({"pack_algorithm": PACK_ALGORITHM} if self.pack_factor else {}),
+            **({"compact": True} if self.compact else {}),
         }
 
 

@@ -13,7 +13,6 @@ Usage: README "Loading".
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..output.columns import MappedShard
+from ..output.columns import MappedRows
 from ..output.layout import MANIFEST, datasets, output_path
 from ..output.manifest import read_manifest
 from ..output.shards import batch_arrays, read_shard_mapped
@@ -63,7 +62,7 @@ class DenoiseDataset:
             self.epoch = 0 if epoch is None else int(epoch)
         fmt = self.manifest["format"]
         self._batches: list[pa.RecordBatch] = []
-        self._shards: list[MappedShard] = []
+        mapped: list[tuple[list[pa.RecordBatch], pa.Buffer | None]] = []
         check_shard_files(self.path, self.manifest, verify)
         chain: dict[int, int] = {}
         for s in self.manifest["shards"]:
@@ -72,17 +71,14 @@ class DenoiseDataset:
             if verify != "none":
                 check_shard_rows(p, s, batches, chain)
             self._batches.extend(b for b in batches if b.num_rows)
-            ms = MappedShard(batches, buf)
-            if ms.num_rows:
-                self._shards.append(ms)
+            mapped.append((batches, buf))
+        self._rows = MappedRows(mapped)
         sizes = np.array([b.num_rows for b in self._batches], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        ssizes = np.array([s.num_rows for s in self._shards], dtype=np.int64)
-        self._shard_starts = np.concatenate([[0], np.cumsum(ssizes)]).astype(np.int64)
         self._views: dict[int, dict[str, np.ndarray]] = {}
         #: compact shards (prepare --compact): rows are rebuilt, never views of the mapped file
         self.compact = bool(self.manifest.get("compact"))
-        self._info = self._shards[0].columns if self._shards else {}
+        self._info = self._rows.columns
         self.columns: list[str] = list(self._info)
 
     def __len__(self) -> int:
@@ -156,16 +152,16 @@ class DenoiseDataset:
 
         ``out``: arrays of ``len(idx)`` rows to fill instead (its keys are the columns; any dtype
         the values cast to, e.g. int64 tensors' ``.numpy()`` views: the widening happens in the
-        same pass). Per shard touched, one fancy index per column over the mapped file
-        (:class:`~denoise_cli.output.columns.MappedShard`) writes the rows in place; no pyarrow
-        call, no per-record-batch work."""
+        same pass). One fancy index per column over the mapped shards
+        (:class:`~denoise_cli.output.columns.MappedRows`) writes the rows in place, in any order;
+        no pyarrow call, no per-shard or per-record-batch work."""
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         n = len(self)
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"index out of range for {n} rows")
         if idx.size and idx.min() < 0:
             idx = np.where(idx < 0, idx + n, idx)
-        if not self._shards:
+        if not self._rows.num_rows:
             raise IndexError("empty dataset")
         info = self._info
         cols = list(out) if out is not None else list(info) if columns is None else list(columns)
@@ -182,21 +178,7 @@ class DenoiseDataset:
                     )
         if not len(idx):
             return out
-        if len(self._shards) == 1:
-            self._shards[0].take(idx, out)
-            return out
-        si = np.searchsorted(self._shard_starts, idx, side="right") - 1
-        if bool(np.all(si[1:] >= si[:-1])):  # sorted by shard (what epoch_batches gives)
-            cut = [0, *(np.flatnonzero(si[1:] != si[:-1]) + 1).tolist(), len(idx)]
-            for lo, hi in itertools.pairwise(cut):
-                s = int(si[lo])
-                sub = {k: o[lo:hi] for k, o in out.items()}
-                self._shards[s].take(idx[lo:hi] - self._shard_starts[s], sub)
-            return out
-        order = np.argsort(si, kind="stable")
-        tmp = self.take(idx[order], cols)
-        for k in cols:
-            out[k][order] = tmp[k]
+        self._rows.take(idx, out)
         return out
 
     def pad_batch(self, batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:

@@ -1,80 +1,84 @@
-"""Row gathers over one mapped shard: one numpy fancy index per shard and column, no pyarrow call.
+"""Row gathers over mapped shards: one numpy fancy index per column for a whole batch.
 
-All record batches of an Arrow IPC shard lie in its memory-mapped file. A column of dtype ``d``
-and width ``W`` is read through a sliding-window view of the file as ``d`` (``[N - W + 1, W]``,
-row stride one element, read-only): row ``r`` of record batch ``b`` starts at element
-``base[b] + r * W``, so rows of any record batches of the shard come out of one fancy index into
-the caller's arrays (widened there if they are wider). A compact shard's ragged ids start at
-``base[b] + offsets[r]``: the window takes ``W`` elements and what lies past the row's length is
-set to the fill; derived columns (``attention_mask``, decoder-only ``labels``) are rebuilt from
-the lengths (:func:`.schema.derive_column`). Either format gives the default format's arrays.
-Parquet shards (decoded into memory) are one buffer per column; where record batches do not
-share a buffer the column is copied into one at open. Used by ``load.dataset``.
+All record batches of an Arrow IPC shard lie in its memory-mapped file; Parquet shards are decoded
+into memory. For each dtype, one flat numpy array spans the memory of every shard of a dataset
+(from the lowest buffer to the end of the highest), and a column of width ``W`` is read through a
+sliding-window view of it (``[N - W + 1, W]``, row stride one element, read-only): row ``r`` of
+record batch ``b`` starts at element ``base[b] + r * W``, so the rows of a batch, from any shards
+and in any order, come out of one fancy index straight into the caller's arrays (widened there).
+Only elements inside the shards' own buffers are ever read: fixed-width rows are checked by
+Arrow (``RecordBatch.validate``), list offsets are checked at open, and a ragged row whose ``W``
+elements would run past its buffer is copied on its own. A compact shard's ragged ids start at
+``base[b] + offsets[r]``; what lies past the row's length is set to the fill, and derived columns
+(``attention_mask``, decoder-only ``labels``) are rebuilt from the lengths
+(:func:`.schema.derive_column`). Either format gives the default format's arrays.
 """
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from ..errors import OutputError
 from .schema import LOGICAL_DTYPES, derive_column, derived_columns, logical_order, ragged_info
 from .shards import dtype_of
 
 
 @dataclass
 class _Source:
-    """One stored column of a shard: ``flat`` (all its elements' buffer), ``win`` (the window
-    view, ``[len(flat) - W + 1, W]``, None when ``W`` is 1 or longer than ``flat``), ``base``
-    (per record batch, the element of its first row / first list value)."""
+    """One stored column: per record batch, ``base`` (the element of its first row, ragged: of
+    its first list value) and ``end`` (the element past its buffer) in the span of its dtype;
+    ``win`` the window view (None for width 1); ragged: ``offsets`` and ``fill``."""
 
     flat: np.ndarray
     win: np.ndarray | None
     width: int
     base: np.ndarray
-    offsets: _Source | None = None  # ragged: the list offsets column
+    end: np.ndarray
+    offsets: _Source | None = None
     fill: int = 0
 
 
-def _window(flat: np.ndarray, width: int) -> np.ndarray | None:
-    if width == 1 or len(flat) < width:
-        return None
-    isz = flat.itemsize
-    return np.lib.stride_tricks.as_strided(
-        flat, shape=(len(flat) - width + 1, width), strides=(isz, isz), writeable=False
-    )
+class MappedRows:
+    """The rows of a dataset's shards (``shards``: per shard, its record batches and the mapped
+    file they lie in, or None), gathered by :meth:`take`. ``columns``: ``{name: (row shape,
+    dtype)}`` as the default format stores them. Holds the buffers (and so the mappings)."""
 
-
-class MappedShard:
-    """The rows of one shard (its non-empty record batches ``batches``; ``buffer``: the mapped
-    file they lie in, or None) gathered by :meth:`take`. ``columns``: ``{name: (row shape,
-    dtype)}`` as the default format stores them."""
-
-    def __init__(self, batches: list[pa.RecordBatch], buffer: pa.Buffer | None) -> None:
-        self._buffer = buffer  # keeps the mapping alive
-        self._file: dict[np.dtype[Any], np.ndarray] = {}
-        batches = [b for b in batches if b.num_rows]
+    def __init__(self, shards: list[tuple[list[pa.RecordBatch], pa.Buffer | None]]) -> None:
+        batches: list[pa.RecordBatch] = []
+        files: list[pa.Buffer | None] = []
+        for bs, buf in shards:
+            for b in bs:
+                if b.num_rows:
+                    b.validate()
+                    batches.append(b)
+                    files.append(buf)
+        self._batches = batches
+        self._files = files
         sizes = [b.num_rows for b in batches]
         self.num_rows = sum(sizes)
-        self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         self._src: dict[str, _Source] = {}
         self.columns: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
         self._derived: list[str] = []
         self._width = 0
         if not batches:
             return
-        schema = batches[0].schema
-        for i, f in enumerate(schema):
+        self._span_lo, self._span_hi = self._span()
+        self._flats: dict[np.dtype[Any], np.ndarray] = {}
+        for i, f in enumerate(batches[0].schema):
             cols = [b.column(i) for b in batches]
             info = ragged_info(f)
             if info is not None:
                 w, fill = info
                 offs = self._source([c.offsets for c in cols], 1, [0] * len(cols))
-                src = self._source(
-                    [c.values for c in cols], w, [0] * len(cols), offsets=offs, fill=fill
-                )
+                vals = [c.values for c in cols]
+                src = self._source(vals, w, [0] * len(cols), offsets=offs, fill=fill)
+                self._check_offsets(f.name, offs, vals)
                 self.columns[f.name] = ((w,), LOGICAL_DTYPES[f.name])
                 if f.name == "input_ids":
                     self._derived, self._width = derived_columns(f), w
@@ -90,6 +94,35 @@ class MappedShard:
             self.columns[d] = ((self._width,), LOGICAL_DTYPES[d])
         self.columns = {k: self.columns[k] for k in logical_order(list(self.columns))}
 
+    def _regions(self) -> list[tuple[int, int]]:
+        """(address, size) of every buffer rows are read from: mapped files, else column buffers."""
+        out: list[tuple[int, int]] = []
+        for b, f in zip(self._batches, self._files, strict=True):
+            if f is not None:
+                out.append((f.address, f.size))
+                continue
+            for col in b.columns:
+                for buf in col.buffers():  # with the children's
+                    if buf is not None and buf.size:
+                        out.append((buf.address, buf.size))
+        return out
+
+    def _span(self) -> tuple[int, int]:
+        reg = self._regions()
+        lo = min(a for a, _ in reg) // 8 * 8
+        hi = max(a + s for a, s in reg)
+        return lo, hi
+
+    def _flat(self, dt: np.dtype[Any]) -> np.ndarray:
+        flat = self._flats.get(dt)
+        if flat is None:
+            size = self._span_hi - self._span_lo
+            raw = (ctypes.c_char * size).from_address(self._span_lo)
+            flat = np.frombuffer(raw, dtype=dt, count=size // dt.itemsize)
+            flat.flags.writeable = False
+            self._flats[dt] = flat
+        return flat
+
     def _source(
         self,
         arrays: list[pa.Array],
@@ -101,69 +134,69 @@ class MappedShard:
     ) -> _Source:
         dt = np.dtype(dtype_of(arrays[0].type))
         isz = dt.itemsize
-        bufs = [a.buffers()[1] for a in arrays]
-        f = self._buffer
-        if f is not None and all(
-            b is not None
-            and f.address <= b.address
-            and b.address + b.size <= f.address + f.size
-            and (b.address - f.address) % isz == 0
-            for b in bufs
-        ):
-            flat = self._file.get(dt)
-            if flat is None:
-                flat = self._file[dt] = np.frombuffer(f, dtype=dt, count=f.size // isz)
-            first = [(b.address - f.address) // isz for b in bufs]
-        else:  # one buffer per record batch: used as it is if there is one, else copied into one
-            parts = [np.frombuffer(b, dtype=dt, count=b.size // isz) for b in bufs]
-            flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            first = np.concatenate([[0], np.cumsum([len(p) for p in parts])])[:-1].tolist()
-        # element of each array's first element (its own slice offset, plus the parent's row
-        # offset for a fixed-size list)
-        base = np.asarray(
-            [e + a.offset + s for e, a, s in zip(first, arrays, starts, strict=True)],
-            dtype=np.int64,
+        base: list[int] = []
+        end: list[int] = []
+        for a, s, f in zip(arrays, starts, self._files, strict=True):
+            buf = a.buffers()[1]
+            if buf is None or (buf.address - self._span_lo) % isz:
+                raise OutputError(f"column of type {a.type}: buffer not aligned, cannot map it")
+            lim = f if f is not None else buf
+            base.append((buf.address - self._span_lo) // isz + a.offset + s)
+            end.append((lim.address + lim.size - self._span_lo) // isz)
+        flat = self._flat(dt)
+        win = None
+        if width > 1:
+            win = np.lib.stride_tricks.as_strided(
+                flat, shape=(len(flat) - width + 1, width), strides=(isz, isz), writeable=False
+            )
+        return _Source(
+            flat,
+            win,
+            width,
+            np.asarray(base, dtype=np.int64),
+            np.asarray(end, dtype=np.int64),
+            offsets,
+            fill,
         )
-        return _Source(flat, _window(flat, width), width, base, offsets, fill)
 
-    def _rows(self, src: _Source, b: np.ndarray, rr: np.ndarray) -> np.ndarray:
-        """The first stored element of rows ``rr`` of record batches ``b``."""
-        if src.offsets is None:
-            return src.base[b] + rr * src.width
-        o = src.offsets
-        return src.base[b] + o.flat[o.base[b] + rr]
-
-    def _lengths(self, src: _Source, b: np.ndarray, rr: np.ndarray) -> np.ndarray:
-        o = src.offsets
-        assert o is not None
-        i = o.base[b] + rr
-        return o.flat[i + 1].astype(np.int64) - o.flat[i]
+    def _check_offsets(self, name: str, offs: _Source, values: list[pa.Array]) -> None:
+        """List offsets read from a file: non-decreasing and inside their values, else nothing
+        is read through them."""
+        for bi, b in enumerate(self._batches):
+            o = offs.flat[offs.base[bi] : offs.base[bi] + b.num_rows + 1]
+            if len(o) and (o[0] < 0 or o[-1] > len(values[bi]) or (np.diff(o) < 0).any()):
+                raise OutputError(f"column {name}: list offsets out of range (damaged shard)")
 
     def _gather(self, name: str, b: np.ndarray, rr: np.ndarray, out: np.ndarray) -> None:
         src = self._src[name]
-        e = self._rows(src, b, rr)
-        if src.width == 1:
+        o = src.offsets
+        if o is None:
+            e = src.base[b] + rr * src.width
+        else:
+            i = o.base[b] + rr
+            st = o.flat[i]
+            e = src.base[b] + st
+        if src.win is None:
             out[...] = src.flat[e]
             return
-        if src.win is not None and (src.offsets is None or int(e.max()) < len(src.win)):
+        if o is None:
             out[...] = src.win[e]
-        else:  # a ragged row within W elements of the end of the buffer: row by row
-            for i, s in enumerate(e.tolist()):
-                v = src.flat[s : s + src.width]
-                out[i, : len(v)] = v
-        if src.offsets is not None:
-            lens = self._lengths(src, b, rr)
-            np.copyto(out, src.fill, where=np.arange(src.width)[None, :] >= lens[:, None])
+            return
+        inside = e + src.width <= src.end[b]
+        if inside.all():
+            out[...] = src.win[e]
+        else:  # a ragged row within W elements of the end of its buffer: row by row
+            for r, s, lim in zip(range(len(e)), e.tolist(), src.end[b].tolist(), strict=True):
+                v = src.flat[s : min(s + src.width, lim)]
+                out[r, : len(v)] = v
+        lens = o.flat[i + 1] - st
+        np.copyto(out, src.fill, where=np.arange(src.width)[None, :] >= lens[:, None])
 
     def take(self, rows: np.ndarray, out: dict[str, np.ndarray]) -> None:
-        """Write rows ``rows`` (indices into this shard, any order) into ``out``
-        (``{column: array of len(rows) rows}``; any integer dtype at least as wide)."""
-        if len(self._starts) == 2:
-            b = np.zeros(len(rows), dtype=np.int64)
-            rr = rows
-        else:
-            b = np.searchsorted(self._starts, rows, side="right") - 1
-            rr = rows - self._starts[b]
+        """Write rows ``rows`` (any order, in range) into ``out`` (``{column: array of
+        len(rows) rows}``; any integer dtype at least as wide as the column's)."""
+        b = np.searchsorted(self.starts, rows, side="right") - 1
+        rr = rows - self.starts[b]
         derived = [k for k in out if k not in self._src]
         for k, o in out.items():
             if k in self._src:

@@ -49,6 +49,7 @@ class Job:
     rows_per_part: int
     group_size: int
     max_segments: int = 0  # packed output: examples per row at most (0: unpacked)
+    vocab_size: int = 0  # ids are below it (compact outputs store the narrowest type)
 
     @property
     def groups_per_part(self) -> int:
@@ -109,6 +110,7 @@ def make_job(prep: Prepared, out: Path) -> Job:
         rows_per_part=rows_per_part(cfg),
         group_size=cfg.group_size,
         max_segments=max_segments_of(prep),
+        vocab_size=tok.vocab_size,
     )
 
 
