@@ -118,7 +118,7 @@ class MappedRows:
         if flat is None:
             size = self._span_hi - self._span_lo
             raw = (ctypes.c_char * size).from_address(self._span_lo)
-            flat = np.frombuffer(raw, dtype=dt, count=size // dt.itemsize)
+            flat = np.frombuffer(memoryview(raw), dtype=dt, count=size // dt.itemsize)
             flat.flags.writeable = False
             self._flats[dt] = flat
         return flat
