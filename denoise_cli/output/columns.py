@@ -54,7 +54,10 @@ class MappedRows:
         for bs, buf in shards:
             for b in bs:
                 if b.num_rows:
-                    b.validate()
+                    try:
+                        b.validate()
+                    except pa.ArrowException as e:
+                        raise OutputError(f"a record batch does not validate: {e}") from None
                     batches.append(b)
                     files.append(buf)
         self._batches = batches
