@@ -3,9 +3,10 @@
 ``open_dataset(out)`` memory-maps every Arrow IPC shard (Parquet outputs are read into memory)
 and serves rows as numpy arrays without decoding anything: ``ds[i]``, ``ds[a:b]`` and
 ``ds[index_array]`` return ``dict[str, np.ndarray]`` with fixed-shape ``[n, W]`` columns (a
-slice inside one record batch is a zero-copy view, anything else one ``take`` per batch
-touched); ``ds.manifest`` is ``denoise.json``. ``ds.iter_batches(...)`` yields fixed-shape
-batches per epoch, rank and seed, dropping, shrinking or padding the last one (:data:`PAD_FILL`);
+slice inside one record batch is a zero-copy view, anything else one fancy index per column
+over the mapped shards, :class:`~denoise_cli.output.columns.MappedRows`; compact outputs are
+rebuilt into the default columns); ``ds.manifest`` is ``denoise.json``.
+``ds.iter_batches(...)`` yields fixed-shape batches per epoch, rank and seed, dropping, shrinking or padding the last one (:data:`PAD_FILL`);
 :func:`epoch_batches` is the plan behind it, shared with ``load.torch_data``. Opening checks the
 shards against the manifest (``verify=``, :mod:`.checks`); a dataset pickles as its path.
 Usage: README "Loading".
