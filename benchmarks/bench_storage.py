@@ -4,7 +4,7 @@
 Each variant is ``denoise_cli.prepare.run.prepare`` of the same corpus, tokenizer (the embedded
 GPT-2 BPE) and mixture (``ul2``, encoder-decoder I = T = 512 unless ``--layout``/lengths say
 otherwise): the default Arrow output, ``--compact``, zstd Parquet (default and compact) and
-``--pack 4``. Real tokens are the rows' ``input_length + target_length`` of the default output
+``--pack 4`` (default and compact). Real tokens are the rows' ``input_length + target_length`` of the default output
 (the same examples in every unpacked variant); bytes are the shard files under ``data/``.
 
     python benchmarks/bench_storage.py [--corpus DIR] [--variants default,compact,...]
@@ -26,6 +26,7 @@ VARIANTS = {
     "parquet": {"format": "parquet"},
     "parquet-compact": {"format": "parquet", "compact": True},
     "pack4": {"pack_factor": 4},
+    "pack4-compact": {"pack_factor": 4, "compact": True},
 }
 
 

@@ -461,8 +461,6 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
             raise ConfigError(f"--pack must be an integer in [0, 64], got {self.pack_factor!r}")
-        if self.compact and self.pack_factor:
-            raise ConfigError("--compact is not available with --pack yet")
         if not isinstance(self.epochs, int) or not 1 <= self.epochs <= 1000:
             raise ConfigError(f"--epochs must be an integer in [1, 1000], got {self.epochs!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import OutputError
-from .schema import LOGICAL_DTYPES, derive_column, derived_columns, logical_order, ragged_info
+from .schema import LOGICAL_DTYPES, logical_dtype, logical_order, ragged_info, rebuild, rebuilds
 from .shards import dtype_of
 
 
@@ -67,8 +67,6 @@ class MappedRows:
         self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         self._src: dict[str, _Source] = {}
         self.columns: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
-        self._derived: list[str] = []
-        self._width = 0
         if not batches:
             return
         self._span_lo, self._span_hi = self._span()
@@ -83,18 +81,17 @@ class MappedRows:
                 src = self._source(vals, w, [0] * len(cols), offsets=offs, fill=fill)
                 self._check_offsets(f.name, offs, vals)
                 self.columns[f.name] = ((w,), LOGICAL_DTYPES[f.name])
-                if f.name == "input_ids":
-                    self._derived, self._width = derived_columns(f), w
             elif pa.types.is_fixed_size_list(f.type):
                 w = f.type.list_size
                 src = self._source([c.values for c in cols], w, [c.offset * w for c in cols])
-                self.columns[f.name] = ((w,), src.flat.dtype)
+                self.columns[f.name] = ((w,), logical_dtype(f) or src.flat.dtype)
             else:
                 src = self._source(cols, 1, [0] * len(cols))
                 self.columns[f.name] = ((), src.flat.dtype)
             self._src[f.name] = src
-        for d in self._derived:
-            self.columns[d] = ((self._width,), LOGICAL_DTYPES[d])
+        self._rules = rebuilds(batches[0].schema)
+        for r in self._rules.values():
+            self.columns[r.name] = ((r.width,), LOGICAL_DTYPES[r.name])
         self.columns = {k: self.columns[k] for k in logical_order(list(self.columns))}
 
     def _regions(self) -> list[tuple[int, int]]:
@@ -200,21 +197,24 @@ class MappedRows:
         len(rows) rows}``; any integer dtype at least as wide as the column's)."""
         b = np.searchsorted(self.starts, rows, side="right") - 1
         rr = rows - self.starts[b]
-        derived = [k for k in out if k not in self._src]
         for k, o in out.items():
             if k in self._src:
                 self._gather(k, b, rr, o)
-        if not derived:
+        rules = [self._rules[k] for k in out if k in self._rules]
+        if not rules:
             return
         a: dict[str, np.ndarray] = {}
-        for k in ("input_ids", "input_length", "target_length"):
-            if k in out:
-                a[k] = out[k]
-            else:
-                shape, dt = self.columns[k]
-                a[k] = np.empty((len(rows), *shape), dtype=dt)
-                self._gather(k, b, rr, a[k])
-        for k in derived:
-            if k not in self._derived:
-                raise KeyError(f"no column {k!r} (columns: {', '.join(self.columns)})")
-            derive_column(k, a, self._width, out[k])
+        for r in rules:
+            for k in r.sources:
+                if k in a:
+                    continue
+                if k in out and k not in self._rules:
+                    a[k] = out[k]
+                else:
+                    shape, dt = self.columns[k]
+                    a[k] = np.empty((len(rows), *shape), dtype=dt)
+                    self._gather(k, b, rr, a[k])
+                    if k in self._rules:  # e.g. decoder-only labels need complete input_ids
+                        rebuild(self._rules[k], a, a[k])
+        for r in rules:
+            rebuild(r, a, out[r.name])

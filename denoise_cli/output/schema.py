@@ -5,17 +5,19 @@ Unpacked (one example per row): ``input_ids`` / ``labels`` / ``attention_mask`` 
 ``fixed_size_list`` of the row widths, decoder-only ``prefix_length``, then ``input_length``,
 ``target_length``, ``denoiser``, ``source_file``, ``example_index``, ``token_offset``. Packed
 (``prepare --pack``): the same token columns plus segment ids, positions and per-segment
-metadata lists of width ``K``. Compact rows (``prepare --compact``) store ``input_ids`` (and
-encoder-decoder ``labels``) as ragged lists of the smallest unsigned type holding the vocabulary,
-without padding (field metadata: the fixed width and the fill value); ``attention_mask`` and
-decoder-only ``labels`` are not stored: :func:`expand_ragged` and :func:`derive_column` rebuild the
-default columns from the lengths. The README's "Output" section and docs/packing.md describe the
-columns; :func:`shard_schema` is the schema a manifest implies. See docs/architecture.md.
+metadata lists of width ``K``. Compact rows (``prepare --compact``) store ids in the smallest
+unsigned type holding the vocabulary: unpacked as ragged lists without padding (field metadata:
+width, fill), packed with narrow segment ids and positions; ``attention_mask``, decoder-only
+``labels`` and packed labels' -100 are not stored: :func:`rebuilds` says how readers rebuild
+the default columns (:func:`expand_ragged`, :func:`rebuild`). The README's "Output" section and
+docs/packing.md describe the columns; :func:`shard_schema` is the schema a manifest implies.
+See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,9 +31,12 @@ from ..rows.packing import PackedRows
 def shard_schema(m: dict[str, Any]) -> pa.Schema:
     """The schema of every shard of the dataset whose manifest is ``m``."""
     lengths = Lengths.from_dict(m["lengths"])
-    if m.get("compact") and not m.get("packing"):
+    if m.get("compact"):
         tok = m["tokenizer"]
-        return compact_schema(lengths, int(tok["vocab_size"]), int(tok["pad"]["id"]))
+        v, pad = int(tok["vocab_size"]), int(tok["pad"]["id"])
+        if m.get("packing"):
+            return compact_packed_schema(lengths, int(m["packing"]["max_segments"]), v, pad)
+        return compact_schema(lengths, v, pad)
     if m.get("packing"):
         return packed_schema(lengths, int(m["packing"]["max_segments"]))
     return unpacked_schema(lengths)
@@ -171,13 +176,15 @@ def packed_record_batch(packed: PackedRows, lengths: Lengths, source_file: int) 
 #: field metadata of a ragged (compact) column: the fixed width and the fill value of its rows
 WIDTH_KEY = b"denoise.width"
 FILL_KEY = b"denoise.fill"
-#: field metadata of compact ``input_ids``: the columns not stored, rebuilt at read time
+#: field metadata of compact ``input_ids``: the columns not stored, rebuilt at read time, and
+#: (packed rows) the segment-id column ``attention_mask`` is rebuilt from
 DERIVED_KEY = b"denoise.derived"
-#: columns a compact shard does not store, and the stored columns each is rebuilt from
-DERIVED_SOURCES: dict[str, tuple[str, ...]] = {
-    "attention_mask": ("input_ids", "input_length"),
-    "labels": ("input_ids", "input_length", "target_length"),  # decoder-only
-}
+MASK_KEY = b"denoise.mask_from"
+#: field metadata of a narrowed fixed-width column: the dtype readers get
+DTYPE_KEY = b"denoise.dtype"
+#: field metadata of compact packed ``labels``: -100 where the first column is 0 or the second
+#: (if any) is not
+IGNORE_KEY = b"denoise.ignore_where"
 #: the dtype of every column as the default format stores it (what readers of compact shards get)
 LOGICAL_DTYPES: dict[str, np.dtype[Any]] = {
     "input_ids": np.dtype(np.int32),
@@ -186,7 +193,21 @@ LOGICAL_DTYPES: dict[str, np.dtype[Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class Rebuild:
+    """How a column of a compact shard is completed at read time: ``kind`` ``mask_len``
+    (attention mask from ``input_length``), ``mask_seg`` (from segment ids), ``dec_labels``
+    (decoder-only labels from ids and lengths) or ``ignore`` (-100 put back into stored labels),
+    from the stored columns ``sources``; ``width`` of its rows."""
+
+    name: str
+    kind: str
+    sources: tuple[str, ...]
+    width: int
+
+
 _UNSIGNED = {pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32}
+_NARROW = {**_UNSIGNED, pa.int32(): np.int32}
 
 
 def id_type(vocab_size: int) -> pa.DataType:
@@ -222,10 +243,64 @@ def compact_schema(lengths: Lengths, vocab_size: int, pad_id: int) -> pa.Schema:
     return pa.schema(fields)
 
 
-def derived_columns(f: pa.Field) -> list[str]:
-    """The columns rebuilt from a compact ``input_ids`` field (empty for any other field)."""
-    d = (f.metadata or {}).get(DERIVED_KEY)
-    return d.decode().split(",") if d else []
+def rebuilds(schema: pa.Schema) -> dict[str, Rebuild]:
+    """The columns of a shard schema that are rebuilt or completed at read time (none for the
+    default format)."""
+    out: dict[str, Rebuild] = {}
+    if "input_ids" not in schema.names:
+        return out
+    ids = schema.field("input_ids")
+    meta = ids.metadata or {}
+    info = ragged_info(ids)
+    width = info[0] if info else ids.type.list_size
+    seg = meta.get(MASK_KEY, b"").decode()
+    for d in meta.get(DERIVED_KEY, b"").decode().split(","):
+        if d == "attention_mask":
+            src: tuple[str, ...] = (seg,) if seg else ("input_length",)
+            out[d] = Rebuild(d, "mask_seg" if seg else "mask_len", src, width)
+        elif d == "labels":
+            src = ("input_ids", "input_length", "target_length")
+            out[d] = Rebuild(d, "dec_labels", src, width)
+    if "labels" in schema.names:
+        lab = schema.field("labels")
+        ign = (lab.metadata or {}).get(IGNORE_KEY)
+        if ign:
+            out["labels"] = Rebuild("labels", "ignore", tuple(ign.decode().split(",")), width)
+    return out
+
+
+def rebuild(r: Rebuild, a: Mapping[str, np.ndarray], out: np.ndarray) -> np.ndarray:
+    """Write column ``r.name`` into ``out`` (``[n, r.width]``, any integer dtype) from the
+    arrays ``a`` (the default format's columns ``r.sources``; for ``ignore``, ``out`` already
+    holds the stored labels)."""
+    if r.kind == "mask_seg":
+        np.greater(a[r.sources[0]], 0, out=out, casting="unsafe")
+        return out
+    if r.kind == "ignore":
+        drop = a[r.sources[0]] == 0
+        if len(r.sources) > 1:
+            drop |= a[r.sources[1]] != 0
+        np.copyto(out, IGNORE_INDEX, where=drop)
+        return out
+    pos = np.arange(out.shape[1])[None, :]
+    il = a["input_length"][:, None]
+    if r.kind == "mask_len":
+        np.less(pos, il, out=out, casting="unsafe")
+        return out
+    if r.kind == "dec_labels":
+        keep = (pos >= il - a["target_length"][:, None]) & (pos < il)
+        out[...] = IGNORE_INDEX
+        np.copyto(out, a["input_ids"], where=keep, casting="unsafe")
+        return out
+    raise ValueError(f"unknown rebuild {r.kind!r}")
+
+
+def logical_dtype(f: pa.Field) -> np.dtype[Any] | None:
+    """The dtype readers get for a compact column (None: the stored one)."""
+    if ragged_info(f) is not None:
+        return LOGICAL_DTYPES[f.name]
+    d = (f.metadata or {}).get(DTYPE_KEY)
+    return np.dtype(d.decode()) if d else None
 
 
 def ragged_info(f: pa.Field) -> tuple[int, int] | None:
@@ -233,6 +308,67 @@ def ragged_info(f: pa.Field) -> tuple[int, int] | None:
     if not pa.types.is_list(f.type) or not f.metadata or WIDTH_KEY not in f.metadata:
         return None
     return int(f.metadata[WIDTH_KEY]), int(f.metadata[FILL_KEY])
+
+
+def compact_packed_schema(
+    lengths: Lengths, max_segs: int, vocab_size: int, pad_id: int
+) -> pa.Schema:
+    """Compact packed rows: ids and labels in :func:`id_type` (labels' -100 rebuilt from the
+    segment ids, and decoder-only the prefix mask), segment ids in uint8 (uint16 above 255
+    segments), positions in uint16, no ``attention_mask`` (segment id > 0); the rest as
+    :func:`packed_schema`."""
+    W, V = row_widths(lengths)
+    enc = lengths.layout == "encoder-decoder"
+    idt = id_type(vocab_size)
+    segt = pa.uint8() if max_segs < 1 << 8 else pa.uint16()
+    post = pa.uint16() if max(W, V) <= 1 << 16 else pa.int32()
+    seg = "encoder_segment_ids" if enc else "segment_ids"
+    i32 = {DTYPE_KEY: b"int32"}
+    fields: list[pa.Field] = []
+    for f in packed_schema(lengths, max_segs):
+        n, w = f.name, getattr(f.type, "list_size", 0)
+        if n == "attention_mask":
+            continue
+        if n == "input_ids":
+            meta = {**i32, DERIVED_KEY: b"attention_mask", MASK_KEY: seg.encode()}
+            f = pa.field(n, pa.list_(idt, w), nullable=False, metadata=meta)
+        elif n == "labels":
+            ign = b"decoder_segment_ids" if enc else b"segment_ids,prefix_mask"
+            f = pa.field(n, pa.list_(idt, w), nullable=False, metadata={**i32, IGNORE_KEY: ign})
+        elif n in ("encoder_segment_ids", "decoder_segment_ids", "segment_ids"):
+            f = pa.field(n, pa.list_(segt, w), nullable=False, metadata=i32)
+        elif n in ("encoder_positions", "decoder_positions", "positions"):
+            f = pa.field(n, pa.list_(post, w), nullable=False, metadata=i32)
+        fields.append(f)
+    return pa.schema(fields)
+
+
+def compact_packed_record_batch(
+    packed: PackedRows, lengths: Lengths, source_file: int, vocab_size: int, pad_id: int
+) -> pa.RecordBatch:
+    """The record batch of :func:`compact_packed_schema` (the packed arrays, narrowed)."""
+    K = packed.source_row.shape[1]
+    sch = compact_packed_schema(lengths, K, vocab_size, pad_id)
+    full = packed_record_batch(packed, lengths, source_file)
+    arrays: list[pa.Array] = []
+    for f in sch:
+        if (
+            pa.types.is_fixed_size_list(f.type)
+            and f.type.value_type != full.schema.field(f.name).type.value_type
+        ):
+            v = packed.columns[f.name]
+            if f.name == "labels":
+                v = np.where(v == IGNORE_INDEX, 0, v)
+            arrays.append(_narrow_fixed(v, f.type.value_type))
+        else:
+            arrays.append(full.column(f.name))
+    return pa.RecordBatch.from_arrays(arrays, schema=sch)
+
+
+def _narrow_fixed(v: np.ndarray, t: pa.DataType) -> pa.Array:
+    a = np.ascontiguousarray(v.astype(_NARROW[t]))
+    vals = pa.Array.from_buffers(t, a.size, [None, pa.py_buffer(a)])
+    return pa.FixedSizeListArray.from_arrays(vals, v.shape[1])
 
 
 def ragged_array(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
@@ -285,29 +421,6 @@ def expand_ragged(
         idx = np.repeat(np.asarray(starts, dtype=np.int64) - first, lens) + np.arange(total)
         out[keep] = values[idx]
     return out
-
-
-def derive_column(
-    name: str, a: dict[str, np.ndarray], width: int, out: np.ndarray | None = None
-) -> np.ndarray:
-    """Rebuild a column compact shards do not store (:data:`DERIVED_SOURCES`) from the logical
-    arrays ``a`` (``[n, width]``): ``attention_mask`` = 1 on the first ``input_length`` positions;
-    decoder-only ``labels`` = ``input_ids`` on the last ``target_length`` real tokens, -100
-    elsewhere."""
-    n = len(a["input_length"])
-    if out is None:
-        out = np.empty((n, width), dtype=LOGICAL_DTYPES[name])
-    pos = np.arange(width)[None, :]
-    il = a["input_length"][:, None]
-    if name == "attention_mask":
-        np.less(pos, il, out=out, casting="unsafe")
-        return out
-    if name == "labels":
-        keep = (pos >= il - a["target_length"][:, None]) & (pos < il)
-        out[...] = IGNORE_INDEX
-        np.copyto(out, a["input_ids"], where=keep, casting="unsafe")
-        return out
-    raise KeyError(name)
 
 
 def logical_order(names: list[str]) -> list[str]:

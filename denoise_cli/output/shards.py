@@ -24,12 +24,13 @@ import pyarrow.parquet as pq
 from ..errors import OutputError
 from .layout import tmp_path
 from .schema import (
-    DERIVED_SOURCES,
-    derive_column,
-    derived_columns,
+    LOGICAL_DTYPES,
     expand_ragged,
+    logical_dtype,
     logical_order,
     ragged_info,
+    rebuild,
+    rebuilds,
 )
 
 
@@ -184,11 +185,16 @@ def open_shard(
 
 def stored_columns(schema: pa.Schema, columns: Sequence[str]) -> list[str]:
     """The stored columns to read for the (logical) ``columns``: a column a compact shard does not
-    store is replaced by the ones it is derived from (:data:`.schema.DERIVED_SOURCES`)."""
+    store, or completes at read time, brings the ones it is rebuilt from
+    (:func:`.schema.rebuilds`)."""
     names = schema.names
+    rules = rebuilds(schema)
     out: list[str] = []
     for c in columns:
-        for s in (c,) if c in names else DERIVED_SOURCES.get(c, (c,)):
+        need = [c] if c in names else ["input_ids"] if c in rules else [c]
+        if c in rules:
+            need += rules[c].sources
+        for s in need:
             if s not in out:
                 out.append(s)
     return out
@@ -260,8 +266,6 @@ def batch_arrays(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
     buffers directly: ``Array.to_numpy`` imports pandas on first use (~1.5 s per process)."""
     out: dict[str, np.ndarray] = {}
     n = rb.num_rows
-    width = 0
-    derived: list[str] = []
     for f, col in zip(rb.schema, rb.columns, strict=True):
         name = f.name
         if pa.types.is_fixed_size_list(col.type):
@@ -272,14 +276,19 @@ def batch_arrays(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
             vals, offs = list_parts(col)
             a = np.empty((n, w), dtype=np.int32)
             out[name] = expand_ragged(vals, offs[:-1], np.diff(offs), w, fill, a)
-            if name == "input_ids":
-                width, derived = w, derived_columns(f)
+            continue
         else:
             out[name] = _flat(col, 0, n)
-    if width:
-        for d in derived:
-            if d not in out and all(s in out for s in DERIVED_SOURCES[d]):
-                out[d] = derive_column(d, out, width)
+        dt = logical_dtype(f)
+        if dt is not None:
+            out[name] = out[name].astype(dt)
+    rules = rebuilds(rb.schema)
+    if rules:
+        for r in rules.values():
+            if all(s in out for s in r.sources) and (r.kind == "ignore") == (r.name in out):
+                if r.name not in out:
+                    out[r.name] = np.empty((n, r.width), dtype=LOGICAL_DTYPES[r.name])
+                rebuild(r, out, out[r.name])
         out = {k: out[k] for k in logical_order(list(out))}
     return out
 

@@ -21,7 +21,12 @@ import pyarrow as pa
 
 from ..config import Lengths
 from ..errors import OutputError
-from ..output.schema import compact_record_batch, packed_record_batch, record_batch
+from ..output.schema import (
+    compact_packed_record_batch,
+    compact_record_batch,
+    packed_record_batch,
+    record_batch,
+)
 from ..output.shards import ShardWriter
 from ..rows.base import Rows, SpecialIds
 from ..rows.chunk import Chunker, ChunkerState, Group, file_key
@@ -83,6 +88,8 @@ def group_batch(
     """The record batch of a group's rows (:func:`group_rows`); ``compact``: ``(vocab size, pad
     id)`` of a ``--compact`` output."""
     if isinstance(rows, PackedRows):
+        if compact is not None:
+            return compact_packed_record_batch(rows, lengths, file_idx, *compact)
         return packed_record_batch(rows, lengths, file_idx)
     n = len(grp.starts)
     if compact is not None:
