@@ -43,6 +43,12 @@ class _Source:
     fill: int = 0
 
 
+def _inside(buf: pa.Buffer, f: pa.Buffer | None) -> bool:
+    return (
+        f is not None and f.address <= buf.address and buf.address + buf.size <= f.address + f.size
+    )
+
+
 class MappedRows:
     """The rows of a dataset's shards (``shards``: per shard, its record batches and the mapped
     file they lie in, or None), gathered by :meth:`take`. ``columns``: ``{name: (row shape,
@@ -95,15 +101,15 @@ class MappedRows:
         self.columns = {k: self.columns[k] for k in logical_order(list(self.columns))}
 
     def _regions(self) -> list[tuple[int, int]]:
-        """(address, size) of every buffer rows are read from: mapped files, else column buffers."""
+        """(address, size) of every buffer rows are read from: the mapped files, and any column
+        buffer outside its file (a decoded or decompressed one)."""
         out: list[tuple[int, int]] = []
         for b, f in zip(self._batches, self._files, strict=True):
             if f is not None:
                 out.append((f.address, f.size))
-                continue
             for col in b.columns:
                 for buf in col.buffers():  # with the children's
-                    if buf is not None and buf.size:
+                    if buf is not None and buf.size and not _inside(buf, f):
                         out.append((buf.address, buf.size))
         return out
 
@@ -140,7 +146,7 @@ class MappedRows:
             buf = a.buffers()[1]
             if buf is None or (buf.address - self._span_lo) % isz:
                 raise OutputError(f"column of type {a.type}: buffer not aligned, cannot map it")
-            lim = f if f is not None else buf
+            lim = f if f is not None and _inside(buf, f) else buf
             base.append((buf.address - self._span_lo) // isz + a.offset + s)
             end.append((lim.address + lim.size - self._span_lo) // isz)
         flat = self._flat(dt)
