@@ -4,8 +4,8 @@
 Each measurement runs in a fresh child process (``PYTHONPATH`` = the checkout), A and B
 interleaved round by round (A B A B ...), so that a slow spell of the shared machine hits both
 alike. A child opens the output, faults the mapping in (one untimed pass over the plan), then
-times one epoch of 64-row shuffled batches of the model columns (input_ids, attention_mask,
-labels) per way; CPU = user + system seconds of the child **and its reaped children** (DataLoader
+times three epochs (DataLoader: one) of 64-row shuffled batches of the model columns (input_ids, attention_mask,
+labels) per way; CPU = user + system seconds (``getrusage``) of the child **and its reaped children** (DataLoader
 workers), so worker start-up and inter-process copies count. Ways:
 
 - ``take``: ``ds.take(idx, MODEL_COLUMNS)`` (numpy, stored dtypes);
@@ -45,9 +45,11 @@ ds = open_dataset(out)
 plan = epoch_batches(len(ds), 64, shuffle=True, seed=0, epoch=0)
 for idx in plan:
     ds.take(idx, cols)
-def cpu():
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+import resource
+def cpu():  # microsecond resolution (os.times counts 10 ms ticks)
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 if way.startswith("DataLoader"):
     nw = int(way.split("=")[1])
     c = cpu()
@@ -62,11 +64,13 @@ else:
         "gather int32": lambda idx: gather(ds, idx, cols, long=False),
     }[way]
     c = cpu()
-    for idx in plan:
-        fn(idx)
+    for _ in range(3):
+        for idx in plan:
+            fn(idx)
     c = cpu() - c
-    n = len(plan)
-print(json.dumps({"us_per_batch": c / n * 1e6, "batches": n}))
+    n = 3 * len(plan)
+import denoise_cli
+print(json.dumps({"us_per_batch": c / n * 1e6, "batches": n, "code": denoise_cli.__file__}))
 """
 
 WAYS = ["take", "gather int64", "gather int32", "DataLoader nw=0", "DataLoader nw=2"]
@@ -74,12 +78,20 @@ WAYS = ["take", "gather int64", "gather int32", "DataLoader nw=0", "DataLoader n
 
 def run(tree: Path, out: str, way: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+    # cwd = the checkout: ``python -c`` puts the working directory first on sys.path
     r = subprocess.run(
-        [sys.executable, "-c", CHILD, out, way], env=env, capture_output=True, text=True
+        [sys.executable, "-c", CHILD, out, way],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
     )
     if r.returncode:
         sys.exit(f"{tree} {way}: {r.stderr[-2000:]}")
-    return float(json.loads(r.stdout.strip().splitlines()[-1])["us_per_batch"])
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    if not res["code"].startswith(str(tree.resolve())):
+        sys.exit(f"{way}: imported {res['code']}, not the checkout {tree}")
+    return float(res["us_per_batch"])
 
 
 def main() -> None:
@@ -89,7 +101,8 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, required=True, help="checkout of the baseline")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    sides = {"baseline": (args.baseline, args.data), "this": (ROOT, args.data)}
+    base = args.baseline.resolve()
+    sides = {"baseline": (base, args.data), "this": (ROOT, args.data)}
     if args.compact:
         sides["this, --compact"] = (ROOT, args.compact)
     res: dict[tuple[str, str], list[float]] = {}
