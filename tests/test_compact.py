@@ -254,3 +254,21 @@ def test_compact_config_round_trip() -> None:
     back = PrepareConfig.from_dict(cfg.fingerprint_dict())
     assert back.compact and back.fingerprint_dict() == cfg.fingerprint_dict()
     assert "compact" not in _cfg("encoder-decoder").fingerprint_dict()
+
+
+def test_disk_estimate_matches_the_output(pair: tuple[Path, Path]) -> None:
+    """``plan``'s bytes per raw token against the shard bytes actually written (the estimate
+    uses the mixture's expected lengths; a few hundred rows realise them to a few percent)."""
+    from denoise_cli.output.manifest import prepare_config
+    from denoise_cli.rows.plan import disk_estimate, plans_for
+
+    for out in pair:
+        m = read_manifest(out)
+        if m["format"] != "arrow" or m["packing"]:
+            pytest.skip("the estimate is for unpacked arrow outputs")
+        cfg = prepare_config(m)
+        idb = 1 if int(m["tokenizer"]["vocab_size"]) <= 256 else 2
+        est = disk_estimate(plans_for(cfg), cfg.lengths, compact=cfg.compact, id_bytes=idb)
+        data = sum(p.stat().st_size for p in (out / "data").iterdir())
+        per_token = data / m["totals"]["tokens_used"]
+        assert abs(per_token / est["bytes_per_raw_token"] - 1) < 0.1, (out, per_token, est)
