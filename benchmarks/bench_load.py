@@ -7,8 +7,8 @@ figure is the median of interleaved rounds, so that a slow spell of the machine 
 alike):
 
 1. **shards**: ``open_dataset(out)``, a shuffled batch plan (``epoch_batches``), and per batch
-   ``denoise_cli.torch_data.gather`` (one ``take`` per column and record batch touched, straight
-   into new tensors), for batch sizes 64 and 256 of an encoder-decoder output with I = T = 512.
+   ``denoise_cli.torch_data.gather`` (one fancy index per column over the mapped shards,
+   straight into new tensors), for batch sizes 64 and 256 of an encoder-decoder output with I = T = 512.
    Variants: the model columns (input_ids, attention_mask, labels) widened to int64 (what a model
    takes), the same kept int32/int8 (widen on the device), all ten columns, numpy ``take`` then
    ``to_tensors`` (a second pass for the widening), and the whole path through

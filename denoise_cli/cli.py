@@ -175,6 +175,13 @@ def prepare(
             "examples are planned for 1/PACK of a row, e.g. 4. 0 = one example per row."
         ),
     ] = 0,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            help="Compact shards: ids in the narrowest type, no padding, no attention_mask or "
+            "derivable labels (open_dataset/torch_data rebuild the same batches)."
+        ),
+    ] = False,
     engine: Annotated[
         Engine,
         typer.Option(
@@ -281,6 +288,7 @@ def prepare(
             epochs=epochs,
             pack=pack,
             group_size=group_size,
+            compact=compact,
         ).config()
         n_shards, s_index = array_task(num_shards, shard_index)
         from .source.fs import parse_storage_options

@@ -134,6 +134,7 @@ class ConfigOptions:
     epochs: int = 1
     pack: int = 0
     group_size: int = 1024
+    compact: bool = False
 
     def config(self) -> PrepareConfig:
         layout = Layout(self.layout).value
@@ -160,6 +161,7 @@ class ConfigOptions:
             epochs=self.epochs,
             pack_factor=self.pack,
             group_size=self.group_size,
+            compact=self.compact,
         )
 
 

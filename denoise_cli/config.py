@@ -459,6 +459,7 @@ class PrepareConfig:
     # a Parquet file above this many bytes is split into units of whole row groups of about this
     # size, run by different workers (source.units); 0: never split
     unit_bytes: int = 256 * 2**20
+    compact: bool = False  # narrow dtypes, no padding or derivable columns (same loaded batches)
 
     def __post_init__(self) -> None:
         if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
@@ -513,6 +514,7 @@ class PrepareConfig:
             epochs=int(d.get("epochs", 1)),
             pack_factor=int(d.get("pack_factor", 0)),
             unit_bytes=int(d.get("unit_bytes", 0)),
+            compact=bool(d.get("compact", False)),
         )
 
     def fingerprint_dict(self) -> dict[str, Any]:
@@ -533,6 +535,7 @@ class PrepareConfig:
             "pack_factor": self.pack_factor,
             "unit_bytes": self.unit_bytes,
             **({"pack_algorithm": PACK_ALGORITHM} if self.pack_factor else {}),
+            **({"compact": True} if self.compact else {}),
         }
 
 

@@ -124,6 +124,20 @@ def plan_text(t: dict[str, Any]) -> str:
         lines.append(
             f"added to the vocabulary: {len(a)} token(s): {', '.join(a[:6])}{' ...' if len(a) > 6 else ''}"
         )
+    dk = t.get("disk")
+    if dk:
+        b = dk["bytes_per_raw_token"]
+        k = dk["epochs"]
+        mine = b["compact" if dk["compact"] else "default"]
+        lines.append(
+            f"disk (arrow shards, estimate): {mine:.2f} bytes per input token per epoch"
+            + (f", x{k} epochs = {mine * k:.2f} (each epoch stores its own rows)" if k > 1 else "")
+            + (
+                f"; --compact: {b['compact']:.2f}"
+                if not dk["compact"]
+                else f" (--compact; default {b['default']:.2f})"
+            )
+        )
     notes = [*t.get("warnings", []), *tokenizer_notes(tok)]
     if notes:
         lines += ["", *(f"note: {n}" for n in tokenizer_notes(tok))]
@@ -180,6 +194,13 @@ def prepare_summary(m: dict[str, Any], out: str, run: dict[str, Any] | None = No
             f"read {t['files']} file(s): {t['records']:,} records, {t['docs']:,} documents, "
             f"{t['tokens']:,} tokens ({t['tokens_used']:,} used, {t['tail_tokens']:,} in file tails)",
         ]
+    if run is not None and "epoch_dirs" in m:
+        k = len(m["epoch_dirs"])
+        lines.append(
+            f"disk: {run['output_bytes'] / 2**20:,.1f} MiB for {k} epochs, "
+            f"{run['output_bytes'] / 2**20 / k:,.1f} MiB per epoch (each epoch stores its own rows; "
+            f"{run['output_bytes'] / max(t['tokens'], 1):.2f} bytes per input token)"
+        )
     if "part" in m:
         lines.append(
             f"this is part {m['part']['index']} of {m['part']['count']}: join the parts "

@@ -3,9 +3,10 @@
 ``open_dataset(out)`` memory-maps every Arrow IPC shard (Parquet outputs are read into memory)
 and serves rows as numpy arrays without decoding anything: ``ds[i]``, ``ds[a:b]`` and
 ``ds[index_array]`` return ``dict[str, np.ndarray]`` with fixed-shape ``[n, W]`` columns (a
-slice inside one record batch is a zero-copy view, anything else one ``take`` per batch
-touched); ``ds.manifest`` is ``denoise.json``. ``ds.iter_batches(...)`` yields fixed-shape
-batches per epoch, rank and seed, dropping, shrinking or padding the last one (:data:`PAD_FILL`);
+slice inside one record batch is a zero-copy view, anything else one fancy index per column
+over the mapped shards, :class:`~denoise_cli.output.columns.MappedRows`; compact outputs are
+rebuilt into the default columns); ``ds.manifest`` is ``denoise.json``.
+``ds.iter_batches(...)`` yields fixed-shape batches per epoch, rank and seed, dropping, shrinking or padding the last one (:data:`PAD_FILL`);
 :func:`epoch_batches` is the plan behind it, shared with ``load.torch_data``. Opening checks the
 shards against the manifest (``verify=``, :mod:`.checks`); a dataset pickles as its path.
 Usage: README "Loading".
@@ -20,9 +21,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..output.columns import MappedRows
 from ..output.layout import MANIFEST, datasets, output_path
 from ..output.manifest import read_manifest
-from ..output.shards import batch_arrays, read_shard
+from ..output.shards import batch_arrays, read_shard_mapped
 from .checks import check_shard_files, check_shard_rows
 
 #: Values of the padding rows added by ``pad_last`` (``input_ids`` get the manifest's pad id).
@@ -61,18 +63,24 @@ class DenoiseDataset:
             self.epoch = 0 if epoch is None else int(epoch)
         fmt = self.manifest["format"]
         self._batches: list[pa.RecordBatch] = []
+        mapped: list[tuple[list[pa.RecordBatch], pa.Buffer | None]] = []
         check_shard_files(self.path, self.manifest, verify)
         chain: dict[int, int] = {}
         for s in self.manifest["shards"]:
             p = output_path(self.path, s["path"], f"{MANIFEST}: shard path")
-            batches = read_shard(p, fmt)
+            batches, buf = read_shard_mapped(p, fmt)
             if verify != "none":
                 check_shard_rows(p, s, batches, chain)
             self._batches.extend(b for b in batches if b.num_rows)
+            mapped.append((batches, buf))
+        self._rows = MappedRows(mapped)
         sizes = np.array([b.num_rows for b in self._batches], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._views: dict[int, dict[str, np.ndarray]] = {}
-        self.columns: list[str] = list(self._batches[0].schema.names) if self._batches else []
+        #: compact shards (prepare --compact): rows are rebuilt, never views of the mapped file
+        self.compact = bool(self.manifest.get("compact"))
+        self._info = self._rows.columns
+        self.columns: list[str] = list(self._info)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -99,6 +107,8 @@ class DenoiseDataset:
             i = int(key) + n if key < 0 else int(key)
             if not 0 <= i < n:
                 raise IndexError(f"row {key} out of range for {n} rows")
+            if self.compact:
+                return {k: v[0] for k, v in self.take(np.array([i])).items()}
             bi = int(np.searchsorted(self._starts, i, side="right") - 1)
             r = i - int(self._starts[bi])
             return {k: v[r] for k, v in self._view(bi).items()}
@@ -108,7 +118,9 @@ class DenoiseDataset:
                 if stop <= start:
                     return self.take(np.zeros(0, dtype=np.int64))
                 bi = int(np.searchsorted(self._starts, start, side="right") - 1)
-                if stop <= self._starts[bi + 1]:  # inside one batch: zero-copy view
+                if (
+                    stop <= self._starts[bi + 1] and not self.compact
+                ):  # inside one batch: zero-copy view
                     lo, hi = start - int(self._starts[bi]), stop - int(self._starts[bi])
                     return {k: v[lo:hi] for k, v in self._view(bi).items()}
             return self.take(np.arange(start, stop, step))
@@ -122,9 +134,7 @@ class DenoiseDataset:
     @property
     def column_info(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         """``{column: (shape of one row, dtype)}``, e.g. ``input_ids: ((512,), int32)``."""
-        if not self._batches:
-            return {}
-        return {k: (v.shape[1:], v.dtype) for k, v in self._view(0).items()}
+        return dict(self._info)
 
     @property
     def pad_values(self) -> dict[str, int]:
@@ -142,59 +152,34 @@ class DenoiseDataset:
         """Rows ``idx`` (any order) as new arrays; ``columns`` limits the gather to those columns.
 
         ``out``: arrays of ``len(idx)`` rows to fill instead (its keys are the columns; any dtype
-        the values cast to under ``same_kind``, e.g. int64 tensors' ``.numpy()`` views: the
-        widening happens in the same pass). Sorted indices (what :func:`epoch_batches` gives) are
-        written in one pass: per record batch touched, consecutive rows are a view and others one
-        ``ndarray.take``, then one ``np.concatenate`` per column into the output; unsorted indices
-        cost one more pass (a scatter into place)."""
+        the values cast to, e.g. int64 tensors' ``.numpy()`` views: the widening happens in the
+        same pass). One fancy index per column over the mapped shards
+        (:class:`~denoise_cli.output.columns.MappedRows`) writes the rows in place, in any order;
+        no pyarrow call, no per-shard or per-record-batch work."""
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         n = len(self)
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"index out of range for {n} rows")
-        idx = np.where(idx < 0, idx + n, idx)
-        if not self._batches:
+        if idx.size and idx.min() < 0:
+            idx = np.where(idx < 0, idx + n, idx)
+        if not self._rows.num_rows:
             raise IndexError("empty dataset")
-        tmpl = self._view(0)
-        cols = list(out) if out is not None else list(tmpl) if columns is None else list(columns)
+        info = self._info
+        cols = list(out) if out is not None else list(info) if columns is None else list(columns)
         for k in cols:
-            if k not in tmpl:
-                raise KeyError(f"no column {k!r} (columns: {', '.join(tmpl)})")
+            if k not in info:
+                raise KeyError(f"no column {k!r} (columns: {', '.join(info)})")
         if out is None:
-            out = {k: np.empty((len(idx), *tmpl[k].shape[1:]), dtype=tmpl[k].dtype) for k in cols}
+            out = {k: np.empty((len(idx), *info[k][0]), dtype=info[k][1]) for k in cols}
         else:
             for k, o in out.items():
-                if o.shape != (len(idx), *tmpl[k].shape[1:]):
+                if o.shape != (len(idx), *info[k][0]):
                     raise ValueError(
-                        f"out[{k!r}] has shape {o.shape}, need {(len(idx), *tmpl[k].shape[1:])}"
+                        f"out[{k!r}] has shape {o.shape}, need {(len(idx), *info[k][0])}"
                     )
         if not len(idx):
             return out
-        is_sorted = bool(np.all(idx[1:] >= idx[:-1]))
-        order = None if is_sorted else np.argsort(idx, kind="stable")
-        sidx = idx if order is None else idx[order]
-        bis = np.searchsorted(self._starts, sidx, side="right") - 1
-        rows = sidx - self._starts[bis]
-        # runs of sorted indices in one record batch: [lo, hi); a run of consecutive rows is a
-        # view, any other run one ndarray.take; one concatenate per column writes the output
-        los = [0, *(np.flatnonzero(bis[1:] != bis[:-1]) + 1).tolist()]
-        his = [*los[1:], len(sidx)]
-        rows_l = rows.tolist()
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in cols}
-        for lo, hi, bi in zip(los, his, bis[los].tolist(), strict=True):
-            v = self._view(bi)
-            r0, r1 = rows_l[lo], rows_l[hi - 1]
-            if r1 - r0 == hi - lo - 1:
-                for k in cols:
-                    parts[k].append(v[k][r0 : r1 + 1])
-            else:
-                r_arr = rows[lo:hi]
-                for k in cols:
-                    parts[k].append(v[k].take(r_arr, axis=0))
-        for k in cols:
-            if order is None:
-                np.concatenate(parts[k], axis=0, out=out[k], casting="same_kind")
-            else:
-                out[k][order] = np.concatenate(parts[k], axis=0)
+        self._rows.take(idx, out)
         return out
 
     def pad_batch(self, batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:

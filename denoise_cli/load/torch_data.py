@@ -2,7 +2,7 @@
 
 This module imports ``torch`` (``import denoise_cli`` does not). :class:`DenoiseBatches`
 (recommended) is an ``IterableDataset`` of whole batches, each gathered in one pass
-(:func:`gather`: one ``take`` per column and record batch touched, widened to int64 and pinned
+(:func:`gather`: one fancy index per column over the mapped shards, widened to int64 and pinned
 when asked), for ``DataLoader(..., batch_size=None)``; :class:`DenoiseTorchDataset` with
 :class:`DenoiseBatchSampler` and :func:`collate` is the map-style way. Shuffling is seeded by
 ``(seed, epoch)`` (``set_epoch``, shared with persistent workers); rows are split over

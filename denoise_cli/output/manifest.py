@@ -135,6 +135,7 @@ def build_manifest(
             "max_segments": max_segments,
             "algorithm": fp["pack_algorithm"],
         },
+        **({"compact": True} if cfg.compact else {}),
         "rows_per_shard": rows_per_shard,
         "config": fp,
         "mixture": cfg.mixture.to_dict(),

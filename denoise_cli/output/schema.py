@@ -5,22 +5,28 @@ Unpacked (one example per row): ``input_ids`` / ``labels`` / ``attention_mask`` 
 ``fixed_size_list`` of the row widths, decoder-only ``prefix_length``, then ``input_length``,
 ``target_length``, ``denoiser``, ``source_file``, ``example_index``, ``token_offset``. Packed
 (``prepare --pack``): the same token columns plus segment ids, positions and per-segment
-metadata lists of width ``K``. The README's "Output" section and docs/packing.md describe the
-columns; :func:`shard_schema` is the schema a manifest implies. The names of the ``denoiser``
-values travel with the data as schema metadata (:func:`with_components`), kept by both formats.
+metadata lists of width ``K``. Compact rows (``prepare --compact``) store ids in the smallest
+unsigned type holding the vocabulary: unpacked as ragged lists without padding (field metadata:
+width, fill), packed with narrow segment ids and positions; ``attention_mask``, decoder-only
+``labels`` and packed labels' -100 are not stored: :func:`rebuilds` says how readers rebuild
+the default columns (:func:`expand_ragged`, :func:`rebuild`). The README's "Output" section and
+docs/packing.md describe the columns; :func:`shard_schema` is the schema a manifest implies.
+The names of the ``denoiser`` values travel as schema metadata (:func:`with_components`).
 See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from ..config import Lengths
-from ..rows.base import Rows, row_widths
+from ..rows.base import IGNORE_INDEX, Rows, row_widths
 from ..rows.packing import PackedRows
 
 #: schema metadata keys: the denoiser names as a JSON list (position = the value of the
@@ -32,7 +38,14 @@ META_COMPONENTS = b"denoise.components"
 def shard_schema(m: dict[str, Any]) -> pa.Schema:
     """The schema of every shard of the dataset whose manifest is ``m`` (with its metadata)."""
     lengths = Lengths.from_dict(m["lengths"])
-    if m.get("packing"):
+    if m.get("compact"):
+        tok = m["tokenizer"]
+        v, pad = int(tok["vocab_size"]), int(tok["pad"]["id"])
+        if m.get("packing"):
+            sch = compact_packed_schema(lengths, int(m["packing"]["max_segments"]), v, pad)
+        else:
+            sch = compact_schema(lengths, v, pad)
+    elif m.get("packing"):
         sch = packed_schema(lengths, int(m["packing"]["max_segments"]))
     else:
         sch = unpacked_schema(lengths)
@@ -190,3 +203,261 @@ def packed_record_batch(packed: PackedRows, lengths: Lengths, source_file: int) 
         v = packed.columns[f.name]
         arrays.append(fixed_array(v) if v.ndim == 2 else prim_array(v))
     return pa.RecordBatch.from_arrays(arrays, schema=sch)
+
+
+# --------------------------------------------------------------------------- compact rows
+
+#: field metadata of a ragged (compact) column: the fixed width and the fill value of its rows
+WIDTH_KEY = b"denoise.width"
+FILL_KEY = b"denoise.fill"
+#: field metadata of compact ``input_ids``: the columns not stored, rebuilt at read time, and
+#: (packed rows) the segment-id column ``attention_mask`` is rebuilt from
+DERIVED_KEY = b"denoise.derived"
+MASK_KEY = b"denoise.mask_from"
+#: field metadata of a narrowed fixed-width column: the dtype readers get
+DTYPE_KEY = b"denoise.dtype"
+#: field metadata of compact packed ``labels``: -100 where the first column is 0 or the second
+#: (if any) is not
+IGNORE_KEY = b"denoise.ignore_where"
+#: the dtype of every column as the default format stores it (what readers of compact shards get)
+LOGICAL_DTYPES: dict[str, np.dtype[Any]] = {
+    "input_ids": np.dtype(np.int32),
+    "labels": np.dtype(np.int32),
+    "attention_mask": np.dtype(np.int8),
+}
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """How a column of a compact shard is completed at read time: ``kind`` ``mask_len``
+    (attention mask from ``input_length``), ``mask_seg`` (from segment ids), ``dec_labels``
+    (decoder-only labels from ids and lengths) or ``ignore`` (-100 put back into stored labels),
+    from the stored columns ``sources``; ``width`` of its rows."""
+
+    name: str
+    kind: str
+    sources: tuple[str, ...]
+    width: int
+
+
+_UNSIGNED = {pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32}
+_NARROW = {**_UNSIGNED, pa.int32(): np.int32}
+
+
+def id_type(vocab_size: int) -> pa.DataType:
+    """The smallest unsigned Arrow integer type that holds every id of ``vocab_size``."""
+    if vocab_size <= 1 << 8:
+        return pa.uint8()
+    if vocab_size <= 1 << 16:
+        return pa.uint16()
+    return pa.uint32()
+
+
+def _ragged(
+    name: str, t: pa.DataType, width: int, fill: int, derived: Sequence[str] = ()
+) -> pa.Field:
+    meta = {WIDTH_KEY: str(width).encode(), FILL_KEY: str(fill).encode()}
+    if derived:
+        meta[DERIVED_KEY] = ",".join(derived).encode()
+    return pa.field(name, pa.list_(t), nullable=False, metadata=meta)
+
+
+def compact_schema(lengths: Lengths, vocab_size: int, pad_id: int) -> pa.Schema:
+    """The Arrow schema of compact unpacked rows: ragged ids of :func:`id_type`, no padding, no
+    ``attention_mask``, no decoder-only ``labels``; the other columns as :func:`unpacked_schema`."""
+    wi, wt = row_widths(lengths)
+    t = id_type(vocab_size)
+    enc = lengths.layout == "encoder-decoder"
+    derived = ["attention_mask"] if enc else ["attention_mask", "labels"]
+    fields = [_ragged("input_ids", t, wi, pad_id, derived)]
+    if enc:
+        fields.append(_ragged("labels", t, wt, IGNORE_INDEX))
+    full = unpacked_schema(lengths)
+    fields += [f for f in full if f.name not in ("input_ids", "labels", "attention_mask")]
+    return pa.schema(fields)
+
+
+def rebuilds(schema: pa.Schema) -> dict[str, Rebuild]:
+    """The columns of a shard schema that are rebuilt or completed at read time (none for the
+    default format)."""
+    out: dict[str, Rebuild] = {}
+    if "input_ids" not in schema.names:
+        return out
+    ids = schema.field("input_ids")
+    meta = ids.metadata or {}
+    info = ragged_info(ids)
+    width = info[0] if info else ids.type.list_size
+    seg = meta.get(MASK_KEY, b"").decode()
+    for d in meta.get(DERIVED_KEY, b"").decode().split(","):
+        if d == "attention_mask":
+            src: tuple[str, ...] = (seg,) if seg else ("input_length",)
+            out[d] = Rebuild(d, "mask_seg" if seg else "mask_len", src, width)
+        elif d == "labels":
+            src = ("input_ids", "input_length", "target_length")
+            out[d] = Rebuild(d, "dec_labels", src, width)
+    if "labels" in schema.names:
+        lab = schema.field("labels")
+        ign = (lab.metadata or {}).get(IGNORE_KEY)
+        if ign:
+            out["labels"] = Rebuild("labels", "ignore", tuple(ign.decode().split(",")), width)
+    return out
+
+
+def rebuild(r: Rebuild, a: Mapping[str, np.ndarray], out: np.ndarray) -> np.ndarray:
+    """Write column ``r.name`` into ``out`` (``[n, r.width]``, any integer dtype) from the
+    arrays ``a`` (the default format's columns ``r.sources``; for ``ignore``, ``out`` already
+    holds the stored labels)."""
+    if r.kind == "mask_seg":
+        np.greater(a[r.sources[0]], 0, out=out, casting="unsafe")
+        return out
+    if r.kind == "ignore":
+        drop = a[r.sources[0]] == 0
+        if len(r.sources) > 1:
+            drop |= a[r.sources[1]] != 0
+        np.copyto(out, IGNORE_INDEX, where=drop)
+        return out
+    pos = np.arange(out.shape[1])[None, :]
+    il = a["input_length"][:, None]
+    if r.kind == "mask_len":
+        np.less(pos, il, out=out, casting="unsafe")
+        return out
+    if r.kind == "dec_labels":
+        keep = (pos >= il - a["target_length"][:, None]) & (pos < il)
+        out[...] = IGNORE_INDEX
+        np.copyto(out, a["input_ids"], where=keep, casting="unsafe")
+        return out
+    raise ValueError(f"unknown rebuild {r.kind!r}")
+
+
+def logical_dtype(f: pa.Field) -> np.dtype[Any] | None:
+    """The dtype readers get for a compact column (None: the stored one)."""
+    if ragged_info(f) is not None:
+        return LOGICAL_DTYPES[f.name]
+    d = (f.metadata or {}).get(DTYPE_KEY)
+    return np.dtype(d.decode()) if d else None
+
+
+def ragged_info(f: pa.Field) -> tuple[int, int] | None:
+    """``(width, fill)`` of a compact ragged column, None for any other field."""
+    if not pa.types.is_list(f.type) or not f.metadata or WIDTH_KEY not in f.metadata:
+        return None
+    return int(f.metadata[WIDTH_KEY]), int(f.metadata[FILL_KEY])
+
+
+def compact_packed_schema(
+    lengths: Lengths, max_segs: int, vocab_size: int, pad_id: int
+) -> pa.Schema:
+    """Compact packed rows: ids and labels in :func:`id_type` (labels' -100 rebuilt from the
+    segment ids, and decoder-only the prefix mask), segment ids in uint8 (uint16 above 255
+    segments), positions in uint16, no ``attention_mask`` (segment id > 0); the rest as
+    :func:`packed_schema`."""
+    W, V = row_widths(lengths)
+    enc = lengths.layout == "encoder-decoder"
+    idt = id_type(vocab_size)
+    segt = pa.uint8() if max_segs < 1 << 8 else pa.uint16()
+    post = pa.uint16() if max(W, V) <= 1 << 16 else pa.int32()
+    seg = "encoder_segment_ids" if enc else "segment_ids"
+    i32 = {DTYPE_KEY: b"int32"}
+    fields: list[pa.Field] = []
+    for f in packed_schema(lengths, max_segs):
+        n, w = f.name, getattr(f.type, "list_size", 0)
+        if n == "attention_mask":
+            continue
+        if n == "input_ids":
+            meta = {**i32, DERIVED_KEY: b"attention_mask", MASK_KEY: seg.encode()}
+            f = pa.field(n, pa.list_(idt, w), nullable=False, metadata=meta)
+        elif n == "labels":
+            ign = b"decoder_segment_ids" if enc else b"segment_ids,prefix_mask"
+            f = pa.field(n, pa.list_(idt, w), nullable=False, metadata={**i32, IGNORE_KEY: ign})
+        elif n in ("encoder_segment_ids", "decoder_segment_ids", "segment_ids"):
+            f = pa.field(n, pa.list_(segt, w), nullable=False, metadata=i32)
+        elif n in ("encoder_positions", "decoder_positions", "positions"):
+            f = pa.field(n, pa.list_(post, w), nullable=False, metadata=i32)
+        fields.append(f)
+    return pa.schema(fields)
+
+
+def compact_packed_record_batch(
+    packed: PackedRows, lengths: Lengths, source_file: int, vocab_size: int, pad_id: int
+) -> pa.RecordBatch:
+    """The record batch of :func:`compact_packed_schema` (the packed arrays, narrowed)."""
+    K = packed.source_row.shape[1]
+    sch = compact_packed_schema(lengths, K, vocab_size, pad_id)
+    full = packed_record_batch(packed, lengths, source_file)
+    arrays: list[pa.Array] = []
+    for f in sch:
+        if (
+            pa.types.is_fixed_size_list(f.type)
+            and f.type.value_type != full.schema.field(f.name).type.value_type
+        ):
+            v = packed.columns[f.name]
+            if f.name == "labels":
+                v = np.where(v == IGNORE_INDEX, 0, v)
+            arrays.append(_narrow_fixed(v, f.type.value_type))
+        else:
+            arrays.append(full.column(f.name))
+    return pa.RecordBatch.from_arrays(arrays, schema=sch)
+
+
+def _narrow_fixed(v: np.ndarray, t: pa.DataType) -> pa.Array:
+    a = np.ascontiguousarray(v.astype(_NARROW[t]))
+    vals = pa.Array.from_buffers(t, a.size, [None, pa.py_buffer(a)])
+    return pa.FixedSizeListArray.from_arrays(vals, v.shape[1])
+
+
+def ragged_array(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """A ``list`` column over the first ``lengths[i]`` entries of each row of ``values``
+    (``[n, W]``, already of the stored type)."""
+    n, w = values.shape
+    keep = np.arange(w)[None, :] < lengths[:, None]
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.ascontiguousarray(values[keep])
+    t = pa.from_numpy_dtype(flat.dtype)
+    vals = pa.Array.from_buffers(t, len(flat), [None, pa.py_buffer(flat)])
+    offs = pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(offsets)])
+    return pa.ListArray.from_arrays(offs, vals)
+
+
+def compact_record_batch(
+    rows: Rows,
+    lengths: Lengths,
+    components: np.ndarray,
+    source_file: int,
+    example_index: np.ndarray,
+    token_offset: np.ndarray,
+    vocab_size: int,
+    pad_id: int,
+) -> pa.RecordBatch:
+    """The record batch of :func:`compact_schema` (the default batch's columns, ids narrowed)."""
+    full = record_batch(rows, lengths, components, source_file, example_index, token_offset)
+    sch = compact_schema(lengths, vocab_size, pad_id)
+    idt = _UNSIGNED[sch.field("input_ids").type.value_type]
+    cols: list[pa.Array] = [ragged_array(rows.input_ids.astype(idt), rows.input_length)]
+    if lengths.layout == "encoder-decoder":
+        cols.append(ragged_array(rows.labels.astype(idt), rows.target_length))
+    cols += [full.column(f.name) for f in sch if f.name not in ("input_ids", "labels")]
+    return pa.RecordBatch.from_arrays(cols, schema=sch)
+
+
+def expand_ragged(
+    values: np.ndarray, starts: np.ndarray, lens: np.ndarray, width: int, fill: int, out: np.ndarray
+) -> np.ndarray:
+    """``out[i, :lens[i]] = values[starts[i]:starts[i] + lens[i]]`` and ``fill`` after (one
+    vectorized pass; ``out`` is ``[n, width]`` of any integer dtype)."""
+    lens = np.minimum(np.asarray(lens, dtype=np.int64), width)
+    keep = np.arange(width)[None, :] < lens[:, None]
+    out[...] = fill
+    total = int(lens.sum())
+    if total:
+        first = np.zeros(len(lens), dtype=np.int64)
+        np.cumsum(lens[:-1], out=first[1:])
+        idx = np.repeat(np.asarray(starts, dtype=np.int64) - first, lens) + np.arange(total)
+        out[keep] = values[idx]
+    return out
+
+
+def logical_order(names: list[str]) -> list[str]:
+    """The column order of the default format for the columns ``names`` (compact + derived)."""
+    first = [c for c in ("input_ids", "labels", "attention_mask") if c in names]
+    return first + [c for c in names if c not in first]

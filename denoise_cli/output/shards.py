@@ -25,6 +25,15 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, OutputError
 from .layout import tmp_path
+from .schema import (
+    LOGICAL_DTYPES,
+    expand_ragged,
+    logical_dtype,
+    logical_order,
+    ragged_info,
+    rebuild,
+    rebuilds,
+)
 
 
 class _HashingFile:
@@ -86,6 +95,10 @@ class ShardFormat:
         _, batches = self.open(path, None)
         return list(batches)
 
+    def read_mapped(self, path: Path) -> tuple[list[pa.RecordBatch], pa.Buffer | None]:
+        """All record batches and the one buffer they all lie in (None: not known)."""
+        return self.read_all(path), None
+
 
 class ArrowFormat(ShardFormat):
     """Arrow IPC stream files, memory-mapped when read (zero-copy)."""
@@ -101,12 +114,18 @@ class ArrowFormat(ShardFormat):
         self, path: Path, columns: Sequence[str] | None
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         reader = pa.ipc.open_stream(pa.memory_map(str(path), "r"))
+        if columns is not None:
+            columns = stored_columns(reader.schema, columns)
 
         def gen() -> Iterator[pa.RecordBatch]:
             for rb in reader:
                 yield rb.select(list(columns)) if columns is not None else rb
 
         return reader.schema, gen()
+
+    def read_mapped(self, path: Path) -> tuple[list[pa.RecordBatch], pa.Buffer | None]:
+        buf = pa.memory_map(str(path), "r").read_buffer()
+        return list(pa.ipc.open_stream(buf)), buf
 
 
 class ParquetFormat(ShardFormat):
@@ -125,7 +144,7 @@ class ParquetFormat(ShardFormat):
         self, path: Path, columns: Sequence[str] | None
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         pf = pq.ParquetFile(str(path))
-        cols = list(columns) if columns is not None else None
+        cols = stored_columns(pf.schema_arrow, columns) if columns is not None else None
         return pf.schema_arrow, pf.iter_batches(batch_size=8192, columns=cols)
 
     def read_all(self, path: Path) -> list[pa.RecordBatch]:
@@ -181,6 +200,33 @@ def open_shard(
     return schema, gen()
 
 
+def stored_columns(schema: pa.Schema, columns: Sequence[str]) -> list[str]:
+    """The stored columns to read for the (logical) ``columns``: a column a compact shard does not
+    store, or completes at read time, brings the ones it is rebuilt from
+    (:func:`.schema.rebuilds`)."""
+    names = schema.names
+    rules = rebuilds(schema)
+    out: list[str] = []
+    for c in columns:
+        need = [c] if c in names else ["input_ids"] if c in rules else [c]
+        if c in rules:
+            need += rules[c].sources
+        for s in need:
+            if s not in out:
+                out.append(s)
+    return out
+
+
+def read_shard_mapped(path: Path, fmt: str) -> tuple[list[pa.RecordBatch], pa.Buffer | None]:
+    """All record batches of a shard and, for Arrow IPC, the memory-mapped file they lie in (what
+    :class:`.columns.MappedShard` gathers rows from); errors as :func:`read_shard`."""
+    sf = shard_format(fmt)
+    try:
+        return sf.read_mapped(path)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, fmt, e) from None
+
+
 def read_shard(path: Path, fmt: str) -> list[pa.RecordBatch]:
     """All record batches of a shard; Arrow shards are memory-mapped (zero-copy). A file that
     is not a readable shard raises :class:`OutputError` naming it."""
@@ -205,6 +251,14 @@ _NP = {
 }
 
 
+def dtype_of(t: pa.DataType) -> type:
+    """The numpy scalar type of a primitive Arrow integer or float type."""
+    dt = _NP.get(t)
+    if dt is None:
+        raise ValueError(f"unexpected column type {t}")
+    return dt
+
+
 def _flat(a: pa.Array, start: int, count: int) -> np.ndarray:
     dt = _NP.get(a.type)
     if dt is None or a.null_count:
@@ -213,18 +267,46 @@ def _flat(a: pa.Array, start: int, count: int) -> np.ndarray:
     return np.frombuffer(a.buffers()[1], dtype=dt, count=off + count)[off:]
 
 
+def list_parts(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The values (zero-copy, from the child's first element) and the ``n + 1`` offsets into them
+    of a ``list`` column."""
+    offs = col.offsets
+    o = _flat(offs, 0, len(offs))
+    vals = col.values
+    return _flat(vals, 0, len(vals)), o
+
+
 def batch_arrays(rb: pa.RecordBatch) -> dict[str, np.ndarray]:
-    """Zero-copy numpy views of a record batch's primitive and fixed-size-list columns
-    (``[n, W]``). Built from the Arrow buffers directly: ``Array.to_numpy`` imports pandas on
-    first use, which costs ~1.5 s per process."""
+    """Numpy arrays of a record batch's columns, as the default format stores them: zero-copy
+    views of primitive and fixed-size-list columns (``[n, W]``); a compact shard's ragged ids are
+    padded back to ``[n, W]`` and its derived columns rebuilt (copies). Built from the Arrow
+    buffers directly: ``Array.to_numpy`` imports pandas on first use (~1.5 s per process)."""
     out: dict[str, np.ndarray] = {}
     n = rb.num_rows
-    for name, col in zip(rb.schema.names, rb.columns, strict=True):
+    for f, col in zip(rb.schema, rb.columns, strict=True):
+        name = f.name
         if pa.types.is_fixed_size_list(col.type):
             w = col.type.list_size
             out[name] = _flat(col.values, col.offset * w, n * w).reshape(n, w)
+        elif (info := ragged_info(f)) is not None:
+            w, fill = info
+            vals, offs = list_parts(col)
+            a = np.empty((n, w), dtype=np.int32)
+            out[name] = expand_ragged(vals, offs[:-1], np.diff(offs), w, fill, a)
+            continue
         else:
             out[name] = _flat(col, 0, n)
+        dt = logical_dtype(f)
+        if dt is not None:
+            out[name] = out[name].astype(dt)
+    rules = rebuilds(rb.schema)
+    if rules:
+        for r in rules.values():
+            if all(s in out for s in r.sources) and (r.kind == "ignore") == (r.name in out):
+                if r.name not in out:
+                    out[r.name] = np.empty((n, r.width), dtype=LOGICAL_DTYPES[r.name])
+                rebuild(r, out, out[r.name])
+        out = {k: out[k] for k in logical_order(list(out))}
     return out
 
 

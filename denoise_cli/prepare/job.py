@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import FLAGS, PrepareConfig
 from ..errors import ConfigError, DenoiseError
 from ..output.layout import epoch_dir, shard_name
-from ..output.shards import format_of
+from ..output.schema import id_type
+from ..output.shards import dtype_of, format_of
 from ..rows.base import SpecialIds, row_widths
 from ..rows.plan import (
     ComponentPlan,
+    disk_estimate,
     efficiency_bound,
     expected_efficiency,
     largest_length_for_sentinels,
@@ -54,6 +58,7 @@ class Job:
     rows_per_part: int
     group_size: int
     max_segments: int = 0  # packed output: examples per row at most (0: unpacked)
+    vocab_size: int = 0  # ids are below it (compact outputs store the narrowest type)
 
     @property
     def groups_per_part(self) -> int:
@@ -117,6 +122,7 @@ def make_job(prep: Prepared, out: Path) -> Job:
         rows_per_part=rows_per_part(cfg),
         group_size=cfg.group_size,
         max_segments=max_segments_of(prep),
+        vocab_size=tok.vocab_size,
     )
 
 
@@ -173,6 +179,25 @@ def plan_table(prep: Prepared) -> dict[str, Any]:
         "expected_efficiency": expected_efficiency_of(prep),
         "packing": packing_plan(prep),
         "tokenizer": prep.tokenizer.to_dict(),
+        "disk": disk_plan(prep),
+    }
+
+
+def disk_plan(prep: Prepared) -> dict[str, Any] | None:
+    """Expected shard bytes per raw input token, one epoch and all ``--epochs`` (unpacked Arrow
+    outputs; None otherwise), default and ``--compact``."""
+    cfg = prep.cfg
+    if cfg.pack_factor or cfg.format != "arrow":
+        return None
+    idb = np.dtype(dtype_of(id_type(prep.tokenizer.vocab_size))).itemsize
+    est = {
+        name: disk_estimate(prep.plans, cfg.lengths, compact=c, id_bytes=idb)
+        for name, c in (("default", False), ("compact", True))
+    }
+    return {
+        "epochs": cfg.epochs,
+        "compact": cfg.compact,
+        "bytes_per_raw_token": {k: v["bytes_per_raw_token"] for k, v in est.items()},
     }
 
 

@@ -22,7 +22,13 @@ import pyarrow as pa
 
 from ..config import Lengths
 from ..errors import OutputError
-from ..output.schema import packed_record_batch, record_batch, with_components
+from ..output.schema import (
+    compact_packed_record_batch,
+    compact_record_batch,
+    packed_record_batch,
+    record_batch,
+    with_components,
+)
 from ..output.shards import ShardWriter
 from ..rows.base import Rows, SpecialIds
 from ..rows.chunk import Chunker, ChunkerState, Group
@@ -76,12 +82,29 @@ def group_rows(
 
 
 def group_batch(
-    grp: Group, rows: Rows | PackedRows, lengths: Lengths, file_idx: int
+    grp: Group,
+    rows: Rows | PackedRows,
+    lengths: Lengths,
+    file_idx: int,
+    compact: tuple[int, int] | None = None,
 ) -> pa.RecordBatch:
-    """The record batch of a group's rows (:func:`group_rows`)."""
+    """The record batch of a group's rows (:func:`group_rows`); ``compact``: ``(vocab size, pad
+    id)`` of a ``--compact`` output."""
     if isinstance(rows, PackedRows):
+        if compact is not None:
+            return compact_packed_record_batch(rows, lengths, file_idx, *compact)
         return packed_record_batch(rows, lengths, file_idx)
     n = len(grp.starts)
+    if compact is not None:
+        return compact_record_batch(
+            rows,
+            lengths,
+            grp.components,
+            file_idx,
+            grp.first_example + np.arange(n),
+            grp.token_offset,
+            *compact,
+        )
     return record_batch(
         rows,
         lengths,
@@ -168,7 +191,8 @@ class EpochStream:
         rows = group_rows(
             grp, job.plans, job.special, cfg.example_lengths, cfg.lengths, job.max_segments
         )
-        batch = group_batch(grp, rows, cfg.lengths, self.file_idx)
+        compact = (job.vocab_size, job.special.pad) if cfg.compact else None
+        batch = group_batch(grp, rows, cfg.lengths, self.file_idx, compact)
         if self.writer is None:
             path = self.out / job.shard_name(self.epoch, self.file_idx, self.part)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -220,3 +220,36 @@ def targets_length_window(
 def plans_for(cfg: PrepareConfig) -> tuple[ComponentPlan, ...]:
     """The component plans of a prepare config (at its example lengths)."""
     return plan(cfg.mixture, cfg.example_lengths)
+
+
+#: bytes per row of the per-example columns every unpacked row carries (input_length,
+#: target_length, denoiser, source_file, example_index, token_offset)
+_META_BYTES = 4 + 4 + 1 + 4 + 8 + 8
+
+
+def disk_estimate(
+    plans: Sequence[ComponentPlan], lengths: Lengths, *, compact: bool, id_bytes: int
+) -> dict[str, float]:
+    """Expected shard bytes of an unpacked Arrow output per row and per raw input token, for one
+    epoch (``--epochs K`` writes K corruptions: K times as much). Default rows: int32 ids and
+    labels and an int8 mask over the full widths; compact rows: ``id_bytes`` per real token plus
+    4-byte list offsets, no mask. Arrow framing (a few hundred bytes per record batch) is left
+    out; Parquet is compressed and not estimated."""
+    p = np.array([c.probability for c in plans])
+    raw = float(p @ np.array([c.raw_length for c in plans]))
+    mi = float(p @ np.array([c.mean_input_tokens for c in plans]))
+    mt = float(p @ np.array([c.mean_target_tokens for c in plans]))
+    enc = lengths.layout == "encoder-decoder"
+    meta = _META_BYTES + (0 if enc else 4)  # decoder-only: prefix_length
+    if enc:
+        wi, wt = lengths.inputs_length, lengths.targets_length
+        row = 4.0 * (wi + wt) + wi
+        real = mi + mt
+    else:
+        wi = wt = lengths.seq_length
+        row = 9.0 * wi
+        real = mi
+    if compact:
+        row = id_bytes * real + 4 * (2 if enc else 1)
+    row += meta
+    return {"bytes_per_row": row, "bytes_per_raw_token": row / max(raw, 1.0)}
