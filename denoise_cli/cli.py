@@ -182,6 +182,14 @@ def prepare(
             "derivable labels (open_dataset/torch_data rebuild the same batches)."
         ),
     ] = False,
+    unit_size: Annotated[
+        str,
+        typer.Option(
+            help="A Parquet file larger than this (bytes: 256MiB, 1GB) is split into units of whole "
+            "row groups that run on different workers (part of what the examples depend on); "
+            "0 = one unit per file."
+        ),
+    ] = "256MiB",
     engine: Annotated[
         Engine,
         typer.Option(
@@ -289,6 +297,7 @@ def prepare(
             pack=pack,
             group_size=group_size,
             compact=compact,
+            unit_size=unit_size,
         ).config()
         n_shards, s_index = array_task(num_shards, shard_index)
         from .source.fs import parse_storage_options

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
+from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size, parse_unit_size
 from .output.shards import FORMATS
 from .source.discover import ACCEPTED_SUFFIXES
 
@@ -135,6 +135,7 @@ class ConfigOptions:
     pack: int = 0
     group_size: int = 1024
     compact: bool = False
+    unit_size: str = "256MiB"
 
     def config(self) -> PrepareConfig:
         layout = Layout(self.layout).value
@@ -162,6 +163,7 @@ class ConfigOptions:
             pack_factor=self.pack,
             group_size=self.group_size,
             compact=self.compact,
+            unit_bytes=parse_unit_size(self.unit_size),
         )
 
 

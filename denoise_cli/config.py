@@ -568,3 +568,14 @@ def parse_size(text: str) -> tuple[int, int]:
     if b < 4096:
         raise ConfigError(f"shard size {text!r} is below 4 KiB")
     return 0, b
+
+
+def parse_unit_size(text: str) -> int:
+    """``--unit-size``: bytes (``"256MiB"``, ``"1GB"``) above which a Parquet file is split into
+    units of whole row groups; ``"0"`` never splits."""
+    if text.strip() == "0":
+        return 0
+    rows, b = parse_size(text)
+    if rows:
+        raise ConfigError(f"--unit-size takes bytes (e.g. 256MiB) or 0, got {text!r}")
+    return b

@@ -514,3 +514,29 @@ def test_token_and_prepare_config_validation() -> None:
     fp = cfg.fingerprint_dict()
     assert fp["seed"] == 7 and fp["lengths"] == {"layout": "decoder-only", "seq_length": 256}
     json.dumps(fp)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", 0), ("256MiB", 256 * 2**20), ("1GB", 10**9), ("64 KiB", 64 * 2**10)],
+)
+def test_unit_size_parses_bytes(text: str, expected: int) -> None:
+    from denoise_cli.config import parse_unit_size
+
+    assert parse_unit_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["5000", "-1", "1KB", "lots"])
+def test_unit_size_refuses_rows_and_junk(text: str) -> None:
+    from denoise_cli.config import parse_unit_size
+
+    with pytest.raises(ConfigError):
+        parse_unit_size(text)
+
+
+def test_unit_size_flag_reaches_the_config() -> None:
+    from denoise_cli.cli_options import ConfigOptions
+
+    assert ConfigOptions(unit_size="0").config().unit_bytes == 0
+    assert ConfigOptions(unit_size="1GiB").config().unit_bytes == 2**30
+    assert ConfigOptions().config().unit_bytes == 256 * 2**20
