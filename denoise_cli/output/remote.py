@@ -73,7 +73,7 @@ class RemoteOutput:
         self.options = dict(storage_options or {})
         scheme = url.split("://", 1)[0].split("::")[-1].lower()
         try:
-            self.fs, root = url_to_fs(self.url, **self.options)
+            self.fs, root = url_to_fs(url, **self.options)
         except ImportError:
             extra = EXTRAS.get(scheme)
             hint = f"pip install 'denoise-cli[{extra}]'" if extra else "install its fsspec package"
@@ -82,7 +82,7 @@ class RemoteOutput:
             raise ConfigError(f"cannot use the output {url}: {_one_line(e)}") from None
         self.root = str(root).rstrip("/")
         if not self.root or self.root == "/":
-            raise ConfigError(f"{url}: give a prefix inside the bucket, not its root")
+            raise ConfigError(f"{url}: give a directory or a prefix, not the filesystem's root")
         self.atomic_put = "local" in getattr(self.fs, "protocol", ()) or "file" in getattr(
             self.fs, "protocol", ()
         )
