@@ -357,3 +357,19 @@ def test_remote_output_refuses_a_bucket_root_and_bad_listings(tmp_path: Path) ->
     assert r.listdir() == {} and r.read("denoise.json") is None
     with pytest.raises(OutputError, match="'..'"):
         r.key("../y")
+
+
+@pytest.mark.slow
+def test_ray_engine_needs_no_shared_filesystem(
+    s3: dict[str, Any], reference: Path, tmp_path: Path
+) -> None:
+    """--engine ray from s3:// to s3://: each task stages in its own directory and uploads;
+    nothing is left in the staging directory and the bytes equal a local run's."""
+    pytest.importorskip("ray")
+    stage = tmp_path / "stage"
+    m = prepare(["s3://bucket/raw/"], "s3://bucket/ray/", cfg(), tokenizer=T5_TINY, workers=2,
+                progress=False, storage_options=s3, engine="ray",
+                staging_dir=str(stage))  # fmt: skip
+    assert bucket_shards(s3fs_of(s3), "bucket/ray") == local_shards(reference)
+    assert m["totals"] == json.loads((reference / "denoise.json").read_bytes())["totals"]
+    assert list(stage.iterdir()) == []
