@@ -5,7 +5,8 @@ worker does, so the shards are byte-identical to ``--engine local`` for any clus
 driver (the ``denoise prepare`` process) holds the output lock and writes the manifest once
 every task is done; workers read the inputs and write shards + commit records under the output
 directory, so **inputs and output must be on a filesystem every node sees at the same path**
-(NFS, Lustre, GPFS, a single machine). Object stores (``s3://``...) are not supported.
+(NFS, Lustre, GPFS, a single machine), or behind URLs: with an object-store ``OUT`` the unit is
+``prepare.publish.RemoteUnit``, which stages in the task's own directory and uploads.
 
 - The job (config, plans, tokenizer JSON) is ``ray.put`` once
   and passed by reference; each worker process deserializes it (and builds its tokenizer) once
