@@ -37,14 +37,24 @@ T5_TINY = str(REPO / "tests" / "data" / "t5-tiny-tokenizer.json")
 CLI_ARGS = ["-I", "64", "-T", "64", "--shard-size", "64", "--group-size", "64"]
 
 
-def cfg(seed: int = 0) -> PrepareConfig:
+def cfg(seed: int = 0, epochs: int = 1) -> PrepareConfig:
     return PrepareConfig(
         mixture=load_mixture("ul2"),
         lengths=Lengths("encoder-decoder", 64, 64),
         shard_rows=64,
         group_size=64,
         seed=seed,
+        epochs=epochs,
     )
+
+
+def tree(out: Path) -> dict[str, str]:
+    """Every file of an output but its resume state, by relative path."""
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and ".denoise" not in p.parts
+    }
 
 
 def local_shards(out: Path) -> dict[str, str]:
@@ -405,6 +415,20 @@ def test_file_url_output(raw: Path, reference: Path, tmp_path: Path) -> None:
     assert merged["totals"]["rows"] == m["totals"]["rows"]
     with pytest.raises(ConfigError, match="merge writes a local directory"):
         merge([str(out)], (tmp_path / "m2").as_uri())
+
+
+def test_file_url_output_with_epochs(
+    raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--epochs 2 into a URL: every epoch directory and manifest as in a local run."""
+    monkeypatch.setenv("DENOISE_CACHE_DIR", str(tmp_path / "cache"))
+    local, url_out = tmp_path / "local", tmp_path / "url"
+    prepare([str(raw)], str(local), cfg(epochs=2), tokenizer=T5_TINY, workers=1, progress=False)
+    prepare(
+        [str(raw)], url_out.as_uri(), cfg(epochs=2), tokenizer=T5_TINY, workers=2, progress=False
+    )
+    assert tree(url_out) == tree(local) and "epoch-1/denoise.json" in tree(local)
+    assert verify(url_out.as_uri()).rows > 0
 
 
 def test_remote_output_refuses_a_bucket_root_and_bad_listings(tmp_path: Path) -> None:
