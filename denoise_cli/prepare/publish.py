@@ -62,16 +62,10 @@ class StoreMirror:
 
     def __init__(self, remote: RemoteOutput, stage: Path, epochs: int) -> None:
         self.remote, self.stage, self.epochs = remote, stage, epochs
-        self._sizes: dict[str, dict[str, int]] = {}
-
-    def _listing(self, d: str) -> dict[str, int]:
-        if d not in self._sizes:
-            self._sizes[d] = self.remote.listdir(d)
-        return self._sizes[d]
 
     def shard_ok(self, rel: str, size: int) -> bool:
-        d, _, name = check_rel(self.remote.url, rel, "commit record shard").rpartition("/")
-        return self._listing(d).get(name) == size
+        # one HEAD per part: the cost of a resume grows with this file's parts, not the output's
+        return self.remote.size(check_rel(self.remote.url, rel, "commit record shard")) == size
 
     def committed(self, rels: Sequence[str]) -> None:
         for rel in rels:
@@ -86,7 +80,6 @@ class StoreMirror:
             for name in sorted(self.remote.listdir(d)):
                 if fnmatch.fnmatchcase(name, pat):
                     self.remote.remove(f"{d}/{name}")
-        self._sizes.clear()
 
 
 def stage_file(remote: RemoteOutput, stage: Path, epochs: int, file_idx: int) -> None:
@@ -98,16 +91,13 @@ def stage_file(remote: RemoteOutput, stage: Path, epochs: int, file_idx: int) ->
     if remote.size(rel_of(frec)) is not None:
         remote.get(rel_of(frec), stage / frec)
         return
-    names = remote.listdir(f"{STATE_DIR}/parts")
     mirror = StoreMirror(remote, stage, epochs)
     for e in range(epochs):
         last = None
         part = 0
         while True:
             rp = part_record(_ROOT, e, file_idx, part)
-            if rp.name not in names:
-                break
-            rec = remote.read_json(rel_of(rp))
+            rec = remote.read_json(rel_of(rp))  # read by name: no listing of every record
             if rec is None or not rec.get("shard"):
                 break
             if not mirror.shard_ok(str(rec["shard"]), int(rec["bytes"])):
