@@ -89,9 +89,10 @@ def reference(raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def s3(raw: Path) -> Iterator[dict[str, Any]]:
-    """A moto S3 server on 127.0.0.1 holding ``raw`` under s3://bucket/raw/; yields the storage
+    """A moto S3 server on 127.0.0.1 holding ``raw`` under s3://objout/raw/; yields the storage
     options that reach it, and sets the standard AWS variables so that the commands without
-    --storage-options (verify, stats, inspect) reach it too."""
+    --storage-options (verify, stats, inspect) reach it too. (moto keeps its buckets in memory
+    shared by every server of this process: a bucket of our own, removed at the end.)"""
     pytest.importorskip("s3fs")
     server_mod = pytest.importorskip("moto.server")
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -104,10 +105,12 @@ def s3(raw: Path) -> Iterator[dict[str, Any]]:
         import s3fs
 
         fs = s3fs.S3FileSystem(skip_instance_cache=True, **opts)
-        fs.mkdir("bucket")
+        fs.mkdir("objout")
         for p in sorted(raw.iterdir()):
-            fs.pipe(f"bucket/raw/{p.name}", p.read_bytes())
+            fs.pipe(f"objout/raw/{p.name}", p.read_bytes())
         yield opts
+        fs.invalidate_cache()
+        fs.rm("objout", recursive=True)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -147,12 +150,12 @@ def assert_same_examples(url: str, opts: dict[str, Any] | None, ref: Path, cache
 def test_prepare_s3_to_s3_equals_a_local_run(
     s3: dict[str, Any], reference: Path, tmp_path: Path
 ) -> None:
-    """s3://bucket/raw/ -> s3://bucket/out/ with two worker processes: the same shards (bytes),
+    """s3://objout/raw/ -> s3://objout/out/ with two worker processes: the same shards (bytes),
     the same examples through open_dataset, and verify/stats/inspect work on the URL."""
     stage = tmp_path / "stage"
     m = prepare(
-        ["s3://bucket/raw/"],
-        "s3://bucket/out/",
+        ["s3://objout/raw/"],
+        "s3://objout/out/",
         cfg(),
         tokenizer=T5_TINY,
         workers=2,
@@ -161,35 +164,35 @@ def test_prepare_s3_to_s3_equals_a_local_run(
         staging_dir=str(stage),
     )
     fs = s3fs_of(s3)
-    assert bucket_shards(fs, "bucket/out") == local_shards(reference)
+    assert bucket_shards(fs, "objout/out") == local_shards(reference)
     ref_m = json.loads((reference / "denoise.json").read_bytes())
     assert m["totals"] == ref_m["totals"]
-    assert json.loads(fs.cat_file("bucket/out/denoise.json")) == m
-    assert fs.cat_file("bucket/out/tokenizer.json") == (reference / "tokenizer.json").read_bytes()
-    assert not fs.exists("bucket/out/.denoise/lock")  # released
+    assert json.loads(fs.cat_file("objout/out/denoise.json")) == m
+    assert fs.cat_file("objout/out/tokenizer.json") == (reference / "tokenizer.json").read_bytes()
+    assert not fs.exists("objout/out/.denoise/lock")  # released
     assert list(stage.iterdir()) == []  # staging directories are removed
-    assert "testing" not in fs.cat_file("bucket/out/denoise.json").decode()
-    assert_same_examples("s3://bucket/out/", s3, reference, tmp_path / "cache")
+    assert "testing" not in fs.cat_file("objout/out/denoise.json").decode()
+    assert_same_examples("s3://objout/out/", s3, reference, tmp_path / "cache")
     # the read commands, on the URL (credentials and endpoint from the AWS variables)
     os.environ["DENOISE_CACHE_DIR"] = str(tmp_path / "cache2")
     try:
-        rep = verify("s3://bucket/out/")
+        rep = verify("s3://objout/out/")
         assert rep.rows == m["totals"]["rows"]
-        assert compute("s3://bucket/out/").rows == compute(reference).rows
-        assert "row 0" in inspect_rows("s3://bucket/out/", n=1)
+        assert compute("s3://objout/out/").rows == compute(reference).rows
+        assert "row 0" in inspect_rows("s3://objout/out/", n=1)
     finally:
         del os.environ["DENOISE_CACHE_DIR"]
     # a rerun of a complete output is a no-op resume, with the same bytes
     prepare(
-        ["s3://bucket/raw/"],
-        "s3://bucket/out/",
+        ["s3://objout/raw/"],
+        "s3://objout/out/",
         cfg(),
         tokenizer=T5_TINY,
         workers=1,
         progress=False,
         storage_options=s3,
     )
-    assert bucket_shards(fs, "bucket/out") == local_shards(reference)
+    assert bucket_shards(fs, "objout/out") == local_shards(reference)
 
 
 def test_localize_keeps_whole_files_and_refreshes_on_a_new_manifest(
@@ -197,7 +200,7 @@ def test_localize_keeps_whole_files_and_refreshes_on_a_new_manifest(
 ) -> None:
     """The cache copy: a second open downloads nothing; a damaged cached shard (other size) is
     fetched again; a new run at the URL gets a new copy."""
-    url = "s3://bucket/cache-test/"
+    url = "s3://objout/cache-test/"
     prepare(
         [str(raw)], url, cfg(), tokenizer=T5_TINY, workers=1, progress=False, storage_options=s3
     )
@@ -244,7 +247,7 @@ def test_kill9_then_resume_against_the_bucket(
     fs = s3fs_of(s3)
     ref = local_shards(reference)
     env = {**os.environ, **env_for(s3), "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "denoise_cli", "prepare", "s3://bucket/raw/", "s3://bucket/k/"]
+    cmd = [sys.executable, "-m", "denoise_cli", "prepare", "s3://objout/raw/", "s3://objout/k/"]
     cmd += [*CLI_ARGS, "--tokenizer", T5_TINY, "--quiet", "--staging-dir", str(tmp_path)]
     kills = 0
     for target in (1, 8):
@@ -255,25 +258,25 @@ def test_kill9_then_resume_against_the_bucket(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        while p.poll() is None and _parts(fs, "bucket/k") < target:
+        while p.poll() is None and _parts(fs, "objout/k") < target:
             time.sleep(0.02)
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             kills += 1
         p.communicate()
-        got = bucket_shards(fs, "bucket/k")
+        got = bucket_shards(fs, "objout/k")
         assert got and all(ref[name] == h for name, h in got.items())
         if p.returncode != 0:
-            assert not fs.exists("bucket/k/denoise.json")
+            assert not fs.exists("objout/k/denoise.json")
     assert kills >= 1
-    assert fs.exists("bucket/k/.denoise/lock")  # the dead run's
+    assert fs.exists("objout/k/.denoise/lock")  # the dead run's
     res = subprocess.run([*cmd, "--workers", "1"], env=env, capture_output=True, timeout=600)
     assert res.returncode == 0, res.stderr.decode()
-    assert bucket_shards(fs, "bucket/k") == ref
-    m = json.loads(fs.cat_file("bucket/k/denoise.json"))
+    assert bucket_shards(fs, "objout/k") == ref
+    m = json.loads(fs.cat_file("objout/k/denoise.json"))
     assert m["totals"] == json.loads((reference / "denoise.json").read_bytes())["totals"]
     res = subprocess.run(
-        [sys.executable, "-m", "denoise_cli", "verify", "s3://bucket/k/"],
+        [sys.executable, "-m", "denoise_cli", "verify", "s3://objout/k/"],
         env={**env, "DENOISE_CACHE_DIR": str(tmp_path / "cache")},
         capture_output=True,
         timeout=600,
@@ -285,12 +288,12 @@ def test_foreign_prefix_is_refused_and_overwrite_keeps_foreign_keys(
     s3: dict[str, Any], raw: Path
 ) -> None:
     fs = s3fs_of(s3)
-    fs.pipe("bucket/foreign/notes.txt", b"mine")
+    fs.pipe("objout/foreign/notes.txt", b"mine")
     for overwrite in (False, True):
         with pytest.raises(OutputError, match="not a denoise output"):
             prepare(
                 [str(raw)],
-                "s3://bucket/foreign/",
+                "s3://objout/foreign/",
                 cfg(),
                 tokenizer=T5_TINY,
                 workers=1,
@@ -299,15 +302,15 @@ def test_foreign_prefix_is_refused_and_overwrite_keeps_foreign_keys(
                 overwrite=overwrite,
             )
     fs.invalidate_cache()
-    assert fs.find("bucket/foreign") == ["bucket/foreign/notes.txt"]
+    assert fs.find("objout/foreign") == ["objout/foreign/notes.txt"]
     # our own output with a foreign key next to it: another config needs --overwrite, which
     # removes only our entries
-    url = "s3://bucket/ours/"
+    url = "s3://objout/ours/"
     prepare(
         [str(raw)], url, cfg(), tokenizer=T5_TINY, workers=1, progress=False, storage_options=s3
     )
-    fs.pipe("bucket/ours/notes.txt", b"mine")
-    fs.pipe("bucket/ours/data/00099-00000.arrow", b"stray shard")
+    fs.pipe("objout/ours/notes.txt", b"mine")
+    fs.pipe("objout/ours/data/00099-00000.arrow", b"stray shard")
     with pytest.raises(OutputError, match="different configuration"):
         prepare(
             [str(raw)],
@@ -329,9 +332,9 @@ def test_foreign_prefix_is_refused_and_overwrite_keeps_foreign_keys(
         overwrite=True,
     )
     fs.invalidate_cache()
-    assert fs.cat_file("bucket/ours/notes.txt") == b"mine"
-    assert not fs.exists("bucket/ours/data/00099-00000.arrow")
-    assert json.loads(fs.cat_file("bucket/ours/denoise.json"))["seed"] == 5
+    assert fs.cat_file("objout/ours/notes.txt") == b"mine"
+    assert not fs.exists("objout/ours/data/00099-00000.arrow")
+    assert json.loads(fs.cat_file("objout/ours/denoise.json"))["seed"] == 5
 
 
 def test_a_live_lock_is_respected(s3: dict[str, Any], raw: Path) -> None:
@@ -339,11 +342,11 @@ def test_a_live_lock_is_respected(s3: dict[str, Any], raw: Path) -> None:
     dead process is taken over."""
     fs = s3fs_of(s3)
     held = {"host": socket.gethostname(), "pid": os.getpid(), "token": "x", "time": time.time()}
-    fs.pipe("bucket/locked/.denoise/lock", orjson.dumps(held))
+    fs.pipe("objout/locked/.denoise/lock", orjson.dumps(held))
     with pytest.raises(OutputError, match="locked by a running"):
         prepare(
             [str(raw)],
-            "s3://bucket/locked/",
+            "s3://objout/locked/",
             cfg(),
             tokenizer=T5_TINY,
             workers=1,
@@ -354,10 +357,10 @@ def test_a_live_lock_is_respected(s3: dict[str, Any], raw: Path) -> None:
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
     )
     held["pid"] = int(dead.stdout)
-    fs.pipe("bucket/locked/.denoise/lock", orjson.dumps(held))
+    fs.pipe("objout/locked/.denoise/lock", orjson.dumps(held))
     m = prepare(
         [str(raw)],
-        "s3://bucket/locked/",
+        "s3://objout/locked/",
         cfg(),
         tokenizer=T5_TINY,
         workers=1,
@@ -372,13 +375,13 @@ def test_resume_reads_only_keys_that_pass_the_path_rules(
 ) -> None:
     """A commit record in the bucket whose carry path leaves the output is refused, not used."""
     fs = s3fs_of(s3)
-    url = "s3://bucket/crafted/"
+    url = "s3://objout/crafted/"
     prepare(
         [str(raw)], url, cfg(), tokenizer=T5_TINY, workers=1, progress=False, storage_options=s3
     )
     fs.invalidate_cache()
-    fs.rm("bucket/crafted/.denoise/files", recursive=True)  # file 0 unfinished again
-    rec_key = "bucket/crafted/.denoise/parts/E000-00000-00002.json"
+    fs.rm("objout/crafted/.denoise/files", recursive=True)  # file 0 unfinished again
+    rec_key = "objout/crafted/.denoise/parts/E000-00000-00002.json"
     rec = json.loads(fs.cat_file(rec_key))
     rec["carry"] = "../../elsewhere.npy"
     fs.pipe(rec_key, orjson.dumps(rec))
@@ -449,8 +452,8 @@ def test_ray_engine_needs_no_shared_filesystem(
     pytest.importorskip("ray")
     stage = tmp_path / "stage"
     m = prepare(
-        ["s3://bucket/raw/"],
-        "s3://bucket/ray/",
+        ["s3://objout/raw/"],
+        "s3://objout/ray/",
         cfg(),
         tokenizer=T5_TINY,
         workers=2,
@@ -459,6 +462,6 @@ def test_ray_engine_needs_no_shared_filesystem(
         engine="ray",
         staging_dir=str(stage),
     )
-    assert bucket_shards(s3fs_of(s3), "bucket/ray") == local_shards(reference)
+    assert bucket_shards(s3fs_of(s3), "objout/ray") == local_shards(reference)
     assert m["totals"] == json.loads((reference / "denoise.json").read_bytes())["totals"]
     assert list(stage.iterdir()) == []
