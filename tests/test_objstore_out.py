@@ -272,6 +272,7 @@ def test_kill9_then_resume_against_the_bucket(
     assert fs.exists("objout/k/.denoise/lock")  # the dead run's
     res = subprocess.run([*cmd, "--workers", "1"], env=env, capture_output=True, timeout=600)
     assert res.returncode == 0, res.stderr.decode()
+    assert "resuming: " in res.stderr.decode()  # work from the bucket was reused
     assert bucket_shards(fs, "objout/k") == ref
     m = json.loads(fs.cat_file("objout/k/denoise.json"))
     assert m["totals"] == json.loads((reference / "denoise.json").read_bytes())["totals"]
