@@ -161,7 +161,8 @@ def _bare_worker(
 ) -> None:
     import tokenizers
 
-    from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+    from denoise_cli.source.discover import find_inputs
+    from denoise_cli.source.read import FileStats, iter_batches
     from denoise_cli.source.tokenize import load_tokenizer_json
 
     tok = tokenizers.Tokenizer.from_str(load_tokenizer_json(tokenizer)[0])
@@ -451,7 +452,8 @@ def child_stages(spec: dict[str, Any]) -> dict[str, Any]:
     # Tokenizer alone, CPU seconds, on a few batches, alternating the order batch by batch: the
     # bare GPT-2 tokenizer (no added tokens, default flags) vs the pipeline's extended tokenizer
     # (added special tokens, encode_special_tokens=True).
-    from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+    from denoise_cli.source.discover import find_inputs
+    from denoise_cli.source.read import FileStats, iter_batches
 
     nb = int(spec.get("compare_batches", 3))
     sub = []

@@ -164,7 +164,7 @@ def main() -> int:
     import numpy
     import tokenizers
 
-    from denoise_cli.source.read import find_inputs
+    from denoise_cli.source.discover import find_inputs
 
     files = find_inputs(inputs)
     size = sum(f.size for f in files)

@@ -48,7 +48,8 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "corpus"
 GOAL = 0.03
 
-from denoise_cli.source.read import FileStats, InputFile, find_inputs, iter_batches  # noqa: E402
+from denoise_cli.source.discover import InputFile, find_inputs  # noqa: E402
+from denoise_cli.source.read import FileStats, iter_batches  # noqa: E402
 from denoise_cli.source.tokenize import Encoder, load_tokenizer_json  # noqa: E402
 
 

@@ -52,7 +52,7 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def inputs_of(args: argparse.Namespace) -> list[str]:
-    from denoise_cli.source.read import find_inputs
+    from denoise_cli.source.discover import find_inputs
 
     files = find_inputs([args.input])
     if args.files:
@@ -96,7 +96,8 @@ def child(args: argparse.Namespace) -> None:
     import orjson
 
     from denoise_cli.source import fastbpe
-    from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+    from denoise_cli.source.discover import find_inputs
+    from denoise_cli.source.read import FileStats, iter_batches
 
     batches: list[list[str]] = []
     for f in find_inputs(files):

@@ -6,16 +6,32 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
-from enum import Enum
 from typing import Annotated, Any
 
 import typer
 
 from . import __version__
-from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
+from .cli_options import (
+    INPUT_EXTENSIONS,
+    AddTokensOpt,
+    ConfigOptions,
+    DocSeparator,
+    Engine,
+    Format,
+    InputsLengthOpt,
+    Layout,
+    LayoutOpt,
+    MixtureOpt,
+    ModeTokensOpt,
+    OnError,
+    SentinelOpt,
+    SeqLengthOpt,
+    TargetsLengthOpt,
+    TokenizerBackend,
+    TokenizerOpt,
+    command_reference,
+)
 from .errors import ConfigError, DenoiseError, Interrupted
-from .source.read import ACCEPTED_SUFFIXES
 
 app = typer.Typer(
     add_completion=False,
@@ -24,40 +40,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-#: The input file kinds ``prepare`` reads: the reader's own list (help text, README and tests).
-INPUT_EXTENSIONS = ACCEPTED_SUFFIXES
-
-
-class Layout(str, Enum):
-    encoder_decoder = "encoder-decoder"
-    decoder_only = "decoder-only"
-
-
-class Format(str, Enum):
-    arrow = "arrow"
-    parquet = "parquet"
-
-
-class OnError(str, Enum):
-    skip = "skip"
-    fail = "fail"
-
-
-class DocSeparator(str, Enum):
-    eos = "eos"
-    none = "none"
-
-
-class Engine(str, Enum):
-    local = "local"
-    ray = "ray"
-
-
-class TokenizerBackend(str, Enum):
-    auto = "auto"
-    hf = "hf"
-    fast = "fast"
 
 
 def no_color() -> bool:
@@ -95,116 +77,6 @@ def _root(
     ] = False,
 ) -> None:
     """Turn raw text corpora into UL2-style pre-corrupted training data."""
-
-
-MixtureOpt = Annotated[
-    str,
-    typer.Option(
-        "--mixture",
-        "-m",
-        help="Preset (t5, ul2, ul2r, text-denoising), a .toml/.json mixture file, or a spec like 'R(3,0.15)@1;S(0.25)@1'.",
-    ),
-]
-TokenizerOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="tokenizer.json, a directory holding one, or a hub name. Default: the embedded GPT-2 BPE."
-    ),
-]
-LayoutOpt = Annotated[
-    Layout,
-    typer.Option(
-        help="encoder-decoder (input_ids[I] + labels[T]) or decoder-only (one sequence of --seq-length)."
-    ),
-]
-ModeTokensOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--mode-tokens/--no-mode-tokens",
-        help="Prepend [NLU]/[NLG]/[S2S] (default: as the mixture says).",
-    ),
-]
-InputsLengthOpt = Annotated[
-    int,
-    typer.Option(
-        "--inputs-length", "-I", help="Encoder length in tokens (encoder-decoder).", min=4
-    ),
-]
-TargetsLengthOpt = Annotated[
-    int,
-    typer.Option(
-        "--targets-length", "-T", help="Decoder length in tokens (encoder-decoder).", min=4
-    ),
-]
-SeqLengthOpt = Annotated[
-    int,
-    typer.Option("--seq-length", "-S", help="Sequence length in tokens (decoder-only).", min=4),
-]
-AddTokensOpt = Annotated[
-    bool,
-    typer.Option(
-        "--add-tokens/--no-add-tokens",
-        help="Add missing sentinels, mode and pad tokens to the vocabulary (else: error).",
-    ),
-]
-SentinelOpt = Annotated[
-    str,
-    typer.Option(help="Sentinel token names; {} is the index (T5: <extra_id_{}>)."),
-]
-
-
-@dataclass(frozen=True)
-class ConfigOptions:
-    """The options ``prepare`` and ``plan`` share, as given on the command line; one object,
-    filled by name, turned into the validated :class:`PrepareConfig`."""
-
-    mixture: str = "ul2"
-    mode_tokens: bool | None = None
-    layout: Layout | str = "encoder-decoder"
-    inputs_length: int = 512
-    targets_length: int = 512
-    seq_length: int = 1024
-    seed: int = 0
-    text_key: str = "text"
-    doc_separator: str = "eos"
-    fmt: str = "arrow"
-    shard_size: str = "256MiB"
-    on_error: str = "skip"
-    max_doc_chars: int = 0
-    add_tokens: bool = True
-    eos_token: str | None = None
-    pad_token: str | None = None
-    sentinel_template: str = "<extra_id_{}>"
-    epochs: int = 1
-    pack: int = 0
-    group_size: int = 1024
-
-    def config(self) -> PrepareConfig:
-        layout = Layout(self.layout).value
-        rows, nbytes = parse_size(self.shard_size)
-        return PrepareConfig(
-            mixture=load_mixture(self.mixture, mode_tokens=self.mode_tokens),
-            lengths=Lengths(
-                layout,  # type: ignore[arg-type]
-                self.inputs_length,
-                self.targets_length,
-                self.seq_length,
-            ),
-            tokens=TokenConfig(
-                self.sentinel_template, self.eos_token, self.pad_token, self.add_tokens
-            ),
-            seed=self.seed,
-            text_key=self.text_key,
-            doc_separator=self.doc_separator,  # type: ignore[arg-type]
-            format=self.fmt,  # type: ignore[arg-type]
-            shard_rows=rows,
-            shard_bytes=nbytes,
-            on_error=self.on_error,  # type: ignore[arg-type]
-            max_doc_chars=self.max_doc_chars,
-            epochs=self.epochs,
-            pack_factor=self.pack,
-            group_size=self.group_size,
-        )
 
 
 @app.command()
@@ -384,7 +256,9 @@ def prepare(
 ) -> None:
     """Read JSON lines or Parquet inputs, tokenize, apply the mixture of denoisers, write shards."""
     from .check import report
-    from .prepare.job import resolve
+    from .engines import check_ray
+    from .prepare.job import check_sentinels, resolve
+    from .prepare.run import array_task
     from .prepare.run import prepare as run_prepare
 
     try:
@@ -419,7 +293,7 @@ def prepare(
             pack=pack,
             group_size=group_size,
         ).config()
-        n_shards, s_index = _array_task(num_shards, shard_index)
+        n_shards, s_index = array_task(num_shards, shard_index)
         from .source.fs import parse_storage_options
 
         opts = parse_storage_options(storage_options)
@@ -470,75 +344,6 @@ def prepare(
         typer.echo(json.dumps({**manifest["totals"], "run": run}, indent=2))
     elif not quiet:
         typer.echo(report.prepare_summary(manifest, out, run))
-
-
-def check_sentinels(cfg: PrepareConfig, tokenizer: str | None) -> None:
-    """Under ``--no-add-tokens``: a tokenizer with fewer sentinels than the plan needs fails here,
-    suggesting the largest ``-I`` (``-S``) whose plan fits the sentinels it has."""
-    if cfg.tokens.add_missing:
-        return
-    from .config import FLAGS
-    from .rows.plan import largest_length_for_sentinels, plans_for, sentinels_needed
-    from .source.tokenize import load_tokenizer_json
-
-    need = sentinels_needed(plans_for(cfg))
-    text, source = load_tokenizer_json(tokenizer)
-    import tokenizers
-
-    tok = tokenizers.Tokenizer.from_str(text)
-    have = 0
-    while have < need and tok.token_to_id(cfg.tokens.sentinel_template.format(have)) is not None:
-        have += 1
-    if have >= need:
-        return
-    lengths = cfg.example_lengths
-    key = "inputs_length" if lengths.layout == "encoder-decoder" else "seq_length"
-    best = largest_length_for_sentinels(cfg.mixture, lengths, have)
-    flag = FLAGS[key]
-    if cfg.pack_factor:
-        hint = f"lower {flag} or --pack"
-    elif best:
-        hint = f"the largest {flag} that fits them is {best}"
-    else:
-        hint = f"no {flag} fits them"
-    raise ConfigError(
-        f"tokenizer {source} has {have} sentinel(s) ({cfg.tokens.sentinel_template.format(0)} "
-        f"...) but this plan needs {need} at {flag} {getattr(lengths, key)}: {hint}; or drop "
-        "--no-add-tokens to add the missing ones"
-    )
-
-
-def check_ray() -> None:
-    """``--engine ray`` without Ray fails here, before any bar or output directory."""
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise ConfigError(
-            "--engine ray needs Ray, which is not installed: pip install 'denoise-cli[ray]' "
-            "(or use --engine local)"
-        )
-
-
-def _array_task(num_shards: int | None, shard_index: int | None) -> tuple[int, int]:
-    """--num-shards/--shard-index, else Slurm's array variables, else (1, 0)."""
-    import os
-
-    from .errors import ConfigError
-
-    def env(name: str) -> int | None:
-        v = os.environ.get(name)
-        if v is None:
-            return None
-        try:
-            return int(v)
-        except ValueError:
-            raise ConfigError(f"{name}={v!r} is not an integer") from None
-
-    n = num_shards if num_shards is not None else env("SLURM_ARRAY_TASK_COUNT") or 1
-    i = shard_index if shard_index is not None else env("SLURM_ARRAY_TASK_ID") or 0
-    if num_shards is None and shard_index is None and "SLURM_ARRAY_TASK_ID" in os.environ:
-        i -= env("SLURM_ARRAY_TASK_MIN") or 0  # arrays may start at 1
-    return n, i
 
 
 @app.command()
@@ -613,7 +418,7 @@ def plan(
 ) -> None:
     """Print the mixture table with derived raw/input/target lengths, sentinels and padding."""
     from .check import report
-    from .prepare.job import resolve
+    from .prepare.job import check_sentinels, resolve
 
     try:
         cfg = ConfigOptions(
@@ -769,42 +574,9 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
-__all__ = ["app", "main"]
+__all__ = ["INPUT_EXTENSIONS", "ConfigOptions", "app", "main", "reference"]
 
 
 def reference(width: int = 96) -> str:
-    """The README's CLI reference, generated from the commands' parameters (a test keeps the
-    README equal to this): one synopsis per command, options with their choices or defaults."""
-    import typer.core
-    import typer.main
-
-    group: Any = typer.main.get_command(app)
-    out = []
-    for name, cmd in group.commands.items():
-        words = [f"denoise {name}"]
-        for p in cmd.params:
-            if isinstance(p, typer.core.TyperArgument):
-                words.append(f"{p.metavar or str(p.name).upper()}{'...' if p.nargs == -1 else ''}")
-                continue
-            if "--help" in p.opts:
-                continue
-            flag = "/".join(sorted(p.opts, key=len))
-            d = p.default
-            if p.secondary_opts:
-                words.append(f"[{p.opts[0]}/{p.secondary_opts[0]}]")
-            elif p.is_flag:
-                words.append(f"[{flag}]")
-            elif isinstance(d, Enum):
-                words.append(f"[{flag} {'|'.join(str(m.value) for m in type(d))}]")
-            else:
-                shown = "" if d is None or isinstance(d, list) else str(d)
-                words.append(f"[{flag} {shown or str(p.name).upper()}]")
-        lines, cur = [], ""
-        for w in words:
-            if cur and len(cur) + 1 + len(w) > width:
-                lines.append(cur)
-                cur = "        " + w
-            else:
-                cur = f"{cur} {w}" if cur else w
-        out.append("\n".join([*lines, cur]))
-    return "\n".join(out)
+    """The README's CLI reference (:func:`denoise_cli.cli_options.command_reference`)."""
+    return command_reference(app, width)

@@ -16,8 +16,10 @@ from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import ConfigError, InputError
 from denoise_cli.prepare.run import prepare
+from denoise_cli.source import decompress as D
 from denoise_cli.source import read as R
-from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+from denoise_cli.source.discover import find_inputs
+from denoise_cli.source.read import FileStats, iter_batches
 
 DOCS = [f"document {i}: " + "some plain words of text " * 8 for i in range(40)]
 
@@ -71,7 +73,7 @@ def test_json_array_file_is_read_as_records(tmp_path: Path, name: str) -> None:
 
 def test_json_array_over_the_limit_is_refused(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(R, "ARRAY_MAX_BYTES", 100)
-    monkeypatch.setattr(R, "BLOCK_SIZE", 64)
+    monkeypatch.setattr(D, "BLOCK_SIZE", 64)
     p = tmp_path / "big.json"
     p.write_bytes(json.dumps([{"text": t} for t in DOCS]).encode())
     texts, st = texts_of(p)

@@ -29,17 +29,15 @@ from reference import (
 
 from denoise_cli.config import PRESETS, Denoiser, Lengths, Mixture, PrepareConfig, load_mixture
 from denoise_cli.errors import ConfigError, InputError
-from denoise_cli.load.collator import (
-    DataCollatorForUL2,
+from denoise_cli.load.collator import DataCollatorForUL2, concat_ids, seed_mixture
+from denoise_cli.load.collator_corrupt import (
     RowPlan,
     choose_gaps,
-    concat_ids,
     corrupt_ragged,
     paired_compositions,
     ragged_compositions,
     ragged_span_masks,
     row_runs,
-    seed_mixture,
     source_room,
     uint32_keys,
 )

@@ -19,7 +19,8 @@ from denoise_cli.errors import ConfigError
 from denoise_cli.prepare.run import prepare
 from denoise_cli.source import fastbpe
 from denoise_cli.source import tokenize as tkz
-from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+from denoise_cli.source.discover import find_inputs
+from denoise_cli.source.read import FileStats, iter_batches
 from denoise_cli.source.tokenize import (
     Encoder,
     build_tokenizer,

@@ -105,6 +105,26 @@ def test_span_counts_matches_reference_on_grid() -> None:
     ]
 
 
+def test_span_counts_per_row_arrays_match_reference() -> None:
+    """One length, rate and mean span per row (the collator's use) agrees with the scalar
+    reference row by row, including half-way cases and the clamps at 1 and L-1."""
+    rng = np.random.default_rng(0)
+    Ls = np.concatenate([np.arange(2, 60), rng.integers(2, 5000, 2000), [50, 30, 5, 7]])
+    rates = np.concatenate(
+        [rng.choice([0.01, 0.15, 0.2, 0.25, 0.5, 0.99], len(Ls) - 4), [0.2, 0.2, 0.5, 0.5]]
+    )
+    mus = np.concatenate(
+        [rng.choice([1.0, 1.5, 2.5, 3.0, 4.0, 32.0, 64.0], len(Ls) - 4), [4.0, 4.0, 1.0, 100.0]]
+    )
+    n, s = span_counts(Ls, rates, mus)
+    got = [(int(a), int(b)) for a, b in zip(n, s, strict=True)]
+    want = [
+        ref.span_counts_ref(int(L), float(r), float(mu))
+        for L, r, mu in zip(Ls, rates, mus, strict=True)
+    ]
+    assert got == want
+
+
 def test_span_counts_round_half_to_even() -> None:
     assert span_counts(5, 0.5, 1.0)[0] == 2  # 2.5 -> 2
     assert span_counts(7, 0.5, 100.0)[0] == 4  # 3.5 -> 4

@@ -28,7 +28,7 @@ from denoise_cli.errors import ConfigError, OutputError, VerifyError
 from denoise_cli.output.layout import clear_output, output_path, remove_temporaries
 from denoise_cli.prepare.merge import merge
 from denoise_cli.prepare.run import prepare
-from denoise_cli.source.read import find_inputs
+from denoise_cli.source.discover import find_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "sample"

@@ -20,7 +20,8 @@ from denoise_cli.config import Lengths, Mixture, PrepareConfig, TokenConfig, loa
 from denoise_cli.errors import ConfigError, InputError, Interrupted, OutputError
 from denoise_cli.prepare.run import prepare
 from denoise_cli.rows.base import IGNORE_INDEX
-from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+from denoise_cli.source.discover import find_inputs
+from denoise_cli.source.read import FileStats, iter_batches
 from denoise_cli.source.stream import join_documents
 from denoise_cli.source.tokenize import TokenizerInfo
 

@@ -91,3 +91,48 @@ def test_terminal_gets_one_bar_with_the_figures() -> None:
     frames = buf.getvalue().split("\r")
     assert len(frames) > 2 and "files 1/2, 1 docs, 10 tokens" in frames[-1]
     assert "3 rows written" in frames[-1]
+
+
+def test_ray_log_lines_never_land_inside_the_bar() -> None:
+    """Ray's own log records (its handler would write into the bar's line: ``files 0/2<Ray's
+    warning>``) go through ``Progress.note`` while ``--engine ray`` runs: cleared bar, the line,
+    bar redrawn. Ray is not needed: the route works on the ``ray`` logger by name."""
+    import logging
+
+    from denoise_cli.engines.ray import RayLogRoute
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    buf = Tty()
+    ray_log = logging.getLogger("ray")
+    ray_own = logging.StreamHandler(buf)  # stands for Ray's stderr handler
+    ray_log.addHandler(ray_own)
+    try:
+        p = Progress(100, 2, True, stream=buf, clock=Clock())
+        with RayLogRoute(p, private=False):
+            assert ray_own not in ray_log.handlers
+            logging.getLogger("ray._private.x").warning(
+                "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled"
+            )
+            p.update(1, 10, 50)
+            logging.getLogger("ray.y").warning("object store is using /tmp")
+        with RayLogRoute(p, private=True):  # a private local instance: the notice is debug
+            logging.getLogger("ray._private.x").warning(
+                "Token authentication is enabled for this Ray cluster."
+            )
+            logging.getLogger("ray.y").info("started")
+        p.close()
+        assert ray_own in ray_log.handlers  # Ray's handlers are back
+    finally:
+        ray_log.removeHandler(ray_own)
+    out = buf.getvalue()
+    lines = out.split("\n")
+    for msg in ("ray: Token authentication is enabled", "ray: object store is using /tmp"):
+        (line,) = [ln for ln in lines if msg in ln]
+        # its own line: what precedes it on the line is only the bar being cleared
+        before, _, after = line.partition(msg)
+        assert before.split("\r")[-1] == "" and "prepare |" not in after
+    assert out.count("Token authentication") == 1 and "started" not in out
+    assert "files 0/2, 1 docs" in out.split("\r")[-1]  # the bar goes on below

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import zstandard
 
-import denoise_cli.source.read as R
+import denoise_cli.source.decompress as D
 from denoise_cli.errors import ConfigError, InputError
-from denoise_cli.source.read import DocBatch, FileStats, InputFile, find_inputs, iter_batches
+from denoise_cli.source.discover import InputFile, find_inputs
+from denoise_cli.source.read import DocBatch, FileStats, iter_batches
 
 # --------------------------------------------------------------------------- helpers
 
@@ -395,7 +396,7 @@ def test_max_doc_chars(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("block", [3, 10, 64, 1 << 22])
 def test_line_too_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
-    monkeypatch.setattr(R, "BLOCK_SIZE", block)
+    monkeypatch.setattr(D, "BLOCK_SIZE", block)
     long_doc = {"text": "x" * 200}
     data = jl({"text": "a"}, long_doc, {"text": "b"}, long_doc, long_doc, {"text": "c"})
     data += json.dumps(long_doc).encode()  # final long line without newline
@@ -419,7 +420,7 @@ def test_block_size_does_not_change_results(
     data = data.replace(b"\n", b"\r\n", 5) + b"\n\n  \n" + b'{"text": "tail"}'
     f = put_text(tmp_path, "m.jsonl.zst", data, frames=4)
     ref_texts, ref_batches, ref_st = read(f, batch_chars=30)
-    monkeypatch.setattr(R, "BLOCK_SIZE", block)
+    monkeypatch.setattr(D, "BLOCK_SIZE", block)
     texts, batches, st = read(f, batch_chars=30)
     assert texts == ref_texts == [*good, "tail"]
     assert [b.record_end for b in batches] == [b.record_end for b in ref_batches]
@@ -454,7 +455,7 @@ def test_many_tiny_documents(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["r.jsonl", "r.jsonl.zst", "r.jsonl.gz"])
 def test_resume_equals_tail(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(R, "BLOCK_SIZE", 97)  # resume points fall inside blocks
+    monkeypatch.setattr(D, "BLOCK_SIZE", 97)  # resume points fall inside blocks
     data, _, _ = _mixed()
     data = b"\n" + data.replace(b"\n", b"\n\n", 3)
     f = put_text(tmp_path, name, data)
@@ -725,11 +726,11 @@ def test_frame_walker_on_valid_frames(kw: dict[str, Any]) -> None:
     payloads = [b"", b"a", GOOD, os.urandom(300_000), b"z" * 1_000_000]
     for p in payloads:
         comp = zstandard.ZstdCompressor(**kw).compress(p)
-        w = R.ZstdFrameWalker()
+        w = D.ZstdFrameWalker()
         for i in range(0, len(comp), 7):
             w.feed(comp[i : i + 7])
         assert w.complete and not w.lost
-        w2 = R.ZstdFrameWalker()
+        w2 = D.ZstdFrameWalker()
         w2.feed(comp[:-1])
         assert not w2.complete
     # streaming compressor (unknown content size, several blocks, flushes)
@@ -743,6 +744,6 @@ def test_frame_walker_on_valid_frames(kw: dict[str, Any]) -> None:
             *chunker.finish(),
         ]
     )
-    w = R.ZstdFrameWalker()
+    w = D.ZstdFrameWalker()
     w.feed(out)
     assert w.complete

@@ -16,9 +16,11 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import denoise_cli.source.decompress as D
 import denoise_cli.source.read as R
 from denoise_cli.errors import InputError
-from denoise_cli.source.read import FileStats, InputFile, iter_batches
+from denoise_cli.source.discover import InputFile
+from denoise_cli.source.read import FileStats, iter_batches
 
 SETTINGS = settings(
     max_examples=200,
@@ -34,12 +36,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def block_size(n: int) -> Iterator[None]:
-    old = R.BLOCK_SIZE
-    R.BLOCK_SIZE = n
+    old = D.BLOCK_SIZE
+    D.BLOCK_SIZE = n
     try:
         yield
     finally:
-        R.BLOCK_SIZE = old
+        D.BLOCK_SIZE = old
 
 
 def make_file(workdir: Path, raw: bytes, compression: str) -> InputFile:

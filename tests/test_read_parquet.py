@@ -16,7 +16,8 @@ import zstandard
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import InputError, Interrupted
 from denoise_cli.prepare.run import prepare
-from denoise_cli.source.read import FileStats, InputFile, find_inputs, iter_batches
+from denoise_cli.source.discover import InputFile, find_inputs
+from denoise_cli.source.read import FileStats, iter_batches
 from denoise_cli.source.read_parquet import column_path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,8 +19,9 @@ from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import ConfigError
 from denoise_cli.prepare.run import prepare
+from denoise_cli.source.discover import find_inputs
 from denoise_cli.source.fs import is_url, parse_storage_options
-from denoise_cli.source.read import FileStats, find_inputs, iter_batches
+from denoise_cli.source.read import FileStats, iter_batches
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "sample"

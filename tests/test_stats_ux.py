@@ -69,6 +69,56 @@ def test_unknown_token_rate(outs: dict[str, str]) -> None:
     )
 
 
+def test_unknown_token_denominator_is_one_figure(outs: dict[str, str]) -> None:
+    """``stats`` and the ``prepare`` summary's sample count the same text tokens: the row's
+    tokens less the mode token, the sentinels, the final EOS and the EOS separating documents
+    (a slow per-row reference from the lengths and the manifest's ids)."""
+    from denoise_cli.check.stats import unknown_token_sample
+
+    out = outs["t5"]
+    m = read_manifest(out)
+    eos, unk = int(m["tokenizer"]["eos"]["id"]), int(m["tokenizer"]["unk"]["id"])
+    sent = set(m["tokenizer"]["sentinel_ids"])
+    a = open_dataset(out)[:]
+    text = seps = 0
+    for ids, il in zip(np.asarray(a["input_ids"]), np.asarray(a["input_length"]), strict=True):
+        row = ids[: int(il)].tolist()
+        assert row[-1] == eos
+        s = sum(1 for t in row[:-1] if t == eos)
+        text += len(row) - 2 - sum(1 for t in row if t in sent) - s
+        seps += s
+    assert seps > 0  # the sample has chunks spanning two documents: the case that differed
+    st = compute(out)
+    assert st.unk_base == text
+    assert unknown_token_sample(out, max_rows=10**9) == (st.unk_tokens, text, st.rows)
+    assert st.unk_tokens == int(np.count_nonzero(np.asarray(a["input_ids"]) == unk))
+
+
+def test_number_formats_are_consistent(outs: dict[str, str]) -> None:
+    """Counts with thousands separators, shares and rates as percentages with one decimal,
+    sizes in MiB with two decimals: in every row of a column, the total included."""
+    import re
+
+    text = CliRunner().invoke(app, ["stats", outs["t5"], outs["t5b"]]).output
+    lines = text.splitlines()
+    shard_head = next(i for i, ln in enumerate(lines) if ln.startswith("shard "))
+    body = lines[shard_head + 2 : lines.index("", shard_head)]
+    assert body[-1].startswith("total") and len(body) >= 3
+    for ln in body:
+        *_, mib = ln.split()
+        assert re.fullmatch(r"\d[\d,]*\.\d\d", mib), ln
+    comp_head = next(i for i, ln in enumerate(lines) if ln.startswith("component "))
+    comps = lines[comp_head + 2 : lines.index("", comp_head)]
+    assert len(comps) == 7
+    for ln in comps:
+        cells = ln.split()
+        assert all(re.fullmatch(r"\d+\.\d%", c) for c in cells[1:3] + cells[4:6]), ln
+    # no count of 1,000 or more without separators, outside file names
+    prose = [ln for ln in lines if "/" not in ln.split(":")[0]]
+    assert not [ln for ln in prose if re.search(r"(?<![\d.,_-])\d{4,}(?![\d-])", ln)]
+    assert re.search(r"tokens: \d{1,3}(,\d{3})+ read", text)
+
+
 def test_explain_one_span_per_row() -> None:
     comp = {
         "name": "X(64,0.15)",
@@ -111,18 +161,54 @@ def test_plot_has_a_panel_per_component_and_the_summaries(
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_plot_per_epoch_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--epochs K``: a last row with each component's share per epoch (checked against the
+    epoch's own ``segment_denoiser`` counts) and packed titles that say what is counted."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from denoise_cli.check import stats_render as stats_mod
+
+    cfg = PrepareConfig(
+        load_mixture("ul2"), lengths=Lengths("encoder-decoder", 128, 128), epochs=2, pack_factor=2
+    )
+    out = str(tmp_path / "o")
+    prepare([str(SAMPLE)], out, cfg, tokenizer=str(T5TOK), workers=1, progress=False)
+    seen: list[object] = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (seen.append(fig), real_close(fig)))
+    st = compute(out)
+    stats_mod.plot(st, str(tmp_path / "p.png"))
+    (fig,) = seen
+    axes = {ax.get_title(): ax for ax in fig.axes}  # type: ignore[attr-defined]
+    assert "mixture: share of examples and of tokens" in axes
+    assert "real tokens / example slots (unpacked)" in axes
+    assert "real tokens / slots of the packed rows" in axes
+    ax = axes["share of examples per epoch (dashed: configured)"]
+    names = [d["denoiser"] for d in read_manifest(out)["components"]]
+    want = {}
+    for e in range(2):
+        d = np.asarray(open_dataset(Path(out) / f"epoch-{e}")[:]["segment_denoiser"]).ravel()
+        counts = np.bincount(d[d >= 0], minlength=len(names))
+        want[e] = counts / counts.sum()
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert sorted(lines) == sorted(names)
+    for k, name in enumerate(names):
+        np.testing.assert_allclose(lines[name].get_ydata(), [want[0][k], want[1][k]])
+    assert fig.get_suptitle().endswith("2 epochs")  # type: ignore[attr-defined]
+
+
 def test_prepare_summary_estimate_agrees_with_stats(outs: dict[str, str], tmp_path: Path) -> None:
     from denoise_cli.check.stats import unknown_token_sample
 
     st = compute(outs["t5"])
     sample = unknown_token_sample(outs["t5"], max_rows=10**9)
     assert sample is not None and sample[0] == st.unk_tokens and sample[2] == st.rows
-    # the denominators are counted two ways (non-special ids vs raw - noise lengths)
-    assert sample[1] == pytest.approx(st.unk_base, rel=1e-3)
+    assert sample[1] == st.unk_base  # one definition of the text tokens
     assert unknown_token_sample(outs["gpt2"]) is None
     r = CliRunner().invoke(
         app,
         ["prepare", str(SAMPLE), str(tmp_path / "o"), "--tokenizer", str(T5TOK), "-w", "1"],
     )
     assert r.exit_code == 0, r.output
-    assert "unknown tokens: " in r.output and "warning: above 1%" in r.output
+    assert "unknown tokens: " in r.output and "warning: above 1.0%" in r.output
+    rows = compute(str(tmp_path / "o")).rows  # the sample is the whole output here
+    assert f"(all {rows:,} rows)" in r.output

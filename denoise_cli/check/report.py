@@ -215,7 +215,10 @@ def prepare_summary(m: dict[str, Any], out: str, run: dict[str, Any] | None = No
     tok = m["tokenizer"]
     lines.append(
         f"vocabulary: {tok['vocab_size']:,} ({len(tok['added_tokens'])} added); "
-        f"sentinels used up to <extra_id_{max(m['sentinels_needed'] - 1, 0)}>"
+        "sentinels used up to "
+        + str(tok.get("sentinel_template", "<extra_id_{}>")).replace(
+            "{}", str(max(m["sentinels_needed"] - 1, 0))
+        )
     )
     be = m.get("tokenizer_backend")
     if be:
@@ -231,13 +234,22 @@ def prepare_summary(m: dict[str, Any], out: str, run: dict[str, Any] | None = No
             f"{run['output']}"
         )
         if "unknown_token_rate" in run:
-            r = run["unknown_token_rate"]
+            from .stats import UNK_WARN
+
+            r, n = run["unknown_token_rate"], int(run["unknown_token_rows_sampled"])
+            t = m["totals"]
+            rows0 = int(t["rows_per_epoch"][0]) if "rows_per_epoch" in t else int(t["rows"])
+            where = " of epoch 0" if "rows_per_epoch" in t else ""
+            scope = (
+                f"all {n:,} rows{where}"
+                if n >= rows0
+                else f"first {n:,} rows{where}; `denoise stats` counts all"
+            )
             lines.append(
-                f"unknown tokens: {r:.1%} of the text tokens in the inputs (first "
-                f"{run['unknown_token_rows_sampled']:,} rows; `denoise stats` counts all)"
+                f"unknown tokens: {r:.1%} of the text tokens in the inputs ({scope})"
                 + (
-                    "; warning: above 1%, the tokenizer does not cover this text"
-                    if r > 0.01
+                    f"; warning: above {UNK_WARN:.1%}, the tokenizer does not cover this text"
+                    if r > UNK_WARN
                     else ""
                 )
             )

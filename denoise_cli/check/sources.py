@@ -26,7 +26,8 @@ from ..rows.base import Rows, SpecialIds
 from ..rows.chunk import Chunker, Group, file_key
 from ..rows.packing import PackedRows
 from ..rows.plan import ComponentPlan, plans_for
-from ..source.read import FileStats, InputFile, find_inputs
+from ..source.discover import InputFile, find_inputs
+from ..source.read import FileStats
 from ..source.stream import token_stream
 from ..source.tokenize import TokenizerInfo
 from .problems import FileChain, Problems, VerifyReport

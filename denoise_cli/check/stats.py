@@ -24,7 +24,7 @@ from ..output.layout import output_path
 from ..output.manifest import datasets, read_manifest
 from ..output.remote import is_output_url, localize
 from ..output.shards import batch_arrays, open_shard
-from .spec import SENT0, OutputSpec, unpacked_view
+from .spec import NORMAL, SENT0, OutputSpec, unpacked_view
 
 
 def _add_hist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -178,10 +178,13 @@ class Stats:
     # independent examples drawn from the configured mixture would have (same k per row)
     packed_distinct: int = 0
     expected_packed_distinct: float = 0.0
-    # unknown tokens: unk ids among the text tokens of input_ids (enc-dec: the unmasked part;
-    # dec-only: the whole raw chunk); 0/0 when the tokenizer has no unk
+    # unknown tokens: unk ids among the text tokens of input_ids (:func:`text_and_unknown`;
+    # enc-dec: the unmasked part; dec-only: the whole raw chunk); 0/0 when the tokenizer has no unk
     unk_tokens: int = 0
     unk_base: int = 0
+    # the epochs of ``--epochs K`` outputs, each on its own: (output, epoch, its stats); empty
+    # for single-epoch outputs (the plot's per-epoch view)
+    by_epoch: list[tuple[str, int, Stats]] = field(default_factory=list)
 
     @property
     def unk_rate(self) -> float | None:
@@ -231,6 +234,7 @@ class Stats:
             expected_packed_distinct=self.expected_packed_distinct + o.expected_packed_distinct,
             unk_tokens=self.unk_tokens + o.unk_tokens,
             unk_base=self.unk_base + o.unk_base,
+            by_epoch=self.by_epoch + o.by_epoch,
         )
 
     @property
@@ -307,9 +311,14 @@ def compute(out: str | Path) -> Stats:
     eps = datasets(outp)
     if len(eps) == 1:
         return _compute_one(outp, eps[0][2], str(out), "")
-    st = _compute_one(eps[0][1], eps[0][2], str(out), eps[0][0])
-    for prefix, path, m in eps[1:]:
-        st = st + _compute_one(path, m, str(out), prefix)
+    parts = [_compute_one(path, m, str(out), prefix) for prefix, path, m in eps]
+    st = parts[0]
+    for p in parts[1:]:
+        st = st + p
+    st.by_epoch = [
+        (str(out), int(m.get("epoch", k)), p)
+        for k, ((_, _, m), p) in enumerate(zip(eps, parts, strict=True))
+    ]
     top = read_manifest(outp)["totals"]
     st.outputs, st.layouts, st.formats = st.outputs[:1], st.layouts[:1], st.formats[:1]
     for k in ("files", "records", "docs", "tokens", "reserved_replaced", "files_with_errors"):
@@ -374,8 +383,9 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
             ih += np.bincount(den * (wi + 1) + np.clip(il, 0, wi), minlength=C * (wi + 1))
             th += np.bincount(den * (wt + 1) + np.clip(tl, 0, wt), minlength=C * (wt + 1))
             if unk_tok is not None:
-                st.unk_tokens += int(np.count_nonzero(a["input_ids"] == unk_tok))
-                st.unk_base += int((raw - noise).sum() if enc else raw.sum())
+                n_unk, n_text = text_and_unknown(a["input_ids"], code, int(unk_tok))
+                st.unk_tokens += n_unk
+                st.unk_base += n_text
             ss.rows += rb.num_rows
             ss.raw_tokens += int(raw.sum())
             ss.input_tokens += int(il.sum())
@@ -468,6 +478,16 @@ def _packed(
         ) from None
 
 
+def text_and_unknown(ids: np.ndarray, code: np.ndarray, unk: int) -> tuple[int, int]:
+    """(unknown tokens, text tokens) of ``input_ids`` rows, ``code`` their lookup-table classes.
+    Text tokens are the ordinary ids and the unknown ones: not the mode token, sentinels, padding
+    or EOS, which also leaves out the EOS that separates documents inside a chunk (the only
+    difference from the raw tokens a row keeps). The one definition ``stats`` and the ``prepare``
+    summary share."""
+    is_unk = ids == unk
+    return int(np.count_nonzero(is_unk)), int(np.count_nonzero((code == NORMAL) | is_unk))
+
+
 def unknown_token_sample(out: str, max_rows: int = 50_000) -> tuple[int, int, int] | None:
     """(unknown tokens, text tokens, rows read) in ``input_ids`` of an output's first
     ``max_rows`` rows: the estimate the ``prepare`` summary prints (``stats`` counts every row).
@@ -486,9 +506,8 @@ def unknown_token_sample(out: str, max_rows: int = 50_000) -> tuple[int, int, in
         _, batches = open_shard(p, str(m["format"]), ["input_ids"])
         for rb in batches:
             ids = batch_arrays(rb)["input_ids"]
-            is_unk = ids == int(unk)
-            n_unk += int(np.count_nonzero(is_unk))
-            n_text += int(np.count_nonzero((np.take(spec.lut, ids, mode="clip") == 0) | is_unk))
+            u, t = text_and_unknown(ids, np.take(spec.lut, ids, mode="clip"), int(unk))
+            n_unk, n_text = n_unk + u, n_text + t
             rows += rb.num_rows
             if rows >= max_rows:
                 return n_unk, n_text, rows

@@ -12,13 +12,24 @@ from ..output.manifest import read_manifest
 from .report import table
 from .stats import UNK_WARN, Stats, collect
 
+# number formats, the same everywhere in the text: counts with thousands separators, shares
+# and rates as percentages with one decimal, means with two decimals, sizes in MiB with two
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.2f}"
+
+
+def _len(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:,.1f}"
+
+
 def _lens(q: dict[str, float]) -> str:
-    return f"{q['min']:g} / {q['median']:g} / {q['p99']:g} / {q['max']:g}"
+    return " / ".join(_len(q[k]) for k in ("min", "median", "p99", "max"))
 
 
 def render(st: Stats) -> str:
@@ -47,7 +58,7 @@ def render(st: Stats) -> str:
                     s.raw_tokens,
                     s.input_tokens,
                     s.target_tokens,
-                    s.bytes / 2**20,
+                    _mib(s.bytes),
                 ]
                 for s in st.shards
             ]
@@ -59,7 +70,7 @@ def render(st: Stats) -> str:
                     st.raw_tokens,
                     st.input_real,
                     st.target_real,
-                    sum(s.bytes for s in st.shards) / 2**20,
+                    _mib(sum(s.bytes for s in st.shards)),
                 ]
             ],
         ),
@@ -74,8 +85,8 @@ def render(st: Stats) -> str:
                 _pct(c["configured_share"]),
                 _pct(c["share"]),
                 c["rows"],
-                f"{c['configured_rate']:.3f}",
-                f"{c['corruption_rate']:.3f}",
+                _pct(c["configured_rate"]),
+                _pct(c["corruption_rate"]),
                 f"{c['configured_mean_span']:g}" if span else "-",
                 f"{c['mean_span']:.2f}" if span and c["mean_span"] is not None else "-",
                 _lens(c["input_length"]),
@@ -88,7 +99,7 @@ def render(st: Stats) -> str:
                 "component",
                 "share cfg",
                 "share",
-                "rows",
+                "examples" if pk else "rows",
                 "rate cfg",
                 "rate",
                 "span cfg",
@@ -160,7 +171,7 @@ def render(st: Stats) -> str:
     acc = st.accounting
     skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(st.skipped.items())) or "none"
     lines.append(
-        f"input: {acc['files']} file(s), {acc['records']:,} records read, {acc['docs']:,} documents; "
+        f"input: {acc['files']:,} file(s), {acc['records']:,} records read, {acc['docs']:,} documents; "
         f"skipped: {skipped}"
     )
     tail_pct = f" ({_pct(acc['tail_tokens'] / acc['tokens'])})" if acc["tokens"] else ""
@@ -173,7 +184,7 @@ def render(st: Stats) -> str:
             else ""
         )
         + (
-            f"; {acc['files_with_errors']} file(s) with read errors"
+            f"; {acc['files_with_errors']:,} file(s) with read errors"
             if acc["files_with_errors"]
             else ""
         )
@@ -205,7 +216,7 @@ def explain_components(comps: list[dict[str, Any]]) -> list[str]:
         rate, cfg = c["corruption_rate"], c["configured_rate"]
         if c["rows"] and c["spans"] and abs(rate - cfg) > max(0.02, 0.2 * cfg):
             notes.append(
-                f"{c['name']}: rate {rate:.3f} vs configured {cfg:.3f}: the noise per row is "
+                f"{c['name']}: rate {_pct(rate)} vs configured {_pct(cfg)}: the noise per row is "
                 f"rounded to whole tokens on {c['raw_tokens'] / c['rows']:.1f}-token chunks "
                 "(longer -I/-T bring it closer)"
             )
@@ -249,14 +260,19 @@ def plot(st: Stats, path: str) -> None:
     """A PNG (needs matplotlib): one small panel per component with its input and target length
     histograms on its own axis (so a spread like S's shows), then the mixture shares (configured,
     rows, tokens), the real share of the slots per component (padding), and the realised rate
-    and mean span against the configured ones. Packed outputs count examples."""
+    and mean span against the configured ones; for ``--epochs K`` outputs a last row with each
+    component's share and the efficiency per epoch. Packed outputs count examples."""
     plt = _pyplot()
+    from matplotlib.ticker import PercentFormatter
+
     comps = list(st.components.values())
     unit = "examples" if st.packed_rows else "rows"
     ncol = 4
     nsmall = (len(comps) + ncol - 1) // ncol
-    fig = plt.figure(figsize=(16, 2.6 * nsmall + 4.2))
-    grid = fig.add_gridspec(nsmall + 1, ncol, height_ratios=[1] * nsmall + [1.5])
+    per_epoch = len(st.by_epoch) > 1
+    ratios = [1.0] * nsmall + [1.5] + ([1.3] if per_epoch else [])
+    fig = plt.figure(figsize=(16, 2.6 * nsmall + 4.2 + (3.4 if per_epoch else 0)))
+    grid = fig.add_gridspec(len(ratios), ncol, height_ratios=ratios)
     blue, orange = "#1f77b4", "#ff7f0e"
     for k, c in enumerate(comps):
         ax = fig.add_subplot(grid[k // ncol, k % ncol])
@@ -265,12 +281,13 @@ def plot(st: Stats, path: str) -> None:
         _hist_line(ax, c.target_hist, edges, "target length", orange)
         ax.set_title(f"{c.name}: {c.rows:,} {unit}", fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.set_xlabel("tokens", fontsize=7)
+        ax.set_xlabel(f"tokens per {'example' if st.packed_rows else 'row'}", fontsize=7)
     handles = [
         plt.Line2D([], [], color=blue, label="input length"),
         plt.Line2D([], [], color=orange, label="target length"),
     ]
     fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=2, frameon=False)
+    pct = PercentFormatter(1.0)
     x = np.arange(len(comps))
     names = [c.name for c in comps]
     exp_total = sum(c.expected_rows for c in comps) or 1.0
@@ -283,7 +300,8 @@ def plot(st: Stats, path: str) -> None:
         x + w, [(c.input_tokens + c.target_tokens) / tok_total for c in comps], w, label="tokens"
     )
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-    ax.set_title("mixture: share of rows and of tokens", fontsize=10)
+    ax.yaxis.set_major_formatter(pct)
+    ax.set_title(f"mixture: share of {unit} and of tokens", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     wi = st.input_slots / st.rows if st.rows else 0
     wt = st.target_slots / st.rows if st.rows else 0
@@ -294,9 +312,15 @@ def plot(st: Stats, path: str) -> None:
     if enc:
         real_t = [c.target_tokens / (c.rows * wt) if c.rows else 0 for c in comps]
         ax.bar(x + 0.2, real_t, 0.4, label="targets")
-    ax.set_ylim(0, 1.15)
+    ax.set_ylim(0, 1.18)
+    ax.yaxis.set_major_formatter(pct)
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
-    ax.set_title("real tokens / slots (1 - padding)", fontsize=10)
+    ax.set_title(
+        "real tokens / example slots (unpacked)"
+        if st.packed_rows
+        else "real tokens / slots (1 - padding)",
+        fontsize=10,
+    )
     ax.legend(fontsize=7, loc="upper center", ncol=2, frameon=False)
     ax = fig.add_subplot(grid[nsmall, 3])
     rate = [c.noise_tokens / c.raw_tokens / c.rate if c.raw_tokens and c.rate else 0 for c in comps]
@@ -308,13 +332,17 @@ def plot(st: Stats, path: str) -> None:
     ax.set_title("realised / configured", fontsize=10)
     ax.legend(fontsize=7, loc="upper center", ncol=2, frameon=False)
     ax.set_ylim(0, max([1.6, *rate, *span]) * 1.1)
+    if per_epoch:
+        _plot_epochs(fig, grid, nsmall + 1, st, unit, pct)
     eff = st.packed_efficiency if st.packed_rows else None
     head = (
-        f"{st.packed_rows:,} packed rows, {st.rows:,} examples, token efficiency "
-        f"{_pct(eff['overall'])}"
+        f"{st.packed_rows:,} packed rows, {st.rows:,} examples, token efficiency of the packed "
+        f"rows {_pct(eff['overall'])}"
         if eff
         else f"{st.rows:,} rows, padding efficiency {_pct(st.efficiency['overall'])}"
     )
+    if per_epoch:
+        head += f", {len(st.by_epoch)} epochs"
     fig.suptitle(f"{', '.join(st.outputs)}: {head}", fontsize=11, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     try:
@@ -323,6 +351,51 @@ def plot(st: Stats, path: str) -> None:
         raise OutputError(f"cannot write {path}: {e}") from None
     finally:
         plt.close(fig)
+
+
+def _plot_epochs(fig: Any, grid: Any, r: int, st: Stats, unit: str, pct: Any) -> None:
+    """The per-epoch row: each component's share of the epoch's examples (line per component,
+    its configured share dashed) and the epoch's token efficiency."""
+    from matplotlib.ticker import PercentFormatter
+
+    eps = st.by_epoch
+    several = len({o for o, _, _ in eps}) > 1
+    labels = [f"{o}:{e}" if several else str(e) for o, e, _ in eps]
+    x = np.arange(len(eps))
+    ax = fig.add_subplot(grid[r, 0:3])
+    exp_total = sum(c.expected_rows for c in st.components.values()) or 1.0
+    for k, (name, c) in enumerate(st.components.items()):
+        color = f"C{k % 10}"
+        share = [
+            e.components[name].rows / e.rows if name in e.components and e.rows else 0.0
+            for _, _, e in eps
+        ]
+        ax.plot(x, share, marker="o", markersize=3, color=color, label=name)
+        ax.axhline(c.expected_rows / exp_total, color=color, linewidth=0.8, linestyle="--")
+    ax.set_xticks(x, labels, fontsize=7, rotation=30 if several else 0)
+    ax.set_xlabel("epoch", fontsize=8)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    ax.set_title(f"share of {unit} per epoch (dashed: configured)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax = fig.add_subplot(grid[r, 3])
+    packed = bool(st.packed_rows)
+    series: dict[str, list[float]] = {}
+    for _, _, e in eps:
+        eff = e.packed_efficiency if packed else e.efficiency
+        keys = ("inputs", "targets", "overall") if set(e.layouts) == {"encoder-decoder"} else ()
+        for key in keys or ("overall",):
+            series.setdefault(key, []).append(float(eff[key]) if eff else 0.0)
+    for key, v in series.items():
+        ax.plot(x, v, marker="o", markersize=3, label=key)
+    ax.set_ylim(0, 1.18)
+    ax.yaxis.set_major_formatter(pct)
+    ax.set_xticks(x, labels, fontsize=7, rotation=30 if several else 0)
+    ax.set_xlabel("epoch", fontsize=8)
+    ax.set_title(
+        "real tokens / slots of the packed rows" if packed else "real tokens / slots",
+        fontsize=10,
+    )
+    ax.legend(fontsize=7, loc="upper center", ncol=3, frameon=False)
 
 
 #: What must agree for ``denoise stats A B`` to sum A and B: the figures are per token of one

@@ -28,3 +28,14 @@ def engine(name: str) -> Callable[..., Any]:
         raise ConfigError(f"engine must be {' or '.join(map(repr, ENGINES))}, got {name!r}")
     fn: Callable[..., Any] = importlib.import_module(ENGINES[name]).run_files
     return fn
+
+
+def check_ray() -> None:
+    """``--engine ray`` without Ray fails here, before any bar or output directory."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(
+            "--engine ray needs Ray, which is not installed: pip install 'denoise-cli[ray]' "
+            "(or use --engine local)"
+        )

@@ -6,7 +6,8 @@ On a terminal: one tqdm bar (carriage-return frames) on stderr. Otherwise (Slurm
 The fraction done counts input bytes, but a file's bytes are read ahead of its processing (the
 reader decompresses whole blocks), so the bytes of unfinished files count at most
 :data:`READ_AHEAD_CAP` of their size until the file is done: the bar and the ETA do not sit at
-100% while the last documents are still being processed.
+100% while the last documents are still being processed. Other lines (a library's warnings)
+go through :meth:`Progress.note`, never into the bar.
 """
 
 from __future__ import annotations
@@ -120,6 +121,15 @@ class Progress:
         self.read_bytes = max(self.read_bytes, self.done_bytes)
         self.rows += rows
         self._show()
+
+    def note(self, line: str) -> None:
+        """Print a line of its own (a library's warning, say) outside the bar: on a terminal the
+        bar is cleared, the line printed and the bar redrawn below it. Printed even when
+        progress is off: notes are warnings, not progress."""
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
 
     def _show(self, final: bool = False) -> None:
         if not self.enabled:

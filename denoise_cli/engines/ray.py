@@ -1,31 +1,19 @@
 """``denoise prepare --engine ray``: the per-file units of ``prepare`` as Ray tasks.
 
-One Ray core task per input file, each calling the unit (``prepare.worker.process_file``) exactly as a local
-worker does, so the shards are byte-identical to ``--engine local`` for any cluster size. The
-driver (the ``denoise prepare`` process) holds the output lock and writes the manifest once
-every task is done; workers read the inputs and write shards + commit records under the output
-directory, so **inputs and output must be on a filesystem every node sees at the same path**
-(NFS, Lustre, GPFS, a single machine), or behind URLs: with an object-store ``OUT`` the unit is
-``prepare.publish.RemoteUnit``, which stages in the task's own directory and uploads.
-
-- The job (config, plans, tokenizer JSON) is ``ray.put`` once
-  and passed by reference; each worker process deserializes it (and builds its tokenizer) once
-  and reuses it for every file it gets.
-- A lost task (worker killed, out of memory, node died) is retried up to ``MAX_RETRIES`` times:
-  the unit resumes from the file's last committed part and rewrites nothing that was
-  committed, so a retry is safe and cheap. Exceptions raised *by the code* are not retried: an
-  :class:`~denoise_cli.errors.InputError` (``--on-error fail``), ``OutputError`` etc. reach the
-  caller as the same exception type, and the other tasks are cancelled. A task that keeps losing
-  its worker ends the run with :class:`~denoise_cli.errors.WorkerError` (rerun to resume).
-- Progress: tasks send (docs, tokens, bytes), at most every ``REPORT_EVERY_S``, to a small
-  zero-CPU actor that the driver polls while it waits on the tasks.
-- ``workers`` caps the number of tasks in flight (one CPU each); without it Ray schedules as
-  many as the cluster has CPUs.
-- Cluster: ``address`` (``--ray-address``), else ``RAY_ADDRESS``, else a new local instance
-  (``num_cpus=workers`` or all cores, no dashboard, every server on 127.0.0.1 only: see
-  ``LOOPBACK_ENV``). If the calling process is already
-  connected (``ray.init`` called before), that connection is used. Only what this function
-  started is shut down.
+One Ray core task per input file, each calling the unit (``prepare.worker.process_file``)
+exactly as a local worker does, so the shards are byte-identical to ``--engine local`` for any
+cluster size. The driver holds the output lock and writes the manifest once every task is done;
+workers read inputs and write shards + commit records by path, so **inputs and output must be
+on a filesystem every node sees at the same path**, or URLs (an object-store ``OUT`` runs the
+unit ``prepare.publish.RemoteUnit``: it stages locally and uploads). The job is ``ray.put``
+once. A lost task is retried up to ``MAX_RETRIES`` times (it resumes from the file's last
+committed part); errors raised by the code are not retried but reach the caller as the same
+exception type, and a task that keeps losing its worker ends the run with
+:class:`~denoise_cli.errors.WorkerError`.
+Progress goes through a zero-CPU actor (``REPORT_EVERY_S``). Cluster: ``address``, else
+``RAY_ADDRESS``, else a new loopback-only local instance (``LOOPBACK_ENV``); an existing
+connection is reused, and only what this module started is shut down. Ray's own log records
+go through ``Progress.note`` (:class:`RayLogRoute`), never the bar. See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -182,6 +170,48 @@ def connect(ray: Any, address: str | None, workers: int | None) -> bool:
     return True
 
 
+#: Ray notices with nothing to act on for a private local instance: logged at debug level
+QUIET_LOCAL_NOTICES = ("Token authentication is enabled for this Ray cluster",)
+
+
+class RayLogRoute(logging.Handler):
+    """While installed (a context manager), Ray's Python log records at WARNING and above go to
+    ``progress.note`` as ``ray: <message>`` lines instead of Ray's own stderr handler, whose
+    lines would land inside a progress bar drawn on the same terminal. Below WARNING and, for a
+    private local instance (``private``), :data:`QUIET_LOCAL_NOTICES` go to this module's
+    logger at debug level. Ray's handlers are put back on exit."""
+
+    def __init__(self, progress: Progress, *, private: bool, logger: str = "ray") -> None:
+        super().__init__(logging.DEBUG)
+        self.progress = progress
+        self.private = private
+        self.logger = logging.getLogger(logger)
+        self.saved: list[logging.Handler] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            quiet = self.private and any(n in msg for n in QUIET_LOCAL_NOTICES)
+            if record.levelno < logging.WARNING or quiet:
+                _log.debug("ray: %s", msg)
+            else:
+                self.progress.note(f"ray: {msg}")
+        except Exception:
+            self.handleError(record)
+
+    def __enter__(self) -> RayLogRoute:
+        self.saved = list(self.logger.handlers)
+        for h in self.saved:
+            self.logger.removeHandler(h)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        for h in self.saved:
+            self.logger.addHandler(h)
+
+
 def _catch_signals(stop: list[int]) -> dict[int, Any]:
     """While tasks run, SIGINT/SIGTERM/SIGHUP only record themselves in ``stop``; the wait
     loop then raises :class:`~denoise_cli.engines.procs.Terminated` between two ``ray.wait``
@@ -236,6 +266,20 @@ def run_files(
         # listen on loopback only (tests/test_procs.py lists the listening sockets)
         os.environ.setdefault(LOOPBACK_ENV, "0")
     ray = _import_ray()
+    private = not (address or os.environ.get("RAY_ADDRESS"))
+    with RayLogRoute(progress, private=private):
+        _run(ray, unit, job, todo, progress, workers, address)
+
+
+def _run(
+    ray: Any,
+    unit: Unit,
+    job: Any,
+    todo: Sequence[int],
+    progress: Progress,
+    workers: int | None,
+    address: str | None,
+) -> None:
     limit = workers if workers and workers > 0 else None
     started = connect(ray, address, limit)
     stop: list[int] = []

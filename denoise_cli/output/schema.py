@@ -6,11 +6,14 @@ Unpacked (one example per row): ``input_ids`` / ``labels`` / ``attention_mask`` 
 ``target_length``, ``denoiser``, ``source_file``, ``example_index``, ``token_offset``. Packed
 (``prepare --pack``): the same token columns plus segment ids, positions and per-segment
 metadata lists of width ``K``. The README's "Output" section and docs/packing.md describe the
-columns; :func:`shard_schema` is the schema a manifest implies. See docs/architecture.md.
+columns; :func:`shard_schema` is the schema a manifest implies. The names of the ``denoiser``
+values travel with the data as schema metadata (:func:`with_components`), kept by both formats.
+See docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -20,13 +23,44 @@ from ..config import Lengths
 from ..rows.base import Rows, row_widths
 from ..rows.packing import PackedRows
 
+#: schema metadata keys: the denoiser names as a JSON list (position = the value of the
+#: ``denoiser`` / ``segment_denoiser`` columns) and the manifest's component table (JSON)
+META_DENOISER_NAMES = b"denoise.denoiser_names"
+META_COMPONENTS = b"denoise.components"
+
 
 def shard_schema(m: dict[str, Any]) -> pa.Schema:
-    """The schema of every shard of the dataset whose manifest is ``m``."""
+    """The schema of every shard of the dataset whose manifest is ``m`` (with its metadata)."""
     lengths = Lengths.from_dict(m["lengths"])
     if m.get("packing"):
-        return packed_schema(lengths, int(m["packing"]["max_segments"]))
-    return unpacked_schema(lengths)
+        sch = packed_schema(lengths, int(m["packing"]["max_segments"]))
+    else:
+        sch = unpacked_schema(lengths)
+    return with_components(sch, m["components"])
+
+
+def with_components(schema: pa.Schema, components: list[dict[str, Any]]) -> pa.Schema:
+    """``schema`` with the component table as metadata, so that pyarrow, polars, duckdb or
+    Parquet readers see which denoiser each ``denoiser`` value is without ``denoise.json``.
+    ``components`` are the manifest's entries (``ComponentPlan.to_dict``), in index order."""
+    names = [str(c["denoiser"]) for c in sorted(components, key=lambda c: int(c["index"]))]
+    return schema.with_metadata(
+        {
+            META_DENOISER_NAMES: json.dumps(names),
+            META_COMPONENTS: json.dumps(components, sort_keys=True),
+        }
+    )
+
+
+def denoiser_names(schema: pa.Schema) -> list[str] | None:
+    """The denoiser names a shard's schema carries (:func:`with_components`), or None."""
+    raw = (schema.metadata or {}).get(META_DENOISER_NAMES)
+    if raw is None:
+        return None
+    names = json.loads(raw)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None
+    return names
 
 
 def unpacked_schema(lengths: Lengths) -> pa.Schema:

@@ -285,9 +285,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def hf_dataset_files(shards: list[str], fingerprint: str) -> tuple[bytes, bytes]:
-    """``state.json`` and ``dataset_info.json`` so that ``datasets.load_from_disk(out)`` works."""
+def hf_dataset_files(
+    shards: list[str], fingerprint: str, denoiser_names: Sequence[str] = ()
+) -> tuple[bytes, bytes]:
+    """``state.json`` and ``dataset_info.json`` so that ``datasets.load_from_disk(out)`` works.
+
+    The description names the ``denoiser`` values. They are not a ``ClassLabel`` feature:
+    ``datasets`` stores a ClassLabel as int64 and refuses (``External features info don't match
+    the dataset``) an int8 column declared as one; the names travel in the shards' schema
+    metadata too (:func:`.schema.with_components`)."""
     import orjson
+
+    desc = "UL2 mixture-of-denoisers examples written by denoise (see denoise.json)"
+    if denoiser_names:
+        table = ", ".join(f"{i} = {n}" for i, n in enumerate(denoiser_names))
+        desc += f"; column denoiser: {table}"
 
     state: dict[str, Any] = {
         "_data_files": [{"filename": s} for s in shards],
@@ -300,7 +312,7 @@ def hf_dataset_files(shards: list[str], fingerprint: str) -> tuple[bytes, bytes]
     }
     info = {
         "citation": "",
-        "description": "UL2 mixture-of-denoisers examples written by denoise (see denoise.json)",
+        "description": desc,
         "homepage": "",
         "license": "",
     }

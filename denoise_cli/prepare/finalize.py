@@ -68,7 +68,10 @@ def write_epoch_files(d: Path, m: dict[str, Any], tokenizer_json: str, with_mani
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(d / TOKENIZER, tokenizer_json.encode())
     if m["format"] == "arrow":
-        state, info = hf_dataset_files([s["path"] for s in m["shards"]], m["tokenizer"]["sha256"])
+        names = [c["denoiser"] for c in sorted(m["components"], key=lambda c: int(c["index"]))]
+        state, info = hf_dataset_files(
+            [s["path"] for s in m["shards"]], m["tokenizer"]["sha256"], names
+        )
         atomic_write_bytes(d / HF_STATE, state)
         atomic_write_bytes(d / HF_INFO, info)
     if with_manifest:

@@ -12,27 +12,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import PrepareConfig
-from ..errors import DenoiseError
+from ..config import FLAGS, PrepareConfig
+from ..errors import ConfigError, DenoiseError
 from ..output.layout import epoch_dir, shard_name
 from ..rows.base import SpecialIds, row_widths
 from ..rows.plan import (
     ComponentPlan,
     efficiency_bound,
     expected_efficiency,
+    largest_length_for_sentinels,
     max_segments,
     mixture_ratio,
     plans_for,
     sentinels_needed,
     targets_length_window,
 )
-from ..source.read import FileStats, InputFile, find_inputs, iter_batches
+from ..source.discover import InputFile, find_inputs
+from ..source.read import FileStats, iter_batches
 from ..source.tokenize import (
     BackendChoice,
     Encoder,
     TokenizerInfo,
     build_tokenizer,
     choose_backend,
+    load_tokenizer_json,
 )
 
 
@@ -190,3 +193,36 @@ def packing_plan(prep: Prepared) -> dict[str, Any] | None:
         # the window is only valid while the example plans do not depend on T (budget <= T)
         out["targets_length_98"] = [lo, hi] if ex.targets_length <= lo else None
     return out
+
+
+def check_sentinels(cfg: PrepareConfig, tokenizer: str | None) -> None:
+    """Under ``--no-add-tokens``: a tokenizer with fewer sentinels than the plan needs fails (a
+    :class:`ConfigError`),
+    suggesting the largest ``-I`` (``-S``) whose plan fits the sentinels it has."""
+    if cfg.tokens.add_missing:
+        return
+    need = sentinels_needed(plans_for(cfg))
+    text, source = load_tokenizer_json(tokenizer)
+    import tokenizers
+
+    tok = tokenizers.Tokenizer.from_str(text)
+    have = 0
+    while have < need and tok.token_to_id(cfg.tokens.sentinel_template.format(have)) is not None:
+        have += 1
+    if have >= need:
+        return
+    lengths = cfg.example_lengths
+    key = "inputs_length" if lengths.layout == "encoder-decoder" else "seq_length"
+    best = largest_length_for_sentinels(cfg.mixture, lengths, have)
+    flag = FLAGS[key]
+    if cfg.pack_factor:
+        hint = f"lower {flag} or --pack"
+    elif best:
+        hint = f"the largest {flag} that fits them is {best}"
+    else:
+        hint = f"no {flag} fits them"
+    raise ConfigError(
+        f"tokenizer {source} has {have} sentinel(s) ({cfg.tokens.sentinel_template.format(0)} "
+        f"...) but this plan needs {need} at {flag} {getattr(lengths, key)}: {hint}; or drop "
+        "--no-add-tokens to add the missing ones"
+    )

@@ -25,7 +25,7 @@ from ..output.layout import (
 )
 from ..output.manifest import diff, dumps
 from ..output.shards import atomic_write_bytes
-from ..source.read import InputFile
+from ..source.discover import InputFile
 from .job import Prepared
 
 

@@ -30,8 +30,10 @@ from ..output.layout import (
 )
 from ..output.manifest import dumps
 from ..output.shards import atomic_save_npy, atomic_write_bytes
+from ..source.decompress import open_input
+from ..source.discover import InputFile
 from ..source.fingerprint import prefix_sha256
-from ..source.read import FileStats, InputFile, open_input
+from ..source.read import FileStats
 
 
 class Mirror(Protocol):

@@ -42,6 +42,25 @@ from .resume import file_records, is_finished, resume_point
 from .worker import process_file
 
 
+def array_task(num_shards: int | None, shard_index: int | None) -> tuple[int, int]:
+    """--num-shards/--shard-index, else Slurm's array variables, else (1, 0)."""
+
+    def env(name: str) -> int | None:
+        v = os.environ.get(name)
+        if v is None:
+            return None
+        try:
+            return int(v)
+        except ValueError:
+            raise ConfigError(f"{name}={v!r} is not an integer") from None
+
+    n = num_shards if num_shards is not None else env("SLURM_ARRAY_TASK_COUNT") or 1
+    i = shard_index if shard_index is not None else env("SLURM_ARRAY_TASK_ID") or 0
+    if num_shards is None and shard_index is None and "SLURM_ARRAY_TASK_ID" in os.environ:
+        i -= env("SLURM_ARRAY_TASK_MIN") or 0  # arrays may start at 1
+    return n, i
+
+
 def assign_files(sizes: Sequence[int], num_shards: int) -> list[list[int]]:
     """Deterministic, size-balanced split of files over ``num_shards`` machines (largest file
     first onto the least-loaded machine; ties by index)."""

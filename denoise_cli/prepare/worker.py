@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..config import Lengths
 from ..errors import OutputError
-from ..output.schema import packed_record_batch, record_batch
+from ..output.schema import packed_record_batch, record_batch, with_components
 from ..output.shards import ShardWriter
 from ..rows.base import Rows, SpecialIds
 from ..rows.chunk import Chunker, ChunkerState, Group, file_key
@@ -170,7 +170,8 @@ class EpochStream:
         if self.writer is None:
             path = self.out / job.shard_name(self.epoch, self.file_idx, self.part)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = ShardWriter(path, cfg.format, batch.schema)
+            schema = with_components(batch.schema, [p.to_dict() for p in job.plans])
+            self.writer = ShardWriter(path, cfg.format, schema)
         self.writer.write(batch)
         self.part_tokens += int(grp.stream.size)
 

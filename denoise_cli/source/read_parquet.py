@@ -1,25 +1,14 @@
 """Parquet input: the text column of a ``*.parquet`` file, streamed row group by row group.
 
-- *Projection*: only the text column is read (``--text-key``; a dotted path selects a field of
-  a struct column, as for JSON). A path the schema does not have makes every row
-  ``missing_text``, as a missing JSON key does.
-- *Bounded memory*: the file is opened with ``pre_buffer=False`` and a read buffer, and decoded
-  in record batches of about ``batch_chars`` characters (rows per batch estimated from the
-  column's uncompressed size in the footer), so memory does not grow with the file or the row
-  group size.
-- *Records*: every row is a record, classified exactly like a JSON record: a null (or a null
-  parent struct) is ``missing_text``, a non-string value ``text_not_string``, an empty or
-  whitespace-only string ``empty``, a string over ``max_doc_chars`` ``too_long``. A binary
-  column is decoded as UTF-8 (``invalid_utf8`` when it is not).
-- *Resume*: ``start_record`` rows are skipped by skipping whole row groups through the footer's
-  row counts, then the rest of one row group; nothing before it is decoded.
-- *Errors*: an unreadable file, a corrupt footer or a bad page (page checksums are verified when
-  the file has them) is a per-file error: the rows decoded before it are kept, ``stats.error``
-  says where, and ``on_error="fail"`` raises :class:`~denoise_cli.errors.InputError`. A 0-byte
-  ``.parquet`` has no footer, so it is such an error too (unlike an empty JSON lines file).
-
-The module depends on nothing of the JSON reader: :func:`iter_parquet` fills any counters object
-with the :class:`Counters` fields and yields ``(texts, record_end)`` pairs.
+Only the text column is read (``--text-key``; a dotted path selects a field of a struct column).
+The file is decoded in record batches of about ``batch_chars`` characters, so memory does not
+grow with the file or the row group size. Every row is a record, classified exactly like a
+JSON record (``missing_text``, ``text_not_string``, ``empty``, ``too_long``, ``invalid_utf8``
+for a binary column). Resume skips whole row groups through the footer's row counts. An
+unreadable file, corrupt footer or bad page is a per-file error: rows decoded before it are
+kept and ``on_error="fail"`` raises :class:`~denoise_cli.errors.InputError`. The module depends
+on nothing of the JSON reader: :func:`iter_parquet` fills any counters object with the
+:class:`Counters` fields and yields ``(texts, record_end)`` pairs. Details: docs/input.md.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ from typing import Literal
 
 import numpy as np
 
+from .discover import InputFile
 from .fingerprint import SourceDigest
-from .read import FileStats, InputFile, iter_batches
+from .read import FileStats, iter_batches
 from .tokenize import Encoder
 
 

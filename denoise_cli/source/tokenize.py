@@ -1,40 +1,16 @@
 """Tokenization: resolve a tokenizer, find or add the special tokens, encode documents.
 
 Special tokens are looked up **by name** (``<extra_id_k>``, ``[NLU]``, ``</s>``, ``<pad>``), never
-computed from the vocabulary size (in an mT5-sized unigram ``<extra_id_0>`` is 262243 while
-``vocab-1`` is 262246). Missing ones are added as special tokens (new ids at the end) unless
-``add_missing=False``, which makes any missing token a :class:`ConfigError` that says what is
-missing. The extended tokenizer is saved with the output, with its sha256, so decoding and
-training use exactly the ids that were written.
-
-Collisions with real text: documents are encoded with ``encode_special_tokens=True`` so text that
-spells ``<extra_id_0>`` or ``<|endoftext|>`` is tokenized as plain text by BPE tokenizers. Some
-vocabularies (T5's SentencePiece) hold the sentinels as ordinary pieces, so the model itself can
-emit them; every encoded batch is therefore checked against the reserved ids (one vectorized
-``np.isin``), and any hit is replaced by ``<unk>`` and counted (or the document is skipped when the
-tokenizer has no unk). Reserved are *all* the tokenizer's special ids (:func:`special_token_ids`:
-every added token marked special - BOS, EOS, pad, mode tokens, ``<|reserved_k|>``... - every
-sentinel-like name in the vocabulary, whether the mixture needs it or not), except ``<unk>``
-itself, which stands for text; a spelled ``<unk>`` that the model turns into the unk id is
-counted in ``reserved_replaced`` too. Reserved ids thus only ever appear where the denoisers put
-them, and ``verify`` flags any other special id inside the text.
-
-Throughput (this kind of machine, 1 core, GPT-2 BPE, English prose; benchmarks/bench_prepare.py
-under load): ``encode_batch_fast`` 245k-324k tokens per CPU-second, ~93% of a worker's CPU;
-turning the encodings into one flat int32 array costs ~75-85 ns/token (~2%), mostly building the
-Python id lists that the tokenizers API returns. The 131 added special tokens cost nothing
-measurable (0.94-1.04x of plain GPT-2).
-
-Huge documents (:class:`DocSplitter`): a document longer than ``piece_chars`` (1 Mi characters)
-is encoded in pieces, one piece at a time, and the ids are concatenated; the tokenizers library
-itself needs ~60x a document's size to encode it whole. A piece boundary is only placed at a
-single space between two non-space characters where the ids cannot change: where the
-pre-tokenizer splits anyway (GPT-2's regex, ``ByteLevel``, ``WhitespaceSplit``, ``Metaspace``
-with ``split``), or, for ``Metaspace`` without ``split`` (Llama-style BPE, big Unigram vocabularies
-with multi-word pieces), where no vocabulary piece spans the boundary (so no BPE merge and no
-Unigram segmentation can cross it). In every case the normalizer must act locally around the
-boundary and no added token may touch it; both are checked at each candidate. A tokenizer of
-another kind, or a document without such a boundary for a long stretch, is encoded whole.
+computed from the vocabulary size. Missing ones are added as special tokens (new ids at the end)
+unless ``add_missing=False``, which makes any missing token a :class:`ConfigError`. The extended
+tokenizer is saved with the output, with its sha256, so training uses exactly the ids written.
+Documents are encoded with ``encode_special_tokens=True``; every encoded batch is checked
+against the reserved ids (:func:`special_token_ids`, one ``np.isin``) and a hit is replaced by
+``<unk>`` and counted (or the document skipped when there is no unk), so reserved ids only
+appear where the denoisers put them. Documents longer than ``piece_chars`` are encoded in
+pieces at boundaries where the ids provably cannot change (:class:`DocSplitter`).
+Design and edge cases: docs/tokenize.md; figures: benchmarks/README_prepare.md,
+benchmarks/README_tokenize.md.
 """
 
 from __future__ import annotations

@@ -16,9 +16,13 @@ from ..masks import random_segment_starts, segment_lengths
 from .base import DenoiserKind, KindPlan
 
 
-def span_counts(length: int | np.ndarray, rate: float, mean_span: float) -> tuple[Any, Any]:
+def span_counts(
+    length: int | np.ndarray, rate: float | np.ndarray, mean_span: float | np.ndarray
+) -> tuple[Any, Any]:
     """(noise tokens, noise spans) for a raw length, exactly as T5's ``random_spans_noise_mask``:
-    ``n = clamp(rint(L*r), 1, L-1)``, ``s = max(rint(n/mu), 1)`` (round half to even)."""
+    ``n = clamp(rint(L*r), 1, L-1)``, ``s = max(rint(n/mu), 1)`` (round half to even). Any
+    argument may be an array (element-wise, broadcast; e.g. one length, rate and mean span per
+    row); ints come back only when ``length`` is a scalar."""
     L = np.asarray(length, dtype=np.int64)
     n = np.clip(np.rint(L * rate).astype(np.int64), 1, np.maximum(L - 1, 1))
     s = np.maximum(np.rint(n / mean_span).astype(np.int64), 1)

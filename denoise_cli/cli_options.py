@@ -1,0 +1,197 @@
+"""The ``denoise`` command line's vocabulary: the choice enums, the option types ``prepare`` and
+``plan`` share, :class:`ConfigOptions` (those options by name -> a validated
+:class:`~denoise_cli.config.PrepareConfig`), and :func:`command_reference`, the README's
+generated CLI reference. The commands themselves are in :mod:`denoise_cli.cli`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+
+from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
+from .source.discover import ACCEPTED_SUFFIXES
+
+#: The input file kinds ``prepare`` reads: the reader's own list (help text, README and tests).
+INPUT_EXTENSIONS = ACCEPTED_SUFFIXES
+
+
+class Layout(str, Enum):
+    encoder_decoder = "encoder-decoder"
+    decoder_only = "decoder-only"
+
+
+class Format(str, Enum):
+    arrow = "arrow"
+    parquet = "parquet"
+
+
+class OnError(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+class DocSeparator(str, Enum):
+    eos = "eos"
+    none = "none"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class TokenizerBackend(str, Enum):
+    auto = "auto"
+    hf = "hf"
+    fast = "fast"
+
+
+MixtureOpt = Annotated[
+    str,
+    typer.Option(
+        "--mixture",
+        "-m",
+        help="Preset (t5, ul2, ul2r, text-denoising), a .toml/.json mixture file, or a spec like 'R(3,0.15)@1;S(0.25)@1'.",
+    ),
+]
+TokenizerOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="tokenizer.json, a directory holding one, or a hub name. Default: the embedded GPT-2 BPE."
+    ),
+]
+LayoutOpt = Annotated[
+    Layout,
+    typer.Option(
+        help="encoder-decoder (input_ids[I] + labels[T]) or decoder-only (one sequence of --seq-length)."
+    ),
+]
+ModeTokensOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--mode-tokens/--no-mode-tokens",
+        help="Prepend [NLU]/[NLG]/[S2S] (default: as the mixture says).",
+    ),
+]
+InputsLengthOpt = Annotated[
+    int,
+    typer.Option(
+        "--inputs-length", "-I", help="Encoder length in tokens (encoder-decoder).", min=4
+    ),
+]
+TargetsLengthOpt = Annotated[
+    int,
+    typer.Option(
+        "--targets-length", "-T", help="Decoder length in tokens (encoder-decoder).", min=4
+    ),
+]
+SeqLengthOpt = Annotated[
+    int,
+    typer.Option("--seq-length", "-S", help="Sequence length in tokens (decoder-only).", min=4),
+]
+AddTokensOpt = Annotated[
+    bool,
+    typer.Option(
+        "--add-tokens/--no-add-tokens",
+        help="Add missing sentinels, mode and pad tokens to the vocabulary (else: error).",
+    ),
+]
+SentinelOpt = Annotated[
+    str,
+    typer.Option(help="Sentinel token names; {} is the index (T5: <extra_id_{}>)."),
+]
+
+
+@dataclass(frozen=True)
+class ConfigOptions:
+    """The options ``prepare`` and ``plan`` share, as given on the command line; one object,
+    filled by name, turned into the validated :class:`PrepareConfig`."""
+
+    mixture: str = "ul2"
+    mode_tokens: bool | None = None
+    layout: Layout | str = "encoder-decoder"
+    inputs_length: int = 512
+    targets_length: int = 512
+    seq_length: int = 1024
+    seed: int = 0
+    text_key: str = "text"
+    doc_separator: str = "eos"
+    fmt: str = "arrow"
+    shard_size: str = "256MiB"
+    on_error: str = "skip"
+    max_doc_chars: int = 0
+    add_tokens: bool = True
+    eos_token: str | None = None
+    pad_token: str | None = None
+    sentinel_template: str = "<extra_id_{}>"
+    epochs: int = 1
+    pack: int = 0
+    group_size: int = 1024
+
+    def config(self) -> PrepareConfig:
+        layout = Layout(self.layout).value
+        rows, nbytes = parse_size(self.shard_size)
+        return PrepareConfig(
+            mixture=load_mixture(self.mixture, mode_tokens=self.mode_tokens),
+            lengths=Lengths(
+                layout,  # type: ignore[arg-type]
+                self.inputs_length,
+                self.targets_length,
+                self.seq_length,
+            ),
+            tokens=TokenConfig(
+                self.sentinel_template, self.eos_token, self.pad_token, self.add_tokens
+            ),
+            seed=self.seed,
+            text_key=self.text_key,
+            doc_separator=self.doc_separator,  # type: ignore[arg-type]
+            format=self.fmt,  # type: ignore[arg-type]
+            shard_rows=rows,
+            shard_bytes=nbytes,
+            on_error=self.on_error,  # type: ignore[arg-type]
+            max_doc_chars=self.max_doc_chars,
+            epochs=self.epochs,
+            pack_factor=self.pack,
+            group_size=self.group_size,
+        )
+
+
+def command_reference(app: typer.Typer, width: int = 96) -> str:
+    """The README's CLI reference, generated from the commands' parameters (a test keeps the
+    README equal to this): one synopsis per command, options with their choices or defaults."""
+    import typer.core
+    import typer.main
+
+    group: Any = typer.main.get_command(app)
+    out = []
+    for name, cmd in group.commands.items():
+        words = [f"denoise {name}"]
+        for p in cmd.params:
+            if isinstance(p, typer.core.TyperArgument):
+                words.append(f"{p.metavar or str(p.name).upper()}{'...' if p.nargs == -1 else ''}")
+                continue
+            if "--help" in p.opts:
+                continue
+            flag = "/".join(sorted(p.opts, key=len))
+            d = p.default
+            if p.secondary_opts:
+                words.append(f"[{p.opts[0]}/{p.secondary_opts[0]}]")
+            elif p.is_flag:
+                words.append(f"[{flag}]")
+            elif isinstance(d, Enum):
+                words.append(f"[{flag} {'|'.join(str(m.value) for m in type(d))}]")
+            else:
+                shown = "" if d is None or isinstance(d, list) else str(d)
+                words.append(f"[{flag} {shown or str(p.name).upper()}]")
+        lines, cur = [], ""
+        for w in words:
+            if cur and len(cur) + 1 + len(w) > width:
+                lines.append(cur)
+                cur = "        " + w
+            else:
+                cur = f"{cur} {w}" if cur else w
+        out.append("\n".join([*lines, cur]))
+    return "\n".join(out)
