@@ -19,10 +19,12 @@ from typing import Any
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
 from denoise_cli.check.inspect import inspect_rows
 from denoise_cli.check.stats import compute
 from denoise_cli.check.verify import verify
+from denoise_cli.cli import app
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
 from denoise_cli.errors import ConfigError, OutputError
 from denoise_cli.load.dataset import open_dataset
@@ -413,6 +415,9 @@ def test_file_url_output(raw: Path, reference: Path, tmp_path: Path) -> None:
     assert verify(out).rows == m["totals"]["rows"]
     os.environ["DENOISE_CACHE_DIR"] = str(tmp_path / "cache")
     try:
+        # the CLI's stats over a URL and a local output (compatibility read from both)
+        res = CliRunner().invoke(app, ["stats", out.as_uri(), str(reference)])
+        assert res.exit_code == 0, res.output
         merged = merge([out.as_uri()], str(tmp_path / "merged"))
     finally:
         del os.environ["DENOISE_CACHE_DIR"]
