@@ -95,7 +95,11 @@ def prepare(
     ] = None,
     out: Annotated[
         str | None,
-        typer.Argument(help="Output directory (required).", show_default=False, metavar="OUT"),
+        typer.Argument(
+            help="Output directory or fsspec URL (s3://bucket/out/, file://...; required).",
+            show_default=False,
+            metavar="OUT",
+        ),
     ] = None,
     mixture: MixtureOpt = "ul2",
     mode_tokens: ModeTokensOpt = None,
@@ -221,8 +225,16 @@ def prepare(
     storage_options: Annotated[
         str | None,
         typer.Option(
-            help='fsspec options for URL inputs, a JSON object such as {"anon": true} or '
-            '{"endpoint_url": "http://127.0.0.1:9000"}.'
+            help="fsspec options for URL inputs and a URL OUT, a JSON object such as "
+            '{"anon": true} or {"endpoint_url": "http://127.0.0.1:9000"}.'
+        ),
+    ] = None,
+    staging_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="With a URL OUT: where each worker stages its parts before uploading them "
+            "(default: the system temp directory).",
+            show_default=False,
         ),
     ] = None,
     max_skip_fraction: Annotated[
@@ -334,6 +346,7 @@ def prepare(
             notify=lambda line: typer.echo(f"denoise: {line}", err=True),
             tokenizer_backend=tokenizer_backend.value,
             progress_interval=progress_interval,
+            staging_dir=staging_dir,
         )
         run = report.run_figures(manifest, out, time.monotonic() - t0)
         from .check.stats import unknown_token_sample

@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import ConfigError, OutputError
 from ..output.layout import output_path
 from ..output.manifest import datasets
+from ..output.remote import is_output_url, localize
 from ..output.shards import batch_arrays, open_shard
 from .rowcheck import RowChecker
 from .spec import EOS, MODE, PAD, SENT0, OutputSpec, unpacked_view
@@ -437,7 +438,7 @@ def inspect_rows(
     an output written with ``prepare --epochs K``."""
     import shutil
 
-    eps = datasets(Path(out))
+    eps = datasets(localize(str(out)) if is_output_url(out) else Path(out))
     if not 0 <= epoch < len(eps):
         raise ConfigError(f"epoch {epoch} is out of range: {out} holds {len(eps)} epoch(s)")
     _, outp, m = eps[epoch]

@@ -160,18 +160,27 @@ def output_bytes(out: str) -> int:
     return total
 
 
+def shard_bytes(m: dict[str, Any]) -> int:
+    """The bytes of the shards a manifest lists (none for the top level of several epochs)."""
+    return sum(int(sh["bytes"]) for sh in m.get("shards", []))
+
+
 def run_figures(m: dict[str, Any], out: str, seconds: float) -> dict[str, Any]:
     """What ``prepare`` reports about the run itself: elapsed time, output size, throughput, where
     the output is (``prepare --json`` prints these under ``run``)."""
     import os
 
+    from ..output.remote import is_output_url
+
     t = m["totals"]
     rows = t.get("rows", sum(t.get("rows_per_epoch", [])))
     s = max(seconds, 1e-9)
+    url = is_output_url(out)
     return {
-        "output": os.path.abspath(out),
+        "output": out if url else os.path.abspath(out),
         "elapsed_s": round(seconds, 3),
-        "output_bytes": output_bytes(out),
+        # an output in a store: its shards' bytes as the manifests list them
+        "output_bytes": shard_bytes(m) if url else output_bytes(out),
         "tokens_per_s": round(t["tokens"] / s, 1),
         "docs_per_s": round(t["docs"] / s, 1),
         "rows_per_s": round(rows / s, 1),

@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import ConfigError, OutputError
 from ..output.layout import output_path
 from ..output.manifest import datasets, read_manifest
+from ..output.remote import is_output_url, localize
 from ..output.shards import batch_arrays, open_shard
 from .spec import NORMAL, SENT0, OutputSpec, unpacked_view
 
@@ -307,7 +308,7 @@ _COLUMNS = ("input_ids", "input_length", "target_length", "denoiser")
 def compute(out: str | Path) -> Stats:
     """Stats of one output directory, one record batch at a time. An output of
     ``prepare --epochs K`` is the sum of its epochs, with the input counted once."""
-    outp = Path(out)
+    outp = localize(str(out)) if is_output_url(out) else Path(out)
     eps = datasets(outp)
     if len(eps) == 1:
         return _compute_one(outp, eps[0][2], str(out), "")
@@ -497,7 +498,10 @@ def text_and_unknown(ids: np.ndarray, code: np.ndarray, unk: int) -> tuple[int, 
 def unknown_token_sample(out: str, max_rows: int = 50_000) -> tuple[int, int, int] | None:
     """(unknown tokens, text tokens, rows read) in ``input_ids`` of an output's first
     ``max_rows`` rows: the estimate the ``prepare`` summary prints (``stats`` counts every row).
-    None when the tokenizer has no unknown token."""
+    None when the tokenizer has no unknown token, or the output is behind a URL (not fetched
+    for an estimate; ``stats`` counts it)."""
+    if is_output_url(out):
+        return None
     _, path, m = datasets(Path(out))[0]
     unk = (m["tokenizer"].get("unk") or {}).get("id")
     if unk is None:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError, OutputError
 from ..output.manifest import read_manifest
+from ..output.remote import is_output_url, localize
 from .report import table
 from .stats import UNK_WARN, Stats, collect
 
@@ -416,7 +417,7 @@ def _compat_key(m: dict[str, Any], what: str) -> Any:
 def incompatibilities(outs: list[str]) -> list[str]:
     """Why the outputs cannot be summed into one figure (empty when they can): they differ in
     tokenizer, lengths, mixture or packing. Inputs, seeds, formats and epochs may differ."""
-    ms = [read_manifest(o) for o in outs]
+    ms = [read_manifest(localize(o) if is_output_url(o) else o) for o in outs]
     out = []
     for what in COMPATIBLE_KEYS:
         try:

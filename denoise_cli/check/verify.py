@@ -29,6 +29,7 @@ import pyarrow as pa
 from ..errors import OutputError, VerifyError
 from ..output.layout import DATA_DIR, HF_STATE, MANIFEST, TOKENIZER, output_path
 from ..output.manifest import datasets, read_manifest
+from ..output.remote import is_output_url, localize
 from ..output.schema import shard_schema
 from ..output.shards import FORMATS, batch_arrays, open_shard, sha256_file
 from ..source.tokenize import reserved_from_json
@@ -78,11 +79,12 @@ def verify(
     """Check an output directory (see the module docstring). Returns a report, or raises
     :class:`VerifyError` listing up to ``max_problems`` problems (``shard row R: what``)."""
     t0 = time.perf_counter()
-    outp = Path(out)
     rep = VerifyReport(str(out))
     probs = Problems(max_problems)
     try:
         try:
+            # an output behind a URL: its local copy (output.remote.localize), checked whole
+            outp = localize(str(out)) if is_output_url(out) else Path(out)
             dsets = epoch_outputs(outp, probs)
         except OutputError as e:  # no (or an unreadable) manifest: not a complete output
             probs.add(str(e))
@@ -110,7 +112,7 @@ def verify(
     if probs.items:
         more = " (stopped there; raise --max-problems to see more)" if probs.truncated else ""
         raise VerifyError(
-            f"{outp}: {len(probs.items)} problem(s) found{more}:\n  " + "\n  ".join(probs.items)
+            f"{out}: {len(probs.items)} problem(s) found{more}:\n  " + "\n  ".join(probs.items)
         )
     return rep
 

@@ -4,10 +4,12 @@ One Ray core task per input file, each calling the unit (``prepare.worker.proces
 exactly as a local worker does, so the shards are byte-identical to ``--engine local`` for any
 cluster size. The driver holds the output lock and writes the manifest once every task is done;
 workers read inputs and write shards + commit records by path, so **inputs and output must be
-on a filesystem every node sees at the same path**. The job is ``ray.put`` once. A lost task is
-retried up to ``MAX_RETRIES`` times (it resumes from the file's last committed part); errors
-raised by the code are not retried but reach the caller as the same exception type, and a task
-that keeps losing its worker ends the run with :class:`~denoise_cli.errors.WorkerError`.
+on a filesystem every node sees at the same path**, or URLs (an object-store ``OUT`` runs the
+unit ``prepare.publish.RemoteUnit``: it stages locally and uploads). The job is ``ray.put``
+once. A lost task is retried up to ``MAX_RETRIES`` times (it resumes from the file's last
+committed part); errors raised by the code are not retried but reach the caller as the same
+exception type, and a task that keeps losing its worker ends the run with
+:class:`~denoise_cli.errors.WorkerError`.
 Progress goes through a zero-CPU actor (``REPORT_EVERY_S``). Cluster: ``address``, else
 ``RAY_ADDRESS``, else a new loopback-only local instance (``LOOPBACK_ENV``); an existing
 connection is reused, and only what this module started is shut down. Ray's own log records

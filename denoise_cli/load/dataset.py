@@ -14,7 +14,7 @@ Usage: README "Loading".
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pyarrow as pa
 from ..output.columns import MappedRows
 from ..output.layout import MANIFEST, datasets, output_path
 from ..output.manifest import read_manifest
+from ..output.remote import is_output_url, localize
 from ..output.shards import batch_arrays, read_shard_mapped
 from .checks import check_shard_files, check_shard_rows
 
@@ -50,8 +51,18 @@ PAD_FILL: dict[str, int] = {
 class DenoiseDataset:
     """Map-style dataset over a denoise output directory (see module docstring)."""
 
-    def __init__(self, out: str | Path, epoch: int | None = None, verify: str = "fast") -> None:
-        self.path = Path(out)
+    def __init__(
+        self,
+        out: str | Path,
+        epoch: int | None = None,
+        verify: str = "fast",
+        storage_options: Mapping[str, Any] | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        # an output behind a URL is served from its local copy (``output.remote.localize``)
+        self.path = (
+            localize(str(out), storage_options, cache_dir) if is_output_url(out) else Path(out)
+        )
         self.verify = verify
         self.manifest = read_manifest(self.path)
         dirs = self.manifest.get("epoch_dirs")
@@ -294,8 +305,20 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(n).astype(np.int64)
 
 
-def open_dataset(out: str | Path, epoch: int | None = None, verify: str = "fast") -> DenoiseDataset:
+def open_dataset(
+    out: str | Path,
+    epoch: int | None = None,
+    verify: str = "fast",
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+) -> DenoiseDataset:
     """Open a ``denoise prepare`` output directory (see :class:`DenoiseDataset`).
+
+    ``out`` may be an fsspec URL (``s3://bucket/out/``): the output is copied once into
+    ``cache_dir`` (default ``$DENOISE_CACHE_DIR`` or ``~/.cache/denoise/outputs``; only files
+    not already there with their size) and served from there, memory-mapped like a local one;
+    ``storage_options`` are the fsspec options (credentials, endpoint).
 
     For an output of ``prepare --epochs K``, ``epoch`` selects the variant ``epoch % K``
     (default 0): pass the training epoch to get fresh corruption every epoch.
@@ -304,4 +327,4 @@ def open_dataset(out: str | Path, epoch: int | None = None, verify: str = "fast"
     each shard's rows are its file's next examples; ``"sha256"`` also hashes every shard
     against the manifest; ``"none"`` checks only that the shards exist. A mismatch raises
     :class:`OutputError` (exit code 4 in the CLI)."""
-    return DenoiseDataset(out, epoch, verify)
+    return DenoiseDataset(out, epoch, verify, storage_options, cache_dir)

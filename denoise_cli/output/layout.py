@@ -107,13 +107,17 @@ def committed_parts(out: Path, file_idx: int) -> list[Path]:
     return sorted(parts_dir(out).glob(f"E*-{file_idx:05d}-*.json"))
 
 
+def file_state_patterns(epochs: int, file_idx: int) -> list[tuple[str, str]]:
+    """(directory relative to the output, glob) of everything a run writes for one input file
+    before it is finished: its commit records and carries, and its shards in every epoch."""
+    pats = [(f"{STATE_DIR}/parts", f"E*-{file_idx:05d}-*")]
+    pats += [(f"{epoch_dir(epochs, e)}{DATA_DIR}", f"{file_idx:05d}-*") for e in range(epochs)]
+    return pats
+
+
 def file_state_files(out: Path, epochs: int, file_idx: int) -> list[Path]:
-    """Everything a run wrote for one unfinished input file: its commit records and carries,
-    and its shards in every epoch."""
-    found = list(parts_dir(out).glob(f"E*-{file_idx:05d}-*"))
-    for e in range(epochs):
-        found += (out / epoch_dir(epochs, e) / DATA_DIR).glob(f"{file_idx:05d}-*")
-    return found
+    """Everything a run wrote for one unfinished input file (:func:`file_state_patterns`)."""
+    return [p for d, pat in file_state_patterns(epochs, file_idx) for p in (out / d).glob(pat)]
 
 
 def work_dirs(out: Path) -> list[Path]:
@@ -152,19 +156,7 @@ def output_path(root: str | Path, rel: object, what: str) -> Path:
     relative, normalised path without ``..`` that stays inside ``root`` after resolving
     symlinks."""
     rootp = Path(root)
-    bad = ""
-    if not isinstance(rel, str) or not rel:
-        bad = "is not a non-empty string"
-    elif "\x00" in rel or "\\" in rel:
-        bad = "holds a NUL or backslash"
-    else:
-        pp = PurePosixPath(rel)
-        if pp.is_absolute():
-            bad = "is absolute"
-        elif ".." in pp.parts:
-            bad = "contains '..'"
-        elif str(pp) != rel or rel == ".":
-            bad = "is not normalised"
+    bad = rel_problem(rel)
     if not bad:
         assert isinstance(rel, str)
         full = rootp / rel
@@ -180,6 +172,37 @@ def output_path(root: str | Path, rel: object, what: str) -> Path:
         f"{rootp}: {what} {rel!r} {bad}; a path in an output's own files must stay inside it "
         "(refusing to use it: the output was edited or crafted)"
     )
+
+
+def rel_problem(rel: object) -> str:
+    """What is wrong with a path read from an output ("" when nothing): the rules of
+    :func:`output_path` that need no filesystem (an object store has no symlinks, so for a
+    key under an output URL these are all of them)."""
+    if not isinstance(rel, str) or not rel:
+        return "is not a non-empty string"
+    if "\x00" in rel or "\\" in rel:
+        return "holds a NUL or backslash"
+    pp = PurePosixPath(rel)
+    if pp.is_absolute():
+        return "is absolute"
+    if ".." in pp.parts:
+        return "contains '..'"
+    if str(pp) != rel or rel == ".":
+        return "is not normalised"
+    return ""
+
+
+def check_rel(root: str, rel: object, what: str) -> str:
+    """``rel`` (a path read from the output at URL ``root``, or listed under it) if it passes
+    :func:`rel_problem`, else :class:`OutputError` as :func:`output_path` raises it."""
+    bad = rel_problem(rel)
+    if bad:
+        raise OutputError(
+            f"{root}: {what} {rel!r} {bad}; a path in an output's own files must stay inside it "
+            "(refusing to use it: the output was edited or crafted)"
+        )
+    assert isinstance(rel, str)
+    return rel
 
 
 def _has_symlink(root: Path, rel: str) -> bool:

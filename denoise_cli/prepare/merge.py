@@ -38,6 +38,7 @@ from ..output.layout import (
     tmp_path,
 )
 from ..output.manifest import diff, dumps, read_manifest, totals_from_files
+from ..output.remote import is_output_url, localize
 from ..output.shards import atomic_write_bytes
 from .finalize import write_epoch_files, write_top
 from .outdir import read_identity
@@ -70,7 +71,12 @@ def merge(
     """Merge part outputs into ``out`` (hard links by default; ``copy=True`` copies)."""
     if not parts:
         raise ConfigError("no parts to merge")
-    dirs = [Path(p) for p in parts]
+    if is_output_url(out):
+        raise ConfigError(
+            f"merge writes a local directory, not {out}: merge locally, then upload the result"
+        )
+    # parts behind URLs are merged from their local copies (output.remote.localize)
+    dirs = [localize(p) if is_output_url(p) else Path(p) for p in parts]
     tops = [read_manifest(d) for d in dirs]
     idents = [_identity(d) for d in dirs]
     base = {k: v for k, v in idents[0].items() if k != "part"}

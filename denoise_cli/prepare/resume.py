@@ -3,14 +3,17 @@ commit record stores the resume state (records consumed, the chunker's next grou
 offset, the un-chunked tokens as ``.npy``, the cumulative counters); a finished input file gets
 a file record. A rerun skips finished files and continues an unfinished one from its last
 committed part whose shard exists with the recorded size, unless the input's bytes changed
-since (each commit records the SHA-256 of the input bytes consumed). See docs/architecture.md.
+since (each commit records the SHA-256 of the input bytes consumed). A run into an object store
+stages under a local directory and registers a :class:`Mirror` for it (:func:`mirror_to`):
+every commit is then published (shard, carry, record, in that order) and the shards of
+resumed parts are looked up in the store. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -32,6 +35,38 @@ from ..source.discover import InputFile
 from ..source.fingerprint import prefix_sha256
 from ..source.read import FileStats
 from ..source.units import InputUnit, unit_sha256
+
+
+class Mirror(Protocol):
+    """Where the commits under a staging directory are published (``prepare.publish``)."""
+
+    def shard_ok(self, rel: str, size: int) -> bool:
+        """Whether the published shard ``rel`` exists with ``size`` bytes."""
+        ...
+
+    def committed(self, rels: Sequence[str]) -> None:
+        """Publish these files (paths relative to the staging directory), in this order."""
+        ...
+
+    def forget(self, file_idx: int) -> None:
+        """Remove what was published for an unfinished input file."""
+        ...
+
+
+#: staging directory -> its mirror, in the process that runs the unit
+_MIRRORS: dict[str, Mirror] = {}
+
+
+def mirror_to(out: Path, mirror: Mirror | None) -> None:
+    """Publish what is committed under ``out`` through ``mirror`` (None: stop)."""
+    if mirror is None:
+        _MIRRORS.pop(str(out), None)
+    else:
+        _MIRRORS[str(out)] = mirror
+
+
+def _rel(out: Path, p: Path) -> str:
+    return p.relative_to(out).as_posix()
 
 
 def stats_from(d: dict[str, Any]) -> FileStats:
@@ -59,7 +94,11 @@ def last_commit(out: Path, epoch: int, file_idx: int) -> dict[str, Any] | None:
         what = f"{STATE_DIR}/parts/{p.name}"
         shard = output_path(out, rec["shard"], f"{what}: shard") if rec["shard"] else out
         output_path(out, rec["carry"], f"{what}: carry")
-        if not shard.is_file() or shard.stat().st_size != rec["bytes"]:
+        mirror = _MIRRORS.get(str(out))
+        if mirror is not None:
+            if not rec["shard"] or not mirror.shard_ok(rec["shard"], int(rec["bytes"])):
+                return last
+        elif not shard.is_file() or shard.stat().st_size != rec["bytes"]:
             return last
         last = rec
         part += 1
@@ -76,7 +115,11 @@ def commit_part(out: Path, rec: dict[str, Any], carry: np.ndarray) -> None:
     rel = carry_name(rec["epoch"], rec["file"], rec["part"])
     atomic_save_npy(out / rel, carry)
     rec["carry"] = rel
-    atomic_write_bytes(part_record(out, rec["epoch"], rec["file"], rec["part"]), dumps(rec))
+    p = part_record(out, rec["epoch"], rec["file"], rec["part"])
+    atomic_write_bytes(p, dumps(rec))
+    mirror = _MIRRORS.get(str(out))
+    if mirror is not None:
+        mirror.committed([*([rec["shard"]] if rec["shard"] else []), rel, _rel(out, p)])
 
 
 def finished_file(out: Path, file_idx: int) -> dict[str, Any] | None:
@@ -106,6 +149,9 @@ def forget_file(out: Path, epochs: int, file_idx: int) -> None:
     """Remove every commit record, carry and shard of one (unfinished) input file."""
     for p in file_state_files(out, epochs, file_idx):
         p.unlink(missing_ok=True)
+    mirror = _MIRRORS.get(str(out))
+    if mirror is not None:
+        mirror.forget(file_idx)
 
 
 def resume_point(out: Path, files: Sequence[int]) -> tuple[int, int]:
@@ -129,4 +175,8 @@ def is_finished(out: Path, file_idx: int) -> bool:
 
 
 def finish_file(out: Path, file_idx: int, rec: dict[str, Any]) -> None:
-    atomic_write_bytes(file_record(out, file_idx), dumps(rec))
+    p = file_record(out, file_idx)
+    atomic_write_bytes(p, dumps(rec))
+    mirror = _MIRRORS.get(str(out))
+    if mirror is not None:
+        mirror.committed([_rel(out, p)])

@@ -10,22 +10,34 @@ joins the results. See docs/architecture.md; figures: benchmarks/README_prepare.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import PrepareConfig
+from ..engines import Unit
 from ..engines import engine as engine_for
 from ..engines.procs import Terminated, terminate_raises
 from ..engines.progress import Progress
 from ..errors import ConfigError, Interrupted, OutputError
 from ..output.layout import check_no_overlap, check_out_dir, locked_output
+from ..output.remote import RemoteOutput, is_output_url
 from ..source.fs import is_url
 from .finalize import DEFAULT_MAX_SKIP_FRACTION, check_run, finalize
 from .job import choose_encoder_backend, make_job, resolve
 from .outdir import claim, run_identity
+from .publish import (
+    RemoteUnit,
+    claim_remote,
+    make_stage,
+    publish_dataset,
+    pull_file_records,
+    remote_resume_point,
+)
 from .resume import file_records, is_finished, resume_point
 from .worker import process_file
 
@@ -79,6 +91,7 @@ def prepare(
     notify: Callable[[str], None] | None = None,
     tokenizer_backend: str = "auto",
     progress_interval: float | None = None,
+    staging_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run ``denoise prepare`` end to end and return the manifest (also written to
     ``out_dir/denoise.json``).
@@ -89,7 +102,9 @@ def prepare(
     After the output is complete, :func:`~.finalize.check_run` raises :class:`InputError` when
     no row was written or more than ``max_skip_fraction`` of the records were skipped (the
     output stays).
-    ``storage_options``: fsspec options for URL inputs (``--storage-options``).
+    ``storage_options``: fsspec options for URL inputs and a URL ``out_dir``
+    (``--storage-options``); a URL ``out_dir`` is staged under ``staging_dir`` (default: the
+    temp directory) and published part by part (:mod:`.publish`).
     ``tokenizer_backend``: auto, hf or fast (``tokenize.choose_backend``; same ids either way).
     ``progress_interval``: seconds between plain progress lines (default: a bar on a terminal,
     else every 30 s; see ``engines.progress.Progress``).
@@ -105,31 +120,55 @@ def prepare(
     prep = resolve(cfg, inputs, tokenizer, storage_options)
     if not prep.files:
         raise ConfigError("no input files")
+    remote = RemoteOutput(out_dir, storage_options) if is_output_url(out_dir) else None
     out = Path(out_dir)
     # refuse before writing anything: no directory, no lock file left behind
-    check_no_overlap(
-        out,
-        [s for s in inputs if os.path.isdir(os.path.expanduser(s))],
-        [f.path for f in prep.files if not is_url(f.path)],
-    )
-    check_out_dir(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create output directory {out}: {e}") from None
+    if remote is None:
+        check_no_overlap(
+            out,
+            [s for s in inputs if os.path.isdir(os.path.expanduser(s))],
+            [f.path for f in prep.files if not is_url(f.path)],
+        )
+        check_out_dir(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create output directory {out}: {e}") from None
+    else:
+        check_remote_overlap(remote, inputs, [f.path for f in prep.files])
+        remote.check_out()
     mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
     prep.backend = choose_encoder_backend(prep, tokenizer_backend, mine)
     identity = run_identity(prep, prep.files)
     if num_shards > 1:
         identity["part"] = {"index": shard_index, "count": num_shards, "files": mine}
+    where = out_dir if remote is not None else str(out)
     try:
-        with locked_output(out):
-            claim(out, identity, overwrite)
+        with contextlib.ExitStack() as held:
+            unit: Unit = process_file
+            if remote is None:
+                held.enter_context(locked_output(out))
+                claim(out, identity, overwrite)
+
+                def point(files: Sequence[int]) -> tuple[int, int]:
+                    return resume_point(out, files)
+
+            else:
+                held.enter_context(remote.lock())
+                claim_remote(remote, identity, overwrite)
+                out = make_stage(staging_dir)
+                held.callback(shutil.rmtree, out, True)
+                pull_file_records(remote, out, mine)
+                unit = RemoteUnit(remote, staging_dir)
+
+                def point(files: Sequence[int]) -> tuple[int, int]:
+                    return remote_resume_point(remote, files)
+
             job = make_job(prep, out)
             todo = [i for i in mine if not is_finished(out, i)]
             todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
-            if notify is not None and resume_point(out, mine) != (0, 0):
-                notify(_resuming_line(out, mine))
+            if notify is not None and point(mine) != (0, 0):
+                notify(_resuming_line(point(mine), len(mine), where))
             bar = Progress(
                 sum(prep.files[i].size for i in todo),
                 len(todo),
@@ -140,10 +179,10 @@ def prepare(
                 if engine == "local":
                     workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
                 with terminate_raises():
-                    run_files(process_file, job, todo, bar, workers=workers, address=ray_address)
+                    run_files(unit, job, todo, bar, workers=workers, address=ray_address)
             except (KeyboardInterrupt, Terminated) as e:
                 signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
-                done, parts = resume_point(out, mine)
+                done, parts = point(mine)
                 more = f" (+{parts} parts of unfinished files)" if parts else ""
                 raise Interrupted(
                     f"interrupted; {done} of {len(mine)} files committed{more}; rerun the same "
@@ -152,21 +191,39 @@ def prepare(
                 ) from None
             finally:
                 bar.close()
+            if remote is not None:
+                pull_file_records(remote, out, mine)
             records = file_records(out, mine)
             part = identity.get("part")
             manifest = finalize(out, prep, job, records, part)
+            if remote is not None:
+                publish_dataset(remote, out)
     except OSError as e:
         raise OutputError(
-            f"writing under {out} failed: {e}. Free space or fix permissions and rerun the same "
-            "command to resume."
+            f"writing under {where} failed: {e}. Free space or fix permissions and rerun the "
+            "same command to resume."
         ) from None
-    check_run(manifest, cfg.text_key, max_skip_fraction, str(out))
+    check_run(manifest, cfg.text_key, max_skip_fraction, where)
     return manifest
 
 
-def _resuming_line(out: Path, files: Sequence[int]) -> str:
-    done, parts = resume_point(out, files)
-    line = f"resuming: {done} of {len(files)} files done"
+def _resuming_line(point: tuple[int, int], nfiles: int, where: str) -> str:
+    done, parts = point
+    line = f"resuming: {done} of {nfiles} files done"
     if parts:
         line += f", {parts} parts of unfinished files committed"
-    return line + f" (in {out})"
+    return line + f" (in {where})"
+
+
+def check_remote_overlap(
+    remote: RemoteOutput, input_specs: Sequence[str], input_paths: Sequence[str]
+) -> None:
+    """``check_no_overlap`` for a URL output, by URL text: refuse an output prefix inside an
+    input URL spec (a directory), one that holds an input, or that is an input's directory."""
+    o = remote.url.rstrip("/") + "/"
+    for spec in input_specs:
+        if is_url(spec) and o.startswith(spec.rstrip("/") + "/"):
+            raise OutputError(f"the output {remote.url} is inside the input {spec}; choose another")
+    for p in input_paths:
+        if is_url(p) and (p.startswith(o) or p.rsplit("/", 1)[0] + "/" == o):
+            raise OutputError(f"the output {remote.url} holds the input {p}; choose another")
