@@ -132,7 +132,7 @@ def choose_encoder_backend(prep: Prepared, requested: str, mine: Sequence[int]) 
                 return [text[: 1 << 16] for text in batch.texts[:256]]
         return []
 
-    choice = choose_backend(prep.tokenizer.json, requested, sample)
+    choice = choose_backend(prep.tokenizer.json, requested, sample, prep.tokenizer.model_head)
     if choice.warning:
         print(f"denoise: warning: {choice.warning}", file=sys.stderr)
     return choice
