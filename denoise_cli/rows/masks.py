@@ -8,7 +8,8 @@ segments alternate non-noise, noise, ..., so the first token is never noise. A u
 composition of ``m`` items into ``k`` parts is a uniform ``(k-1)``-subset of the ``m-1`` gaps:
 every row draws ``m-1`` uniform keys, ``np.partition`` finds each row's ``(k-1)``-th smallest and
 a comparison marks the keys below it as segment starts (rows with tied keys, probability
-~1e-11, are redone exactly with ``argpartition``); a ``cumsum`` turns the starts into the mask.
+~1e-11, are redone exactly with ``argpartition``); ``flatnonzero`` gives their columns. The
+span denoiser turns the columns into the mask (``rows.denoisers.span``).
 Figures: ``benchmarks/bench_corrupt.py`` and benchmarks/README.md.
 """
 
