@@ -33,6 +33,7 @@ from ..source.tokenize import (
     TokenizerInfo,
     build_tokenizer,
     choose_backend,
+    share_with_workers,
 )
 
 
@@ -60,6 +61,13 @@ class Job:
 
     def shard_name(self, epoch: int, file_idx: int, part: int) -> str:
         return shard_name(self.cfg.epochs, epoch, file_idx, part, self.cfg.format)
+
+    def worker_preload(self) -> contextlib.AbstractContextManager[None]:
+        """Around a process pool's start: its forkserver builds the HF tokenizer once for all
+        workers (``tokenize.share_with_workers``)."""
+        if self.encoder.backend != "hf":
+            return contextlib.nullcontext()
+        return share_with_workers(self.encoder.tokenizer_json)
 
 
 def rows_per_part(cfg: PrepareConfig) -> int:

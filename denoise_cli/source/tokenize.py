@@ -39,12 +39,14 @@ another kind, or a document without such a boundary for a long stretch, is encod
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -392,6 +394,47 @@ def build_tokenizer(
     )
 
 
+#: names a readable file (a memfd of the parent, ``/proc/PID/fd/N``) holding the tokenizer JSON
+#: the workers encode with; set by :func:`share_with_workers` while a process pool starts
+SHARED_TOKENIZER_ENV = "DENOISE_SHARED_TOKENIZER"
+_SHARED: list[tuple[str, Any]] = []  # (tokenizer JSON, the Tokenizer built from it)
+
+
+@contextlib.contextmanager
+def share_with_workers(tokenizer_json: str) -> Iterator[None]:
+    """While open, a forkserver started from this process builds ``tokenizer_json`` once, when
+    it imports this module, and every worker forked from it starts with the tokenizer built
+    (:func:`build_shared_tokenizer`) instead of building its own. The JSON is handed over in
+    an anonymous memory file (Linux); elsewhere this does nothing."""
+    if not (sys.platform.startswith("linux") and hasattr(os, "memfd_create")):
+        yield
+        return
+    data = memoryview(tokenizer_json.encode("utf-8"))
+    fd = os.memfd_create("denoise-tokenizer")
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+        os.environ[SHARED_TOKENIZER_ENV] = f"/proc/{os.getpid()}/fd/{fd}"
+        yield
+    finally:
+        os.environ.pop(SHARED_TOKENIZER_ENV, None)
+        os.close(fd)
+
+
+def build_shared_tokenizer() -> None:
+    """Build the tokenizer that :func:`share_with_workers` names in the environment, once per
+    process (a forkserver's preload). Never raises: a worker without it builds its own."""
+    path = os.environ.pop(SHARED_TOKENIZER_ENV, None)
+    if not path or _SHARED:
+        return
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+        _SHARED.append((text, _tokenizers().Tokenizer.from_str(text)))
+    except Exception:  # an exception here would kill the forkserver
+        return
+
+
 PIECE_CHARS = 1 << 20  # documents longer than this are encoded in pieces of about this size
 
 # Split regexes known to end every pre-token containing a non-space character before a space
@@ -560,6 +603,10 @@ class Encoder:
     def backend(self) -> str:
         return "hf" if self.fast is None else "fast"
 
+    @property
+    def tokenizer_json(self) -> str:
+        return self._json
+
     def encode_lists(self, texts: Sequence[str]) -> list[list[int]]:
         """Raw ids per document (no reserved-id handling), by this encoder's backend."""
         if self.fast is None:
@@ -592,6 +639,8 @@ class Encoder:
         if self._tok is None:
             tok = self._built
             self._built = None
+            if tok is None and _SHARED and _SHARED[0][0] == self._json:
+                tok = _SHARED.pop()[1]  # built once by the forkserver this worker forked from
             if tok is None:
                 tok = _tokenizers().Tokenizer.from_str(self._json)
             tok.encode_special_tokens = True
@@ -759,3 +808,6 @@ def choose_backend(
     return BackendChoice(
         requested, "fast", "reproducible: identical ids on the self-check", spec, len(texts)
     )
+
+
+build_shared_tokenizer()  # a no-op unless this process is a forkserver started to share one
