@@ -60,13 +60,3 @@ def random_segment_starts(
     starts = np.zeros((batch, num_items), dtype=bool)
     starts[np.arange(batch)[:, None], cols] = True
     return starts
-
-
-def segment_lengths(starts: np.ndarray, num_segments: int) -> np.ndarray:
-    """Lengths ``[batch, num_segments]`` of the segments marked by ``starts``."""
-    b, m = starts.shape
-    cols = np.nonzero(starts)[1].reshape(b, num_segments)  # row-major: sorted within each row
-    ends = np.empty_like(cols)
-    ends[:, :-1] = cols[:, 1:]
-    ends[:, -1] = m
-    return ends - cols
