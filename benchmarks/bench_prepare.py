@@ -279,6 +279,44 @@ def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def child_tree(spec: dict[str, Any]) -> dict[str, Any]:
+    """``prepare(...)`` and nothing else: the parent (a subreaper) measures the CPU of this
+    process and of every process under it (forkserver, workers, resource tracker)."""
+    from denoise_cli.prepare.run import prepare
+
+    timing = spec.get("encode_dir")
+    if timing:
+        # encode_batch_fast timed inside prepare's own processes (this one, and the pool's
+        # workers through their forkserver's preload); its build is not counted
+        import denoise_cli.engines.local as local
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        os.environ["BENCH_ENCODE_DIR"] = timing
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
+        )
+        import encode_timer  # noqa: F401
+
+        plain = local._mp_context
+        local._mp_context = lambda preload: plain([*preload, "encode_timer"])  # type: ignore[assignment]
+    man = prepare(
+        spec["files"],
+        spec["out"],
+        _cfg(spec["mixture"]),
+        tokenizer=spec.get("tokenizer"),
+        workers=int(spec["workers"]),
+        overwrite=True,
+        progress=False,
+    )
+    tot = man["totals"]
+    res = {"tokens": tot.get("tokens", 0), "docs": tot.get("docs", 0)}
+    if timing:
+        from encode_timer import read_totals
+
+        res["encode_cpu"], res["encode_tokens"] = read_totals(timing)
+    return res
+
+
 class _TimedTok:
     """Proxy for the Encoder's tokenizer that times ``encode_batch_fast``."""
 
@@ -516,6 +554,7 @@ def child_profile(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 CHILDREN = {
+    "tree": child_tree,
     "bare": child_bare,
     "pipeline": child_pipeline,
     "stages": child_stages,
@@ -526,11 +565,49 @@ CHILDREN = {
 # =========================================================================== parent
 
 
-def run_child(kind: str, spec: dict[str, Any], log: Path) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter; add its wait4 rusage."""
+def become_subreaper() -> bool:
+    """PR_SET_CHILD_SUBREAPER (Linux): orphaned descendants (a forkserver, its workers) are
+    re-parented to this process, so reaping them adds their CPU to ``RUSAGE_CHILDREN``."""
+    try:
+        import ctypes
+
+        return int(ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children_cpu() -> float:
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return c.ru_utime + c.ru_stime
+
+
+def run_tree(
+    kind: str, spec: dict[str, Any], log: Path, pythonpath: str | None = None
+) -> dict[str, Any]:
+    """:func:`run_child`, plus ``tree_cpu``: CPU seconds of the child and of every process
+    under it (this process must be a subreaper; the orphans are reaped here)."""
+    before = _children_cpu()
+    res = run_child(kind, spec, log, pythonpath)
+    while True:  # re-parented descendants: they exit with the child (parent-death signals)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+    res["tree_cpu"] = _children_cpu() - before
+    return res
+
+
+def run_child(
+    kind: str, spec: dict[str, Any], log: Path, pythonpath: str | None = None
+) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter; add its wait4 rusage. ``pythonpath``: where
+    that interpreter imports ``denoise_cli`` from (another revision), else the environment's."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(spec)]
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     with open(log, "ab") as err:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=REPO)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=REPO, env=env)
         assert p.stdout is not None
         out = p.stdout.read().decode()
         p.stdout.close()
@@ -586,6 +663,84 @@ def verdict(ok: bool) -> str:
     return "MEETS" if ok else "MISSES"
 
 
+def overhead_main(a: argparse.Namespace) -> None:
+    """``--overhead``: per repeat, interleaved: the bare tokenizer (``encode_batch_fast`` on the
+    pipeline's batches, one process, encode CPU only), then ``prepare()`` of each revision
+    (``--baseline`` first when given), each as the CPU of its whole process tree."""
+    import statistics
+
+    if not become_subreaper():
+        sys.exit("--overhead needs PR_SET_CHILD_SUBREAPER (Linux)")
+    inp = Path(a.input)
+    shards = sorted(str(p) for p in inp.iterdir() if p.name.endswith(".jsonl.zst"))
+    files = shards[: 1 if a.quick else (a.files or len(shards))]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-", dir=a.tmp))
+    log = tmp / "children.log"
+    base = {"mixture": a.mixture, "tokenizer": a.tokenizer}
+    revs = [("before", a.baseline)] if a.baseline else []
+    revs.append(("after" if a.baseline else "this", None))
+    print(
+        f"input: {len(files)} file(s) of {inp}; tokenizer {a.tokenizer or 'embedded GPT-2'}; "
+        f"workers {a.workers}; repeats {a.repeats}; loadavg before "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        flush=True,
+    )
+    rows: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    for rep in range(a.repeats):
+        bare = run_tree("bare", {**base, "files": files, "procs": 1}, log)
+        row = {"bare": float(bare["cpu"])}
+        for name, path in revs:
+            out = str(tmp / f"out-{name}")
+            enc = tmp / f"encode-{name}-{rep}"
+            enc.mkdir()
+            spec = {**base, "files": files, "workers": a.workers, "out": out}
+            r = run_tree("tree", {**spec, "encode_dir": str(enc)}, log, path)
+            shutil.rmtree(out, ignore_errors=True)
+            row[name] = float(r["tree_cpu"])
+            row[name + "_encode"] = float(r["encode_cpu"])
+            row[name + "_tokens"] = float(r["tokens"])  # documents' tokens + one EOS each
+        rows.append(row)
+        print(
+            f"[{time.perf_counter() - t0:5.0f}s] repeat {rep + 1}: bare encode "
+            f"{row['bare']:.2f} CPU-s; "
+            + "; ".join(
+                f"prepare {n} {row[n]:.2f} CPU-s = bare + {row[n] / row['bare'] - 1:.1%}, "
+                f"= its own encode_batch_fast {row[n + '_encode']:.2f} + "
+                f"{row[n] / row[n + '_encode'] - 1:.1%}"
+                for n, _ in revs
+            ),
+            flush=True,
+        )
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"(tokens: bare {bare['tokens']:,} from encode_batch_fast; prepare's manifest "
+        + ", ".join(f"{n} {int(rows[-1][n + '_tokens']):,}" for n, _ in revs)
+        + f" (+1 EOS per document: {int(rows[-1][revs[-1][0] + '_tokens']) - bare['tokens']:,}))"
+    )
+    print(
+        f"\nprepare's own overhead (process-tree CPU / bare encode CPU - 1), median of "
+        f"{len(rows)}; {bare['tokens']:,} document tokens; loadavg after "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    for n, _ in revs:
+        ratios = [r[n] / r["bare"] - 1 for r in rows]
+        each = ", ".join(f"{x:.1%}" for x in ratios)
+        print(
+            f"  {n:7s} vs the bare process      {statistics.median(ratios):7.1%}   (per repeat: {each})"
+        )
+        ratios = [r[n] / r[n + "_encode"] - 1 for r in rows]
+        each = ", ".join(f"{x:.1%}" for x in ratios)
+        print(
+            f"  {n:7s} vs its own encode calls  {statistics.median(ratios):7.1%}   (per repeat: {each})"
+        )
+    print(
+        "  (vs the bare process: another process's encode CPU, so load changes between the runs "
+        "move it;\n   vs its own encode calls: encode_batch_fast timed inside the same run's "
+        "processes, the same documents and batches)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -628,12 +783,27 @@ def main() -> None:
     ap.add_argument(
         "--json", default=None, metavar="PATH", help="also write every run's raw figures here"
     )
+    ap.add_argument(
+        "--overhead",
+        action="store_true",
+        help="only the pipeline's overhead: CPU of the whole process tree of prepare() over "
+        "the bare tokenizer's encode CPU on the same documents, interleaved per repeat",
+    )
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        metavar="DIR",
+        help="with --overhead: also run prepare() from the denoise_cli under DIR (PYTHONPATH)",
+    )
     ap.add_argument("--child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     a = ap.parse_args()
 
     if a.child:
         res = CHILDREN[a.child[0]](json.loads(a.child[1]))
         print(RESULT + json.dumps(res), flush=True)
+        return
+    if a.overhead:
+        overhead_main(a)
         return
 
     inp = Path(a.input)

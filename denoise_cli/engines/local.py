@@ -8,6 +8,7 @@ for any worker count. See docs/architecture.md.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -75,13 +76,18 @@ def run_files(
         return
     ctx = _mp_context([unit.__module__])
     q = ctx.Queue()
+    # what the job wants built once in the forkserver rather than in every worker
+    preload = getattr(job, "worker_preload", None)
     try:
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(todo)),
-            mp_context=ctx,
-            initializer=_worker_init,
-            initargs=(unit, job, q, os.getpid()),
-        ) as ex:
+        with (
+            preload() if preload else contextlib.nullcontext(),
+            ProcessPoolExecutor(
+                max_workers=min(workers, len(todo)),
+                mp_context=ctx,
+                initializer=_worker_init,
+                initargs=(unit, job, q, os.getpid()),
+            ) as ex,
+        ):
             pending: set[Future[dict[str, Any]]] = set()
             try:
                 futs = {ex.submit(_worker_run, i): i for i in todo}

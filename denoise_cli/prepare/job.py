@@ -41,6 +41,7 @@ from ..source.tokenize import (
     build_tokenizer,
     choose_backend,
     load_tokenizer_json,
+    share_with_workers,
 )
 from ..source.units import split_inputs
 
@@ -70,6 +71,13 @@ class Job:
 
     def shard_name(self, epoch: int, file_idx: int, part: int) -> str:
         return shard_name(self.cfg.epochs, epoch, file_idx, part, self.cfg.format)
+
+    def worker_preload(self) -> contextlib.AbstractContextManager[None]:
+        """Around a process pool's start: its forkserver builds the HF tokenizer once for all
+        workers (``tokenize.share_with_workers``)."""
+        if self.encoder.backend != "hf":
+            return contextlib.nullcontext()
+        return share_with_workers(self.encoder.tokenizer_json)
 
 
 def rows_per_part(cfg: PrepareConfig) -> int:
@@ -146,7 +154,7 @@ def choose_encoder_backend(prep: Prepared, requested: str, mine: Sequence[int]) 
                 return [text[: 1 << 16] for text in batch.texts[:256]]
         return []
 
-    choice = choose_backend(prep.tokenizer.json, requested, sample)
+    choice = choose_backend(prep.tokenizer.json, requested, sample, prep.tokenizer.model_head)
     if choice.warning:
         print(f"denoise: warning: {choice.warning}", file=sys.stderr)
     return choice

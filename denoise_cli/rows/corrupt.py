@@ -69,7 +69,8 @@ def corrupt_mixture(
         if len(idx) == 0:
             continue
         L = comp.raw_length
-        chunk = stream[starts[idx][:, None] + np.arange(L)[None, :]]
+        # a row-wise copy out of a strided view (no [B, L] index array)
+        chunk = np.lib.stride_tricks.sliding_window_view(stream, L)[starts[idx]]
         r = corrupt_component(chunk, comp, special, lengths, rng)
         out.input_ids[idx] = r.input_ids
         out.labels[idx] = r.labels

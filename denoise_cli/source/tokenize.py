@@ -15,11 +15,14 @@ benchmarks/README_tokenize.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import json
 import os
 import re
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -75,9 +78,13 @@ def load_tokenizer_json(spec: str | None) -> tuple[str, str]:
             raise ConfigError(f"tokenizer directory {spec} has no tokenizer.json")
     if p.is_file():
         try:
-            return p.read_text(encoding="utf-8"), f"file:{p.resolve()}"
+            raw = p.read_bytes()
+            text = raw.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read tokenizer {p}: {e}") from None
+        if "\r" in text:  # the newline translation of read_text (a text-mode read is ~2x slower)
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return text, f"file:{p.resolve()}"
     if p.suffix == ".json" or (os.sep in spec and not spec.count("/") == 1):
         raise ConfigError(f"tokenizer file {spec} does not exist")
     tk = _tokenizers()
@@ -109,6 +116,20 @@ class TokenizerInfo:
     json: str = field(repr=False, compare=False, default="")
     #: every special id of the tokenizer (:func:`special_token_ids`), not only the ones used
     specials: tuple[int, ...] = field(repr=False, compare=False, default=())
+    #: the extended ``tokenizers.Tokenizer`` that ``build_tokenizer`` made (``json`` is its
+    #: ``to_str()``): handed to this process's encoder instead of a second build; not pickled
+    built: Any = field(repr=False, compare=False, default=None)
+    #: the model's type and the BPE options ``fastbpe.analyze`` checks first (``choose_backend``
+    #: decides from these without parsing ``json`` when they already rule tiktoken out)
+    model_head: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["built"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def special_ids(self) -> SpecialIds:
         return SpecialIds(
@@ -129,7 +150,13 @@ class TokenizerInfo:
     def encoder(self, fast: FastSpec | None = None) -> Encoder:
         """The encoder of documents for this tokenizer (reserved ids replaced or refused);
         ``fast``: encode with tiktoken (``choose_backend``), else HF ``tokenizers``."""
-        return Encoder(self.json, self.reserved_ids(), self.unk[1] if self.unk else None, fast=fast)
+        return Encoder(
+            self.json,
+            self.reserved_ids(),
+            self.unk[1] if self.unk else None,
+            fast=fast,
+            built=None if fast is not None else self.built,
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], tokenizer_json: str = "") -> TokenizerInfo:
@@ -206,6 +233,59 @@ def special_token_ids(
         if isinstance(name, str) and name.endswith(">") and any(p.fullmatch(name) for p in pats):
             out[int(i)] = name
     return out
+
+
+def _json_string_pattern(head: str, tail: str) -> re.Pattern[str]:
+    """A JSON string literal ``"head<digits>tail"`` as ``tokenizers`` serializes it (``"``, ``\\``
+    and control characters escaped, everything else literal)."""
+
+    def esc(x: str) -> str:
+        return re.escape(json.dumps(x, ensure_ascii=False)[1:-1])
+
+    return re.compile('"(' + esc(head) + r"\d+" + esc(tail) + ')"')
+
+
+def special_ids_of(tok: Any, tokenizer_json: str, sentinel_template: str) -> dict[int, str]:
+    """:func:`special_token_ids` of a built tokenizer whose ``to_str()`` is ``tokenizer_json``,
+    the same ids without parsing the JSON: the added tokens come from the tokenizer, and the
+    sentinel-like vocabulary entries are the names a scan of the JSON text finds (every
+    vocabulary entry is a string literal there) that the model knows (``token_to_id``). (A
+    name listed twice in a Unigram vocabulary yields only the id the model maps it to: the other
+    one can never come out of encoding.)"""
+    out: dict[int, str] = {}
+    pats = [SENTINEL_LIKE]
+    head, sep, tail = sentinel_template.partition("{}")
+    if sep:
+        pats.append(re.compile(re.escape(head) + r"\d+" + re.escape(tail)))
+    for i, a in tok.get_added_tokens_decoder().items():
+        name = str(a.content)
+        if a.special or (name.endswith(">") and any(p.fullmatch(name) for p in pats)):
+            out[int(i)] = name
+    scans = [_json_string_pattern("<extra_id_", ">")]
+    if sep:
+        scans.append(_json_string_pattern(head, tail))
+    names: set[str] = set()
+    for scan in scans:
+        names.update(scan.findall(tokenizer_json))
+    model = tok.model
+    for lit in names:
+        name = json.loads(f'"{lit}"')
+        if not (name.endswith(">") and any(p.fullmatch(name) for p in pats)):
+            continue
+        i = model.token_to_id(name)
+        if i is not None:
+            out.setdefault(int(i), name)
+    return out
+
+
+def model_head(tok: Any) -> dict[str, Any]:
+    """The model's type and the BPE options :func:`~.fastbpe.analyze` checks first."""
+    m = tok.model
+    head: dict[str, Any] = {"type": type(m).__name__}
+    for key in ("dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix"):
+        head[key] = getattr(m, key, None)
+    head["byte_fallback"] = getattr(m, "byte_fallback", False)
+    return head
 
 
 def reserved_from_json(
@@ -285,8 +365,51 @@ def build_tokenizer(
         added=tuple(missing),
         sentinel_template=tokens.sentinel_template,
         json=ext,
-        specials=tuple(sorted(special_token_ids(ext, tokens.sentinel_template))),
+        specials=tuple(sorted(special_ids_of(tok, ext, tokens.sentinel_template))),
+        built=tok,
+        model_head=model_head(tok),
     )
+
+
+#: names a readable file (a memfd of the parent, ``/proc/PID/fd/N``) holding the tokenizer JSON
+#: the workers encode with; set by :func:`share_with_workers` while a process pool starts
+SHARED_TOKENIZER_ENV = "DENOISE_SHARED_TOKENIZER"
+_SHARED: list[tuple[str, Any]] = []  # (tokenizer JSON, the Tokenizer built from it)
+
+
+@contextlib.contextmanager
+def share_with_workers(tokenizer_json: str) -> Iterator[None]:
+    """While open, a forkserver started from this process builds ``tokenizer_json`` once, when
+    it imports this module, and every worker forked from it starts with the tokenizer built
+    (:func:`build_shared_tokenizer`) instead of building its own. The JSON is handed over in
+    an anonymous memory file (Linux); elsewhere this does nothing."""
+    if not (sys.platform.startswith("linux") and hasattr(os, "memfd_create")):
+        yield
+        return
+    data = memoryview(tokenizer_json.encode("utf-8"))
+    fd = os.memfd_create("denoise-tokenizer")
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+        os.environ[SHARED_TOKENIZER_ENV] = f"/proc/{os.getpid()}/fd/{fd}"
+        yield
+    finally:
+        os.environ.pop(SHARED_TOKENIZER_ENV, None)
+        os.close(fd)
+
+
+def build_shared_tokenizer() -> None:
+    """Build the tokenizer that :func:`share_with_workers` names in the environment, once per
+    process (a forkserver's preload). Never raises: a worker without it builds its own."""
+    path = os.environ.pop(SHARED_TOKENIZER_ENV, None)
+    if not path or _SHARED:
+        return
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            text = f.read()
+        _SHARED.append((text, _tokenizers().Tokenizer.from_str(text)))
+    except Exception:  # an exception here would kill the forkserver
+        return
 
 
 PIECE_CHARS = 1 << 20  # documents longer than this are encoded in pieces of about this size
@@ -307,10 +430,14 @@ class Encoder:
         *,
         piece_chars: int = PIECE_CHARS,
         fast: FastSpec | None = None,
+        built: Any = None,
     ) -> None:
         self._json = tokenizer_json
         self._reserved = np.asarray(reserved, dtype=np.int32)
         self._unk = unk
+        # a tokenizer already built from ``tokenizer_json`` in this process (never pickled): the
+        # in-process engine then encodes without a second build of a possibly huge vocabulary
+        self._built = built
         self._tok: Any = None
         self._unk_text: str | None = None  # the unk token's spelling, if text turns it into unk
         self._piece_chars = piece_chars
@@ -324,6 +451,7 @@ class Encoder:
             "_reserved": self._reserved,
             "_unk": self._unk,
             "_tok": None,
+            "_built": None,
             "_unk_text": None,
             "_piece_chars": self._piece_chars,
             "_splitter": None,
@@ -334,11 +462,16 @@ class Encoder:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("fast", None)
         state.setdefault("_enc", None)
+        state.setdefault("_built", None)
         self.__dict__.update(state)
 
     @property
     def backend(self) -> str:
         return "hf" if self.fast is None else "fast"
+
+    @property
+    def tokenizer_json(self) -> str:
+        return self._json
 
     def encode_lists(self, texts: Sequence[str]) -> list[list[int]]:
         """Raw ids per document (no reserved-id handling), by this encoder's backend."""
@@ -370,7 +503,12 @@ class Encoder:
     @property
     def tokenizer(self) -> Any:
         if self._tok is None:
-            tok = _tokenizers().Tokenizer.from_str(self._json)
+            tok = self._built
+            self._built = None
+            if tok is None and _SHARED and _SHARED[0][0] == self._json:
+                tok = _SHARED.pop()[1]  # built once by the forkserver this worker forked from
+            if tok is None:
+                tok = _tokenizers().Tokenizer.from_str(self._json)
             tok.encode_special_tokens = True
             tok.no_padding()
             tok.no_truncation()
@@ -470,16 +608,38 @@ class BackendChoice:
         return d
 
 
+def _ruled_out(head: dict[str, Any]) -> str | None:
+    """:func:`~.fastbpe.analyze`'s reason when the model's head alone rules tiktoken out (the
+    same reason, from the checks it makes first); None when the whole JSON must be analyzed."""
+    if not head:
+        return None
+    if head.get("type") != "BPE":
+        return f"model is {head.get('type')}, not BPE"
+    if head.get("dropout"):
+        return None  # its reason quotes the JSON's float
+    for key, what in (
+        ("unk_token", "an unk token"),
+        ("continuing_subword_prefix", "a continuing-subword prefix"),
+        ("end_of_word_suffix", "an end-of-word suffix"),
+        ("byte_fallback", "byte fallback"),
+    ):
+        if head.get(key):
+            return f"BPE model has {what} ({head[key]!r})"
+    return None
+
+
 def choose_backend(
     tokenizer_json: str,
     requested: str,
     sample: Sequence[str] | Callable[[], Sequence[str]] = (),
+    model: dict[str, Any] | None = None,
 ) -> BackendChoice:
     """Pick the document encoder. ``fast`` when :func:`~.fastbpe.analyze` accepts the tokenizer
     and tiktoken gives HF's ids on the torture texts and ``sample`` (a run's first documents, or
     a function that reads them: called only when the tokenizer qualifies);
     a difference falls back to HF with a warning naming the first differing text. ``hf``: always
-    HF. ``fast``: ConfigError naming the reason when not reproducible (self-check included)."""
+    HF. ``fast``: ConfigError naming the reason when not reproducible (self-check included).
+    ``model`` (``TokenizerInfo.model_head``) lets a non-BPE model be ruled out unparsed."""
     import orjson
 
     if requested not in BACKENDS:
@@ -488,7 +648,9 @@ def choose_backend(
         )
     if requested == "hf":
         return BackendChoice(requested, "hf", "requested")
-    spec = analyze(orjson.loads(tokenizer_json))
+    # ``model``: ``TokenizerInfo.model_head``; spares parsing a huge vocabulary's JSON
+    ruled_out = _ruled_out(model or {})
+    spec = ruled_out if ruled_out is not None else analyze(orjson.loads(tokenizer_json))
     if isinstance(spec, str):
         if requested == "fast":
             raise ConfigError(
@@ -512,3 +674,6 @@ def choose_backend(
     return BackendChoice(
         requested, "fast", "reproducible: identical ids on the self-check", spec, len(texts)
     )
+
+
+build_shared_tokenizer()  # a no-op unless this process is a forkserver started to share one

@@ -39,36 +39,44 @@ def _assemble_prefix(
     p32 = p.astype(np.int32)
     if lengths.layout == "encoder-decoder":
         I, T = lengths.inputs_length, lengths.targets_length
+        ilen = m + p32 + 1
+        # inputs: [mode] prefix EOS pad...; copyto(where=) instead of a boolean assignment
+        att = np.arange(I)[None, :] < ilen[:, None]
         ids = np.full((b, I), special.pad, dtype=np.int32)
         if mode_id is not None:
             ids[:, 0] = mode_id
-        col = np.arange(I)[None, :]
-        ids[:, m : m + L] = tokens
-        ids[col >= (m + p)[:, None]] = special.pad
+        np.copyto(ids[:, m : m + L], tokens, where=att[:, m : m + L])
         ids[rows, m + p] = special.eos
-        idx = p[:, None] + np.arange(T)[None, :]
-        tok = np.take_along_axis(tokens, np.minimum(idx, L - 1), axis=1)
-        lab = np.where(idx < L, tok, IGNORE_INDEX).astype(np.int32)
+        # targets: row r is tokens[r, p_r:] EOS -100...: a window of width T at p_r over the
+        # row followed by -100s (a row-wise copy from a strided view, no index arrays)
+        ext = np.full((b, L + T), IGNORE_INDEX, dtype=np.int32)
+        ext[:, :L] = tokens
+        if b:
+            windows = np.lib.stride_tricks.sliding_window_view(ext.ravel(), T)
+            lab = windows[rows * (L + T) + p]
+        else:
+            lab = ext[:, :T].copy()
         lab[rows, L - p] = special.eos
-        ilen = m + p32 + 1
         tlen = (L - p32 + 1).astype(np.int32)
         plen = m + p32
-    else:
-        Sx = lengths.seq_length
-        ids = np.full((b, Sx), special.pad, dtype=np.int32)
-        if mode_id is not None:
-            ids[:, 0] = mode_id
-        ids[:, m : m + L] = tokens
-        ids[:, m + L] = special.eos
-        col = np.arange(Sx)[None, :]
-        lab = np.where((col >= (m + p)[:, None]) & (col <= m + L), ids, IGNORE_INDEX).astype(
-            np.int32
-        )
-        ilen = np.full(b, m + L + 1, dtype=np.int32)
-        tlen = (L - p32 + 1).astype(np.int32)
-        plen = m + p32
-    att = (np.arange(ids.shape[1])[None, :] < ilen[:, None]).astype(np.int8)
-    return Rows(ids, lab, att, ilen.astype(np.int32), tlen, plen.astype(np.int32))
+        return Rows(ids, lab, att.view(np.int8), ilen.astype(np.int32), tlen, plen.astype(np.int32))
+    Sx = lengths.seq_length
+    ids = np.full((b, Sx), special.pad, dtype=np.int32)
+    if mode_id is not None:
+        ids[:, 0] = mode_id
+    ids[:, m : m + L] = tokens
+    ids[:, m + L] = special.eos
+    # labels: ids on [m + p, m + L] (suffix and EOS), -100 elsewhere
+    lab = np.full((b, Sx), IGNORE_INDEX, dtype=np.int32)
+    text = slice(m, m + L + 1)
+    suffix = np.arange(m, m + L + 1)[None, :] >= (m + p)[:, None]
+    np.copyto(lab[:, text], ids[:, text], where=suffix)
+    ilen = np.full(b, m + L + 1, dtype=np.int32)
+    tlen = (L - p32 + 1).astype(np.int32)
+    plen = m + p32
+    att = np.zeros((b, Sx), dtype=np.int8)
+    att[:, : m + L + 1] = 1
+    return Rows(ids, lab, att, ilen, tlen, plen.astype(np.int32))
 
 
 class PrefixKind(DenoiserKind):

@@ -15,7 +15,7 @@ import numpy as np
 from ...config import Denoiser, Lengths
 from ...errors import ConfigError
 from ..base import IGNORE_INDEX, Rows, SpecialIds
-from ..masks import random_segment_starts, segment_lengths
+from ..masks import random_segment_cols
 from .base import ComponentParams, DenoiserKind, ExpectedLengths, KindPlan, RowsView
 
 
@@ -34,25 +34,52 @@ def span_counts(
     return n, s
 
 
-def random_spans_noise_mask(
+def random_span_starts(
     rng: np.random.Generator, batch: int, length: int, rate: float, mean_span: float
-) -> np.ndarray:
-    """Boolean noise mask ``[batch, length]`` with exactly T5's counts and distribution."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the segments of T5's noise mask start, ``(keep, noise)``, each int64
+    ``[batch, s]``: non-noise segment ``k`` starts at ``keep[:, k]`` (``keep[:, 0] = 0``) and
+    noise span ``k`` at ``noise[:, k]``; segments alternate non-noise, noise, ..., and the row
+    ends with noise. The noise items are split first, then the non-noise ones, each by
+    :func:`~denoise_cli.rows.masks.random_segment_cols`."""
     n, s = span_counts(length, rate, mean_span)
     nonnoise = length - n
     if s > nonnoise:
         raise ValueError(f"{s} spans need at least {s} non-noise tokens, have {nonnoise}")
-    noise_len = segment_lengths(random_segment_starts(rng, batch, n, s), s)
-    keep_len = segment_lengths(random_segment_starts(rng, batch, nonnoise, s), s)
-    # interleave: keep_0, noise_0, keep_1, noise_1, ... ; boundaries are cumulative sums
-    seg = np.empty((batch, 2 * s), dtype=np.int64)
-    seg[:, 0::2] = keep_len
-    seg[:, 1::2] = noise_len
-    bounds = np.cumsum(seg, axis=1)[:, :-1]  # start of every segment after the first
-    toggles = np.zeros((batch, length), dtype=np.int8)
-    rows = np.repeat(np.arange(batch), 2 * s - 1)
-    toggles[rows, bounds.ravel()] = 1
-    return (np.cumsum(toggles, axis=1, dtype=np.int32) & 1).astype(bool)
+    cn = random_segment_cols(rng, batch, n, s)  # noise items before span k
+    ck = random_segment_cols(rng, batch, nonnoise, s)  # non-noise items before segment k
+    keep = ck + cn
+    noise = np.empty_like(keep)
+    noise[:, :-1] = ck[:, 1:] + cn[:, :-1]
+    noise[:, -1] = nonnoise + cn[:, -1]
+    return keep, noise
+
+
+def random_spans_noise_mask(
+    rng: np.random.Generator, batch: int, length: int, rate: float, mean_span: float
+) -> np.ndarray:
+    """Boolean noise mask ``[batch, length]`` with exactly T5's counts and distribution."""
+    keep, noise = random_span_starts(rng, batch, length, rate, mean_span)
+    return _noise_mask(keep, noise, length).reshape(batch, length)
+
+
+def _noise_mask(keep: np.ndarray, noise: np.ndarray, length: int) -> np.ndarray:
+    """The flat noise mask ``[batch * length]`` of segment starts: the running parity of a
+    toggle where each segment but the first starts (a row ends with noise, so a row start
+    toggles back to non-noise). The parity is a prefix XOR over the toggles packed into 64-bit
+    words (six shifts within a word, then each word's carry), ~3x faster than ``np.cumsum``."""
+    b = len(keep)
+    size = b * length
+    toggles = np.zeros(-(-size // 64) * 64, dtype=bool)
+    base = (np.arange(b, dtype=np.int64) * length)[:, None]
+    toggles[(noise + base).ravel()] = True
+    toggles[(keep + base).ravel()[1:]] = True
+    x = np.packbits(toggles, bitorder="little").view("<u8")  # item j of a word is bit j
+    for shift in (1, 2, 4, 8, 16, 32):
+        x ^= x << np.uint64(shift)
+    carry = np.bitwise_xor.accumulate(x >> np.uint64(63))  # parity up to the end of each word
+    x[1:] ^= np.uint64(0) - carry[:-1]  # all ones where the words before hold an odd count
+    return np.unpackbits(x.view(np.uint8), bitorder="little")[:size].view(bool)
 
 
 def span_corrupt(
@@ -77,6 +104,39 @@ def span_corrupt(
     vals = tokens.copy()
     vals[keep_start] = sent
     targets = vals[mask | keep_start].reshape(b, n + s)
+    return inputs, targets
+
+
+def span_corrupt_at(
+    tokens: np.ndarray, keep: np.ndarray, noise: np.ndarray, sentinels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`span_corrupt` from the segment starts of :func:`random_span_starts`: the same
+    inputs ``[B, L-n+s]`` and targets ``[B, n+s]``, with the sentinels put at the starts
+    directly (no shifted masks) and ``np.compress`` for the gathers."""
+    b, length = tokens.shape
+    s = keep.shape[1]
+    if b == 0:
+        return tokens[:, :0], tokens[:, :0]
+    if s > len(sentinels):
+        raise ValueError(f"{s} spans need {s} sentinels, only {len(sentinels)} available")
+    n = length + int(keep[0].sum()) - int(noise[0].sum())  # noise tokens in a row
+    mask = _noise_mask(keep, noise, length)
+    base = (np.arange(b, dtype=np.int64) * length)[:, None]
+    at_noise, at_keep = (noise + base).ravel(), (keep + base).ravel()
+    sent = np.tile(sentinels[:s].astype(tokens.dtype), b)
+    flat = tokens.ravel()
+    vals = flat.copy()
+    # inputs: the non-noise tokens, and sentinel k on the first token of span k
+    vals[at_noise] = sent
+    sel = ~mask
+    sel[at_noise] = True
+    inputs = np.compress(sel, vals).reshape(b, length - n + s)
+    # targets: sentinel k on the first token of non-noise segment k, then span k
+    vals[at_noise] = flat[at_noise]
+    vals[at_keep] = sent
+    sel = mask.copy()
+    sel[at_keep] = True
+    targets = np.compress(sel, vals).reshape(b, n + s)
     return inputs, targets
 
 
@@ -162,8 +222,8 @@ class SpanKind(DenoiserKind):
         rng: np.random.Generator,
     ) -> Rows:
         b, L = tokens.shape
-        mask = random_spans_noise_mask(rng, b, L, d.rate, d.mean_span)
-        inputs, targets = span_corrupt(tokens, mask, special.sentinels)
+        keep, noise = random_span_starts(rng, b, L, d.rate, d.mean_span)
+        inputs, targets = span_corrupt_at(tokens, keep, noise, special.sentinels)
         return _assemble_fixed(b, mode_id, inputs, targets, special, lengths)
 
     def expected_lengths(
