@@ -18,16 +18,14 @@ import tokenizers
 from denoise_cli.config import TokenConfig, load_mixture
 from denoise_cli.source import tokenize as tk
 from denoise_cli.source.fastbpe import analyze
+from denoise_cli.source.special import model_head, special_ids_of, special_token_ids
 from denoise_cli.source.tokenize import (
     Encoder,
     build_shared_tokenizer,
     build_tokenizer,
     choose_backend,
     load_tokenizer_json,
-    model_head,
     share_with_workers,
-    special_ids_of,
-    special_token_ids,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

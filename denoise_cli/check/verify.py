@@ -32,7 +32,7 @@ from ..output.manifest import datasets, read_manifest
 from ..output.remote import is_output_url, localize
 from ..output.schema import shard_schema
 from ..output.shards import FORMATS, batch_arrays, open_shard, sha256_file
-from ..source.tokenize import reserved_from_json
+from ..source.special import reserved_from_json
 from .packedcheck import packed_checks
 from .problems import Enough, FileChain, Problems, VerifyReport
 from .rowcheck import RowChecker, first_col
@@ -119,7 +119,7 @@ def verify(
 
 def tokenizer_specials(out: Path, m: dict[str, Any]) -> dict[int, str]:
     """Every special id of ``OUT/tokenizer.json`` that ``prepare`` reserves (all but unk, see
-    :func:`denoise_cli.source.tokenize.special_token_ids`); empty when the file is missing or
+    :func:`denoise_cli.source.special.special_token_ids`); empty when the file is missing or
     does not match the manifest's sha256 (already a problem of its own)."""
     p = out / TOKENIZER
     tok = m["tokenizer"]

@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,13 +40,18 @@ from .fastbpe import (
     encode_texts,
     first_difference,
 )
+from .special import (
+    find_token,
+    model_head,
+    special_ids_of,
+    special_token_ids,
+)
 
 DEFAULT_TOKENIZER = "gpt2"
 EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<eos>", "<|end_of_text|>", "[SEP]")
 PAD_CANDIDATES = ("<pad>", "[PAD]", "<|padding|>", "<|pad|>")
 UNK_CANDIDATES = ("<unk>", "[UNK]", "<|unk|>")
 #: Vocabulary entries that look like sentinels are reserved even when not marked special.
-SENTINEL_LIKE = re.compile(r"<extra_id_\d+>")
 
 
 def _tokenizers() -> Any:
@@ -198,107 +201,6 @@ class TokenizerInfo:
         }
 
 
-def _find(tok: Any, names: Sequence[str]) -> tuple[str, int] | None:
-    for n in names:
-        i = tok.token_to_id(n)
-        if i is not None:
-            return n, int(i)
-    return None
-
-
-def special_token_ids(
-    tokenizer_json: str, sentinel_template: str = "<extra_id_{}>"
-) -> dict[int, str]:
-    """``{id: token}`` of every special token of a tokenizer JSON: the added tokens marked
-    special and every vocabulary or added entry that looks like a sentinel (``<extra_id_k>`` or
-    ``sentinel_template`` with a number), special or not. Unk is included (callers drop it).
-    Read from the JSON (``orjson``, ~0.3 s for a 262k vocabulary) rather than by building the
-    tokenizer (~5 s for the same file)."""
-    import orjson
-
-    d = orjson.loads(tokenizer_json)
-    added = d.get("added_tokens") or []
-    out = {int(a["id"]): str(a["content"]) for a in added if a.get("special")}
-    head, sep, tail = sentinel_template.partition("{}")
-    pats = [SENTINEL_LIKE]
-    if sep:
-        pats.append(re.compile(re.escape(head) + r"\d+" + re.escape(tail)))
-    vocab = (d.get("model") or {}).get("vocab") or {}
-    names: Any = (
-        vocab.items()
-        if isinstance(vocab, dict)
-        else ((p[0], i) for i, p in enumerate(vocab) if isinstance(p, list) and p)
-    )
-    for name, i in itertools.chain(names, ((a["content"], a["id"]) for a in added)):
-        if isinstance(name, str) and name.endswith(">") and any(p.fullmatch(name) for p in pats):
-            out[int(i)] = name
-    return out
-
-
-def _json_string_pattern(head: str, tail: str) -> re.Pattern[str]:
-    """A JSON string literal ``"head<digits>tail"`` as ``tokenizers`` serializes it (``"``, ``\\``
-    and control characters escaped, everything else literal)."""
-
-    def esc(x: str) -> str:
-        return re.escape(json.dumps(x, ensure_ascii=False)[1:-1])
-
-    return re.compile('"(' + esc(head) + r"\d+" + esc(tail) + ')"')
-
-
-def special_ids_of(tok: Any, tokenizer_json: str, sentinel_template: str) -> dict[int, str]:
-    """:func:`special_token_ids` of a built tokenizer whose ``to_str()`` is ``tokenizer_json``,
-    the same ids without parsing the JSON: the added tokens come from the tokenizer, and the
-    sentinel-like vocabulary entries are the names a scan of the JSON text finds (every
-    vocabulary entry is a string literal there) that the model knows (``token_to_id``). (A
-    name listed twice in a Unigram vocabulary yields only the id the model maps it to: the other
-    one can never come out of encoding.)"""
-    out: dict[int, str] = {}
-    pats = [SENTINEL_LIKE]
-    head, sep, tail = sentinel_template.partition("{}")
-    if sep:
-        pats.append(re.compile(re.escape(head) + r"\d+" + re.escape(tail)))
-    for i, a in tok.get_added_tokens_decoder().items():
-        name = str(a.content)
-        if a.special or (name.endswith(">") and any(p.fullmatch(name) for p in pats)):
-            out[int(i)] = name
-    scans = [_json_string_pattern("<extra_id_", ">")]
-    if sep:
-        scans.append(_json_string_pattern(head, tail))
-    names: set[str] = set()
-    for scan in scans:
-        names.update(scan.findall(tokenizer_json))
-    model = tok.model
-    for lit in names:
-        name = json.loads(f'"{lit}"')
-        if not (name.endswith(">") and any(p.fullmatch(name) for p in pats)):
-            continue
-        i = model.token_to_id(name)
-        if i is not None:
-            out.setdefault(int(i), name)
-    return out
-
-
-def model_head(tok: Any) -> dict[str, Any]:
-    """The model's type and the BPE options :func:`~.fastbpe.analyze` checks first."""
-    m = tok.model
-    head: dict[str, Any] = {"type": type(m).__name__}
-    for key in ("dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix"):
-        head[key] = getattr(m, key, None)
-    head["byte_fallback"] = getattr(m, "byte_fallback", False)
-    return head
-
-
-def reserved_from_json(
-    tokenizer_json: str, sentinel_template: str, unk: int | None
-) -> dict[int, str]:
-    """:func:`special_token_ids` less ``unk``: what ``prepare`` reserves besides the eos, pad,
-    sentinel and mode ids (which are special there too)."""
-    ids = special_token_ids(tokenizer_json, sentinel_template)
-    if unk is not None:
-        ids.pop(int(unk), None)
-    return ids
-
-
 def build_tokenizer(
     spec: str | None, tokens: TokenConfig, mixture: Mixture, n_sentinels: int
 ) -> TokenizerInfo:
@@ -312,10 +214,10 @@ def build_tokenizer(
         raise ConfigError(f"tokenizer {source} is not a valid tokenizer.json: {e}") from None
     missing: list[str] = []
 
-    eos = _find(tok, [tokens.eos] if tokens.eos else EOS_CANDIDATES)
+    eos = find_token(tok, [tokens.eos] if tokens.eos else EOS_CANDIDATES)
     if eos is None:
         missing.append(tokens.eos or "</s>")
-    pad = _find(tok, [tokens.pad] if tokens.pad else PAD_CANDIDATES)
+    pad = find_token(tok, [tokens.pad] if tokens.pad else PAD_CANDIDATES)
     if pad is None:
         missing.append(tokens.pad or "<pad>")
     sentinel_names = [tokens.sentinel_template.format(k) for k in range(n_sentinels)]
@@ -359,7 +261,7 @@ def build_tokenizer(
         vocab_size=vocab,
         eos=eos,
         pad=pad,
-        unk=_find(tok, UNK_CANDIDATES),
+        unk=find_token(tok, UNK_CANDIDATES),
         sentinels=sentinels,
         mode_tokens=mode,
         added=tuple(missing),
