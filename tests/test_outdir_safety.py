@@ -459,3 +459,39 @@ def test_kill9_of_an_epochs_run_at_any_moment_then_rerun(tmp_path: Path) -> None
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err.decode()
     assert not list(out.rglob(".tmp-*"))
+
+
+def test_clear_output_removes_manifests_before_shards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader opening OUT while ``--overwrite`` clears it must never find a manifest whose
+    shards are gone: the top manifest, and each epoch's own, are removed before any data."""
+    import shutil as _shutil
+
+    out = tmp_path / "o"
+    (out / ".denoise").mkdir(parents=True)
+    (out / ".denoise" / "run.json").write_text("{}")
+    for d in (out, out / "epoch-1"):
+        (d / "data").mkdir(parents=True)
+        (d / "data" / "00000-00000.arrow").write_bytes(b"x")
+        (d / "denoise.json").write_text("{}")
+    gone: list[str] = []
+    real_unlink, real_rmtree = Path.unlink, _shutil.rmtree
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.exists():
+            gone.append(str(self.relative_to(out)))
+        real_unlink(self, missing_ok=missing_ok)
+
+    def rmtree(path: Any, *a: Any, **k: Any) -> None:
+        p = Path(path)
+        gone.extend(str(q.relative_to(out)) for q in sorted(p.rglob("*")) if q.is_file())
+        real_rmtree(path, *a, **k)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(_shutil, "rmtree", rmtree)
+    clear_output(out)
+    assert gone.index("denoise.json") < gone.index("data/00000-00000.arrow")
+    assert gone.index("epoch-1/denoise.json") < gone.index("epoch-1/data/00000-00000.arrow")
+    assert gone.index("denoise.json") < gone.index("epoch-1/denoise.json")
+    assert not (out / "data").exists() and not (out / "epoch-1").exists()

@@ -272,13 +272,18 @@ def check_out_dir(out: str | Path) -> None:
 def clear_output(out: str | Path, keep: Iterable[str] = ("lock",)) -> None:
     """Remove what a denoise output consists of (:func:`is_output_entry`) from ``out``, keeping
     ``.denoise/<keep>`` and every other entry. Symlinks are removed, never followed. The
-    :data:`MARKERS` go last, so that a clear cut short is still recognised as an output."""
+    :data:`MARKERS` go last, so that a clear cut short is still recognised as an output; the
+    manifests go first (the top one, then each epoch's before its shards), so that a reader never
+    sees a manifest listing shards already removed."""
     p = Path(out)
-    entries = sorted(p.iterdir(), key=lambda e: (e.name == STATE_DIR, e.name))
+    entries = sorted(p.iterdir(), key=lambda e: (e.name == STATE_DIR, e.name != MANIFEST, e.name))
     for e in entries:
         if not is_output_entry(e.name):
             continue
-        if e.name == STATE_DIR and e.is_dir() and not e.is_symlink():
+        if _EPOCH.fullmatch(e.name) and e.is_dir() and not e.is_symlink():
+            (e / MANIFEST).unlink(missing_ok=True)
+            _remove(e)
+        elif e.name == STATE_DIR and e.is_dir() and not e.is_symlink():
             for q in sorted(e.iterdir(), key=lambda q: (q.name in MARKERS, q.name)):
                 if q.name not in keep:
                     _remove(q)
