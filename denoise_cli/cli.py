@@ -174,6 +174,22 @@ def prepare(
             "examples are planned for 1/PACK of a row, e.g. 4. 0 = one example per row."
         ),
     ] = 0,
+    limit_docs: Annotated[
+        int,
+        typer.Option(
+            help="A trial run on the first N documents of the inputs (sorted files, documents in "
+            "file order); the same N gives the same output. 0 = all.",
+            min=0,
+        ),
+    ] = 0,
+    limit_tokens: Annotated[
+        int,
+        typer.Option(
+            help="A trial run on the shortest prefix of whole documents (in the order of "
+            "--limit-docs) whose token stream holds at least N tokens. 0 = all.",
+            min=0,
+        ),
+    ] = 0,
     engine: Annotated[
         Engine,
         typer.Option(
@@ -280,6 +296,8 @@ def prepare(
             epochs=epochs,
             pack=pack,
             group_size=group_size,
+            limit_docs=limit_docs,
+            limit_tokens=limit_tokens,
         ).config()
         n_shards, s_index = array_task(num_shards, shard_index)
         from .source.fs import parse_storage_options

@@ -130,6 +130,8 @@ class ConfigOptions:
     epochs: int = 1
     pack: int = 0
     group_size: int = 1024
+    limit_docs: int = 0
+    limit_tokens: int = 0
 
     def config(self) -> PrepareConfig:
         layout = Layout(self.layout).value
@@ -156,6 +158,8 @@ class ConfigOptions:
             epochs=self.epochs,
             pack_factor=self.pack,
             group_size=self.group_size,
+            limit_docs=self.limit_docs,
+            limit_tokens=self.limit_tokens,
         )
 
 

@@ -456,8 +456,16 @@ class PrepareConfig:
     max_doc_chars: int = 0  # 0: unlimited
     epochs: int = 1  # independent corruptions of the same token stream
     pack_factor: int = 0  # 0: one example per row; k: examples planned for 1/k row, packed
+    limit_docs: int = 0  # 0: all; N: the first N documents of the inputs (a trial run)
+    limit_tokens: int = 0  # 0: all; N: the shortest prefix of documents with >= N stream tokens
 
     def __post_init__(self) -> None:
+        for name in ("limit_docs", "limit_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= 0, got {v!r}")
+        if self.limit_docs and self.limit_tokens:
+            raise ConfigError("--limit-docs and --limit-tokens cannot be combined; choose one")
         if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
             raise ConfigError(f"--pack must be an integer in [0, 64], got {self.pack_factor!r}")
         if not isinstance(self.epochs, int) or not 1 <= self.epochs <= 1000:
@@ -509,6 +517,8 @@ class PrepareConfig:
             max_doc_chars=int(d.get("max_doc_chars", 0)),
             epochs=int(d.get("epochs", 1)),
             pack_factor=int(d.get("pack_factor", 0)),
+            limit_docs=int(d.get("limit_docs", 0)),
+            limit_tokens=int(d.get("limit_tokens", 0)),
         )
 
     def fingerprint_dict(self) -> dict[str, Any]:
@@ -528,6 +538,9 @@ class PrepareConfig:
             "epochs": self.epochs,
             "pack_factor": self.pack_factor,
             **({"pack_algorithm": PACK_ALGORITHM} if self.pack_factor else {}),
+            # written only when set: outputs without a limit keep their fingerprint
+            **({"limit_docs": self.limit_docs} if self.limit_docs else {}),
+            **({"limit_tokens": self.limit_tokens} if self.limit_tokens else {}),
         }
 
 

@@ -151,6 +151,7 @@ def check_sources(
                 on_error="skip",
                 separator=sep,
                 max_doc_chars=cfg.max_doc_chars,
+                stop_record=_stop_record(mf),
             ):
                 reserved_replaced += piece.reserved_replaced
                 tokens_read += len(piece.tokens)
@@ -555,3 +556,13 @@ class Regen:
                 )
 
             flag(d.any(axis=1), desc2)
+
+
+def _stop_record(mf: dict[str, Any]) -> int | None:
+    """The record a file of a ``--limit-*`` run stopped before (None: read whole)."""
+    v = mf.get("stop_record")
+    if v is None:
+        return None
+    if type(v) is not int or v < 0:
+        raise OutputError(f"denoise.json: file {mf.get('index')}: bad stop_record {v!r}")
+    return v

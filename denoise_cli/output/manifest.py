@@ -110,6 +110,7 @@ def build_manifest(
             "tokens_used": r["epochs"][epoch]["tokens_used"],
             "tail_tokens": r["epochs"][epoch]["tail_tokens"],
             "rows": r["epochs"][epoch]["rows"],
+            **({"stop_record": r["stop_record"]} if r.get("stop_record") is not None else {}),
         }
         for r in records
     ]

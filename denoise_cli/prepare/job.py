@@ -29,6 +29,7 @@ from ..rows.plan import (
 )
 from ..source.discover import InputFile, find_inputs
 from ..source.read import FileStats, iter_batches
+from ..source.stream import prefix_stops
 from ..source.tokenize import (
     BackendChoice,
     Encoder,
@@ -52,6 +53,10 @@ class Job:
     rows_per_part: int
     group_size: int
     max_segments: int = 0  # packed output: examples per row at most (0: unpacked)
+    stops: tuple[int | None, ...] = ()  # per file: the record it stops before (--limit-*)
+
+    def stop_record(self, file_idx: int) -> int | None:
+        return self.stops[file_idx] if self.stops else None
 
     @property
     def groups_per_part(self) -> int:
@@ -83,6 +88,7 @@ class Prepared:
     files: list[InputFile]
     ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths not read
     backend: BackendChoice | None = None  # set by prepare (--tokenizer-backend)
+    stops: list[int | None] = field(default_factory=list)  # set by apply_limit
 
 
 def resolve(
@@ -112,7 +118,29 @@ def make_job(prep: Prepared, out: Path) -> Job:
         rows_per_part=rows_per_part(cfg),
         group_size=cfg.group_size,
         max_segments=max_segments_of(prep),
+        stops=tuple(prep.stops),
     )
+
+
+def apply_limit(prep: Prepared) -> None:
+    """``--limit-docs`` / ``--limit-tokens``: resolve the prefix of the inputs (in their sorted
+    order) into the record each file stops before (``source.stream.prefix_stops``) and drop the
+    files past the limit, so that the files kept have the indexes of a full run."""
+    cfg = prep.cfg
+    if not (cfg.limit_docs or cfg.limit_tokens):
+        return
+    stops = prefix_stops(
+        prep.files,
+        docs=cfg.limit_docs,
+        tokens=cfg.limit_tokens,
+        encoder=prep.tokenizer.encoder() if cfg.limit_tokens else None,
+        text_key=cfg.text_key,
+        max_doc_chars=cfg.max_doc_chars,
+        separator=prep.tokenizer.special_ids().eos if cfg.doc_separator == "eos" else None,
+    )
+    keep = [i for i, s in enumerate(stops) if s != 0]
+    prep.files = [prep.files[i] for i in keep]
+    prep.stops = [stops[i] for i in keep]
 
 
 def choose_encoder_backend(prep: Prepared, requested: str, mine: Sequence[int]) -> BackendChoice:

@@ -24,7 +24,7 @@ from ..errors import ConfigError, Interrupted, OutputError
 from ..output.layout import check_no_overlap, check_out_dir, locked_output
 from ..source.fs import is_url
 from .finalize import DEFAULT_MAX_SKIP_FRACTION, check_run, finalize
-from .job import choose_encoder_backend, make_job, resolve
+from .job import apply_limit, choose_encoder_backend, make_job, resolve
 from .outdir import claim, run_identity
 from .resume import file_records, is_finished, resume_point
 from .worker import process_file
@@ -117,6 +117,7 @@ def prepare(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create output directory {out}: {e}") from None
+    apply_limit(prep)
     mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
     prep.backend = choose_encoder_backend(prep, tokenizer_backend, mine)
     identity = run_identity(prep, prep.files)

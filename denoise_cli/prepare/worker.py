@@ -263,6 +263,7 @@ def process_file(
                 start_record=first.R,
                 t0=first.T,
                 digest=source,
+                stop_record=job.stop_record(file_idx),
             ):
                 reserved += piece.reserved_replaced
                 t = piece.t0 + len(piece.tokens)
@@ -293,5 +294,7 @@ def process_file(
         "reserved_replaced": reserved,
         "epochs": [s.summary() for s in epochs],
     }
+    if job.stop_record(file_idx) is not None:
+        rec["stop_record"] = job.stop_record(file_idx)
     finish_file(out, file_idx, rec)
     return rec

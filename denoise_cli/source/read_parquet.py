@@ -78,13 +78,15 @@ def iter_parquet(
     max_doc_chars: int = 0,
     size: int = 0,
     storage_options: Mapping[str, Any] | None = None,
+    stop_record: int | None = None,
 ) -> Iterator[tuple[list[str], int]]:
     """Yield ``(texts, record_end)`` for the Parquet file at ``path`` (local or URL).
 
     Same contract as the JSON reader's batches: records before ``start_record`` are skipped
     without touching ``stats``; ``record_end`` is the index of the next row; the last pair
     (possibly with no texts) carries the final ``record_end``. ``size`` (the file's size) makes
-    ``stats.bytes_read`` reach it at a clean end.
+    ``stats.bytes_read`` reach it at a clean end. ``stop_record``, if given, ends the file
+    before that row.
     """
     fail = on_error == "fail"
     skipped = stats.skipped
@@ -122,6 +124,8 @@ def iter_parquet(
                 raise err from None
             return
         total = sum(rg_rows)
+        if stop_record is not None:
+            total = min(total, stop_record)
         rec = min(rec, total)  # as for JSON: a resume point past the end reads nothing
         if target is None:
             n = total - rec
@@ -190,6 +194,7 @@ def iter_parquet(
                 k = min(skip, len(values))
                 values = values[k:]
                 skip -= k
+            values = values[: max(0, total - rec)]
             if depth:
                 values = [_dig(v, sub) for v in values]
             for v in values:
@@ -227,6 +232,8 @@ def iter_parquet(
                         yield texts, rec - 1
                         texts = []
                     raise InputError(path, f"row {rec}", reason)
+            if rec >= total:
+                break
             while rg_next < len(ends) and ends[rg_next][0] <= rec:
                 stats.bytes_read = max(stats.bytes_read, ends[rg_next][1])
                 rg_next += 1

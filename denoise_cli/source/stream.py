@@ -3,12 +3,13 @@
 ``prepare`` (per worker) and ``verify --source`` both turn a file into tokens here, so they
 cannot drift apart: read records (:mod:`.read`), encode them (:mod:`.tokenize`), account for
 documents that held a reserved id, and join the documents with the separator. The stream is
-then cut into chunks by ``rows.chunk``. See docs/architecture.md.
+then cut into chunks by ``rows.chunk``. :func:`prefix_stops` resolves ``--limit-docs`` /
+``--limit-tokens`` into the record each input file stops before. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,8 +56,10 @@ def token_stream(
     start_record: int = 0,
     t0: int = 0,
     digest: SourceDigest | None = None,
+    stop_record: int | None = None,
 ) -> Iterator[StreamPiece]:
-    """The token stream of ``f`` from record ``start_record`` (token position ``t0``).
+    """The token stream of ``f`` from record ``start_record`` (token position ``t0``) up to
+    record ``stop_record`` (None: the end).
     Documents dropped for a reserved id move from ``stats.docs`` to
     ``stats.skipped["reserved_token"]``. ``digest``, if given, receives every raw byte read."""
     last_bytes = stats.bytes_read
@@ -69,6 +72,7 @@ def token_stream(
         start_record=start_record,
         max_doc_chars=max_doc_chars,
         digest=digest,
+        stop_record=stop_record,
     ):
         values, offsets, counts = encoder.encode(batch.texts)
         ndocs = len(batch.texts)
@@ -90,3 +94,72 @@ def token_stream(
         t += len(tokens)
         del tokens  # the consumer holds them as long as it needs
         last_bytes = stats.bytes_read
+
+
+def _stream_len(encoder: Encoder, texts: list[str], separator: int | None) -> int:
+    """How many stream tokens ``texts`` become (documents dropped for a reserved id: none)."""
+    values, offsets, _ = encoder.encode(texts)
+    seps = int(np.count_nonzero(np.diff(offsets) > 0)) if separator is not None else 0
+    return len(values) + seps
+
+
+def prefix_stops(
+    files: Sequence[InputFile],
+    *,
+    docs: int = 0,
+    tokens: int = 0,
+    encoder: Encoder | None = None,
+    text_key: str,
+    max_doc_chars: int = 0,
+    separator: int | None = None,
+) -> list[int | None]:
+    """``--limit-docs`` / ``--limit-tokens``: per input file (in the given order) the record
+    it stops before (None: the whole file; 0: none of it). With ``docs`` the first ``docs``
+    documents are taken; with ``tokens`` (needs ``encoder``) the shortest prefix of whole
+    documents whose stream (separators included) holds at least ``tokens`` tokens. Files are
+    read in order in this process (and, for ``tokens``, their documents tokenized once more) up
+    to the limit; the read batch that reaches it is re-read document by document to find the
+    exact record."""
+    limit = docs or tokens
+    if not limit or (tokens and encoder is None):
+        return [None] * len(files)
+
+    def count(texts: list[str]) -> int:
+        if docs:
+            return len(texts)
+        assert encoder is not None
+        return _stream_len(encoder, texts, separator) if texts else 0
+
+    left = limit
+    stops: list[int | None] = []
+    for f in files:
+        if left <= 0:
+            stops.append(0)
+            continue
+        stop: int | None = None
+        start = 0
+        for batch in iter_batches(
+            f, text_key=text_key, stats=FileStats(), max_doc_chars=max_doc_chars
+        ):
+            n = count(batch.texts)
+            if n < left:
+                left -= n
+                start = batch.record_end
+                continue
+            # the limit is reached in this batch: find its record, one document at a time
+            for one in iter_batches(
+                f,
+                text_key=text_key,
+                stats=FileStats(),
+                max_doc_chars=max_doc_chars,
+                start_record=start,
+                stop_record=batch.record_end,
+                batch_chars=1,
+            ):
+                left -= count(one.texts)
+                if left <= 0:
+                    stop = one.record_end
+                    break
+            break
+        stops.append(stop)
+    return stops
