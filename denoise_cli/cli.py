@@ -190,6 +190,17 @@ def prepare(
             min=0,
         ),
     ] = 0,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="Held-out splits, e.g. train=0.99,validation=0.01: each document goes to one "
+            "split by a hash of (seed, file, document index); each split is a dataset OUT/NAME.",
+        ),
+    ] = None,
+    holdout: Annotated[
+        float | None,
+        typer.Option(help="Shorthand for --split train=1-F,validation=F."),
+    ] = None,
     engine: Annotated[
         Engine,
         typer.Option(
@@ -298,6 +309,8 @@ def prepare(
             group_size=group_size,
             limit_docs=limit_docs,
             limit_tokens=limit_tokens,
+            split=split,
+            holdout=holdout,
         ).config()
         n_shards, s_index = array_task(num_shards, shard_index)
         from .source.fs import parse_storage_options

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size
+from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size, parse_splits
 from .source.discover import ACCEPTED_SUFFIXES
 
 #: The input file kinds ``prepare`` reads: the reader's own list (help text, README and tests).
@@ -132,6 +132,8 @@ class ConfigOptions:
     group_size: int = 1024
     limit_docs: int = 0
     limit_tokens: int = 0
+    split: str | None = None
+    holdout: float | None = None
 
     def config(self) -> PrepareConfig:
         layout = Layout(self.layout).value
@@ -160,6 +162,7 @@ class ConfigOptions:
             group_size=self.group_size,
             limit_docs=self.limit_docs,
             limit_tokens=self.limit_tokens,
+            splits=parse_splits(self.split, self.holdout),
         )
 
 

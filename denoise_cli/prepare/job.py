@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import FLAGS, PrepareConfig
 from ..errors import ConfigError, DenoiseError
-from ..output.layout import epoch_dir, shard_name
+from ..output.layout import epoch_dir, shard_name, split_root
 from ..rows.base import SpecialIds, row_widths
 from ..rows.plan import (
     ComponentPlan,
@@ -29,7 +29,7 @@ from ..rows.plan import (
 )
 from ..source.discover import InputFile, find_inputs
 from ..source.read import FileStats, iter_batches
-from ..source.stream import prefix_stops
+from ..source.stream import SplitFilter, prefix_stops
 from ..source.tokenize import (
     BackendChoice,
     Encoder,
@@ -54,9 +54,26 @@ class Job:
     group_size: int
     max_segments: int = 0  # packed output: examples per row at most (0: unpacked)
     stops: tuple[int | None, ...] = ()  # per file: the record it stops before (--limit-*)
+    split: str = ""  # with --split: the split this job writes (one engine run per split)
 
     def stop_record(self, file_idx: int) -> int | None:
         return self.stops[file_idx] if self.stops else None
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """The held-out splits (``--split``); () for one dataset."""
+        return tuple(n for n, _ in self.cfg.splits)
+
+    def root(self) -> Path:
+        """Where this job's output lives: the output, or with ``split`` that split's directory."""
+        return split_root(Path(self.out), self.split) if self.split else Path(self.out)
+
+    def split_filter(self, key: int) -> SplitFilter | None:
+        """The documents of ``split`` in the file of ``key`` (None: every document)."""
+        if not self.split:
+            return None
+        fr = tuple(f for _, f in self.cfg.splits)
+        return SplitFilter(self.cfg.seed, key, fr, self.split_names.index(self.split))
 
     @property
     def groups_per_part(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ from ..engines.progress import Progress
 from ..errors import ConfigError, Interrupted, OutputError
 from ..output.layout import check_no_overlap, check_out_dir, locked_output
 from ..source.fs import is_url
-from .finalize import DEFAULT_MAX_SKIP_FRACTION, check_run, finalize
-from .job import apply_limit, choose_encoder_backend, make_job, resolve
-from .outdir import claim, run_identity
+from .finalize import DEFAULT_MAX_SKIP_FRACTION, check_run, finalize, write_split_top
+from .job import Job, apply_limit, choose_encoder_backend, make_job, resolve
+from .outdir import claim, claim_split, run_identity
 from .resume import file_records, is_finished, resume_point
 from .worker import process_file
 
@@ -126,14 +127,20 @@ def prepare(
     try:
         with locked_output(out):
             claim(out, identity, overwrite)
-            job = make_job(prep, out)
-            todo = [i for i in mine if not is_finished(out, i)]
-            todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
-            if notify is not None and resume_point(out, mine) != (0, 0):
-                notify(_resuming_line(out, mine))
+            base = make_job(prep, out)
+            # --split: one engine run per split, each into its own directory
+            jobs = [replace(base, split=n) for n in base.split_names] or [base]
+            for j in jobs:
+                if j.split:
+                    claim_split(j.root(), j.split)
+            todos = [[i for i in mine if not is_finished(j.root(), i)] for j in jobs]
+            for todo in todos:
+                todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
+            if notify is not None and _resume_point(jobs, mine) != (0, 0):
+                notify(_resuming_line(jobs, mine, out))
             bar = Progress(
-                sum(prep.files[i].size for i in todo),
-                len(todo),
+                sum(prep.files[i].size for todo in todos for i in todo),
+                sum(len(todo) for todo in todos),
                 progress,
                 interval=progress_interval,
             )
@@ -141,21 +148,25 @@ def prepare(
                 if engine == "local":
                     workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
                 with terminate_raises():
-                    run_files(process_file, job, todo, bar, workers=workers, address=ray_address)
+                    for j, todo in zip(jobs, todos, strict=True):
+                        run_files(process_file, j, todo, bar, workers=workers, address=ray_address)
             except (KeyboardInterrupt, Terminated) as e:
                 signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
-                done, parts = resume_point(out, mine)
+                done, parts = _resume_point(jobs, mine)
                 more = f" (+{parts} parts of unfinished files)" if parts else ""
+                units = len(mine) * len(jobs)
                 raise Interrupted(
-                    f"interrupted; {done} of {len(mine)} files committed{more}; rerun the same "
+                    f"interrupted; {done} of {units} files committed{more}; rerun the same "
                     "command to resume",
                     signum,
                 ) from None
             finally:
                 bar.close()
-            records = file_records(out, mine)
             part = identity.get("part")
-            manifest = finalize(out, prep, job, records, part)
+            manifests = [
+                finalize(j.root(), prep, j, file_records(j.root(), mine), part) for j in jobs
+            ]
+            manifest = write_split_top(out, manifests) if base.split_names else manifests[0]
     except OSError as e:
         raise OutputError(
             f"writing under {out} failed: {e}. Free space or fix permissions and rerun the same "
@@ -165,9 +176,15 @@ def prepare(
     return manifest
 
 
-def _resuming_line(out: Path, files: Sequence[int]) -> str:
-    done, parts = resume_point(out, files)
-    line = f"resuming: {done} of {len(files)} files done"
+def _resume_point(jobs: Sequence[Job], files: Sequence[int]) -> tuple[int, int]:
+    """``resume.resume_point`` over every split's directory (units: (split, file) pairs)."""
+    points = [resume_point(j.root(), files) for j in jobs]
+    return sum(p[0] for p in points), sum(p[1] for p in points)
+
+
+def _resuming_line(jobs: Sequence[Job], files: Sequence[int], out: Path) -> str:
+    done, parts = _resume_point(jobs, files)
+    line = f"resuming: {done} of {len(files) * len(jobs)} files done"
     if parts:
         line += f", {parts} parts of unfinished files committed"
     return line + f" (in {out})"

@@ -4,7 +4,9 @@
 cannot drift apart: read records (:mod:`.read`), encode them (:mod:`.tokenize`), account for
 documents that held a reserved id, and join the documents with the separator. The stream is
 then cut into chunks by ``rows.chunk``. :func:`prefix_stops` resolves ``--limit-docs`` /
-``--limit-tokens`` into the record each input file stops before. See docs/architecture.md.
+``--limit-tokens`` into the record each input file stops before; a :class:`SplitFilter` keeps
+the documents of one held-out split (``--split``), chosen before they are encoded. See
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -33,6 +35,51 @@ class StreamPiece:
     reserved_replaced: int  # reserved ids replaced by unk in this piece
 
 
+_M64 = (1 << 64) - 1
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer, element-wise on uint64 (wrapping arithmetic)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    out: np.ndarray = x ^ (x >> np.uint64(31))
+    return out
+
+
+def split_of(
+    seed: int, key: int, doc_index: np.ndarray, bounds: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """The split of each document: a hash of (seed, file key, document index) as a uniform
+    number in [0, 1), against the cumulative fractions ``bounds`` (the last is 1)."""
+    with np.errstate(over="ignore"):
+        h = splitmix64(np.full(1, seed & _M64, np.uint64))
+        h = splitmix64(h ^ np.uint64(key & _M64))
+        h = splitmix64(h ^ np.asarray(doc_index, dtype=np.uint64))
+    u = (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    idx: np.ndarray = np.searchsorted(np.asarray(bounds[:-1], np.float64), u, side="right")
+    return idx
+
+
+@dataclass(frozen=True)
+class SplitFilter:
+    """Keep the documents of split ``which`` of a file (``key``: ``rows.chunk.file_key``)."""
+
+    seed: int
+    key: int
+    fractions: tuple[float, ...]
+    which: int
+
+    def keep(self, first: int, n: int) -> np.ndarray:
+        """Which of the documents ``first .. first + n - 1`` of the file belong to the split."""
+        bounds = np.cumsum(self.fractions)
+        bounds[-1] = 1.0
+        mask: np.ndarray = (
+            split_of(self.seed, self.key, np.arange(first, first + n), bounds) == self.which
+        )
+        return mask
+
+
 def join_documents(values: np.ndarray, offsets: np.ndarray, separator: int | None) -> np.ndarray:
     """Flat document tokens -> one stream, with ``separator`` after every non-empty document."""
     if separator is None or len(offsets) <= 1:
@@ -57,11 +104,15 @@ def token_stream(
     t0: int = 0,
     digest: SourceDigest | None = None,
     stop_record: int | None = None,
+    select: SplitFilter | None = None,
+    doc0: int = 0,
 ) -> Iterator[StreamPiece]:
     """The token stream of ``f`` from record ``start_record`` (token position ``t0``) up to
     record ``stop_record`` (None: the end).
     Documents dropped for a reserved id move from ``stats.docs`` to
-    ``stats.skipped["reserved_token"]``. ``digest``, if given, receives every raw byte read."""
+    ``stats.skipped["reserved_token"]``. ``digest``, if given, receives every raw byte read.
+    ``select`` keeps one split's documents (``doc0``: the file's documents before
+    ``start_record``); the others move to ``stats.skipped["other_split"]``."""
     last_bytes = stats.bytes_read
     t = t0
     for batch in iter_batches(
@@ -74,8 +125,16 @@ def token_stream(
         digest=digest,
         stop_record=stop_record,
     ):
-        values, offsets, counts = encoder.encode(batch.texts)
         ndocs = len(batch.texts)
+        if select is not None and ndocs:
+            mask = select.keep(doc0, ndocs)
+            doc0 += ndocs
+            other = ndocs - int(mask.sum())
+            if other:
+                batch.texts[:] = [t for t, k in zip(batch.texts, mask.tolist(), strict=True) if k]
+                stats.skipped["other_split"] = stats.skipped.get("other_split", 0) + other
+                stats.docs -= other
+        values, offsets, counts = encoder.encode(batch.texts)
         batch.texts.clear()  # a huge document's text is not needed past this point
         if counts.get("reserved_token"):
             n = counts["reserved_token"]
