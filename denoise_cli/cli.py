@@ -486,6 +486,14 @@ def stats(
             "(refused by default: the figures would not add up).",
         ),
     ] = False,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Stats of this split of a `prepare --split` output (default: all splits summed, "
+            "each named).",
+        ),
+    ] = None,
 ) -> None:
     """Rows, tokens, mixture shares, corruption rates, lengths, padding and input accounting
     (reads columns and the manifest; never decodes text)."""
@@ -493,7 +501,9 @@ def stats(
 
     try:
         typer.echo(
-            stats_mod.stats_report(outs, as_json=as_json, plot_path=plot, sum_mixed=sum_mixed)
+            stats_mod.stats_report(
+                outs, as_json=as_json, plot_path=plot, sum_mixed=sum_mixed, split=split
+            )
         )
     except DenoiseError as e:
         _fail(e)
@@ -567,13 +577,19 @@ def verify(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON when the output is good.")
     ] = False,
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Check only this split of a `prepare --split` output."),
+    ] = None,
 ) -> None:
     """Check checksums, schema, every row's structure and the token accounting; exit non-zero
     naming the shard, row and problem."""
     from .check import verify as verify_mod
 
     try:
-        rep = verify_mod.verify(out, sources=source, max_problems=max_problems, checksums=checksums)
+        rep = verify_mod.verify(
+            out, sources=source, max_problems=max_problems, checksums=checksums, split=split
+        )
     except DenoiseError as e:
         _fail(e)
         return

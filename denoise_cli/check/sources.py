@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..config import PACK_ALGORITHM, Lengths
+from ..config import PACK_ALGORITHM, Lengths, PrepareConfig
 from ..errors import DenoiseError, OutputError
 from ..output.layout import MANIFEST, TOKENIZER
 from ..output.manifest import prepare_config
@@ -28,7 +28,7 @@ from ..rows.packing import PackedRows
 from ..rows.plan import ComponentPlan, plans_for
 from ..source.discover import InputFile, find_inputs
 from ..source.read import FileStats
-from ..source.stream import token_stream
+from ..source.stream import SplitFilter, token_stream
 from ..source.tokenize import TokenizerInfo
 from .problems import FileChain, Problems, VerifyReport
 from .rowcheck import RowChecker, first_col
@@ -65,7 +65,35 @@ def check_sources(
     probs: Problems,
     rep: VerifyReport,
 ) -> None:
-    """Regenerate every dataset of an output from ``sources`` (see the module docstring)."""
+    """Regenerate every dataset of an output from ``sources`` (see the module docstring).
+    The splits of a ``--split`` output read different documents: each is checked on its own."""
+    names = [ds.m.get("split") for ds in checked]
+    if any(names):
+        for ds in checked:
+            _check_sources([ds], sources, probs, rep)
+    else:
+        _check_sources(checked, sources, probs, rep)
+
+
+def _split_filter(m: dict[str, Any], cfg: PrepareConfig, name: str) -> SplitFilter | None:
+    """The documents of a split dataset's manifest (None for a dataset without splits)."""
+    split = m.get("split")
+    if split is None:
+        return None
+    names = [n for n, _ in cfg.splits]
+    if split not in names:
+        raise OutputError(f"{MANIFEST}: split {split!r} is not among the config's {names}")
+    return SplitFilter(
+        cfg.seed, file_key(name), tuple(f for _, f in cfg.splits), names.index(split)
+    )
+
+
+def _check_sources(
+    checked: Sequence[DatasetCheck],
+    sources: Sequence[str],
+    probs: Problems,
+    rep: VerifyReport,
+) -> None:
     if not checked:
         return
     first = checked[0]
@@ -152,6 +180,7 @@ def check_sources(
                 separator=sep,
                 max_doc_chars=cfg.max_doc_chars,
                 stop_record=_stop_record(mf),
+                select=_split_filter(m, cfg, name),
             ):
                 reserved_replaced += piece.reserved_replaced
                 tokens_read += len(piece.tokens)

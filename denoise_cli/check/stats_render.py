@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, OutputError
-from ..output.manifest import read_manifest
+from ..output.manifest import read_manifest, split_path, splits
 from .report import table
 from .stats import UNK_WARN, Stats, collect
 
@@ -364,9 +365,15 @@ def stats_report(
     as_json: bool = False,
     plot_path: str | None = None,
     sum_mixed: bool = False,
+    split: str | None = None,
 ) -> str:
     """``denoise stats``: collect, optionally plot, and render as text or JSON. Outputs made with
-    another tokenizer, lengths, mixture or packing are refused unless ``sum_mixed``."""
+    another tokenizer, lengths, mixture or packing are refused unless ``sum_mixed``. ``split``:
+    that split of each (``prepare --split``) output; without it, an output's splits are summed
+    and named."""
+    if split is not None:
+        outs = [str(split_path(Path(o), split)) for o in outs]
+    named = [(o, splits(read_manifest(Path(o)))) for o in outs] if split is None else []
     if plot_path:
         _pyplot()  # fail before reading anything when matplotlib is missing
     if len(outs) > 1 and not sum_mixed:
@@ -384,8 +391,16 @@ def stats_report(
     if as_json:
         import json
 
-        return json.dumps(st.to_dict(), indent=2)
+        d = st.to_dict()
+        if any(names for _, names in named):
+            d["splits"] = {o: names for o, names in named if names}
+        return json.dumps(d, indent=2)
     text = render(st)
+    for o, names in named:
+        if names:
+            text += (
+                f"\n{o} holds the splits {', '.join(names)} (summed above); --split NAME for one"
+            )
     if plot_path:
         text += f"\nplot written to {plot_path}"
     return text

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..output.layout import MANIFEST, datasets, output_path
-from ..output.manifest import read_manifest
+from ..output.manifest import read_manifest, split_path
 from ..output.shards import batch_arrays, read_shard
 from .checks import check_shard_files, check_shard_rows
 
@@ -48,8 +48,15 @@ PAD_FILL: dict[str, int] = {
 class DenoiseDataset:
     """Map-style dataset over a denoise output directory (see module docstring)."""
 
-    def __init__(self, out: str | Path, epoch: int | None = None, verify: str = "fast") -> None:
-        self.path = Path(out)
+    def __init__(
+        self,
+        out: str | Path,
+        epoch: int | None = None,
+        verify: str = "fast",
+        split: str | None = None,
+    ) -> None:
+        self.path = split_path(Path(out), split)  # `prepare --split`: that split's dataset
+        self.split = split
         self.verify = verify
         self.manifest = read_manifest(self.path)
         dirs = self.manifest.get("epoch_dirs")
@@ -309,7 +316,9 @@ def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(n).astype(np.int64)
 
 
-def open_dataset(out: str | Path, epoch: int | None = None, verify: str = "fast") -> DenoiseDataset:
+def open_dataset(
+    out: str | Path, epoch: int | None = None, verify: str = "fast", split: str | None = None
+) -> DenoiseDataset:
     """Open a ``denoise prepare`` output directory (see :class:`DenoiseDataset`).
 
     For an output of ``prepare --epochs K``, ``epoch`` selects the variant ``epoch % K``
@@ -318,5 +327,8 @@ def open_dataset(out: str | Path, epoch: int | None = None, verify: str = "fast"
     ``verify``: ``"fast"`` (default) checks shard sizes, row counts, unlisted shards and that
     each shard's rows are its file's next examples; ``"sha256"`` also hashes every shard
     against the manifest; ``"none"`` checks only that the shards exist. A mismatch raises
-    :class:`OutputError` (exit code 4 in the CLI)."""
-    return DenoiseDataset(out, epoch, verify)
+    :class:`OutputError` (exit code 4 in the CLI).
+
+    For an output of ``prepare --split``, ``split`` names the split to open (required there;
+    the error names the splits the output has)."""
+    return DenoiseDataset(out, epoch, verify, split)
