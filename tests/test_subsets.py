@@ -228,9 +228,7 @@ def test_split_rows_do_not_depend_on_other_split(split_out: Path, tmp_path: Path
     d = tmp_path / "in"
     d.mkdir()
     lines = b"".join(
-        json.dumps({"text": t}).encode() + b"\n"
-        for t, w in zip(docs, which, strict=True)
-        if w == 1
+        json.dumps({"text": t}).encode() + b"\n" for t, w in zip(docs, which, strict=True) if w == 1
     )
     (d / path.name).write_bytes(zstandard.ZstdCompressor().compress(lines))
     plain = tmp_path / "plain"
@@ -276,7 +274,9 @@ def test_split_resume_and_refusals(
     for where, at in (("/train/", 5), ("/validation/", 1)):
         calls = {"n": 0}
 
-        def flaky(path: Path, data: bytes, where: str = where, at: int = at) -> None:
+        def flaky(
+            path: Path, data: bytes, where: str = where, at: int = at, calls: dict[str, int] = calls
+        ) -> None:
             if "/parts/" in str(path) and where in str(path):
                 calls["n"] += 1
                 if calls["n"] == at:
