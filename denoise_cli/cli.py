@@ -543,6 +543,9 @@ def inspect(
     epoch: Annotated[
         int, typer.Option("--epoch", help="Which epoch of a `prepare --epochs K` output.")
     ] = 0,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Which split of a `prepare --split` output.")
+    ] = None,
 ) -> None:
     """Decode rows: inputs and targets side by side, and the original text rebuilt from them."""
     from .check import inspect as inspect_mod
@@ -550,7 +553,14 @@ def inspect(
     use_color = (sys.stdout.isatty() and not no_color()) if color is None else color
     try:
         text = inspect_mod.inspect_rows(
-            out, n=n, row=row, denoiser=denoiser, color=use_color, width=width, epoch=epoch
+            out,
+            n=n,
+            row=row,
+            denoiser=denoiser,
+            color=use_color,
+            width=width,
+            epoch=epoch,
+            split=split,
         )
     except DenoiseError as e:
         _fail(e)
