@@ -5,8 +5,9 @@ One unit of work per input file; each file's rows go to its own shards, a *part*
 number of groups, so part boundaries do not depend on read batch sizes. A rerun resumes from
 the committed parts (:mod:`.resume`) and gives a byte-identical output. ``num_shards`` /
 ``shard_index`` split the input files over machines (:func:`assign_files`); ``denoise merge``
-joins the results. ``--split`` runs the engine once per held-out split, each into its
-own directory (``Job.split``); ``--limit-*`` first resolves the prefix of the inputs. See docs/architecture.md; figures: benchmarks/README_prepare.md.
+joins the results. ``--split`` runs the engine once per held-out split, each into its own
+directory (``Job.split``); ``--limit-*`` first resolves the prefix of the inputs. See
+docs/architecture.md; figures: benchmarks/README_prepare.md.
 """
 
 from __future__ import annotations
