@@ -471,8 +471,8 @@ class PrepareConfig:
         check_splits(self.splits)
         if self.splits and self.epochs > 1:
             raise ConfigError(
-                "--split/--holdout cannot be combined with --epochs: prepare each split's epochs "
-                "in a run of their own, or hold out without --epochs"
+                "--split/--holdout cannot be combined with --epochs (not supported yet): hold out "
+                "without --epochs, or use --epochs without --split"
             )
         if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
             raise ConfigError(f"--pack must be an integer in [0, 64], got {self.pack_factor!r}")
