@@ -18,14 +18,18 @@ from .cli_options import (
     DocSeparator,
     Engine,
     Format,
+    HoldoutOpt,
     InputsLengthOpt,
     Layout,
     LayoutOpt,
+    LimitDocsOpt,
+    LimitTokensOpt,
     MixtureOpt,
     ModeTokensOpt,
     OnError,
     SentinelOpt,
     SeqLengthOpt,
+    SplitOpt,
     TargetsLengthOpt,
     TokenizerBackend,
     TokenizerOpt,
@@ -174,33 +178,10 @@ def prepare(
             "examples are planned for 1/PACK of a row, e.g. 4. 0 = one example per row."
         ),
     ] = 0,
-    limit_docs: Annotated[
-        int,
-        typer.Option(
-            help="A trial run on the first N documents of the inputs (sorted files, documents in "
-            "file order); the same N gives the same output. 0 = all.",
-            min=0,
-        ),
-    ] = 0,
-    limit_tokens: Annotated[
-        int,
-        typer.Option(
-            help="A trial run on the shortest prefix of whole documents (in the order of "
-            "--limit-docs) whose token stream holds at least N tokens. 0 = all.",
-            min=0,
-        ),
-    ] = 0,
-    split: Annotated[
-        str | None,
-        typer.Option(
-            help="Held-out splits, e.g. train=0.99,validation=0.01: each document goes to one "
-            "split by a hash of (seed, file, document index); each split is a dataset OUT/NAME.",
-        ),
-    ] = None,
-    holdout: Annotated[
-        float | None,
-        typer.Option(help="Shorthand for --split train=1-F,validation=F."),
-    ] = None,
+    limit_docs: LimitDocsOpt = 0,
+    limit_tokens: LimitTokensOpt = 0,
+    split: SplitOpt = None,
+    holdout: HoldoutOpt = None,
     engine: Annotated[
         Engine,
         typer.Option(

@@ -585,33 +585,6 @@ def check_splits(splits: Sequence[tuple[str, float]]) -> None:
         raise ConfigError(f"--split fractions must sum to 1, got {total:g}")
 
 
-def parse_splits(split: str | None, holdout: float | None) -> tuple[tuple[str, float], ...]:
-    """``--split train=0.99,validation=0.01`` or ``--holdout F`` (= ``train=1-F,validation=F``)."""
-    if split and holdout is not None:
-        raise ConfigError("give --split or --holdout, not both")
-    if holdout is not None:
-        if not 0.0 < holdout < 1.0:
-            raise ConfigError(f"--holdout must be in (0, 1), got {holdout}")
-        return (("train", 1.0 - holdout), ("validation", float(holdout)))
-    if not split:
-        return ()
-    out = []
-    for part in split.split(","):
-        name, eq, frac = part.strip().partition("=")
-        try:
-            value = float(frac)
-        except ValueError:
-            value = -1.0
-        if not eq or value <= 0:
-            raise ConfigError(
-                f"cannot parse --split {split!r}: use e.g. train=0.99,validation=0.01"
-            )
-        out.append((name.strip(), value))
-    res = tuple(out)
-    check_splits(res)
-    return res
-
-
 def parse_size(text: str) -> tuple[int, int]:
     """``--shard-size``: ``"50000"`` rows or ``"256MB"``/``"1GiB"`` bytes -> (rows, bytes)."""
     t = text.strip().upper().replace(" ", "")

@@ -300,7 +300,7 @@ def test_split_resume_and_refusals(
 
 
 def test_parse_splits() -> None:
-    from denoise_cli.config import parse_splits
+    from denoise_cli.cli_options import parse_splits
 
     assert parse_splits(None, 0.01) == (("train", 0.99), ("validation", 0.01))
     assert parse_splits("a=0.5,b=0.25,c=0.25", None) == (("a", 0.5), ("b", 0.25), ("c", 0.25))
