@@ -14,6 +14,7 @@ Defaults to ``../shared/corpus/en-prose/00.jsonl.zst`` when present, else the bu
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(inputs: list[str], extra: list[str], tok: str | None) -> tuple[float, float]:
+def run(inputs: list[str], extra: list[str], tok: str | None) -> tuple[float, float, int]:
     d = Path(tempfile.mkdtemp(prefix="bench-subsets-"))
     cmd = [sys.executable, "-m", "denoise_cli.cli", "prepare", *inputs, str(d / "o"), "-w", "1"]
     cmd += ["-q", *extra] + (["--tokenizer", tok] if tok else [])
@@ -34,9 +35,10 @@ def run(inputs: list[str], extra: list[str], tok: str | None) -> tuple[float, fl
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tokens = int(json.loads((d / "o" / "denoise.json").read_text())["totals"]["tokens"])
     shutil.rmtree(d)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, wall
+    return cpu, wall, tokens
 
 
 def main() -> None:
@@ -60,15 +62,17 @@ def main() -> None:
         f"--limit-docs {args.limit_docs}": ["--limit-docs", str(args.limit_docs)],
         f"--limit-tokens {args.limit_tokens}": ["--limit-tokens", str(args.limit_tokens)],
     }
-    best: dict[str, tuple[float, float]] = {}
+    best: dict[str, tuple[float, float, int]] = {}
     for _ in range(args.repeat):
         for name, extra in settings.items():
-            cpu, wall = run(args.input, extra, args.tokenizer)
+            cpu, wall, tokens = run(args.input, extra, args.tokenizer)
             old = best.get(name)
-            best[name] = (min(cpu, old[0]), min(wall, old[1])) if old else (cpu, wall)
+            best[name] = (
+                (min(cpu, old[0]), min(wall, old[1]), tokens) if old else (cpu, wall, tokens)
+            )
     print(f"input: {' '.join(args.input)}; -w 1; best of {args.repeat}, interleaved")
-    for name, (cpu, wall) in best.items():
-        print(f"{name:>24}: {cpu:7.2f} CPU-s  {wall:7.2f} s wall")
+    for name, (cpu, wall, tokens) in best.items():
+        print(f"{name:>24}: {cpu:7.2f} CPU-s  {wall:7.2f} s wall  {tokens:>10,} tokens read")
 
 
 if __name__ == "__main__":

@@ -139,18 +139,22 @@ def make_job(prep: Prepared, out: Path) -> Job:
     )
 
 
-def apply_limit(prep: Prepared) -> None:
+def apply_limit(prep: Prepared) -> bool:
     """``--limit-docs`` / ``--limit-tokens``: resolve the prefix of the inputs (in their sorted
     order) into the record each file stops before (``source.stream.prefix_stops``) and drop the
-    files past the limit, so that the files kept have the indexes of a full run."""
+    files past the limit, so that the files kept have the indexes of a full run. Tokens are
+    counted with the run's encoder backend (same ids for any backend). Returns whether a limit
+    applies."""
     cfg = prep.cfg
     if not (cfg.limit_docs or cfg.limit_tokens):
-        return
+        return False
     stops = prefix_stops(
         prep.files,
         docs=cfg.limit_docs,
         tokens=cfg.limit_tokens,
-        encoder=prep.tokenizer.encoder() if cfg.limit_tokens else None,
+        encoder=prep.tokenizer.encoder(prep.backend.spec if prep.backend else None)
+        if cfg.limit_tokens
+        else None,
         text_key=cfg.text_key,
         max_doc_chars=cfg.max_doc_chars,
         separator=prep.tokenizer.special_ids().eos if cfg.doc_separator == "eos" else None,
@@ -158,6 +162,7 @@ def apply_limit(prep: Prepared) -> None:
     keep = [i for i, s in enumerate(stops) if s != 0]
     prep.files = [prep.files[i] for i in keep]
     prep.stops = [stops[i] for i in keep]
+    return True
 
 
 def choose_encoder_backend(prep: Prepared, requested: str, mine: Sequence[int]) -> BackendChoice:

@@ -120,9 +120,10 @@ def prepare(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create output directory {out}: {e}") from None
-    apply_limit(prep)
     mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
     prep.backend = choose_encoder_backend(prep, tokenizer_backend, mine)
+    if apply_limit(prep):  # fewer files: assign them again
+        mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
     identity = run_identity(prep, prep.files)
     if num_shards > 1:
         identity["part"] = {"index": shard_index, "count": num_shards, "files": mine}
