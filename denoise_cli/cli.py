@@ -20,14 +20,18 @@ from .cli_options import (
     DocSeparator,
     Engine,
     Format,
+    HoldoutOpt,
     InputsLengthOpt,
     Layout,
     LayoutOpt,
+    LimitDocsOpt,
+    LimitTokensOpt,
     MixtureOpt,
     ModeTokensOpt,
     OnError,
     SentinelOpt,
     SeqLengthOpt,
+    SplitOpt,
     TargetsLengthOpt,
     TokenizerBackend,
     TokenizerOpt,
@@ -194,6 +198,10 @@ def prepare(
             "0 = one unit per file."
         ),
     ] = "256MiB",
+    limit_docs: LimitDocsOpt = 0,
+    limit_tokens: LimitTokensOpt = 0,
+    split: SplitOpt = None,
+    holdout: HoldoutOpt = None,
     engine: Annotated[
         Engine,
         typer.Option(
@@ -310,6 +318,10 @@ def prepare(
             group_size=group_size,
             compact=compact,
             unit_size=unit_size,
+            limit_docs=limit_docs,
+            limit_tokens=limit_tokens,
+            split=split,
+            holdout=holdout,
         ).config()
         n_shards, s_index = array_task(num_shards, shard_index)
         from .source.fs import parse_storage_options
@@ -486,6 +498,14 @@ def stats(
             "(refused by default: the figures would not add up).",
         ),
     ] = False,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Stats of this split of a `prepare --split` output (default: all splits summed, "
+            "each named).",
+        ),
+    ] = None,
 ) -> None:
     """Rows, tokens, mixture shares, corruption rates, lengths, padding and input accounting
     (reads columns and the manifest; never decodes text)."""
@@ -493,7 +513,9 @@ def stats(
 
     try:
         typer.echo(
-            stats_mod.stats_report(outs, as_json=as_json, plot_path=plot, sum_mixed=sum_mixed)
+            stats_mod.stats_report(
+                outs, as_json=as_json, plot_path=plot, sum_mixed=sum_mixed, split=split
+            )
         )
     except DenoiseError as e:
         _fail(e)
@@ -533,6 +555,9 @@ def inspect(
     epoch: Annotated[
         int, typer.Option("--epoch", help="Which epoch of a `prepare --epochs K` output.")
     ] = 0,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Which split of a `prepare --split` output.")
+    ] = None,
 ) -> None:
     """Decode rows: inputs and targets side by side, and the original text rebuilt from them."""
     from .check import inspect as inspect_mod
@@ -540,7 +565,14 @@ def inspect(
     use_color = (sys.stdout.isatty() and not no_color()) if color is None else color
     try:
         text = inspect_mod.inspect_rows(
-            out, n=n, row=row, denoiser=denoiser, color=use_color, width=width, epoch=epoch
+            out,
+            n=n,
+            row=row,
+            denoiser=denoiser,
+            color=use_color,
+            width=width,
+            epoch=epoch,
+            split=split,
         )
     except DenoiseError as e:
         _fail(e)
@@ -567,13 +599,19 @@ def verify(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON when the output is good.")
     ] = False,
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Check only this split of a `prepare --split` output."),
+    ] = None,
 ) -> None:
     """Check checksums, schema, every row's structure and the token accounting; exit non-zero
     naming the shard, row and problem."""
     from .check import verify as verify_mod
 
     try:
-        rep = verify_mod.verify(out, sources=source, max_problems=max_problems, checksums=checksums)
+        rep = verify_mod.verify(
+            out, sources=source, max_problems=max_problems, checksums=checksums, split=split
+        )
     except DenoiseError as e:
         _fail(e)
         return

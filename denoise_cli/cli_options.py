@@ -11,7 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import Lengths, PrepareConfig, TokenConfig, load_mixture, parse_size, parse_unit_size
+from .config import (
+    Lengths,
+    PrepareConfig,
+    TokenConfig,
+    check_splits,
+    load_mixture,
+    parse_size,
+    parse_unit_size,
+)
+from .errors import ConfigError
 from .output.shards import FORMATS
 from .source.discover import ACCEPTED_SUFFIXES
 
@@ -103,6 +112,32 @@ AddTokensOpt = Annotated[
         help="Add missing sentinels, mode and pad tokens to the vocabulary (else: error).",
     ),
 ]
+LimitDocsOpt = Annotated[
+    int,
+    typer.Option(
+        help="A trial run on the first N documents of the inputs (sorted files, documents in "
+        "file order); the same N gives the same output. 0 = all.",
+        min=0,
+    ),
+]
+LimitTokensOpt = Annotated[
+    int,
+    typer.Option(
+        help="A trial run on the shortest prefix of whole documents (in the order of "
+        "--limit-docs) whose token stream holds at least N tokens. 0 = all.",
+        min=0,
+    ),
+]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Held-out splits, e.g. train=0.99,validation=0.01: each document goes to one "
+        "split by a hash of (seed, file, document index); each split is a dataset OUT/NAME.",
+    ),
+]
+HoldoutOpt = Annotated[
+    float | None, typer.Option(help="Shorthand for --split train=1-F,validation=F.")
+]
 SentinelOpt = Annotated[
     str,
     typer.Option(help="Sentinel token names; {} is the index (T5: <extra_id_{}>)."),
@@ -136,6 +171,10 @@ class ConfigOptions:
     group_size: int = 1024
     compact: bool = False
     unit_size: str = "256MiB"
+    limit_docs: int = 0
+    limit_tokens: int = 0
+    split: str | None = None
+    holdout: float | None = None
 
     def config(self) -> PrepareConfig:
         layout = Layout(self.layout).value
@@ -164,7 +203,37 @@ class ConfigOptions:
             group_size=self.group_size,
             compact=self.compact,
             unit_bytes=parse_unit_size(self.unit_size),
+            limit_docs=self.limit_docs,
+            limit_tokens=self.limit_tokens,
+            splits=parse_splits(self.split, self.holdout),
         )
+
+
+def parse_splits(split: str | None, holdout: float | None) -> tuple[tuple[str, float], ...]:
+    """``--split train=0.99,validation=0.01`` or ``--holdout F`` (= ``train=1-F,validation=F``)."""
+    if split and holdout is not None:
+        raise ConfigError("give --split or --holdout, not both")
+    if holdout is not None:
+        if not 0.0 < holdout < 1.0:
+            raise ConfigError(f"--holdout must be in (0, 1), got {holdout}")
+        return (("train", 1.0 - holdout), ("validation", float(holdout)))
+    if not split:
+        return ()
+    out = []
+    for part in split.split(","):
+        name, eq, frac = part.strip().partition("=")
+        try:
+            value = float(frac)
+        except ValueError:
+            value = -1.0
+        if not eq or value <= 0:
+            raise ConfigError(
+                f"cannot parse --split {split!r}: use e.g. train=0.99,validation=0.01"
+            )
+        out.append((name.strip(), value))
+    res = tuple(out)
+    check_splits(res)
+    return res
 
 
 def command_reference(app: typer.Typer, width: int = 96) -> str:

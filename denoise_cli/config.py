@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -460,8 +460,24 @@ class PrepareConfig:
     # size, run by different workers (source.units); 0: never split
     unit_bytes: int = 256 * 2**20
     compact: bool = False  # narrow dtypes, no padding or derivable columns (same loaded batches)
+    limit_docs: int = 0  # 0: all; N: the first N documents of the inputs (a trial run)
+    limit_tokens: int = 0  # 0: all; N: the shortest prefix of documents with >= N stream tokens
+    # held-out splits: (name, fraction) pairs, documents assigned by hash (empty: one dataset)
+    splits: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("limit_docs", "limit_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= 0, got {v!r}")
+        if self.limit_docs and self.limit_tokens:
+            raise ConfigError("--limit-docs and --limit-tokens cannot be combined; choose one")
+        check_splits(self.splits)
+        if self.splits and self.epochs > 1:
+            raise ConfigError(
+                "--split/--holdout cannot be combined with --epochs (not supported yet): hold out "
+                "without --epochs, or use --epochs without --split"
+            )
         if not isinstance(self.pack_factor, int) or not 0 <= self.pack_factor <= 64:
             raise ConfigError(f"--pack must be an integer in [0, 64], got {self.pack_factor!r}")
         if not isinstance(self.epochs, int) or not 1 <= self.epochs <= 1000:
@@ -515,6 +531,9 @@ class PrepareConfig:
             pack_factor=int(d.get("pack_factor", 0)),
             unit_bytes=int(d.get("unit_bytes", 0)),
             compact=bool(d.get("compact", False)),
+            limit_docs=int(d.get("limit_docs", 0)),
+            limit_tokens=int(d.get("limit_tokens", 0)),
+            splits=tuple((str(k), float(v)) for k, v in d.get("splits", ())),
         )
 
     def fingerprint_dict(self) -> dict[str, Any]:
@@ -536,7 +555,42 @@ class PrepareConfig:
             "unit_bytes": self.unit_bytes,
             **({"pack_algorithm": PACK_ALGORITHM} if self.pack_factor else {}),
             **({"compact": True} if self.compact else {}),
+            # written only when set: outputs without a limit keep their fingerprint
+            **({"limit_docs": self.limit_docs} if self.limit_docs else {}),
+            **({"limit_tokens": self.limit_tokens} if self.limit_tokens else {}),
+            **({"splits": [list(x) for x in self.splits]} if self.splits else {}),
         }
+
+
+SPLIT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def check_splits(splits: Sequence[tuple[str, float]]) -> None:
+    """Held-out splits: at least two, distinct lowercase names usable as directory names (not
+    ``data`` or ``epoch-K``), fractions in (0, 1) summing to 1."""
+    if not splits:
+        return
+    names = [n for n, _ in splits]
+    if len(splits) < 2:
+        raise ConfigError(f"--split needs at least two splits, got {names}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--split names must be distinct, got {names}")
+    for n, f in splits:
+        if (
+            not isinstance(n, str)
+            or not SPLIT_NAME.fullmatch(n)
+            or n == "data"
+            or n.startswith("epoch-")
+        ):
+            raise ConfigError(
+                f"bad split name {n!r}: lowercase letters, digits, '_' or '-', starting with a "
+                "letter (not 'data' or 'epoch-K')"
+            )
+        if not isinstance(f, float) or not 0.0 < f < 1.0:
+            raise ConfigError(f"split {n}: fraction must be in (0, 1), got {f!r}")
+    total = sum(f for _, f in splits)
+    if abs(total - 1.0) > 1e-9:
+        raise ConfigError(f"--split fractions must sum to 1, got {total:g}")
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -471,3 +471,21 @@ def test_ray_engine_needs_no_shared_filesystem(
     assert bucket_shards(s3fs_of(s3), "objout/ray") == local_shards(reference)
     assert m["totals"] == json.loads((reference / "denoise.json").read_bytes())["totals"]
     assert list(stage.iterdir()) == []
+
+
+def test_split_into_a_url_output_is_refused_before_writing(tmp_path: Path) -> None:
+    """Held-out splits are written as local split directories only (not yet published to an
+    object store): a URL OUT with --split is refused before anything is written there."""
+    from dataclasses import replace
+
+    out = tmp_path / "o"
+    with pytest.raises(ConfigError, match="--split/--holdout into an object-store OUT"):
+        prepare(
+            [str(SAMPLE)],
+            out.as_uri(),
+            replace(cfg(), splits=(("train", 0.9), ("validation", 0.1))),
+            tokenizer=T5_TINY,
+            workers=1,
+            progress=False,
+        )
+    assert not out.exists()

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import ConfigError, OutputError
 from ..output.layout import output_path
-from ..output.manifest import datasets
+from ..output.manifest import datasets, split_path
 from ..output.remote import is_output_url, localize
 from ..output.shards import batch_arrays, open_shard
 from .rowcheck import RowChecker
@@ -433,12 +433,13 @@ def inspect_rows(
     color: bool = False,
     width: int | None = None,
     epoch: int = 0,
+    split: str | None = None,
 ) -> str:
     """Decoded rows of an output (see the module docstring); ``epoch`` picks the dataset of
-    an output written with ``prepare --epochs K``."""
+    an output written with ``prepare --epochs K``, ``split`` that of ``prepare --split``."""
     import shutil
 
-    eps = datasets(localize(str(out)) if is_output_url(out) else Path(out))
+    eps = datasets(split_path(localize(str(out)) if is_output_url(out) else Path(out), split))
     if not 0 <= epoch < len(eps):
         raise ConfigError(f"epoch {epoch} is out of range: {out} holds {len(eps)} epoch(s)")
     _, outp, m = eps[epoch]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..config import PACK_ALGORITHM, Lengths
+from ..config import PACK_ALGORITHM, Lengths, PrepareConfig
 from ..errors import DenoiseError, OutputError
 from ..output.layout import MANIFEST, TOKENIZER
 from ..output.manifest import prepare_config
@@ -28,7 +28,7 @@ from ..rows.packing import PackedRows
 from ..rows.plan import ComponentPlan, plans_for
 from ..source.discover import InputFile, find_inputs
 from ..source.read import FileStats
-from ..source.stream import token_stream
+from ..source.stream import SplitFilter, token_stream
 from ..source.tokenize import TokenizerInfo
 from ..source.units import stream_key, unit_from_entry
 from .problems import FileChain, Problems, VerifyReport
@@ -66,7 +66,34 @@ def check_sources(
     probs: Problems,
     rep: VerifyReport,
 ) -> None:
-    """Regenerate every dataset of an output from ``sources`` (see the module docstring)."""
+    """Regenerate every dataset of an output from ``sources`` (see the module docstring).
+    The splits of a ``--split`` output read different documents: each is checked on its own."""
+    names = [ds.m.get("split") for ds in checked]
+    if any(names):
+        for ds in checked:
+            _check_sources([ds], sources, probs, rep)
+    else:
+        _check_sources(checked, sources, probs, rep)
+
+
+def _split_filter(m: dict[str, Any], cfg: PrepareConfig, key: int) -> SplitFilter | None:
+    """The documents of a split dataset's manifest (None for a dataset without splits);
+    ``key``: the file's (or unit's) ``source.units.stream_key``, as ``prepare`` uses it."""
+    split = m.get("split")
+    if split is None:
+        return None
+    names = [n for n, _ in cfg.splits]
+    if split not in names:
+        raise OutputError(f"{MANIFEST}: split {split!r} is not among the config's {names}")
+    return SplitFilter(cfg.seed, key, tuple(f for _, f in cfg.splits), names.index(split))
+
+
+def _check_sources(
+    checked: Sequence[DatasetCheck],
+    sources: Sequence[str],
+    probs: Problems,
+    rep: VerifyReport,
+) -> None:
     if not checked:
         return
     first = checked[0]
@@ -162,6 +189,8 @@ def check_sources(
                 on_error="skip",
                 separator=sep,
                 max_doc_chars=cfg.max_doc_chars,
+                stop_record=_stop_record(mf),
+                select=_split_filter(m, cfg, stream_key(f)),
             ):
                 reserved_replaced += piece.reserved_replaced
                 tokens_read += len(piece.tokens)
@@ -566,3 +595,13 @@ class Regen:
                 )
 
             flag(d.any(axis=1), desc2)
+
+
+def _stop_record(mf: dict[str, Any]) -> int | None:
+    """The record a file of a ``--limit-*`` run stopped before (None: read whole)."""
+    v = mf.get("stop_record")
+    if v is None:
+        return None
+    if type(v) is not int or v < 0:
+        raise OutputError(f"denoise.json: file {mf.get('index')}: bad stop_record {v!r}")
+    return v

@@ -307,7 +307,8 @@ _COLUMNS = ("input_ids", "input_length", "target_length", "denoiser")
 
 def compute(out: str | Path) -> Stats:
     """Stats of one output directory, one record batch at a time. An output of
-    ``prepare --epochs K`` is the sum of its epochs, with the input counted once."""
+    ``prepare --epochs K`` (or ``--split``) is the sum of its epochs (splits), with the input
+    counted once."""
     outp = localize(str(out)) if is_output_url(out) else Path(out)
     eps = datasets(outp)
     if len(eps) == 1:

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, OutputError
-from ..output.manifest import read_manifest
+from ..output.manifest import read_manifest, split_path, splits
 from ..output.remote import is_output_url, localize
 from .report import table
 from .stats import UNK_WARN, Stats, collect
@@ -417,7 +418,7 @@ def _compat_key(m: dict[str, Any], what: str) -> Any:
 def incompatibilities(outs: list[str]) -> list[str]:
     """Why the outputs cannot be summed into one figure (empty when they can): they differ in
     tokenizer, lengths, mixture or packing. Inputs, seeds, formats and epochs may differ."""
-    ms = [read_manifest(localize(o) if is_output_url(o) else o) for o in outs]
+    ms = [read_manifest(localize(o) if is_output_url(o) else Path(o)) for o in outs]
     out = []
     for what in COMPATIBLE_KEYS:
         try:
@@ -438,9 +439,19 @@ def stats_report(
     as_json: bool = False,
     plot_path: str | None = None,
     sum_mixed: bool = False,
+    split: str | None = None,
 ) -> str:
     """``denoise stats``: collect, optionally plot, and render as text or JSON. Outputs made with
-    another tokenizer, lengths, mixture or packing are refused unless ``sum_mixed``."""
+    another tokenizer, lengths, mixture or packing are refused unless ``sum_mixed``. ``split``:
+    that split of each (``prepare --split``) output; without it, an output's splits are summed
+    and named."""
+
+    def local(o: str) -> Path:  # an output behind a URL: its local copy (remote.localize)
+        return localize(o) if is_output_url(o) else Path(o)
+
+    if split is not None:
+        outs = [str(split_path(local(o), split)) for o in outs]
+    named = [(o, splits(read_manifest(local(o)))) for o in outs] if split is None else []
     if plot_path:
         _pyplot()  # fail before reading anything when matplotlib is missing
     if len(outs) > 1 and not sum_mixed:
@@ -458,8 +469,16 @@ def stats_report(
     if as_json:
         import json
 
-        return json.dumps(st.to_dict(), indent=2)
+        d = st.to_dict()
+        if any(names for _, names in named):
+            d["splits"] = {o: names for o, names in named if names}
+        return json.dumps(d, indent=2)
     text = render(st)
+    for o, names in named:
+        if names:
+            text += (
+                f"\n{o} holds the splits {', '.join(names)} (summed above); --split NAME for one"
+            )
     if plot_path:
         text += f"\nplot written to {plot_path}"
     return text

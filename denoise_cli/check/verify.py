@@ -40,12 +40,17 @@ from .sources import DatasetCheck, check_sources
 from .spec import OutputSpec, unpacked_view
 
 
-def epoch_outputs(out: Path, probs: Problems) -> list[tuple[str, Path, dict[str, Any]]]:
+def epoch_outputs(
+    out: Path, probs: Problems, split: str | None = None
+) -> list[tuple[str, Path, dict[str, Any]]]:
     """The datasets of an output (``output.manifest.datasets``), with the top-level manifest of
     ``prepare --epochs K`` checked against the epochs' (rows per epoch, epoch numbers, shared
     configuration and tokenizer)."""
     m = read_manifest(out)
-    res = datasets(out)
+    res = datasets(out, split)
+    if m.get("split_dirs"):
+        _check_splits(m, res, probs)
+        return res
     if not m.get("epoch_dirs"):
         return res
     for k, (prefix, _, em) in enumerate(res):
@@ -69,10 +74,33 @@ def epoch_outputs(out: Path, probs: Problems) -> list[tuple[str, Path, dict[str,
     return res
 
 
+def _check_splits(
+    m: dict[str, Any], res: list[tuple[str, Path, dict[str, Any]]], probs: Problems
+) -> None:
+    """The top-level manifest of ``prepare --split`` against its splits' manifests."""
+    rows = m.get("totals", {}).get("rows_per_split", {})
+    for prefix, _, sm in res:
+        probs.prefix = prefix
+        name = prefix.rstrip("/")
+        if sm.get("split") != name:
+            probs.add(
+                f"{MANIFEST}: split {sm.get('split')!r}, the top-level manifest puts {name!r} here"
+            )
+        if name in rows and sm["totals"]["rows"] != rows[name]:
+            probs.add(
+                f"{MANIFEST}: {sm['totals']['rows']:,} rows, the top-level manifest says {rows[name]:,}"
+            )
+        for key in ("config", "components", "tokenizer", "seed", "layout", "format"):
+            if sm.get(key) != m.get(key):
+                probs.add(f"{MANIFEST}: {key} differs from the top-level manifest's")
+    probs.prefix = ""
+
+
 def verify(
     out: str | Path,
     *,
     sources: Sequence[str] | None = None,
+    split: str | None = None,
     max_problems: int = 20,
     checksums: bool = True,
 ) -> VerifyReport:
@@ -85,7 +113,7 @@ def verify(
         try:
             # an output behind a URL: its local copy (output.remote.localize), checked whole
             outp = localize(str(out)) if is_output_url(out) else Path(out)
-            dsets = epoch_outputs(outp, probs)
+            dsets = epoch_outputs(outp, probs, split)
         except OutputError as e:  # no (or an unreadable) manifest: not a complete output
             probs.add(str(e))
             raise Enough from None

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from ..output.columns import MappedRows
 from ..output.layout import MANIFEST, datasets, output_path
-from ..output.manifest import read_manifest
+from ..output.manifest import read_manifest, split_path
 from ..output.remote import is_output_url, localize
 from ..output.shards import batch_arrays, read_shard_mapped
 from .checks import check_shard_files, check_shard_rows
@@ -58,11 +58,12 @@ class DenoiseDataset:
         verify: str = "fast",
         storage_options: Mapping[str, Any] | None = None,
         cache_dir: str | Path | None = None,
+        split: str | None = None,
     ) -> None:
         # an output behind a URL is served from its local copy (``output.remote.localize``)
-        self.path = (
-            localize(str(out), storage_options, cache_dir) if is_output_url(out) else Path(out)
-        )
+        root = localize(str(out), storage_options, cache_dir) if is_output_url(out) else Path(out)
+        self.path = split_path(root, split)  # `prepare --split`: that split's dataset
+        self.split = split
         self.verify = verify
         self.manifest = read_manifest(self.path)
         dirs = self.manifest.get("epoch_dirs")
@@ -312,6 +313,7 @@ def open_dataset(
     *,
     storage_options: Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
+    split: str | None = None,
 ) -> DenoiseDataset:
     """Open a ``denoise prepare`` output directory (see :class:`DenoiseDataset`).
 
@@ -326,5 +328,10 @@ def open_dataset(
     ``verify``: ``"fast"`` (default) checks shard sizes, row counts, unlisted shards and that
     each shard's rows are its file's next examples; ``"sha256"`` also hashes every shard
     against the manifest; ``"none"`` checks only that the shards exist. A mismatch raises
-    :class:`OutputError` (exit code 4 in the CLI)."""
-    return DenoiseDataset(out, epoch, verify, storage_options, cache_dir)
+    :class:`OutputError` (exit code 4 in the CLI).
+
+    For an output of ``prepare --split``, ``split`` names the split to open (required there;
+    the error names the splits the output has)."""
+    return DenoiseDataset(
+        out, epoch, verify, storage_options=storage_options, cache_dir=cache_dir, split=split
+    )

@@ -31,7 +31,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without torch
         "works without it."
     ) from _e
 
-from ..output.manifest import read_manifest
+from ..output.manifest import read_manifest, split_path
 from .dataset import DenoiseDataset, epoch_batches, open_dataset
 
 Batch = dict[str, torch.Tensor]
@@ -54,8 +54,12 @@ __all__ = [
 ]
 
 
-def _dataset(data: str | Path | DenoiseDataset, verify: str = "fast") -> DenoiseDataset:
-    return data if isinstance(data, DenoiseDataset) else open_dataset(data, verify=verify)
+def _dataset(
+    data: str | Path | DenoiseDataset, verify: str = "fast", split: str | None = None
+) -> DenoiseDataset:
+    if isinstance(data, DenoiseDataset):
+        return data
+    return open_dataset(data, verify=verify, split=split)
 
 
 def dist_rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -228,7 +232,8 @@ class DenoiseBatches(IterableDataset[Batch]):
     ``e % K`` (``open_dataset(path, epoch=e)``: fresh corruption every epoch) in the order of
     epoch ``e``; given a :class:`DenoiseDataset`, that one dataset is used for every epoch.
     ``verify`` is :func:`~denoise_cli.load.open_dataset`'s check of each variant it opens
-    (``"fast"``, ``"sha256"``, ``"none"``).
+    (``"fast"``, ``"sha256"``, ``"none"``). ``split``: which split of a ``prepare --split``
+    output to read.
     """
 
     def __init__(
@@ -247,6 +252,7 @@ class DenoiseBatches(IterableDataset[Batch]):
         long: bool = True,
         pin_memory: bool = False,
         verify: str = "fast",
+        split: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -256,7 +262,7 @@ class DenoiseBatches(IterableDataset[Batch]):
         if isinstance(data, DenoiseDataset):
             self._fixed = data
         else:
-            self._root = Path(data)
+            self._root = split_path(Path(data), split)  # prepare --split: that split
         self._variants: dict[int, DenoiseDataset] = {}
         self._num_variants = 1
         if self._root is not None:  # prepare --epochs K: K variants, epoch e reads e % K
@@ -371,7 +377,8 @@ class DenoiseTorchDataset(Dataset[Batch]):
     """Map-style dataset: ``ds[i]`` is one row as tensors; ``ds.__getitems__(indices)`` (what
     ``DataLoader`` calls with a batch sampler) is a whole batch gathered in one take. Use
     ``collate_fn=collate`` with it (the default collate would try to stack a dict).
-    ``verify``: :func:`~denoise_cli.load.open_dataset`'s check when ``data`` is a path."""
+    ``verify``: :func:`~denoise_cli.load.open_dataset`'s check when ``data`` is a path;
+    ``split``: which split of a ``prepare --split`` output."""
 
     def __init__(
         self,
@@ -380,8 +387,9 @@ class DenoiseTorchDataset(Dataset[Batch]):
         columns: Sequence[str] | None = None,
         long: bool = True,
         verify: str = "fast",
+        split: str | None = None,
     ) -> None:
-        self.dataset = _dataset(data, verify)
+        self.dataset = _dataset(data, verify, split)
         self.columns = _check_columns(self.dataset, columns)
         self.long = long
 

@@ -3,7 +3,8 @@
 
 ``OUT`` holds ``denoise.json`` (the manifest, written last), the tokenizer, the Hugging Face
 files and ``data/FFFFF-PPPPP.{arrow,parquet}`` (file ``F``, part ``P``); with ``--epochs K``
-each epoch is a complete dataset under ``epoch-k/``. ``.denoise/`` holds the run identity, the
+each epoch is a complete dataset under ``epoch-k/``; with ``--split`` each split is a complete
+output under ``OUT/<split>/`` (:func:`split_root`). ``.denoise/`` holds the run identity, the
 lock and the resume records. Files are written under a temporary name (:func:`tmp_path`) and
 renamed into place. :func:`output_path` is the one check for every path read from an output's
 own files (relative, normalised, no ``..``, inside the output once symlinks are resolved);
@@ -51,6 +52,21 @@ def shard_name(epochs: int, epoch: int, file_idx: int, part: int, fmt: str) -> s
     """A shard's path relative to the output (the manifest's paths drop the epoch prefix); its
     extension is the name of its format (``output.shards.FORMATS``)."""
     return f"{epoch_dir(epochs, epoch)}{DATA_DIR}/{file_idx:05d}-{part:05d}.{fmt}"
+
+
+#: written into a split's directory (``OUT/<split>/.denoise/split.json``): ``--overwrite`` and
+#: the temporary sweep recognise a split directory by it
+SPLIT_MARKER = "split.json"
+
+
+def split_root(out: Path, split: str) -> Path:
+    """The directory of a held-out split (a complete output with its own resume records)."""
+    return out / split
+
+
+def is_split_dir(p: Path) -> bool:
+    """A directory a ``--split`` run made (it holds :data:`SPLIT_MARKER`; not a symlink)."""
+    return p.is_dir() and not p.is_symlink() and (p / STATE_DIR / SPLIT_MARKER).is_file()
 
 
 def tmp_path(path: Path) -> Path:
@@ -136,6 +152,11 @@ def stale_tmp_files(out: Path, epochs: int, file_idx: int) -> list[Path]:
         (files_dir(out), f"{TMP_PREFIX}{file_idx:05d}.json.*"),
     ]
     return [p for d, pat in pats for p in d.glob(pat)]
+
+
+def split_dirs(out: Path, dirs: dict[str, str]) -> dict[str, Path]:
+    """The split directories of a top-level manifest's ``split_dirs`` (each path checked)."""
+    return {k: output_path(out, v, f"{MANIFEST}: split_dirs entry") for k, v in dirs.items()}
 
 
 def datasets(out: Path, epoch_dirs_: list[str] | None) -> list[tuple[str, Path]]:
@@ -278,7 +299,7 @@ def clear_output(out: str | Path, keep: Iterable[str] = ("lock",)) -> None:
     p = Path(out)
     entries = sorted(p.iterdir(), key=lambda e: (e.name == STATE_DIR, e.name != MANIFEST, e.name))
     for e in entries:
-        if not is_output_entry(e.name):
+        if not is_output_entry(e.name) and not is_split_dir(e):
             continue
         if _EPOCH.fullmatch(e.name) and e.is_dir() and not e.is_symlink():
             (e / MANIFEST).unlink(missing_ok=True)
@@ -312,6 +333,10 @@ def remove_temporaries(out: str | Path) -> list[Path]:
     if st.is_dir() and not st.is_symlink():
         dirs += [st, *(q for q in sorted(st.iterdir()) if q.is_dir() and not q.is_symlink())]
     removed = []
+    if p.is_dir():
+        for e in sorted(p.iterdir()):
+            if is_split_dir(e):
+                removed += remove_temporaries(e)
     for d in dirs:
         if not d.is_dir() or d.is_symlink():
             continue

@@ -19,7 +19,7 @@ from ..config import PrepareConfig
 from ..errors import OutputError
 from ..rows.base import row_widths
 from ..rows.plan import ComponentPlan, sentinels_needed
-from .layout import MANIFEST, STATE_DIR, epoch_dir, epoch_dirs, output_path
+from .layout import MANIFEST, STATE_DIR, epoch_dir, epoch_dirs, output_path, split_dirs
 from .layout import datasets as dataset_dirs
 
 FORMAT_VERSION = 1
@@ -56,10 +56,40 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     return m
 
 
-def datasets(out: Path) -> list[tuple[str, Path, dict[str, Any]]]:
-    """The datasets of an output: ``[("", out, manifest)]``, or for ``prepare --epochs K`` one
-    ``("epoch-k/", out/epoch-k, its manifest)`` per epoch (each a complete dataset)."""
+def splits(m: dict[str, Any]) -> list[str]:
+    """The held-out splits of an output's top-level manifest ([] without ``--split``)."""
+    return list(m.get("split_dirs") or {})
+
+
+def split_path(out: Path, split: str | None) -> Path:
+    """The directory of ``split`` in an output (``out`` itself for None). Raises
+    :class:`OutputError` for a split the output does not have, or for None on an output made
+    with ``--split`` (naming its splits)."""
     m = read_manifest(out)
+    names = splits(m)
+    if split is None:
+        if names:
+            raise OutputError(
+                f"{out} holds the splits {', '.join(names)}: choose one (--split NAME / split=)"
+            )
+        return Path(out)
+    if split not in names:
+        has = f"its splits are {', '.join(names)}" if names else "it was made without --split"
+        raise OutputError(f"{out} has no split {split!r}: {has}")
+    return split_dirs(Path(out), m["split_dirs"])[split]
+
+
+def datasets(out: Path, split: str | None = None) -> list[tuple[str, Path, dict[str, Any]]]:
+    """The datasets of an output: ``[("", out, manifest)]``, or for ``prepare --epochs K`` one
+    ``("epoch-k/", out/epoch-k, its manifest)`` per epoch (each a complete dataset), or for
+    ``prepare --split`` one ``("name/", out/name, its manifest)`` per split (only ``split``'s
+    when given)."""
+    m = read_manifest(out)
+    if split is not None or m.get("split_dirs"):
+        named = split_dirs(Path(out), m.get("split_dirs") or {})
+        if split is not None:
+            named = {split: split_path(Path(out), split)}
+        return [(f"{k}/", p, read_manifest(p)) for k, p in named.items()]
     dirs = m.get("epoch_dirs")
     if not dirs:
         return [("", out, m)]
@@ -112,6 +142,7 @@ def build_manifest(
             "rows": r["epochs"][epoch]["rows"],
             # a unit of a large Parquet file split across workers: which row groups
             **({"unit": r["unit"]} if "unit" in r else {}),
+            **({"stop_record": r["stop_record"]} if r.get("stop_record") is not None else {}),
         }
         for r in records
     ]
@@ -186,6 +217,47 @@ def top_manifest(manifests: Sequence[dict[str, Any]]) -> dict[str, Any]:
         {k: v for k, v in f.items() if k not in ("rows", "tokens_used", "tail_tokens")}
         for f in first["files"]
     ]
+    return top
+
+
+def split_top_manifest(manifests: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``--split``: the shared part of the splits' manifests plus ``split_dirs`` (split name ->
+    its directory), and totals over all splits: the records read (the same in every split), the
+    documents of all splits, skips other than ``other_split``, rows and tokens per split. Its
+    ``files`` add up the splits' document counts the same way."""
+    first = manifests[0]
+    names = [str(m["split"]) for m in manifests]
+    drop = ("shards", "totals", "files", "split", "tokenizer_backend")
+    top = {k: v for k, v in first.items() if k not in drop}
+    top["split_dirs"] = {n: n for n in names}
+    files = []
+    for k, f in enumerate(first["files"]):
+        per = [m["files"][k] for m in manifests]
+        st = dict(f["stats"])
+        st["docs"] = sum(int(p["stats"]["docs"]) for p in per)
+        st["skipped"] = {r: v for r, v in f["stats"]["skipped"].items() if r != "other_split"}
+        st["skipped"]["reserved_token"] = sum(
+            int(p["stats"]["skipped"].get("reserved_token", 0)) for p in per
+        )
+        if not st["skipped"]["reserved_token"]:
+            del st["skipped"]["reserved_token"]
+        entry = {k2: v for k2, v in f.items() if k2 not in ("rows", "tokens_used", "tail_tokens")}
+        entry["stats"] = st
+        entry["tokens"] = sum(int(p["tokens"]) for p in per)
+        entry["reserved_replaced"] = sum(int(p["reserved_replaced"]) for p in per)
+        entry["rows"] = sum(int(p["rows"]) for p in per)
+        entry["tokens_used"] = sum(int(p["tokens_used"]) for p in per)
+        entry["tail_tokens"] = sum(int(p["tail_tokens"]) for p in per)
+        files.append(entry)
+    top["files"] = files
+    totals = totals_from_files(files)
+    totals["rows_per_split"] = {
+        n: m["totals"]["rows"] for n, m in zip(names, manifests, strict=True)
+    }
+    totals["docs_per_split"] = {
+        n: m["totals"]["docs"] for n, m in zip(names, manifests, strict=True)
+    }
+    top["totals"] = totals
     return top
 
 

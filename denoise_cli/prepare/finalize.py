@@ -13,7 +13,7 @@ from typing import Any
 from .. import __version__
 from ..errors import InputError
 from ..output.layout import HF_INFO, HF_STATE, MANIFEST, TOKENIZER
-from ..output.manifest import build_manifest, dumps, top_manifest
+from ..output.manifest import build_manifest, dumps, split_top_manifest, top_manifest
 from ..output.shards import atomic_write_bytes, fsync_dir, hf_dataset_files, shard_format
 from ..source.read import KEYS_SEEN_RECORDS
 from .job import Job, Prepared, expected_efficiency_of
@@ -50,9 +50,20 @@ def finalize(
         )
         if part is not None:
             m["part"] = part
+        if job.split:
+            m["split"] = job.split
         write_epoch_files(out / job.epoch_dir(e), m, prep.tokenizer.json, cfg.epochs > 1)
         manifests.append(m)
     return write_top(out, manifests)
+
+
+def write_split_top(out: Path, manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """``--split``: after every split's dataset is complete, the top-level manifest listing
+    them (``output.manifest.split_top_manifest``), written last."""
+    top = split_top_manifest(manifests)
+    atomic_write_bytes(out / MANIFEST, dumps(top))
+    fsync_dir(out)
+    return top
 
 
 def write_top(out: Path, manifests: list[dict[str, Any]]) -> dict[str, Any]:

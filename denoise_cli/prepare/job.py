@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import FLAGS, PrepareConfig
 from ..errors import ConfigError, DenoiseError
-from ..output.layout import epoch_dir, shard_name
+from ..output.layout import epoch_dir, shard_name, split_root
 from ..output.schema import id_type
 from ..output.shards import dtype_of, format_of
 from ..rows.base import SpecialIds, row_widths
@@ -34,6 +34,7 @@ from ..rows.plan import (
 )
 from ..source.discover import InputFile, find_inputs
 from ..source.read import FileStats, iter_batches
+from ..source.stream import SplitFilter, prefix_stops
 from ..source.tokenize import (
     BackendChoice,
     Encoder,
@@ -60,6 +61,27 @@ class Job:
     group_size: int
     max_segments: int = 0  # packed output: examples per row at most (0: unpacked)
     vocab_size: int = 0  # ids are below it (compact outputs store the narrowest type)
+    stops: tuple[int | None, ...] = ()  # per file: the record it stops before (--limit-*)
+    split: str = ""  # with --split: the split this job writes (one engine run per split)
+
+    def stop_record(self, file_idx: int) -> int | None:
+        return self.stops[file_idx] if self.stops else None
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """The held-out splits (``--split``); () for one dataset."""
+        return tuple(n for n, _ in self.cfg.splits)
+
+    def root(self) -> Path:
+        """Where this job's output lives: the output, or with ``split`` that split's directory."""
+        return split_root(Path(self.out), self.split) if self.split else Path(self.out)
+
+    def split_filter(self, key: int) -> SplitFilter | None:
+        """The documents of ``split`` in the file of ``key`` (None: every document)."""
+        if not self.split:
+            return None
+        fr = tuple(f for _, f in self.cfg.splits)
+        return SplitFilter(self.cfg.seed, key, fr, self.split_names.index(self.split))
 
     @property
     def groups_per_part(self) -> int:
@@ -98,6 +120,7 @@ class Prepared:
     files: list[InputFile]  # the units of work: input files, or units of a split Parquet file
     ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> paths not read
     backend: BackendChoice | None = None  # set by prepare (--tokenizer-backend)
+    stops: list[int | None] = field(default_factory=list)  # set by apply_limit
 
 
 def resolve(
@@ -131,7 +154,34 @@ def make_job(prep: Prepared, out: Path) -> Job:
         group_size=cfg.group_size,
         max_segments=max_segments_of(prep),
         vocab_size=tok.vocab_size,
+        stops=tuple(prep.stops),
     )
+
+
+def apply_limit(prep: Prepared) -> bool:
+    """``--limit-docs`` / ``--limit-tokens``: resolve the prefix of the inputs (in their sorted
+    order) into the record each file stops before (``source.stream.prefix_stops``) and drop the
+    files past the limit, so that the files kept have the indexes of a full run. Tokens are
+    counted with the run's encoder backend (same ids for any backend). Returns whether a limit
+    applies."""
+    cfg = prep.cfg
+    if not (cfg.limit_docs or cfg.limit_tokens):
+        return False
+    stops = prefix_stops(
+        prep.files,
+        docs=cfg.limit_docs,
+        tokens=cfg.limit_tokens,
+        encoder=prep.tokenizer.encoder(prep.backend.spec if prep.backend else None)
+        if cfg.limit_tokens
+        else None,
+        text_key=cfg.text_key,
+        max_doc_chars=cfg.max_doc_chars,
+        separator=prep.tokenizer.special_ids().eos if cfg.doc_separator == "eos" else None,
+    )
+    keep = [i for i, s in enumerate(stops) if s != 0]
+    prep.files = [prep.files[i] for i in keep]
+    prep.stops = [stops[i] for i in keep]
+    return True
 
 
 def choose_encoder_backend(prep: Prepared, requested: str, mine: Sequence[int]) -> BackendChoice:

@@ -78,6 +78,12 @@ def merge(
     # parts behind URLs are merged from their local copies (output.remote.localize)
     dirs = [localize(p) if is_output_url(p) else Path(p) for p in parts]
     tops = [read_manifest(d) for d in dirs]
+    for d, t in zip(dirs, tops, strict=True):
+        if t.get("split_dirs"):
+            raise ConfigError(
+                f"{d} holds held-out splits (prepare --split): merging such outputs is not "
+                "supported yet; run prepare --split on one machine"
+            )
     idents = [_identity(d) for d in dirs]
     base = {k: v for k, v in idents[0].items() if k != "part"}
     for d, ident in zip(dirs[1:], idents[1:], strict=False):

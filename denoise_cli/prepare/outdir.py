@@ -16,6 +16,7 @@ import orjson
 from .. import __version__
 from ..errors import OutputError
 from ..output.layout import (
+    SPLIT_MARKER,
     STATE_DIR,
     clear_output,
     only_state,
@@ -75,3 +76,14 @@ def claim(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
     for d in work_dirs(out):
         d.mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)
+
+
+def claim_split(root: Path, split: str) -> None:
+    """A split's directory under a claimed output (``--split``): its marker (so that
+    ``--overwrite`` and the temporary sweep recognise it) and its work directories."""
+    marker = root / STATE_DIR / SPLIT_MARKER
+    if not marker.is_file():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(marker, dumps({"split": split}))
+    for d in work_dirs(root):
+        d.mkdir(parents=True, exist_ok=True)

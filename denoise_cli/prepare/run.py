@@ -5,7 +5,9 @@ One unit of work per input file; each file's rows go to its own shards, a *part*
 number of groups, so part boundaries do not depend on read batch sizes. A rerun resumes from
 the committed parts (:mod:`.resume`) and gives a byte-identical output. ``num_shards`` /
 ``shard_index`` split the input files over machines (:func:`assign_files`); ``denoise merge``
-joins the results. See docs/architecture.md; figures: benchmarks/README_prepare.md.
+joins the results. ``--split`` runs the engine once per held-out split, each into its own
+directory (``Job.split``); ``--limit-*`` first resolves the prefix of the inputs. See
+docs/architecture.md; figures: benchmarks/README_prepare.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,9 @@ from ..errors import ConfigError, Interrupted, OutputError
 from ..output.layout import check_no_overlap, check_out_dir, locked_output
 from ..output.remote import RemoteOutput, is_output_url
 from ..source.fs import is_url
-from .finalize import DEFAULT_MAX_SKIP_FRACTION, check_run, finalize
-from .job import choose_encoder_backend, make_job, resolve
-from .outdir import claim, run_identity
+from .finalize import DEFAULT_MAX_SKIP_FRACTION, check_run, finalize, write_split_top
+from .job import Job, apply_limit, choose_encoder_backend, make_job, resolve
+from .outdir import claim, claim_split, run_identity
 from .publish import (
     RemoteUnit,
     claim_remote,
@@ -135,10 +138,17 @@ def prepare(
         except OSError as e:
             raise OutputError(f"cannot create output directory {out}: {e}") from None
     else:
+        if cfg.splits:
+            raise ConfigError(
+                "--split/--holdout into an object-store OUT is not supported yet: write the "
+                "splits to a local directory and upload it"
+            )
         check_remote_overlap(remote, inputs, [f.path for f in prep.files])
         remote.check_out()
     mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
     prep.backend = choose_encoder_backend(prep, tokenizer_backend, mine)
+    if apply_limit(prep):  # fewer files: assign them again
+        mine = assign_files([f.size for f in prep.files], num_shards)[shard_index]
     identity = run_identity(prep, prep.files)
     if num_shards > 1:
         identity["part"] = {"index": shard_index, "count": num_shards, "files": mine}
@@ -149,10 +159,6 @@ def prepare(
             if remote is None:
                 held.enter_context(locked_output(out))
                 claim(out, identity, overwrite)
-
-                def point(files: Sequence[int]) -> tuple[int, int]:
-                    return resume_point(out, files)
-
             else:
                 held.enter_context(remote.lock())
                 claim_remote(remote, identity, overwrite)
@@ -160,18 +166,26 @@ def prepare(
                 held.callback(shutil.rmtree, out, True)
                 pull_file_records(remote, out, mine)
                 unit = RemoteUnit(remote, staging_dir)
+            base = make_job(prep, out)
+            # --split: one engine run per split, each into its own directory
+            jobs = [replace(base, split=n) for n in base.split_names] or [base]
+            for j in jobs:
+                if j.split:
+                    claim_split(j.root(), j.split)
 
-                def point(files: Sequence[int]) -> tuple[int, int]:
+            def point(files: Sequence[int]) -> tuple[int, int]:
+                if remote is not None:
                     return remote_resume_point(remote, files)
+                return _resume_point(jobs, files)
 
-            job = make_job(prep, out)
-            todo = [i for i in mine if not is_finished(out, i)]
-            todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
+            todos = [[i for i in mine if not is_finished(j.root(), i)] for j in jobs]
+            for todo in todos:
+                todo.sort(key=lambda i: (-prep.files[i].size, i))  # largest first: load balance
             if notify is not None and point(mine) != (0, 0):
-                notify(_resuming_line(point(mine), len(mine), where))
+                notify(_resuming_line(point(mine), len(mine) * len(jobs), where))
             bar = Progress(
-                sum(prep.files[i].size for i in todo),
-                len(todo),
+                sum(prep.files[i].size for todo in todos for i in todo),
+                sum(len(todo) for todo in todos),
                 progress,
                 interval=progress_interval,
             )
@@ -179,13 +193,15 @@ def prepare(
                 if engine == "local":
                     workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
                 with terminate_raises():
-                    run_files(unit, job, todo, bar, workers=workers, address=ray_address)
+                    for j, todo in zip(jobs, todos, strict=True):
+                        run_files(unit, j, todo, bar, workers=workers, address=ray_address)
             except (KeyboardInterrupt, Terminated) as e:
                 signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
                 done, parts = point(mine)
                 more = f" (+{parts} parts of unfinished files)" if parts else ""
+                units = len(mine) * len(jobs)
                 raise Interrupted(
-                    f"interrupted; {done} of {len(mine)} files committed{more}; rerun the same "
+                    f"interrupted; {done} of {units} files committed{more}; rerun the same "
                     "command to resume",
                     signum,
                 ) from None
@@ -193,9 +209,11 @@ def prepare(
                 bar.close()
             if remote is not None:
                 pull_file_records(remote, out, mine)
-            records = file_records(out, mine)
             part = identity.get("part")
-            manifest = finalize(out, prep, job, records, part)
+            manifests = [
+                finalize(j.root(), prep, j, file_records(j.root(), mine), part) for j in jobs
+            ]
+            manifest = write_split_top(out, manifests) if base.split_names else manifests[0]
             if remote is not None:
                 publish_dataset(remote, out)
     except OSError as e:
@@ -205,6 +223,12 @@ def prepare(
         ) from None
     check_run(manifest, cfg.text_key, max_skip_fraction, where)
     return manifest
+
+
+def _resume_point(jobs: Sequence[Job], files: Sequence[int]) -> tuple[int, int]:
+    """``resume.resume_point`` over every split's directory (units: (split, file) pairs)."""
+    points = [resume_point(j.root(), files) for j in jobs]
+    return sum(p[0] for p in points), sum(p[1] for p in points)
 
 
 def _resuming_line(point: tuple[int, int], nfiles: int, where: str) -> str:

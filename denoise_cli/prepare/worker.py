@@ -255,8 +255,9 @@ class EpochStream:
 def process_file(
     job: Job, file_idx: int, progress: Callable[[int, int, int], None]
 ) -> dict[str, Any]:
-    """Process (or finish) one input file for every epoch; return its file record."""
-    out = Path(job.out)
+    """Process (or finish) one input file for every epoch (with ``job.split``: that split's
+    documents of it, under the split's directory); return its file record."""
+    out = job.root()
     done = finished_file(out, file_idx)
     if done is not None:
         return done
@@ -276,6 +277,9 @@ def process_file(
         epochs = [EpochStream(job, out, file_idx, e, key, source) for e in range(cfg.epochs)]
     first = min(epochs, key=lambda s: s.T)  # the earliest checkpoint: resume reading there
     stats = stats_from(first.stats) if first.stats is not None else FileStats()
+    # the file's documents before the resume point (kept, dropped for a reserved id, or in
+    # another split): the split of a document is drawn from its index
+    doc0 = stats.docs + sum(stats.skipped.get(k, 0) for k in ("reserved_token", "other_split"))
     t, reserved = first.T, first.reserved
     try:
         if not all(s.final for s in epochs):
@@ -290,6 +294,9 @@ def process_file(
                 start_record=first.R,
                 t0=first.T,
                 digest=source,
+                stop_record=job.stop_record(file_idx),
+                select=job.split_filter(key),
+                doc0=doc0,
             ):
                 reserved += piece.reserved_replaced
                 t = piece.t0 + len(piece.tokens)
@@ -320,5 +327,7 @@ def process_file(
         "epochs": [s.summary() for s in epochs],
     }
     with_unit(f, rec)  # the file's size; a unit of a split file says which
+    if job.stop_record(file_idx) is not None:
+        rec["stop_record"] = job.stop_record(file_idx)
     finish_file(out, file_idx, rec)
     return rec

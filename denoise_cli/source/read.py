@@ -215,6 +215,7 @@ def iter_batches(
     max_doc_chars: int = 0,
     max_line_bytes: int = 1 << 30,
     digest: SourceDigest | None = None,
+    stop_record: int | None = None,
 ) -> Iterator[DocBatch]:
     """Stream the documents of one file in batches of about ``batch_chars`` characters.
 
@@ -225,6 +226,7 @@ def iter_batches(
     it, then ends (``skip``) or raises :class:`InputError` at ``byte offset N`` (``fail``).
     The last batch (possibly empty) always carries the final ``record_end``.
     ``digest``, if given, receives every raw byte read from the file (resume fingerprint).
+    ``stop_record``, if given, ends the file before that record (``--limit-docs``).
     """
     if on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -247,6 +249,7 @@ def iter_batches(
             batch_chars=batch_chars,
             max_doc_chars=max_doc_chars,
             size=f.size,
+            stop_record=stop_record,
             storage_options=f.storage_options,
         ):
             yield DocBatch(texts_, end)
@@ -279,6 +282,8 @@ def iter_batches(
                         continue
                     lines = lines[start_record - rec :]
                     rec = start_record
+                if stop_record is not None and rec + len(lines) > stop_record:
+                    lines = lines[: max(0, stop_record - rec)]
                 for k, line in enumerate(lines):
                     rec += 1
                     stats.records += 1
@@ -331,6 +336,8 @@ def iter_batches(
                         elif reason not in ("malformed_json", "invalid_utf8"):
                             detail = ""
                         raise InputError(f.path, f"line {rec}", reason, detail)
+                if stop_record is not None and rec >= stop_record:
+                    break
         except StreamError as e:
             stats.bytes_read = stream.bytes_read
             stats.error = (

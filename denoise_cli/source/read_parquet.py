@@ -81,6 +81,7 @@ def iter_parquet(
     size: int = 0,
     storage_options: Mapping[str, Any] | None = None,
     row_groups: tuple[int, int] | None = None,
+    stop_record: int | None = None,
 ) -> Iterator[tuple[list[str], int]]:
     """Yield ``(texts, record_end)`` for the Parquet file at ``path`` (local or URL).
 
@@ -88,7 +89,8 @@ def iter_parquet(
     without touching ``stats``; ``record_end`` is the index of the next row; the last pair
     (possibly with no texts) carries the final ``record_end``. ``size`` (the file's size) makes
     ``stats.bytes_read`` reach it at a clean end. ``row_groups=(a, b)``: only those row groups,
-    counted as the whole file (records, bytes; ``size`` is then theirs).
+    counted as the whole file (records, bytes; ``size`` is then theirs). ``stop_record``,
+    if given, ends the file (or unit) before that row.
     """
     fail = on_error == "fail"
     skipped = stats.skipped
@@ -129,6 +131,8 @@ def iter_parquet(
                 raise err from None
             return
         total = sum(rg_rows)
+        if stop_record is not None:
+            total = min(total, stop_record)
         rec = min(rec, total)  # as for JSON: a resume point past the end reads nothing
         if target is None:
             n = total - rec
@@ -197,6 +201,7 @@ def iter_parquet(
                 k = min(skip, len(values))
                 values = values[k:]
                 skip -= k
+            values = values[: max(0, total - rec)]
             if depth:
                 values = [_dig(v, sub) for v in values]
             for v in values:
@@ -234,6 +239,8 @@ def iter_parquet(
                         yield texts, rec - 1
                         texts = []
                     raise InputError(path, f"row {rec}", reason)
+            if rec >= total:
+                break
             while rg_next < len(ends) and ends[rg_next][0] <= rec:
                 stats.bytes_read = max(stats.bytes_read, ends[rg_next][1])
                 rg_next += 1

@@ -214,15 +214,16 @@ def iter_unit(
     f: InputUnit,
     *,
     text_key: str,
-    on_error: Literal["skip", "fail"],
+    on_error: Literal["skip", "fail"] = "skip",
     stats: FileStats,
     start_record: int = 0,
     batch_chars: int = 1 << 20,
     max_doc_chars: int = 0,
     digest: SourceDigest | None = None,
+    stop_record: int | None = None,
 ) -> Iterator[DocBatch]:
     """The documents of one unit, in the batches of ``read.iter_batches`` (records counted
-    from the unit's first row)."""
+    from the unit's first row; ``stop_record``: end before that row of the unit)."""
     keys = text_key.split(".")
     if not text_key or any(not k for k in keys):
         raise ConfigError(f"bad text key {text_key!r}")
@@ -239,6 +240,7 @@ def iter_unit(
         size=f.size,
         storage_options=f.storage_options,
         row_groups=f.row_groups,
+        stop_record=stop_record,
     ):
         yield DocBatch(texts, end)
 
