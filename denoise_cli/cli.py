@@ -16,10 +16,13 @@ from .cli_options import (
     FORMAT_HELP,
     INPUT_EXTENSIONS,
     AddTokensOpt,
+    CompactOpt,
     ConfigOptions,
     DocSeparator,
     Engine,
+    EpochsOpt,
     Format,
+    GroupSizeOpt,
     HoldoutOpt,
     InputsLengthOpt,
     Layout,
@@ -29,12 +32,15 @@ from .cli_options import (
     MixtureOpt,
     ModeTokensOpt,
     OnError,
+    PackOpt,
     SentinelOpt,
     SeqLengthOpt,
+    ShardSizeOpt,
     SplitOpt,
     TargetsLengthOpt,
     TokenizerBackend,
     TokenizerOpt,
+    UnitSizeOpt,
     command_reference,
 )
 from .errors import ConfigError, DenoiseError, Interrupted
@@ -132,20 +138,8 @@ def prepare(
             help=FORMAT_HELP,
         ),
     ] = FORMAT_DEFAULT,
-    shard_size: Annotated[
-        str,
-        typer.Option(
-            help="Rows per shard (e.g. 50000) or bytes: 256MiB = 256*2^20, 256MB = 256*10^6; "
-            "rounded down to whole --group-size groups (at least one). Never changes the examples."
-        ),
-    ] = "256MiB",
-    group_size: Annotated[
-        int,
-        typer.Option(
-            help="Rows per random draw group (part of what the examples depend on). A shard holds "
-            "whole groups, so it is at least this many rows whatever --shard-size says."
-        ),
-    ] = 1024,
+    shard_size: ShardSizeOpt = "256MiB",
+    group_size: GroupSizeOpt = 1024,
     text_key: Annotated[
         str, typer.Option(help="JSON key of the text (dotted path allowed).")
     ] = "text",
@@ -170,34 +164,10 @@ def prepare(
         typer.Option(help="Pad token (default: detect <pad>, [PAD], ...; else add <pad>)."),
     ] = None,
     sentinel_template: SentinelOpt = "<extra_id_{}>",
-    epochs: Annotated[
-        int,
-        typer.Option(
-            help="Write K independent corruptions (epoch-0/ ... epoch-K-1/) from one tokenization."
-        ),
-    ] = 1,
-    pack: Annotated[
-        int,
-        typer.Option(
-            help="Pack several examples per row (segment ids + positions; see docs/packing.md): "
-            "examples are planned for 1/PACK of a row, e.g. 4. 0 = one example per row."
-        ),
-    ] = 0,
-    compact: Annotated[
-        bool,
-        typer.Option(
-            help="Compact shards: ids in the narrowest type, no padding, no attention_mask or "
-            "derivable labels (open_dataset/torch_data rebuild the same batches)."
-        ),
-    ] = False,
-    unit_size: Annotated[
-        str,
-        typer.Option(
-            help="A Parquet file larger than this (bytes: 256MiB, 1GB) is split into units of whole "
-            "row groups that run on different workers (part of what the examples depend on); "
-            "0 = one unit per file."
-        ),
-    ] = "256MiB",
+    epochs: EpochsOpt = 1,
+    pack: PackOpt = 0,
+    compact: CompactOpt = False,
+    unit_size: UnitSizeOpt = "256MiB",
     limit_docs: LimitDocsOpt = 0,
     limit_tokens: LimitTokensOpt = 0,
     split: SplitOpt = None,

@@ -143,6 +143,49 @@ SentinelOpt = Annotated[
     typer.Option(help="Sentinel token names; {} is the index (T5: <extra_id_{}>)."),
 ]
 
+ShardSizeOpt = Annotated[
+    str,
+    typer.Option(
+        help="Rows per shard (e.g. 50000) or bytes: 256MiB = 256*2^20, 256MB = 256*10^6; "
+        "rounded down to whole --group-size groups (at least one). Never changes the examples."
+    ),
+]
+GroupSizeOpt = Annotated[
+    int,
+    typer.Option(
+        help="Rows per random draw group (part of what the examples depend on). A shard holds "
+        "whole groups, so it is at least this many rows whatever --shard-size says."
+    ),
+]
+EpochsOpt = Annotated[
+    int,
+    typer.Option(
+        help="Write K independent corruptions (epoch-0/ ... epoch-K-1/) from one tokenization."
+    ),
+]
+PackOpt = Annotated[
+    int,
+    typer.Option(
+        help="Pack several examples per row (segment ids + positions; see docs/packing.md): "
+        "examples are planned for 1/PACK of a row, e.g. 4. 0 = one example per row."
+    ),
+]
+CompactOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Compact shards: ids in the narrowest type, no padding, no attention_mask or "
+        "derivable labels (open_dataset/torch_data rebuild the same batches)."
+    ),
+]
+UnitSizeOpt = Annotated[
+    str,
+    typer.Option(
+        help="A Parquet file larger than this (bytes: 256MiB, 1GB) is split into units of whole "
+        "row groups that run on different workers (part of what the examples depend on); "
+        "0 = one unit per file."
+    ),
+]
+
 
 @dataclass(frozen=True)
 class ConfigOptions:
