@@ -23,10 +23,10 @@ alike):
    (``readinto`` 8 MiB blocks; page cache warm: the files were just written or read).
 
 Input: ``--data OUT`` (an existing encoder-decoder output, I = T = 512) or ``--corpus DIR``
-(default ``/work/shared/corpus/en-prose``), prepared once into a temporary directory with
+(default ``../shared/corpus/en-prose``), prepared once into a temporary directory with
 ``--mixture ul2 -I 512 -T 512``.
 
-    /work/venv/bin/python benchmarks/bench_load.py [--data OUT | --corpus DIR] [--keep]
+    python benchmarks/bench_load.py [--data OUT | --corpus DIR] [--keep]
 
 Recorded figures: ``benchmarks/README_load.md``.
 """
@@ -49,7 +49,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = Path("/work/shared/corpus/en-prose")
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "en-prose"
 MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 
 

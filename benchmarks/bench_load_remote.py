@@ -16,7 +16,7 @@ The S3 server is moto's, in a **separate process** on 127.0.0.1 (loopback: no ne
 or bandwidth limit, so the download figures are a lower bound for a real bucket); CPU is
 ``time.process_time`` of this process only (the client: s3fs, the copy, the reader), wall is
 wall time. Input: ``--data OUT`` (an existing output) or ``--corpus DIR`` (default
-``/work/shared/corpus/en-prose``, first ``--files`` files) prepared with ``-I 512 -T 512``.
+``../shared/corpus/en-prose``, first ``--files`` files) prepared with ``-I 512 -T 512``.
 
     python benchmarks/bench_load_remote.py [--data OUT | --corpus DIR --files 1] [--rounds 5]
 
@@ -41,7 +41,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DEFAULT_CORPUS = Path("/work/shared/corpus/en-prose")
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "en-prose"
 COLS = ("input_ids", "attention_mask", "labels")
 BATCH = 64
 

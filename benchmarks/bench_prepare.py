@@ -23,8 +23,8 @@ a forkserver, or memory, and the parent gets exact resource usage from ``os.wait
 
 Usage (from the repository root)::
 
-    /work/venv/bin/python benchmarks/bench_prepare.py            # all shards, ~6-10 min here
-    /work/venv/bin/python benchmarks/bench_prepare.py --quick    # 1 shard, no scaling, ~2 min
+    python benchmarks/bench_prepare.py            # all shards, ~6-10 min here
+    python benchmarks/bench_prepare.py --quick    # 1 shard, no scaling, ~2 min
 
 See ``benchmarks/README_prepare.md`` for a recorded run and its interpretation.
 """

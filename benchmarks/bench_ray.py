@@ -22,8 +22,8 @@ of each engine (the least disturbed) and from the means, by wall and by CPU; tar
 
 Usage (from the repository root; needs ``pip install -e '.[ray]'``)::
 
-    /work/venv/bin/python benchmarks/bench_ray.py                 # /work/shared/corpus/en-prose
-    /work/venv/bin/python benchmarks/bench_ray.py PATH... [--rounds 2]
+    python benchmarks/bench_ray.py                 # ../shared/corpus/en-prose
+    python benchmarks/bench_ray.py PATH... [--rounds 2]
 """
 
 from __future__ import annotations

@@ -32,7 +32,10 @@ VARIANTS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--corpus", default="/work/shared/corpus/en-prose")
+    ap.add_argument(
+        "--corpus",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "corpus" / "en-prose"),
+    )
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("-I", type=int, default=512)
     ap.add_argument("-T", type=int, default=512)
