@@ -72,6 +72,7 @@ class MappedRows:
         self.num_rows = sum(sizes)
         self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         self._src: dict[str, _Source] = {}
+        self._tables: dict[tuple[int, np.dtype[Any], bool], np.ndarray] = {}
         self.columns: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
         if not batches:
             return
@@ -196,7 +197,21 @@ class MappedRows:
                 v = src.flat[s : min(s + src.width, lim)]
                 out[r, : len(v)] = v
         lens = o.flat[i + 1] - st
-        np.copyto(out, src.fill, where=np.arange(src.width)[None, :] >= lens[:, None])
+        past = np.take(self._steps(src.width, np.dtype(bool), after=True), lens, 0, mode="clip")
+        np.copyto(out, src.fill, where=past)
+
+    def _steps(self, width: int, dt: np.dtype[Any], *, after: bool = False) -> np.ndarray:
+        """``[width + 1, width]`` table, row ``l``: 1 at the positions ``< l`` (``after``: the
+        positions ``>= l``), so a batch's masks are one row gather by length (cached)."""
+        key = (width, dt, after)
+        t = self._tables.get(key)
+        if t is None:
+            pos = np.arange(width)[None, :]
+            lens = np.arange(width + 1)[:, None]
+            t = (pos >= lens if after else pos < lens).astype(dt)
+            t.flags.writeable = False
+            self._tables[key] = t
+        return t
 
     def take(self, rows: np.ndarray, out: dict[str, np.ndarray]) -> None:
         """Write rows ``rows`` (any order, in range) into ``out`` (``{column: array of
@@ -223,4 +238,9 @@ class MappedRows:
                     if k in self._rules:  # e.g. decoder-only labels need complete input_ids
                         rebuild(self._rules[k], a, a[k])
         for r in rules:
-            rebuild(r, a, out[r.name])
+            o = out[r.name]
+            if r.kind == "mask_len" and o.dtype.kind in "iub":  # = rebuild's, as a row gather
+                il = a["input_length"]  # clip: lengths past the width give full rows
+                np.take(self._steps(r.width, o.dtype), il, axis=0, out=o, mode="clip")
+            else:
+                rebuild(r, a, o)
