@@ -15,8 +15,9 @@ workers), so worker start-up and inter-process copies count. Ways:
 
     python benchmarks/bench_load_ab.py --data OUT [--compact OUT2] --baseline /path/to/main
 
-``--compact`` adds this checkout on a ``prepare --compact`` output of the same corpus (the
-baseline cannot read it). Recorded figures: ``benchmarks/README_load.md``.
+``--compact`` adds both checkouts on a ``prepare --compact`` output of the same corpus
+(``--no-baseline-compact``: only this one, for a baseline that cannot read it); ``--ways`` picks
+ways (comma-separated). Recorded figures: ``benchmarks/README_load.md``.
 """
 
 from __future__ import annotations
@@ -99,22 +100,29 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--compact")
     ap.add_argument("--baseline", type=Path, required=True, help="checkout of the baseline")
+    ap.add_argument("--no-baseline-compact", action="store_true")
+    ap.add_argument("--ways", default=",".join(WAYS), help="comma-separated subset of the ways")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    ways = [w for w in args.ways.split(",") if w]
+    if bad := [w for w in ways if w not in WAYS]:
+        ap.error(f"unknown ways {bad}; known: {WAYS}")
     base = args.baseline.resolve()
     sides = {"baseline": (base, args.data), "this": (ROOT, args.data)}
     if args.compact:
+        if not args.no_baseline_compact:
+            sides["baseline, --compact"] = (base, args.compact)
         sides["this, --compact"] = (ROOT, args.compact)
     res: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
-        for way in WAYS:
+        for way in ways:
             for side, (tree, out) in sides.items():
                 res.setdefault((side, way), []).append(run(tree, out, way))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print("| way | " + " | ".join(f"{s} us/batch" for s in sides) + " |")
     print("|---|" + "---:|" * len(sides))
-    for way in WAYS:
+    for way in ways:
         cells = [f"{statistics.median(res[(s, way)]):,.0f}" for s in sides]
         print(f"| {way} | " + " | ".join(cells) + " |")
     print(f"(median of {args.rounds} interleaved rounds; one epoch of 64 x 512 batches each)")

@@ -112,6 +112,23 @@ def test_take_into_wider_arrays(pair: tuple[Path, Path]) -> None:
         assert np.array_equal(out[k], want[k])
 
 
+def test_compact_take_subsets_and_wider_arrays(pair: tuple[Path, Path]) -> None:
+    """Compact rows rebuilt for any subset of columns (a rebuilt column without its sources
+    among them), as new arrays or into wider ones, equal the default output's rows."""
+    default, compact = pair
+    a, b = open_dataset(default), open_dataset(compact)
+    idx = np.random.default_rng(3).integers(0, len(a), 61)
+    for cols in (None, ["attention_mask"], ["labels"], ["labels", "input_ids"], ["input_length"]):
+        want = a.take(idx, cols)
+        got = b.take(idx, cols)
+        wide = {k: np.full(v.shape, 7, dtype=np.int64) for k, v in want.items()}
+        b.take(idx, out=wide)
+        assert list(got) == list(want)
+        for k in want:
+            assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
+            assert np.array_equal(wide[k], want[k]), k
+
+
 def test_compact_gives_the_same_batches(pair: tuple[Path, Path]) -> None:
     default, compact = pair
     a, b = open_dataset(default), open_dataset(compact)

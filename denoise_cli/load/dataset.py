@@ -182,16 +182,14 @@ class DenoiseDataset:
             if k not in info:
                 raise KeyError(f"no column {k!r} (columns: {', '.join(info)})")
         if out is None:
-            out = {k: np.empty((len(idx), *info[k][0]), dtype=info[k][1]) for k in cols}
-        else:
-            for k, o in out.items():
-                if o.shape != (len(idx), *info[k][0]):
-                    raise ValueError(
-                        f"out[{k!r}] has shape {o.shape}, need {(len(idx), *info[k][0])}"
-                    )
-        if not len(idx):
-            return out
-        self._rows.take(idx, out)
+            if not len(idx):
+                return {k: np.empty((0, *info[k][0]), dtype=info[k][1]) for k in cols}
+            return self._rows.take(idx, dict.fromkeys(cols))
+        for k, o in out.items():
+            if o.shape != (len(idx), *info[k][0]):
+                raise ValueError(f"out[{k!r}] has shape {o.shape}, need {(len(idx), *info[k][0])}")
+        if len(idx):
+            self._rows.take(idx, out)
         return out
 
     def pad_batch(self, batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ elements would run past its buffer is copied on its own. A compact shard's ragge
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,7 @@ class MappedRows:
         self.num_rows = sum(sizes)
         self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         self._src: dict[str, _Source] = {}
+        self._tables: dict[tuple[int, np.dtype[Any], bool], np.ndarray] = {}
         self.columns: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
         if not batches:
             return
@@ -173,7 +175,11 @@ class MappedRows:
             if len(o) and (o[0] < 0 or o[-1] > len(values[bi]) or (np.diff(o) < 0).any()):
                 raise OutputError(f"column {name}: list offsets out of range (damaged shard)")
 
-    def _gather(self, name: str, b: np.ndarray, rr: np.ndarray, out: np.ndarray) -> None:
+    def _gather(
+        self, name: str, b: np.ndarray, rr: np.ndarray, out: np.ndarray | None
+    ) -> np.ndarray:
+        """Rows of column ``name`` into ``out``; ``out`` None: into a new array (the fancy
+        index's own result where the stored dtype is the column's: no second copy)."""
         src = self._src[name]
         o = src.offsets
         if o is None:
@@ -182,40 +188,64 @@ class MappedRows:
             i = o.base[b] + rr
             st = o.flat[i]
             e = src.base[b] + st
+        dt = self.columns[name][1]
+        if out is None and src.flat.dtype != dt:
+            out = np.empty((len(e), *self.columns[name][0]), dtype=dt)
         if src.win is None:
-            out[...] = src.flat[e]
-            return
-        if o is None:
-            out[...] = src.win[e]
-            return
-        inside = e + src.width <= src.end[b]
-        if inside.all():
-            out[...] = src.win[e]
+            g = src.flat[e]
+        elif o is None or (e + src.width <= src.end[b]).all():
+            g = src.win[e]
         else:  # a ragged row within W elements of the end of its buffer: row by row
+            g = np.empty((len(e), src.width), dtype=dt) if out is None else out
             for r, s, lim in zip(range(len(e)), e.tolist(), src.end[b].tolist(), strict=True):
                 v = src.flat[s : min(s + src.width, lim)]
-                out[r, : len(v)] = v
-        lens = o.flat[i + 1] - st
-        np.copyto(out, src.fill, where=np.arange(src.width)[None, :] >= lens[:, None])
+                g[r, : len(v)] = v
+        if out is None:
+            out = g
+        elif g is not out:
+            out[...] = g
+        if o is not None:
+            lens = o.flat[i + 1] - st
+            past = np.take(self._steps(src.width, np.dtype(bool), after=True), lens, 0, mode="clip")
+            np.copyto(out, src.fill, where=past)
+        return out
 
-    def take(self, rows: np.ndarray, out: dict[str, np.ndarray]) -> None:
-        """Write rows ``rows`` (any order, in range) into ``out`` (``{column: array of
-        len(rows) rows}``; any integer dtype at least as wide as the column's)."""
+    def _steps(self, width: int, dt: np.dtype[Any], *, after: bool = False) -> np.ndarray:
+        """``[width + 1, width]`` table, row ``l``: 1 at the positions ``< l`` (``after``: the
+        positions ``>= l``), so a batch's masks are one row gather by length (cached)."""
+        key = (width, dt, after)
+        t = self._tables.get(key)
+        if t is None:
+            pos = np.arange(width)[None, :]
+            lens = np.arange(width + 1)[:, None]
+            t = (pos >= lens if after else pos < lens).astype(dt)
+            t.flags.writeable = False
+            self._tables[key] = t
+        return t
+
+    def take(self, rows: np.ndarray, out: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray]:
+        """Rows ``rows`` (any order, in range) of the columns ``out`` names: written into its
+        arrays (``len(rows)`` rows; any integer dtype at least as wide as the column's), new
+        arrays where it holds None. Returns the arrays, in ``out``'s order."""
         b = np.searchsorted(self.starts, rows, side="right") - 1
         rr = rows - self.starts[b]
+        res: dict[str, np.ndarray] = {}
         for k, o in out.items():
             if k in self._src:
-                self._gather(k, b, rr, o)
+                res[k] = self._gather(k, b, rr, o)
+            else:
+                shape, dt = self.columns[k]
+                res[k] = np.empty((len(rows), *shape), dtype=dt) if o is None else o
         rules = [self._rules[k] for k in out if k in self._rules]
         if not rules:
-            return
+            return res
         a: dict[str, np.ndarray] = {}
         for r in rules:
             for k in r.sources:
                 if k in a:
                     continue
-                if k in out and k not in self._rules:
-                    a[k] = out[k]
+                if k in res and k not in self._rules:
+                    a[k] = res[k]
                 else:
                     shape, dt = self.columns[k]
                     a[k] = np.empty((len(rows), *shape), dtype=dt)
@@ -223,4 +253,10 @@ class MappedRows:
                     if k in self._rules:  # e.g. decoder-only labels need complete input_ids
                         rebuild(self._rules[k], a, a[k])
         for r in rules:
-            rebuild(r, a, out[r.name])
+            o = res[r.name]
+            if r.kind == "mask_len" and o.dtype.kind in "iub":  # = rebuild's, as a row gather
+                il = a["input_length"]  # clip: lengths past the width give full rows
+                np.take(self._steps(r.width, o.dtype), il, axis=0, out=o, mode="clip")
+            else:
+                rebuild(r, a, o)
+        return res
