@@ -15,11 +15,12 @@ import pyarrow as pa
 
 from ..errors import OutputError
 from ..output.layout import DATA_DIR, MANIFEST, output_path
-from ..output.shards import batch_arrays, sha256_file
+from ..output.shards import FORMATS, batch_arrays, sha256_file
 
 #: ``open_dataset(verify=...)``: what is checked at open (see :func:`check_shard_files`).
 VERIFY_MODES = ("fast", "sha256", "none")
-SHARD_SUFFIXES = (".arrow", ".parquet")
+#: file suffixes of shards, one per registered format (``output.shards.FORMATS``)
+SHARD_SUFFIXES = tuple(f".{name}" for name in FORMATS)
 CHAIN_COLUMNS = ("source_file", "example_index", "segment_example_index")
 
 
