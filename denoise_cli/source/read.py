@@ -216,6 +216,7 @@ def iter_batches(
     max_line_bytes: int = 1 << 30,
     digest: SourceDigest | None = None,
     stop_record: int | None = None,
+    row_groups: tuple[int, int] | None = None,
 ) -> Iterator[DocBatch]:
     """Stream the documents of one file in batches of about ``batch_chars`` characters.
 
@@ -227,6 +228,8 @@ def iter_batches(
     The last batch (possibly empty) always carries the final ``record_end``.
     ``digest``, if given, receives every raw byte read from the file (resume fingerprint).
     ``stop_record``, if given, ends the file before that record (``--limit-docs``).
+    ``row_groups=(a, b)`` (Parquet only): read those row groups as a file of their own (a unit
+    of a large file, ``source.units``, which hashes its own bytes for ``digest``).
     """
     if on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -251,6 +254,7 @@ def iter_batches(
             size=f.size,
             stop_record=stop_record,
             storage_options=f.storage_options,
+            row_groups=row_groups,
         ):
             yield DocBatch(texts_, end)
         return

@@ -29,8 +29,7 @@ from ..rows.chunk import file_key
 from .decompress import open_input
 from .discover import InputFile
 from .fingerprint import SourceDigest, hash_stream
-from .read import DocBatch, FileStats
-from .read_parquet import iter_parquet
+from .read import DocBatch, FileStats, iter_batches
 
 __all__ = [
     "InputUnit",
@@ -224,25 +223,19 @@ def iter_unit(
 ) -> Iterator[DocBatch]:
     """The documents of one unit, in the batches of ``read.iter_batches`` (records counted
     from the unit's first row; ``stop_record``: end before that row of the unit)."""
-    keys = text_key.split(".")
-    if not text_key or any(not k for k in keys):
-        raise ConfigError(f"bad text key {text_key!r}")
     if digest is not None:
-        hash_unit(f, digest)
-    for texts, end in iter_parquet(
-        f.path,
-        keys=keys,
-        stats=stats,
+        hash_unit(f, digest)  # the footer and its own row groups, not the whole file
+    yield from iter_batches(
+        f,
+        text_key=text_key,
         on_error=on_error,
+        stats=stats,
         start_record=start_record,
         batch_chars=batch_chars,
         max_doc_chars=max_doc_chars,
-        size=f.size,
-        storage_options=f.storage_options,
-        row_groups=f.row_groups,
         stop_record=stop_record,
-    ):
-        yield DocBatch(texts, end)
+        row_groups=f.row_groups,
+    )
 
 
 def with_unit(f: InputFile, rec: dict[str, Any]) -> dict[str, Any]:
