@@ -16,6 +16,7 @@ import pyarrow as pa
 from ..errors import OutputError
 from ..output.layout import DATA_DIR, MANIFEST, output_path
 from ..output.shards import FORMATS, batch_arrays, sha256_file
+from ..output.shuffled import SHUFFLE
 
 #: ``open_dataset(verify=...)``: what is checked at open (see :func:`check_shard_files`).
 VERIFY_MODES = ("fast", "sha256", "none")
@@ -59,7 +60,8 @@ def check_shard_files(out: Path, manifest: dict[str, Any], mode: str) -> None:
         return
     rows = sum(int(s["rows"]) for s in shards)
     per_file: dict[int, int] = {}
-    for s in shards:
+    # a shuffled output's shards mix every file: the source's shard entries count per file
+    for s in manifest.get(SHUFFLE, {}).get("source_shards", shards):
         for f in s["source_files"][:1]:
             per_file[int(f)] = per_file.get(int(f), 0) + int(s["rows"])
     files = {int(f["index"]): int(f["rows"]) for f in manifest.get("files", [])}

@@ -54,6 +54,11 @@ def shard_name(epochs: int, epoch: int, file_idx: int, part: int, fmt: str) -> s
     return f"{epoch_dir(epochs, epoch)}{DATA_DIR}/{file_idx:05d}-{part:05d}.{fmt}"
 
 
+def shuffled_shard_name(epochs: int, epoch: int, index: int, fmt: str) -> str:
+    """A shard of ``denoise shuffle``'s output (rows of every file, in the shuffled order)."""
+    return f"{epoch_dir(epochs, epoch)}{DATA_DIR}/shuffled-{index:05d}.{fmt}"
+
+
 #: written into a split's directory (``OUT/<split>/.denoise/split.json``): ``--overwrite`` and
 #: the temporary sweep recognise a split directory by it
 SPLIT_MARKER = "split.json"
@@ -89,6 +94,12 @@ def run_record(out: Path) -> Path:
 def merge_record(out: Path) -> Path:
     """Written first into a merge's output: a rerun recognises an interrupted merge by it."""
     return out / STATE_DIR / "merge.json"
+
+
+def shuffle_record(out: Path) -> Path:
+    """Written first into the output of ``denoise shuffle``: a rerun recognises an interrupted
+    shuffle by it."""
+    return out / STATE_DIR / "shuffle.json"
 
 
 def lock_file(out: Path) -> Path:
@@ -249,13 +260,13 @@ def is_output_entry(name: str) -> bool:
 
 
 #: Files in ``.denoise/`` that say what a directory is: a prepare run's identity, a merge's
-#: parts. Written first after the lock, removed last by :func:`clear_output`.
-MARKERS = ("run.json", "merge.json")
+#: parts, a shuffle's source. Written first after the lock, removed last by :func:`clear_output`.
+MARKERS = ("run.json", "merge.json", "shuffle.json")
 
 
 def is_denoise_output(d: str | Path) -> bool:
-    """A complete (``denoise.json``) or partial (``.denoise/run.json`` or ``merge.json``) denoise
-    output."""
+    """A complete (``denoise.json``) or partial (a marker in ``.denoise/``: :data:`MARKERS`)
+    denoise output."""
     p = Path(d)
     return (p / MANIFEST).is_file() or any((p / STATE_DIR / m).is_file() for m in MARKERS)
 

@@ -1,0 +1,191 @@
+"""Shuffled outputs (``denoise shuffle IN OUT``) and the one way checks read any output's rows.
+
+Row ``j`` of a shuffled output is row ``perm[j]`` of its source, ``perm =``
+:func:`permutation` ``(rows, seed, epoch)``: a function of the seed, the epoch and the row count
+only, never of the machine or the shard size. Its shards hold the rows in that order, one record
+batch per shard, so a training batch of consecutive rows is a zero-copy slice of one mapped
+buffer (``iter_batches(..., shuffle="blocks")``). The manifest keeps the source's per-file
+accounting (``files``, ``totals``) and records, under ``"shuffle"``, the seed and the source's
+shard entries: the *logical* shards.
+
+Everything that checks rows against the files they came from (verify's chains and rebuild,
+``verify --source``, ``stats``, ``inspect``) reads an output through :func:`logical_shards`:
+for an ordinary output its shards; for a shuffled one the source's shards, rebuilt on the fly
+from the shuffled rows by the inverse permutation, in the source's order. So every check of an
+unshuffled output applies unchanged to a shuffled one, and the shards on disk are checked
+(sizes, hashes, unlisted files) as for any output. The cost: a logical read of a shuffled output
+gathers rows from everywhere (random access over the mapped shards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import OutputError
+from .layout import MANIFEST, output_path
+from .shards import open_shard, read_shard_mapped
+
+__all__ = [
+    "SHUFFLE",
+    "LogicalShard",
+    "is_shuffled",
+    "logical_shards",
+    "permutation",
+    "take_rows",
+]
+
+#: the manifest key of a shuffled output: ``{"seed", "shard_rows", "source_shards",
+#: "source_manifest_sha256"}``
+SHUFFLE = "shuffle"
+#: mixed into the seed so that the row order never shares a stream with prepare's draws
+_TAG = 0x5348_5546  # "SHUF"
+#: rows per record batch of a logical read
+_CHUNK = 1024
+
+
+def permutation(n: int, seed: int, epoch: int = 0) -> np.ndarray:
+    """The row order of a shuffled output: row ``j`` is source row ``perm[j]`` (int64)."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([_TAG, seed, epoch])))
+    return rng.permutation(n).astype(np.int64)
+
+
+def is_shuffled(m: dict[str, Any]) -> bool:
+    return SHUFFLE in m
+
+
+def take_rows(
+    batches: Sequence[pa.RecordBatch], starts: np.ndarray, idx: np.ndarray
+) -> pa.RecordBatch:
+    """Rows ``idx`` (any order, in range) of the concatenation of ``batches`` (``starts``: the
+    first row of each, then the total), as one record batch of their schema, in ``idx``'s order.
+    One ``take`` per touched batch, then one reordering ``take``."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if not len(idx):
+        return batches[0].slice(0, 0)
+    b = np.searchsorted(starts, idx, side="right") - 1
+    order = np.argsort(b, kind="stable")
+    bs = b[order]
+    cuts = np.flatnonzero(np.diff(bs)) + 1
+    parts = []
+    for grp in np.split(order, cuts):
+        bi = int(b[grp[0]])
+        parts.append(batches[bi].take(pa.array(idx[grp] - starts[bi])))
+    got = parts[0] if len(parts) == 1 else pa.concat_batches(parts)
+    back = np.empty(len(idx), dtype=np.int64)
+    back[order] = np.arange(len(idx), dtype=np.int64)
+    if np.array_equal(back, np.arange(len(idx))):
+        return got
+    return got.take(pa.array(back))
+
+
+@dataclass
+class _Physical:
+    """A shuffled dataset's shards, mapped, and the inverse permutation (loaded once)."""
+
+    batches: list[pa.RecordBatch]
+    starts: np.ndarray
+    inv: np.ndarray  # inv[i]: the row of the shuffled output that holds source row i
+    schema: pa.Schema
+
+
+def _load_physical(out: Path, m: dict[str, Any]) -> _Physical:
+    batches: list[pa.RecordBatch] = []
+    keep: list[Any] = []
+    for s in m["shards"]:
+        p = output_path(out, s["path"], f"{MANIFEST}: shard path")
+        bs, buf = read_shard_mapped(p, m["format"])
+        keep.append(buf)
+        batches.extend(b for b in bs if b.num_rows)
+    n = sum(b.num_rows for b in batches)
+    sh = m[SHUFFLE]
+    want = sum(int(s["rows"]) for s in sh["source_shards"])
+    if n != want:
+        raise OutputError(
+            f"{out}: the shuffled shards hold {n:,} rows, the source's shards {want:,}"
+        )
+    perm = permutation(n, int(sh["seed"]), int(m.get("epoch", 0)))
+    inv = np.empty(n, dtype=np.int64)
+    inv[perm] = np.arange(n, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum([b.num_rows for b in batches])]).astype(np.int64)
+    schema = batches[0].schema if batches else pa.schema([])
+    return _Physical(batches, starts, inv, schema)
+
+
+@dataclass
+class LogicalShard:
+    """One shard as the checks see it: ``entry`` is its manifest entry (a shuffled output: the
+    source's), ``rel`` the name problems are reported under; :meth:`open` reads its rows in the
+    file order the entry describes."""
+
+    entry: dict[str, Any]
+    rel: str
+    path: Path | None  # the shard file; None: rebuilt from a shuffled output's rows
+    fmt: str
+    first: int = 0  # a rebuilt shard: its first source row
+    _phys: list[_Physical] = field(default_factory=list, repr=False)
+    _load: Any = field(default=None, repr=False)
+
+    def exists(self) -> bool:
+        """Its file is there (a rebuilt shard: every shard of the shuffled output)."""
+        if self.path is not None:
+            return self.path.is_file()
+        return bool(self._load is not None and self._load(check_only=True))
+
+    def open(
+        self, columns: Sequence[str] | None = None
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        if self.path is not None:
+            return open_shard(self.path, self.fmt, columns)
+        if not self._phys:
+            self._phys.append(self._load())
+        ph = self._phys[0]
+        cols = list(columns) if columns is not None else None
+        schema = ph.schema if cols is None else pa.schema([ph.schema.field(c) for c in cols])
+        schema = schema.with_metadata(ph.schema.metadata)
+        lo, hi = self.first, self.first + int(self.entry["rows"])
+
+        def gen() -> Iterator[pa.RecordBatch]:
+            for a in range(lo, hi, _CHUNK):
+                rb = take_rows(ph.batches, ph.starts, ph.inv[a : min(a + _CHUNK, hi)])
+                yield rb if cols is None else rb.select(cols)
+
+        return schema, gen()
+
+
+def logical_shards(out: Path, m: dict[str, Any]) -> list[LogicalShard]:
+    """The shards of dataset ``m`` (one epoch's manifest) in the order its files' rows run:
+    its own shards, or for a shuffled output the source's, rebuilt (see module docstring). Shard
+    paths go through ``layout.output_path``."""
+    fmt = m["format"]
+    if not is_shuffled(m):
+        return [
+            LogicalShard(
+                s, str(s["path"]), output_path(out, s["path"], f"{MANIFEST}: shard path"), fmt
+            )
+            for s in m["shards"]
+        ]
+    cache: list[_Physical] = []
+
+    def load(check_only: bool = False) -> Any:
+        if check_only:
+            return all(
+                output_path(out, s["path"], f"{MANIFEST}: shard path").is_file()
+                for s in m["shards"]
+            )
+        if not cache:
+            cache.append(_load_physical(out, m))
+        return cache[0]
+
+    res: list[LogicalShard] = []
+    first = 0
+    for s in m[SHUFFLE]["source_shards"]:
+        rel = f"{s['path']} (rebuilt from the shuffled rows)"
+        res.append(LogicalShard(s, rel, None, fmt, first, _load=load))
+        first += int(s["rows"])
+    return res
