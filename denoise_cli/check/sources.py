@@ -20,7 +20,8 @@ from ..config import PACK_ALGORITHM, Lengths, PrepareConfig
 from ..errors import DenoiseError, OutputError
 from ..output.layout import MANIFEST, TOKENIZER
 from ..output.manifest import prepare_config
-from ..output.shards import batch_arrays, open_shard
+from ..output.shards import batch_arrays
+from ..output.shuffled import LogicalShard
 from ..prepare.worker import group_rows
 from ..rows.base import Rows, SpecialIds
 from ..rows.chunk import Chunker, Group
@@ -44,7 +45,8 @@ class DatasetCheck:
     path: Path
     m: dict[str, Any]
     spec: OutputSpec
-    ok_rows: dict[str, np.ndarray]
+    ok_rows: dict[str, np.ndarray]  # by LogicalShard.rel
+    shards: list[LogicalShard]  # output.shuffled.logical_shards(path, m)
 
 
 @dataclass
@@ -160,7 +162,7 @@ def _check_sources(
         sides = []
         for ds in checked:
             entry = next(x for x in ds.m["files"] if int(x["index"]) == fidx)
-            shards = [s for s in ds.m["shards"] if s["source_files"] == [fidx]]
+            shards = [ls for ls in ds.shards if ls.entry["source_files"] == [fidx]]
             sides.append(
                 _EpochCheck(
                     ds,
@@ -173,7 +175,7 @@ def _check_sources(
                         stream_key(f),
                         int(ds.m.get("epoch", 0)),
                     ),
-                    RowCursor(ds.path, shards, ds.m["format"], ds.ok_rows),
+                    RowCursor(shards, ds.ok_rows),
                     Regen(ds.spec, int(ds.m["seed"]), plans, special, lengths, probs),
                     FileChain(where=chain),
                 )
@@ -266,24 +268,21 @@ def _check_counts(
 
 
 class RowCursor:
-    """A file's rows across its shards, handed out ``k`` at a time."""
+    """A file's rows across its (logical) shards, handed out ``k`` at a time."""
 
-    def __init__(
-        self, out: Path, shards: list[dict[str, Any]], fmt: str, ok_rows: dict[str, np.ndarray]
-    ) -> None:
-        self.names = [str(s["path"]) for s in shards]
+    def __init__(self, shards: list[LogicalShard], ok_rows: dict[str, np.ndarray]) -> None:
+        self.names = [ls.rel for ls in shards]
         self._ok = ok_rows
-        self._it = self._gen(out, fmt)
+        self._it = self._gen(shards)
         self._buf: list[tuple[int, int, dict[str, np.ndarray]]] = []
 
-    def _gen(self, out: Path, fmt: str) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
-        for si, rel in enumerate(self.names):
-            p = out / rel
-            if not p.is_file():
+    def _gen(self, shards: list[LogicalShard]) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+        for si, ls in enumerate(shards):
+            if not ls.exists():
                 continue
             start = 0
             try:
-                _, batches = open_shard(p, fmt)
+                _, batches = ls.open()
                 for rb in batches:
                     yield si, start, batch_arrays(rb)
                     start += rb.num_rows

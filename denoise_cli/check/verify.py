@@ -28,10 +28,11 @@ import pyarrow as pa
 
 from ..errors import OutputError, VerifyError
 from ..output.layout import DATA_DIR, HF_STATE, MANIFEST, TOKENIZER, output_path
-from ..output.manifest import datasets, read_manifest
+from ..output.manifest import datasets, dumps, read_manifest
 from ..output.remote import is_output_url, localize
 from ..output.schema import shard_schema
 from ..output.shards import FORMATS, batch_arrays, open_shard, sha256_file
+from ..output.shuffled import SHUFFLE, LogicalShard, is_shuffled, logical_shards, source_manifest
 from ..source.special import reserved_from_json
 from .packedcheck import packed_checks
 from .problems import Enough, FileChain, Problems, VerifyReport
@@ -125,13 +126,13 @@ def verify(
             try:
                 _check_manifest(path, m, probs, rep)
                 spec = OutputSpec.from_manifest(m, tokenizer_specials(path, m))
+                shards = logical_shards(path, m)
             except (KeyError, TypeError, ValueError, IndexError) as e:
                 probs.add(f"{MANIFEST}: malformed ({type(e).__name__}: {e})")
                 raise Enough from None
             _check_files(path, m, probs, rep, checksums)
-            checked.append(
-                DatasetCheck(prefix, path, m, spec, _check_rows(path, m, spec, probs, rep))
-            )
+            ok_rows = _check_rows(path, m, shards, spec, probs, rep)
+            checked.append(DatasetCheck(prefix, path, m, spec, ok_rows, shards))
         if sources:
             check_sources(checked, sources, probs, rep)
     except Enough:
@@ -194,9 +195,15 @@ def _check_paths(out: Path, m: dict[str, Any], probs: Problems) -> bool:
 
 
 def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport) -> None:
-    shards, files, tot = m["shards"], m["files"], m["totals"]
+    """The manifest's sums. The per-file accounting runs over the logical shards (a shuffled
+    output: the source's shard entries); the shuffled shards are checked by
+    :func:`_check_shuffle_manifest`."""
+    files, tot = m["files"], m["totals"]
+    shards = m[SHUFFLE]["source_shards"] if is_shuffled(m) else m["shards"]
     rep.files = len(files)
-    rep.shards += len(shards)
+    rep.shards += len(m["shards"])
+    if is_shuffled(m):
+        _check_shuffle_manifest(m, probs)
     if not isinstance(m.get("format"), str) or m["format"] not in FORMATS:
         probs.add(f"{MANIFEST}: unknown format {m.get('format')!r}")
     nsum = sum(int(s["rows"]) for s in shards)
@@ -260,6 +267,45 @@ def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyRe
             rep.checks.append(c)
 
 
+def _check_shuffle_manifest(m: dict[str, Any], probs: Problems) -> None:
+    """A shuffled dataset's manifest: its source's manifest (rebuilt from it) hashes to the
+    recorded sha256, the shuffled shards hold the source's rows, ``shard_rows`` each (the last
+    one the rest), and list no source file."""
+    sh = m[SHUFFLE]
+    want = str(sh["source_manifest_sha256"])
+    got = hashlib.sha256(dumps(source_manifest(m))).hexdigest()
+    if got != want:
+        probs.add(
+            f"{MANIFEST}: the source's manifest rebuilt from this one (shuffle.source_shards and "
+            f"the keys beside them) has sha256 {got[:12]}..., shuffle.source_manifest_sha256 "
+            f"says {want[:12]}... (edited)"
+        )
+    per = int(sh["shard_rows"])
+    src = sum(int(s["rows"]) for s in sh["source_shards"])
+    phys = sum(int(s["rows"]) for s in m["shards"])
+    if phys != src:
+        probs.add(f"{MANIFEST}: the shuffled shards hold {phys:,} rows, the source's shards {src:,}")
+    if per < 1 or len(m["shards"]) != -(-src // per):
+        probs.add(
+            f"{MANIFEST}: {len(m['shards'])} shuffled shard(s), {src:,} rows in shards of "
+            f"shuffle.shard_rows {per:,} make {-(-src // max(per, 1))}"
+        )
+    seen: set[str] = set()
+    for k, s in enumerate(m["shards"]):
+        rel = s["path"]
+        want_rows = max(min(per, src - k * per), 0)
+        if int(s["rows"]) != want_rows:
+            probs.add(
+                f"{rel}: {int(s['rows']):,} rows in the manifest, shards of {per:,} of "
+                f"{src:,} shuffled rows put {want_rows:,} here"
+            )
+        if s["source_files"] != []:
+            probs.add(f"{rel}: source_files {s['source_files']}, a shuffled shard lists none")
+        if rel in seen:
+            probs.add(f"{rel}: listed twice in the manifest")
+        seen.add(rel)
+
+
 def _check_files(
     out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport, checksums: bool
 ) -> None:
@@ -308,10 +354,40 @@ def _file_names(m: dict[str, Any]) -> dict[int, str]:
     return {int(f["index"]): str(f["name"]) for f in m["files"]}
 
 
+def _check_shuffled_shards(
+    out: Path, m: dict[str, Any], want_schema: pa.Schema, probs: Problems
+) -> None:
+    """The shards of a shuffled output as files: schema and row count each (their rows are
+    checked through the logical shards they rebuild)."""
+    for s in m["shards"]:
+        rel = s["path"]
+        p = out / rel
+        if not p.is_file():
+            continue
+        try:
+            schema, batches = open_shard(p, m["format"], ["source_file"])
+            if not schema.equals(want_schema):
+                probs.add(f"{rel}: schema differs from the one this manifest implies")
+                continue
+            n = sum(rb.num_rows for rb in batches)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError, OutputError) as e:
+            probs.add(f"{rel}: unreadable ({type(e).__name__}: {e})")
+            continue
+        if n != int(s["rows"]):
+            probs.add(f"{rel}: holds {n:,} rows, the manifest says {s['rows']:,}")
+
+
 def _check_rows(
-    out: Path, m: dict[str, Any], spec: OutputSpec, probs: Problems, rep: VerifyReport
+    out: Path,
+    m: dict[str, Any],
+    shards: list[LogicalShard],
+    spec: OutputSpec,
+    probs: Problems,
+    rep: VerifyReport,
 ) -> dict[str, np.ndarray]:
-    """Steps 2-3 over every shard; returns, per shard, the mask of rows that passed."""
+    """Steps 2-3 over every logical shard (``output.shuffled.logical_shards``): a shuffled
+    output's rows are checked in their source's order, so its chains prove the permutation;
+    returns, per shard name, the mask of rows that passed."""
     checker = RowChecker(spec)
     want_schema = shard_schema(m)
     raw = checker.raw
@@ -319,10 +395,12 @@ def _check_rows(
     chains: dict[int, FileChain] = {}
     ok_rows: dict[str, np.ndarray] = {}
     packs: dict[int, _PackedFile] = {}
-    for sh in m["shards"]:
-        rel = sh["path"]
-        p = out / rel
-        if not p.is_file():
+    if is_shuffled(m):
+        _check_shuffled_shards(out, m, want_schema, probs)
+    rebuilt_ok = True  # rebuilt shards share one read of the shuffled rows: one failure is all
+    for ls in shards:
+        sh, rel = ls.entry, ls.rel
+        if not ls.exists() or (ls.path is None and not rebuilt_ok):
             continue
         fidx = int(sh["source_files"][0]) if sh["source_files"] else -1
         ch = chains.setdefault(fidx, FileChain())
@@ -330,7 +408,7 @@ def _check_rows(
         tokens = 0
         oks: list[np.ndarray] = []
         try:
-            schema, batches = open_shard(p, m["format"])
+            schema, batches = ls.open()
             if not schema.equals(want_schema):
                 probs.add(
                     f"{rel}: schema differs from the one this manifest implies:\n    got  {schema}\n"
@@ -391,6 +469,7 @@ def _check_rows(
                 nrows += n
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError, OutputError) as e:
             probs.add(f"{rel}: unreadable after row {nrows} ({type(e).__name__}: {e})")
+            rebuilt_ok = rebuilt_ok and ls.path is not None
             continue
         finally:
             rep.rows += nrows
@@ -431,6 +510,7 @@ def _check_rows(
             "mode/EOS",
             "sentinel order and spans",
             "rebuilt chunk lengths and offsets",
+            *(["shuffled rows: the source's in the seed's order"] if is_shuffled(m) else []),
             *(
                 ["packed segments (ids, positions, masks, lengths, example order)"]
                 if spec.packed

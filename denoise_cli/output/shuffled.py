@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ..errors import OutputError
 from .layout import MANIFEST, output_path
-from .shards import open_shard, read_shard_mapped
+from .shards import open_shard, read_shard_mapped, stored_columns
 
 __all__ = [
     "SHUFFLE",
@@ -37,6 +37,7 @@ __all__ = [
     "is_shuffled",
     "logical_shards",
     "permutation",
+    "source_manifest",
     "take_rows",
 ]
 
@@ -57,6 +58,15 @@ def permutation(n: int, seed: int, epoch: int = 0) -> np.ndarray:
 
 def is_shuffled(m: dict[str, Any]) -> bool:
     return SHUFFLE in m
+
+
+def source_manifest(m: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a shuffled dataset's source, rebuilt from ``m`` (its ``shards`` are the
+    logical ones); ``dumps`` of it hashes to ``m["shuffle"]["source_manifest_sha256"]`` unless
+    the manifest was edited."""
+    res = {k: v for k, v in m.items() if k not in ("shards", SHUFFLE)}
+    res["shards"] = m[SHUFFLE]["source_shards"]
+    return res
 
 
 def take_rows(
@@ -145,9 +155,8 @@ class LogicalShard:
         if not self._phys:
             self._phys.append(self._load())
         ph = self._phys[0]
-        cols = list(columns) if columns is not None else None
-        schema = ph.schema if cols is None else pa.schema([ph.schema.field(c) for c in cols])
-        schema = schema.with_metadata(ph.schema.metadata)
+        # as open_shard: the file's schema, the stored columns ``columns`` are read from
+        cols = stored_columns(ph.schema, columns) if columns is not None else None
         lo, hi = self.first, self.first + int(self.entry["rows"])
 
         def gen() -> Iterator[pa.RecordBatch]:
@@ -155,7 +164,7 @@ class LogicalShard:
                 rb = take_rows(ph.batches, ph.starts, ph.inv[a : min(a + _CHUNK, hi)])
                 yield rb if cols is None else rb.select(cols)
 
-        return schema, gen()
+        return ph.schema, gen()
 
 
 def logical_shards(out: Path, m: dict[str, Any]) -> list[LogicalShard]:
