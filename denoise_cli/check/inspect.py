@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
-from ..output.layout import output_path
 from ..output.manifest import datasets, split_path
 from ..output.remote import is_output_url, localize
-from ..output.shards import batch_arrays, open_shard
+from ..output.shards import batch_arrays
+from ..output.shuffled import logical_shards
 from .rowcheck import RowChecker
 from .spec import EOS, MODE, PAD, SENT0, OutputSpec, unpacked_view
 
@@ -89,17 +89,19 @@ def _iter_rows(
     out: Path, m: dict[str, Any], start: int = 0, spec: OutputSpec | None = None
 ) -> Iterator[_Row]:
     """Rows from global row ``start`` on; for a packed output (``spec.packed``) the examples of
-    each packed row, one ``_Row`` per segment (``index`` / ``row`` are the packed row's)."""
+    each packed row, one ``_Row`` per segment (``index`` / ``row`` are the packed row's). A
+    shuffled output's rows are its source's, in the source's order (``logical_shards``)."""
     g = 0
-    for sh in m["shards"]:
+    for ls in logical_shards(out, m):
+        sh = ls.entry
         rows = int(sh["rows"])
         if g + rows <= start:
             g += rows
             continue
-        p = output_path(out, sh["path"], "denoise.json: shard path")
-        if not p.is_file():
-            raise OutputError(f"{p}: shard listed in the manifest is missing")
-        _, batches = open_shard(p, m["format"])
+        if not ls.exists():
+            what = ls.path or f"{out}: a shard of this shuffled output"
+            raise OutputError(f"{what}: shard listed in the manifest is missing")
+        _, batches = ls.open()
         r = 0
         for rb in batches:
             n = rb.num_rows
@@ -115,7 +117,7 @@ def _iter_rows(
                     i = int(v["packed_row"][e])
                     yield _Row(
                         g + r + i,
-                        str(sh["path"]),
+                        ls.rel,
                         r + i,
                         {k: x[e : e + 1] for k, x in v.items()},
                         int(v["segment"][e]),
@@ -124,9 +126,7 @@ def _iter_rows(
                 r += n
                 continue
             for i in range(max(0, start - g - r), n):
-                yield _Row(
-                    g + r + i, str(sh["path"]), r + i, {k: v[i : i + 1] for k, v in a.items()}
-                )
+                yield _Row(g + r + i, ls.rel, r + i, {k: v[i : i + 1] for k, v in a.items()})
             r += n
         g += rows
 

@@ -25,6 +25,7 @@ from ..output.layout import output_path
 from ..output.manifest import datasets, read_manifest
 from ..output.remote import is_output_url, localize
 from ..output.shards import batch_arrays, open_shard
+from ..output.shuffled import logical_shards
 from .spec import NORMAL, SENT0, OutputSpec, unpacked_view
 
 
@@ -364,14 +365,19 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
     st = Stats(outputs=[out], layouts=[layout], formats=[fmt], epochs=1)
     unk_tok = (m["tokenizer"].get("unk") or {}).get("id")
     max_code = 0
-    for sh in m["shards"]:
-        p = output_path(outp, sh["path"], "denoise.json: shard path")
-        if not p.is_file():
+    # a shuffled output is counted shard by shard of its source (output.shuffled): the same
+    # figures, and for each rebuilt shard the bytes its source entry records
+    for ls in logical_shards(outp, m):
+        sh = ls.entry
+        p = ls.path if ls.path is not None else outp / ls.rel
+        if not ls.exists():
+            what = ls.path or f"{outp}: a shard of this shuffled output"
             raise OutputError(
-                f"{p}: shard listed in the manifest is missing (run `denoise verify {out}`)"
+                f"{what}: shard listed in the manifest is missing (run `denoise verify {out}`)"
             )
-        ss = ShardStats(out, prefix + str(sh["path"]), bytes=p.stat().st_size)
-        _, batches = open_shard(p, fmt, None if spec.packed else cols)
+        size = p.stat().st_size if ls.path is not None else int(sh["bytes"])
+        ss = ShardStats(out, prefix + str(sh["path"]), bytes=size)
+        _, batches = ls.open(None if spec.packed else cols)
         for rb in batches:
             a = batch_arrays(rb)
             if not rb.num_rows:

@@ -284,7 +284,9 @@ def _check_shuffle_manifest(m: dict[str, Any], probs: Problems) -> None:
     src = sum(int(s["rows"]) for s in sh["source_shards"])
     phys = sum(int(s["rows"]) for s in m["shards"])
     if phys != src:
-        probs.add(f"{MANIFEST}: the shuffled shards hold {phys:,} rows, the source's shards {src:,}")
+        probs.add(
+            f"{MANIFEST}: the shuffled shards hold {phys:,} rows, the source's shards {src:,}"
+        )
     if per < 1 or len(m["shards"]) != -(-src // per):
         probs.add(
             f"{MANIFEST}: {len(m['shards'])} shuffled shard(s), {src:,} rows in shards of "
