@@ -16,6 +16,7 @@ else the first row of every component - one example of each denoiser at a glance
 example of a packed row is shown as a row of its own, labelled ``row R segment j of k``;
 ``row`` shows all the examples of that packed row one after the other; ``n`` and ``denoiser``
 select examples. Rows are read one record batch at a time and the scan stops as soon as the selection is complete.
+A shuffled output shows its source's rows by the source's row ids (``output.shuffled``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ sentinels per row, the rest is arithmetic on the length columns (each component'
 them into raw, noise and span counts: ``DenoiserKind.row_counts``), and per component
 ``np.bincount`` gives exact length histograms. :class:`Stats` is mergeable (``a + b``), so
 ``stats out1 out2`` sums outputs and epochs. Packed outputs are counted per example
-(``spec.unpacked_view``) plus the packed rows' own efficiency. Rendering is
+(``spec.unpacked_view``) plus the packed rows' own efficiency. A shuffled output is read through
+``output.shuffled.logical_shards``: its stats are its source's. Rendering is
 :mod:`.stats_render`; the algorithm in full: docs/architecture.md ("stats"); figures:
 benchmarks/README_verify.md.
 """

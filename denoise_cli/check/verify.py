@@ -9,6 +9,8 @@ within the shard); up to ``max_problems`` are collected, then :class:`VerifyErro
 3. the rebuild: each row's raw chunk, and chunks that chain through the file's stream;
 4. with ``sources`` (:mod:`.sources`): the inputs are read and tokenized again through the same
    code as ``prepare`` and every row is regenerated and compared bit for bit.
+Steps 2-4 read rows through ``output.shuffled.logical_shards``: a shuffled output's rows are
+checked in its source's order, under the source's shard names (:mod:`.shuffledcheck`).
 docs/architecture.md ("verify") details each step and its trade-offs; figures:
 benchmarks/README_verify.md.
 """
@@ -28,15 +30,16 @@ import pyarrow as pa
 
 from ..errors import OutputError, VerifyError
 from ..output.layout import DATA_DIR, HF_STATE, MANIFEST, TOKENIZER, output_path
-from ..output.manifest import datasets, dumps, read_manifest
+from ..output.manifest import datasets, read_manifest
 from ..output.remote import is_output_url, localize
 from ..output.schema import shard_schema
-from ..output.shards import FORMATS, batch_arrays, open_shard, sha256_file
-from ..output.shuffled import SHUFFLE, LogicalShard, is_shuffled, logical_shards, source_manifest
+from ..output.shards import FORMATS, batch_arrays, sha256_file
+from ..output.shuffled import SHUFFLE, LogicalShard, is_shuffled, logical_shards
 from ..source.special import reserved_from_json
 from .packedcheck import packed_checks
 from .problems import Enough, FileChain, Problems, VerifyReport
 from .rowcheck import RowChecker, first_col
+from .shuffledcheck import check_shuffle_manifest, check_shuffled_shards
 from .sources import DatasetCheck, check_sources
 from .spec import OutputSpec, unpacked_view
 
@@ -197,13 +200,13 @@ def _check_paths(out: Path, m: dict[str, Any], probs: Problems) -> bool:
 def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport) -> None:
     """The manifest's sums. The per-file accounting runs over the logical shards (a shuffled
     output: the source's shard entries); the shuffled shards are checked by
-    :func:`_check_shuffle_manifest`."""
+    :func:`.shuffledcheck.check_shuffle_manifest`."""
     files, tot = m["files"], m["totals"]
     shards = m[SHUFFLE]["source_shards"] if is_shuffled(m) else m["shards"]
     rep.files = len(files)
     rep.shards += len(m["shards"])
     if is_shuffled(m):
-        _check_shuffle_manifest(m, probs)
+        check_shuffle_manifest(m, probs)
     if not isinstance(m.get("format"), str) or m["format"] not in FORMATS:
         probs.add(f"{MANIFEST}: unknown format {m.get('format')!r}")
     nsum = sum(int(s["rows"]) for s in shards)
@@ -267,47 +270,6 @@ def _check_manifest(out: Path, m: dict[str, Any], probs: Problems, rep: VerifyRe
             rep.checks.append(c)
 
 
-def _check_shuffle_manifest(m: dict[str, Any], probs: Problems) -> None:
-    """A shuffled dataset's manifest: its source's manifest (rebuilt from it) hashes to the
-    recorded sha256, the shuffled shards hold the source's rows, ``shard_rows`` each (the last
-    one the rest), and list no source file."""
-    sh = m[SHUFFLE]
-    want = str(sh["source_manifest_sha256"])
-    got = hashlib.sha256(dumps(source_manifest(m))).hexdigest()
-    if got != want:
-        probs.add(
-            f"{MANIFEST}: the source's manifest rebuilt from this one (shuffle.source_shards and "
-            f"the keys beside them) has sha256 {got[:12]}..., shuffle.source_manifest_sha256 "
-            f"says {want[:12]}... (edited)"
-        )
-    per = int(sh["shard_rows"])
-    src = sum(int(s["rows"]) for s in sh["source_shards"])
-    phys = sum(int(s["rows"]) for s in m["shards"])
-    if phys != src:
-        probs.add(
-            f"{MANIFEST}: the shuffled shards hold {phys:,} rows, the source's shards {src:,}"
-        )
-    if per < 1 or len(m["shards"]) != -(-src // per):
-        probs.add(
-            f"{MANIFEST}: {len(m['shards'])} shuffled shard(s), {src:,} rows in shards of "
-            f"shuffle.shard_rows {per:,} make {-(-src // max(per, 1))}"
-        )
-    seen: set[str] = set()
-    for k, s in enumerate(m["shards"]):
-        rel = s["path"]
-        want_rows = max(min(per, src - k * per), 0)
-        if int(s["rows"]) != want_rows:
-            probs.add(
-                f"{rel}: {int(s['rows']):,} rows in the manifest, shards of {per:,} of "
-                f"{src:,} shuffled rows put {want_rows:,} here"
-            )
-        if s["source_files"] != []:
-            probs.add(f"{rel}: source_files {s['source_files']}, a shuffled shard lists none")
-        if rel in seen:
-            probs.add(f"{rel}: listed twice in the manifest")
-        seen.add(rel)
-
-
 def _check_files(
     out: Path, m: dict[str, Any], probs: Problems, rep: VerifyReport, checksums: bool
 ) -> None:
@@ -356,29 +318,6 @@ def _file_names(m: dict[str, Any]) -> dict[int, str]:
     return {int(f["index"]): str(f["name"]) for f in m["files"]}
 
 
-def _check_shuffled_shards(
-    out: Path, m: dict[str, Any], want_schema: pa.Schema, probs: Problems
-) -> None:
-    """The shards of a shuffled output as files: schema and row count each (their rows are
-    checked through the logical shards they rebuild)."""
-    for s in m["shards"]:
-        rel = s["path"]
-        p = out / rel
-        if not p.is_file():
-            continue
-        try:
-            schema, batches = open_shard(p, m["format"], ["source_file"])
-            if not schema.equals(want_schema):
-                probs.add(f"{rel}: schema differs from the one this manifest implies")
-                continue
-            n = sum(rb.num_rows for rb in batches)
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError, OutputError) as e:
-            probs.add(f"{rel}: unreadable ({type(e).__name__}: {e})")
-            continue
-        if n != int(s["rows"]):
-            probs.add(f"{rel}: holds {n:,} rows, the manifest says {s['rows']:,}")
-
-
 def _check_rows(
     out: Path,
     m: dict[str, Any],
@@ -398,7 +337,7 @@ def _check_rows(
     ok_rows: dict[str, np.ndarray] = {}
     packs: dict[int, _PackedFile] = {}
     if is_shuffled(m):
-        _check_shuffled_shards(out, m, want_schema, probs)
+        check_shuffled_shards(out, m, want_schema, probs)
     rebuilt_ok = True  # rebuilt shards share one read of the shuffled rows: one failure is all
     for ls in shards:
         sh, rel = ls.entry, ls.rel
