@@ -23,7 +23,7 @@ from denoise_cli.check.spec import OutputSpec
 from denoise_cli.check.stats import compute
 from denoise_cli.check.verify import verify
 from denoise_cli.config import Lengths
-from denoise_cli.errors import VerifyError
+from denoise_cli.errors import OutputError, VerifyError
 from denoise_cli.output.manifest import read_manifest
 from denoise_cli.output.shards import batch_arrays, open_shard
 from denoise_cli.prepare.shuffle import shuffle
@@ -335,3 +335,28 @@ def test_unlisted_shuffled_shard(pairs: dict[str, tuple[Path, Path]], tmp_path: 
     out = _copy(pairs["ed"][1], tmp_path)
     shutil.copy(out / PHYS0, out / "data/shuffled-09999.arrow")
     assert "data/shuffled-09999.arrow: not listed in the manifest" in _problems(out)
+
+
+def test_missing_shuffled_shard(pairs: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    out = _copy(pairs["ed"][1], tmp_path)
+    (out / PHYS1).unlink()
+    assert f"{PHYS1}: missing (listed in the manifest with {SHARD_ROWS} rows)" in _problems(out)
+    with pytest.raises(OutputError, match="a shard of this shuffled output is missing"):
+        compute(out)
+    with pytest.raises(OutputError, match="a shard of this shuffled output is missing"):
+        inspect_rows(out, row=0)
+
+
+def test_malformed_shuffle_entry(pairs: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    out = _copy(pairs["ed"][1], tmp_path)
+
+    def edit(m: dict[str, Any]) -> None:
+        m["shuffle"]["seed"] = -1
+
+    _edit_manifest(out, edit)
+    assert "denoise.json: malformed 'shuffle' entry" in _problems(out)
+    # an error of its kind (the CLI turns it into an exit code), not a crash
+    with pytest.raises(OutputError, match="malformed 'shuffle' entry"):
+        compute(out)
+    with pytest.raises(OutputError, match="malformed 'shuffle' entry"):
+        inspect_rows(out, row=0)

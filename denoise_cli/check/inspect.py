@@ -100,8 +100,9 @@ def _iter_rows(
             g += rows
             continue
         if not ls.exists():
-            what = ls.path or f"{out}: a shard of this shuffled output"
-            raise OutputError(f"{what}: shard listed in the manifest is missing")
+            if ls.path is None:
+                raise OutputError(f"{out}: a shard of this shuffled output is missing")
+            raise OutputError(f"{ls.path}: shard listed in the manifest is missing")
         _, batches = ls.open()
         r = 0
         for rb in batches:

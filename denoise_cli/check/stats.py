@@ -372,10 +372,12 @@ def _compute_one(outp: Path, m: dict[str, Any], out: str, prefix: str) -> Stats:
         sh = ls.entry
         p = ls.path if ls.path is not None else outp / ls.rel
         if not ls.exists():
-            what = ls.path or f"{outp}: a shard of this shuffled output"
-            raise OutputError(
-                f"{what}: shard listed in the manifest is missing (run `denoise verify {out}`)"
+            what = (
+                f"{ls.path}: shard listed in the manifest"
+                if ls.path
+                else f"{outp}: a shard of this shuffled output"
             )
+            raise OutputError(f"{what} is missing (run `denoise verify {out}`)")
         size = p.stat().st_size if ls.path is not None else int(sh["bytes"])
         ss = ShardStats(out, prefix + str(sh["path"]), bytes=size)
         _, batches = ls.open(None if spec.packed else cols)

@@ -133,6 +133,9 @@ def verify(
             except (KeyError, TypeError, ValueError, IndexError) as e:
                 probs.add(f"{MANIFEST}: malformed ({type(e).__name__}: {e})")
                 raise Enough from None
+            except OutputError as e:  # a shuffled output's shuffle entry
+                probs.add(str(e))
+                raise Enough from None
             _check_files(path, m, probs, rep, checksums)
             ok_rows = _check_rows(path, m, shards, spec, probs, rep)
             checked.append(DatasetCheck(prefix, path, m, spec, ok_rows, shards))

@@ -167,6 +167,32 @@ class LogicalShard:
         return ph.schema, gen()
 
 
+def _check_entry(m: dict[str, Any]) -> None:
+    """The ``shuffle`` entry is what a logical read needs: a seed >= 0 and the source's shard
+    entries (a name and a row count each); an :class:`OutputError` otherwise."""
+    sh = m[SHUFFLE]
+    ok = isinstance(sh, dict)
+    seed = sh.get("seed") if ok else None
+    ok = ok and isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0
+    src = sh.get("source_shards") if ok else None
+    ok = (
+        ok
+        and isinstance(src, list)
+        and all(
+            isinstance(s, dict)
+            and isinstance(s.get("path"), str)
+            and isinstance(s.get("rows"), int)
+            and s["rows"] >= 0
+            for s in src or []
+        )
+    )
+    if not ok:
+        raise OutputError(
+            f"{MANIFEST}: malformed {SHUFFLE!r} entry (a seed >= 0 and source_shards, each with "
+            "a path and rows, expected)"
+        )
+
+
 def logical_shards(out: Path, m: dict[str, Any]) -> list[LogicalShard]:
     """The shards of dataset ``m`` (one epoch's manifest) in the order its files' rows run:
     its own shards, or for a shuffled output the source's, rebuilt (see module docstring). Shard
@@ -179,6 +205,7 @@ def logical_shards(out: Path, m: dict[str, Any]) -> list[LogicalShard]:
             )
             for s in m["shards"]
         ]
+    _check_entry(m)
     cache: list[_Physical] = []
 
     def load(check_only: bool = False) -> Any:
