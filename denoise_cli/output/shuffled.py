@@ -159,10 +159,12 @@ class LogicalShard:
         cols = stored_columns(ph.schema, columns) if columns is not None else None
         lo, hi = self.first, self.first + int(self.entry["rows"])
 
+        # only the columns asked for are gathered (selecting a mapped batch copies nothing)
+        batches = ph.batches if cols is None else [b.select(cols) for b in ph.batches]
+
         def gen() -> Iterator[pa.RecordBatch]:
             for a in range(lo, hi, _CHUNK):
-                rb = take_rows(ph.batches, ph.starts, ph.inv[a : min(a + _CHUNK, hi)])
-                yield rb if cols is None else rb.select(cols)
+                yield take_rows(batches, ph.starts, ph.inv[a : min(a + _CHUNK, hi)])
 
         return ph.schema, gen()
 
