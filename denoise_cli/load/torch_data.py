@@ -209,9 +209,11 @@ def gather(
         if k not in info:
             raise KeyError(f"no column {k!r} (columns: {', '.join(info)})")
         shape, dt = info[k]
-        tensors[k] = torch.empty(
-            (size, *shape), dtype=_torch_dtype(dt, long), pin_memory=pin_memory
-        )
+        if pin_memory:
+            tensors[k] = torch.empty((size, *shape), dtype=_torch_dtype(dt, long), pin_memory=True)
+        else:  # numpy's allocations are recycled by malloc: no fresh pages per batch
+            wide = np.dtype(np.int64) if long and dt.kind in "iu" else dt
+            tensors[k] = torch.from_numpy(np.empty((size, *shape), dtype=wide))
     outs = {k: t[:n].numpy() for k, t in tensors.items()}
     idx = np.asarray(idx, dtype=np.int64)
     view = None
