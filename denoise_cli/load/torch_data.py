@@ -204,17 +204,21 @@ def gather(
             got = tensor_views(ds).get(int(idx[0]), int(idx[-1]) + 1, cols)
             if got is not None:
                 return got
+    arrays: dict[str, np.ndarray] = {}
     tensors: Batch = {}
     for k in cols:
         if k not in info:
             raise KeyError(f"no column {k!r} (columns: {', '.join(info)})")
         shape, dt = info[k]
         if pin_memory:
-            tensors[k] = torch.empty((size, *shape), dtype=_torch_dtype(dt, long), pin_memory=True)
+            t = torch.empty((size, *shape), dtype=_torch_dtype(dt, long), pin_memory=True)
+            arrays[k] = t.numpy()
         else:  # numpy's allocations are recycled by malloc: no fresh pages per batch
             wide = np.dtype(np.int64) if long and dt.kind in "iu" else dt
-            tensors[k] = torch.from_numpy(np.empty((size, *shape), dtype=wide))
-    outs = {k: t[:n].numpy() for k, t in tensors.items()}
+            arrays[k] = np.empty((size, *shape), dtype=wide)
+            t = torch.from_numpy(arrays[k])
+        tensors[k] = t
+    outs = arrays if size == n else {k: a[:n] for k, a in arrays.items()}
     idx = np.asarray(idx, dtype=np.int64)
     view = None
     if n and idx[-1] - idx[0] == n - 1 and (idx[1:] > idx[:-1]).all():  # consecutive rows
@@ -226,8 +230,8 @@ def gather(
         ds.take(idx, out=outs)
     if size > n:
         fill = ds.pad_values
-        for k, t in tensors.items():
-            t[n:] = fill.get(k, 0)
+        for k, a in arrays.items():
+            a[n:] = fill.get(k, 0)
     return tensors
 
 
