@@ -43,7 +43,7 @@ from ..output.layout import (
 from ..output.manifest import dumps, read_manifest
 from ..output.remote import is_output_url, localize
 from ..output.shards import ShardWriter, atomic_write_bytes, read_shard_mapped, shard_format
-from ..output.shuffled import SHUFFLE, is_shuffled, permutation, take_rows
+from ..output.shuffled import SHUFFLE, is_shuffled, key_digest, permutation, take_rows
 from .finalize import write_epoch_files, write_top
 
 __all__ = ["DEFAULT_SHARD_ROWS", "shuffle"]
@@ -122,14 +122,15 @@ def _shuffle_one(
         rel = shuffled_shard_name(1, 0, j, shard_format(fmt).name)
         path = dst / sub / rel
         path.parent.mkdir(parents=True, exist_ok=True)
+        rb = take_rows(batches, starts, perm[a : a + per])
         w = ShardWriter(path, fmt, schema)
         try:
-            w.write(take_rows(batches, starts, perm[a : a + per]))
+            w.write(rb)
             info = w.commit()
         except BaseException:
             w.abort()
             raise
-        shards.append({"path": rel, "source_files": [], **info})
+        shards.append({"path": rel, "source_files": [], **info, "keys_sha256": key_digest([rb])})
     res = {k: v for k, v in m.items() if k != "shards"}
     res["shards"] = shards
     res[SHUFFLE] = {
