@@ -314,3 +314,23 @@ def test_open_refuses_swapped_or_reordered_shuffled_shards(src: Path, tmp_path: 
     with pytest.raises(OutputError, match="not the ones the shuffle wrote there"):
         open_dataset(out)
     open_dataset(out, verify="none")  # the check is the one verify="none" skips
+
+
+def test_zero_copy_tensors_are_read_only_memory(src: Path, tmp_path: Path) -> None:
+    """An in-place write into a zero-copy tensor must crash (SIGSEGV), never change what later
+    batches of the same process read."""
+    out = tmp_path / "sh"
+    shuffle(str(src), str(out), seed=0)
+    code = (
+        "import sys\n"
+        "from denoise_cli.torch_data import DenoiseBatches\n"
+        "db = DenoiseBatches(sys.argv[1], 16, shuffle='blocks', long=False, zero_copy=True,"
+        " columns=('input_ids',))\n"
+        "b = next(iter(db))\n"
+        "print('got', flush=True)\n"
+        "b['input_ids'][0, 0] = 7\n"
+        "print('wrote', flush=True)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
+    assert r.stdout.splitlines() == ["got"]
+    assert r.returncode == -signal.SIGSEGV
