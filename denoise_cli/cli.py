@@ -387,13 +387,15 @@ def shuffle(
         int | None,
         typer.Option(help="Rows per output shard (one record batch each). [default: 65536]"),
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per shard.")] = False,
 ) -> None:
     """Write IN's rows in one seeded global order, so that a shuffled training batch is a
     contiguous, zero-copy slice (load with `iter_batches(..., shuffle="blocks")`)."""
     from .prepare.shuffle import shuffle as do_shuffle
 
     try:
-        m = do_shuffle(src, out, seed=seed, shard_rows=shard_rows)
+        note = None if quiet else (lambda line: typer.echo(f"shuffle: {line}", err=True))
+        m = do_shuffle(src, out, seed=seed, shard_rows=shard_rows, notify=note)
     except DenoiseError as e:
         _fail(e)
         return
