@@ -334,3 +334,31 @@ def test_zero_copy_tensors_are_read_only_memory(src: Path, tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
     assert r.stdout.splitlines() == ["got"]
     assert r.returncode == -signal.SIGSEGV
+
+
+def test_cli_shuffle_and_one_line_errors(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sh"
+    cmd = [sys.executable, "-m", "denoise_cli", "shuffle", str(src), str(out)]
+    r = subprocess.run([*cmd, "--seed", "4", "--shard-rows", "200"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "rows" in r.stdout and r.stderr.count("shuffle: data/shuffled-") >= 2
+    assert _table(out).equals(_table(src).take(pa.array(_perm(_table(src).num_rows, 4))))
+    r = subprocess.run(cmd, capture_output=True, text=True)  # OUT now holds an output
+    assert r.returncode == 4 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"denoise: error: {out} already holds a denoise output; shuffle into a new directory"
+    ]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "denoise_cli",
+            "shuffle",
+            str(tmp_path / "nope"),
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
