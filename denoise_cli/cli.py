@@ -376,6 +376,33 @@ def merge(
     )
 
 
+@app.command()
+def shuffle(
+    src: Annotated[
+        str, typer.Argument(help="A `denoise prepare` output.", show_default=False, metavar="IN")
+    ],
+    out: Annotated[str, typer.Argument(help="New output directory.", show_default=False)],
+    seed: Annotated[int, typer.Option(help="Seed of the row order.")] = 0,
+    shard_rows: Annotated[
+        int | None,
+        typer.Option(help="Rows per output shard (one record batch each). [default: 65536]"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per shard.")] = False,
+) -> None:
+    """Write IN's rows in one seeded global order, so that a shuffled training batch is a
+    contiguous, zero-copy slice (load with `iter_batches(..., shuffle="blocks")`)."""
+    from .prepare.shuffle import shuffle as do_shuffle
+
+    try:
+        note = None if quiet else (lambda line: typer.echo(f"shuffle: {line}", err=True))
+        m = do_shuffle(src, out, seed=seed, shard_rows=shard_rows, notify=note)
+    except DenoiseError as e:
+        _fail(e)
+        return
+    rows = m["totals"].get("rows", m["totals"].get("rows_per_epoch"))
+    typer.echo(f"shuffled {src} into {out}: rows {rows}, seed {seed}")
+
+
 def _warn(msg: str) -> None:
     typer.echo(f"denoise: warning: {msg}", err=True)
 

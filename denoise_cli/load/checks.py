@@ -16,13 +16,13 @@ import pyarrow as pa
 from ..errors import OutputError
 from ..output.layout import DATA_DIR, MANIFEST, output_path
 from ..output.shards import FORMATS, batch_arrays, sha256_file
-from ..output.shuffled import SHUFFLE
+from ..output.shuffled import KEY_COLUMNS, SHUFFLE, key_digest
 
 #: ``open_dataset(verify=...)``: what is checked at open (see :func:`check_shard_files`).
 VERIFY_MODES = ("fast", "sha256", "none")
 #: file suffixes of shards, one per registered format (``output.shards.FORMATS``)
 SHARD_SUFFIXES = tuple(f".{name}" for name in FORMATS)
-CHAIN_COLUMNS = ("source_file", "example_index", "segment_example_index")
+CHAIN_COLUMNS = KEY_COLUMNS
 
 
 def _bad(p: Path, what: str) -> OutputError:
@@ -93,6 +93,14 @@ def check_shard_rows(
     rows = sum(b.num_rows for b in batches)
     if rows != int(entry["rows"]):
         raise _bad(p, f"{rows:,} rows, the manifest says {int(entry['rows']):,}")
+    if "keys_sha256" in entry:  # a shard of `denoise shuffle`: its rows' (file, example) keys
+        if key_digest(batches) != entry["keys_sha256"]:
+            raise _bad(
+                p,
+                "its rows are not the ones the shuffle wrote there (source file and example "
+                "columns differ): shards swapped or edited",
+            )
+        return
     src = entry.get("source_files") or []
     if len(src) != 1:
         return

@@ -14,6 +14,7 @@ Usage: README "Loading".
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from ..output.manifest import read_manifest, split_path
 from ..output.remote import is_output_url, localize
 from ..output.shards import batch_arrays, read_shard_mapped
 from .checks import check_shard_files, check_shard_rows
+
+#: ``shuffle=`` value of the loaders for outputs of ``denoise shuffle`` (see :func:`epoch_batches`)
+BLOCKS = "blocks"
 
 #: Values of the padding rows added by ``pad_last`` (``input_ids`` get the manifest's pad id).
 #: A padding row has ``labels`` all -100 (no loss), ``attention_mask`` all 0 and
@@ -88,6 +92,7 @@ class DenoiseDataset:
         self._rows = MappedRows(mapped)
         sizes = np.array([b.num_rows for b in self._batches], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._start_list: list[int] = self._starts.tolist()
         self._views: dict[int, dict[str, np.ndarray]] = {}
         #: compact shards (prepare --compact): rows are rebuilt, never views of the mapped file
         self.compact = bool(self.manifest.get("compact"))
@@ -105,6 +110,21 @@ class DenoiseDataset:
     @property
     def num_batches(self) -> int:
         return len(self._batches)
+
+    def locate(self, start: int, stop: int) -> tuple[int, int, int] | None:
+        """``(record batch, lo, hi)`` when rows ``start:stop`` are rows ``lo:hi`` of one record
+        batch of a default-format output (what :meth:`view` serves), else None."""
+        st = self._start_list
+        if self.compact or not 0 <= start < stop <= st[-1]:
+            return None
+        bi = bisect.bisect_right(st, start) - 1
+        if stop > st[bi + 1]:
+            return None
+        return bi, start - st[bi], stop - st[bi]
+
+    def batch_view(self, bi: int) -> dict[str, np.ndarray]:
+        """Every column of record batch ``bi`` as read-only views of the mapped shard (cached)."""
+        return self._view(bi)
 
     def _view(self, bi: int) -> dict[str, np.ndarray]:
         v = self._views.get(bi)
@@ -129,12 +149,9 @@ class DenoiseDataset:
             if step == 1:
                 if stop <= start:
                     return self.take(np.zeros(0, dtype=np.int64))
-                bi = int(np.searchsorted(self._starts, start, side="right") - 1)
-                if (
-                    stop <= self._starts[bi + 1] and not self.compact
-                ):  # inside one batch: zero-copy view
-                    lo, hi = start - int(self._starts[bi]), stop - int(self._starts[bi])
-                    return {k: v[lo:hi] for k, v in self._view(bi).items()}
+                v = self.view(start, stop)
+                if v is not None:
+                    return v
             return self.take(np.arange(start, stop, step))
         arr = np.asarray(key)
         if arr.dtype == np.bool_:
@@ -142,6 +159,24 @@ class DenoiseDataset:
                 raise IndexError(f"boolean index of shape {arr.shape} for {n} rows")
             return self.take(np.flatnonzero(arr))
         return self.take(arr.astype(np.int64, copy=False))
+
+    def view(
+        self, start: int, stop: int, columns: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray] | None:
+        """Rows ``start:stop`` (``0 <= start < stop <= len``) as read-only zero-copy views of the
+        mapped shard when they lie in one record batch of a default-format output; None
+        otherwise (compact rows are rebuilt, never views: use :meth:`take`)."""
+        loc = self.locate(start, stop)
+        if loc is None:
+            return None
+        bi, lo, hi = loc
+        v = self.batch_view(bi)
+        if columns is None:
+            return {k: a[lo:hi] for k, a in v.items()}
+        for k in columns:
+            if k not in v:
+                raise KeyError(f"no column {k!r} (columns: {', '.join(self.columns)})")
+        return {k: v[k][lo:hi] for k in columns}
 
     @property
     def column_info(self) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
@@ -211,13 +246,14 @@ class DenoiseDataset:
         self,
         batch_size: int,
         *,
-        shuffle: bool = False,
+        shuffle: bool | str = False,
         seed: int = 0,
         epoch: int = 0,
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
         pad_last: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Fixed-shape numpy batches (JAX/numpy). Shuffling is a permutation seeded by
         ``(seed, epoch)``; rows are split across ``world_size`` ranks so that each row goes to
@@ -232,6 +268,11 @@ class DenoiseDataset:
           (:meth:`pad_batch`: ``labels`` -100, ``attention_mask`` 0, ``input_length`` 0), so a
           jitted step sees one shape and padding adds nothing to the loss.
 
+        ``shuffle="blocks"``: batches of consecutive rows in a per-epoch order of the blocks,
+        for outputs of ``denoise shuffle`` (see :func:`epoch_batches`); a batch of consecutive
+        rows inside one record batch is a read-only zero-copy view of the mapped shard.
+        ``columns``: only these columns (default: all).
+
         See :func:`epoch_batches` for the exact plan."""
         plan = epoch_batches(
             len(self),
@@ -245,15 +286,12 @@ class DenoiseDataset:
             pad_last=pad_last,
         )
         for chunk in plan:
-            if (
-                not shuffle
-                and world_size == 1
-                and len(chunk)
-                and chunk[-1] - chunk[0] == len(chunk) - 1
-            ):
-                b = self[int(chunk[0]) : int(chunk[-1]) + 1]
-            else:
-                b = self.take(chunk)
+            # sorted, distinct indices: consecutive rows iff the span is the length
+            b = None
+            if len(chunk) and chunk[-1] - chunk[0] == len(chunk) - 1:
+                b = self.view(int(chunk[0]), int(chunk[-1]) + 1, columns)
+            if b is None:
+                b = self.take(chunk, columns)
             yield self.pad_batch(b, batch_size) if pad_last else b
 
 
@@ -261,7 +299,7 @@ def epoch_batches(
     n: int,
     batch_size: int,
     *,
-    shuffle: bool = False,
+    shuffle: bool | str = False,
     seed: int = 0,
     epoch: int = 0,
     rank: int = 0,
@@ -279,12 +317,22 @@ def epoch_batches(
     rows and the last batch may be short; with ``pad_last`` (which overrides ``drop_last``)
     nothing is dropped and every rank gets
     ``ceil(ceil(n / world_size) / batch_size)`` batches (the short or empty ones are to be
-    padded by the caller, see :meth:`DenoiseDataset.pad_batch`)."""
+    padded by the caller, see :meth:`DenoiseDataset.pad_batch`).
+
+    ``shuffle="blocks"`` (for an output of ``denoise shuffle``, whose rows are already in a
+    seeded global order): every batch is ``batch_size`` consecutive rows, and only the order of
+    these blocks changes per epoch (:func:`_block_batches`), so each batch is a contiguous slice
+    (a zero-copy view where it lies in one record batch). The rows that make up a batch are then
+    the same every epoch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
     drop_last = drop_last and not pad_last
+    if shuffle == BLOCKS:
+        return _block_batches(n, batch_size, seed, epoch, rank, world_size, drop_last, pad_last)
+    if not isinstance(shuffle, bool):
+        raise ValueError(f"shuffle must be True, False or {BLOCKS!r}, got {shuffle!r}")
     order = epoch_order(n, shuffle=shuffle, seed=seed, epoch=epoch)
     mine = order[rank::world_size]
     if drop_last:
@@ -294,6 +342,33 @@ def epoch_batches(
     # Sorted within a batch: which rows form a batch is what the shuffle decides (their order
     # inside it means nothing to a loss over the batch), and sorted rows gather in one pass.
     return [np.sort(mine[i * batch_size : (i + 1) * batch_size]) for i in range(nb)]
+
+
+def _block_batches(
+    n: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    drop_last: bool,
+    pad_last: bool,
+) -> list[np.ndarray]:
+    """``shuffle="blocks"``: the rows cut into consecutive blocks of ``batch_size`` (the last one
+    short), the blocks in an order seeded by ``(seed, epoch)`` and dealt round-robin to the ranks.
+    ``drop_last``: the short block is dropped and every rank keeps ``(n // batch_size) //
+    world_size`` blocks; ``pad_last``: every rank gets ``ceil(blocks / world_size)`` batches (the
+    short or missing ones to be padded)."""
+    nblocks = -(-n // batch_size)
+    full = n // batch_size
+    order = epoch_order(nblocks if not drop_last else full, shuffle=True, seed=seed, epoch=epoch)
+    mine = order[rank::world_size]
+    if drop_last:
+        mine = mine[: full // world_size]
+    res = [np.arange(b * batch_size, min((b + 1) * batch_size, n), dtype=np.int64) for b in mine]
+    if pad_last:
+        res += [np.zeros(0, dtype=np.int64)] * (-(-nblocks // world_size) - len(res))
+    return res
 
 
 def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:

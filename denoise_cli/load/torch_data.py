@@ -15,6 +15,8 @@ Usage: README "Loading", examples/README.md, docs/packing.md.
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,10 +149,16 @@ def shift_right_within_segments(
     return out.masked_fill(seg == 0, pad_id)
 
 
+_DTYPES: dict[np.dtype[Any], torch.dtype] = {}
+
+
 def _torch_dtype(dt: np.dtype[Any], long: bool) -> torch.dtype:
     if long and dt.kind in "iu":
         return torch.int64
-    return torch.from_numpy(np.empty(0, dtype=dt)).dtype
+    t = _DTYPES.get(dt)
+    if t is None:
+        t = _DTYPES[dt] = torch.from_numpy(np.empty(0, dtype=dt)).dtype
+    return t
 
 
 def gather(
@@ -161,32 +169,110 @@ def gather(
     long: bool = True,
     pin_memory: bool = False,
     size: int | None = None,
+    zero_copy: bool = False,
 ) -> Batch:
     """Rows ``idx`` of ``ds`` as tensors, gathered in one pass straight into new tensors
     (``DenoiseDataset.take(out=...)`` on their ``.numpy()`` views): int64 when ``long`` (the
     widening is part of the gather), allocated in pinned memory when ``pin_memory`` (then the
     host-to-device copy can be ``non_blocking``). ``size > len(idx)`` appends padding rows
-    (``ds.pad_values``: labels -100, attention_mask 0, input_length 0, ...)."""
+    (``ds.pad_values``: labels -100, attention_mask 0, input_length 0, ...).
+
+    ``zero_copy`` (needs ``long=False``): when the rows are consecutive and lie in one record
+    batch of a default-format output (``denoise shuffle`` + ``shuffle="blocks"``), the tensors
+    share the memory-mapped shard instead of copying it. The mapping is read-only: writing into
+    such a tensor in place crashes the process (SIGSEGV), so copy it first (``.to(device)`` or
+    ``.clone()``) if your step modifies its inputs. Other batches are copied as usual."""
     info = ds.column_info
     cols = list(info) if columns is None else list(columns)
     n = len(idx)
     size = n if size is None else size
     if size < n:
         raise ValueError(f"size {size} < {n} rows")
+    if zero_copy:
+        if long:
+            raise ValueError(
+                "zero_copy needs long=False (ids are stored as int32: widen on the device)"
+            )
+        idx = np.asarray(idx, dtype=np.int64)
+        if (
+            n
+            and size == n
+            and not pin_memory
+            and idx[-1] - idx[0] == n - 1
+            and (idx[1:] > idx[:-1]).all()  # increasing over a span of n - 1: consecutive
+        ):
+            got = tensor_views(ds).get(int(idx[0]), int(idx[-1]) + 1, cols)
+            if got is not None:
+                return got
+    arrays: dict[str, np.ndarray] = {}
     tensors: Batch = {}
     for k in cols:
         if k not in info:
             raise KeyError(f"no column {k!r} (columns: {', '.join(info)})")
         shape, dt = info[k]
-        tensors[k] = torch.empty(
-            (size, *shape), dtype=_torch_dtype(dt, long), pin_memory=pin_memory
-        )
-    ds.take(idx, out={k: t[:n].numpy() for k, t in tensors.items()})
+        if pin_memory:
+            t = torch.empty((size, *shape), dtype=_torch_dtype(dt, long), pin_memory=True)
+            arrays[k] = t.numpy()
+        else:  # numpy's allocations are recycled by malloc: no fresh pages per batch
+            wide = np.dtype(np.int64) if long and dt.kind in "iu" else dt
+            arrays[k] = np.empty((size, *shape), dtype=wide)
+            t = torch.from_numpy(arrays[k])
+        tensors[k] = t
+    outs = arrays if size == n else {k: a[:n] for k, a in arrays.items()}
+    idx = np.asarray(idx, dtype=np.int64)
+    view = None
+    if n and idx[-1] - idx[0] == n - 1 and (idx[1:] > idx[:-1]).all():  # consecutive rows
+        view = ds.view(int(idx[0]), int(idx[-1]) + 1, cols)
+    if view is not None:  # one contiguous copy per column (widened in the same pass)
+        for k, o in outs.items():
+            np.copyto(o, view[k], casting="safe")
+    else:
+        ds.take(idx, out=outs)
     if size > n:
         fill = ds.pad_values
-        for k, t in tensors.items():
-            t[n:] = fill.get(k, 0)
+        for k, a in arrays.items():
+            a[n:] = fill.get(k, 0)
     return tensors
+
+
+class TensorViews:
+    """Read-only tensors over the mapped record batches of a dataset, made once per record batch
+    (``torch.from_numpy``; torch's warning about read-only arrays is silenced there), so that a
+    zero-copy batch is a slice per column. Writing into them crashes the process (see
+    :func:`gather`)."""
+
+    def __init__(self, ds: DenoiseDataset) -> None:
+        self.ds = ds
+        self._cache: dict[int, Batch] = {}
+
+    def get(self, start: int, stop: int, columns: Sequence[str]) -> Batch | None:
+        """Rows ``start:stop`` as tensor views, or None where :meth:`DenoiseDataset.locate`
+        says they are not one slice of one record batch."""
+        loc = self.ds.locate(start, stop)
+        if loc is None:
+            return None
+        bi, lo, hi = loc
+        ts = self._cache.get(bi)
+        if ts is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                ts = {k: torch.from_numpy(a) for k, a in self.ds.batch_view(bi).items()}
+            self._cache[bi] = ts
+        for k in columns:
+            if k not in ts:
+                raise KeyError(f"no column {k!r} (columns: {', '.join(self.ds.columns)})")
+        return {k: ts[k].narrow(0, lo, hi - lo) for k in columns}
+
+
+_TENSOR_VIEWS: weakref.WeakKeyDictionary[DenoiseDataset, TensorViews] = weakref.WeakKeyDictionary()
+
+
+def tensor_views(ds: DenoiseDataset) -> TensorViews:
+    """The :class:`TensorViews` of ``ds`` (one per dataset, dropped with it)."""
+    tv = _TENSOR_VIEWS.get(ds)
+    if tv is None:
+        tv = _TENSOR_VIEWS[ds] = TensorViews(ds)
+    return tv
 
 
 def _select(batch: dict[str, np.ndarray], columns: Sequence[str] | None) -> dict[str, np.ndarray]:
@@ -234,6 +320,10 @@ class DenoiseBatches(IterableDataset[Batch]):
     ``verify`` is :func:`~denoise_cli.load.open_dataset`'s check of each variant it opens
     (``"fast"``, ``"sha256"``, ``"none"``). ``split``: which split of a ``prepare --split``
     output to read.
+
+    For an output of ``denoise shuffle`` (rows already in a seeded global order), use
+    ``shuffle="blocks"``: each batch is consecutive rows, and ``zero_copy=True`` (with
+    ``long=False``) serves it as tensors over the read-only mapped shard (see :func:`gather`).
     """
 
     def __init__(
@@ -241,7 +331,7 @@ class DenoiseBatches(IterableDataset[Batch]):
         data: str | Path | DenoiseDataset,
         batch_size: int,
         *,
-        shuffle: bool = True,
+        shuffle: bool | str = True,
         seed: int = 0,
         epoch: int = 0,
         drop_last: bool = True,
@@ -253,9 +343,15 @@ class DenoiseBatches(IterableDataset[Batch]):
         pin_memory: bool = False,
         verify: str = "fast",
         split: str | None = None,
+        zero_copy: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if zero_copy and long:
+            raise ValueError(
+                "zero_copy needs long=False (ids are stored as int32: widen on the device)"
+            )
+        self.zero_copy = zero_copy
         self._verify = verify
         self._fixed: DenoiseDataset | None = None
         self._root: Path | None = None
@@ -367,9 +463,25 @@ class DenoiseBatches(IterableDataset[Batch]):
             start = r["batches"]  # the rest of the plan, still round-robin over the workers
         self._resume = None  # this process's copy: a resume applies to one pass
         self._consumed = start
+        tv = tensor_views(ds) if self.zero_copy and size is None and not pin else None
+        cols = list(self.columns) if self.columns is not None else ds.columns
         for idx in self.plan(epoch)[start:][wid::nw]:
-            batch = gather(ds, idx, self.columns, long=self.long, pin_memory=pin, size=size)
             self._consumed += 1
+            n = len(idx)
+            # plan batches are sorted and distinct: consecutive iff the span is n - 1
+            if tv is not None and n and int(idx[-1]) - int(idx[0]) == n - 1:
+                got = tv.get(int(idx[0]), int(idx[-1]) + 1, cols)
+                if got is not None:
+                    yield got
+                    continue
+            batch = gather(
+                ds,
+                idx,
+                self.columns,
+                long=self.long,
+                pin_memory=pin,
+                size=size,
+            )
             yield batch
 
 
@@ -426,7 +538,7 @@ class DenoiseBatchSampler(Sampler[list[int]]):
         data: int | str | Path | DenoiseDataset | DenoiseTorchDataset,
         batch_size: int,
         *,
-        shuffle: bool = True,
+        shuffle: bool | str = True,
         seed: int = 0,
         epoch: int = 0,
         drop_last: bool = True,

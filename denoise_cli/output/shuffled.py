@@ -19,6 +19,7 @@ gathers rows from everywhere (random access over the mapped shards).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,11 @@ from .layout import MANIFEST, output_path
 from .shards import open_shard, read_shard_mapped, stored_columns
 
 __all__ = [
+    "KEY_COLUMNS",
     "SHUFFLE",
     "LogicalShard",
     "is_shuffled",
+    "key_digest",
     "logical_shards",
     "permutation",
     "source_manifest",
@@ -67,6 +70,26 @@ def source_manifest(m: dict[str, Any]) -> dict[str, Any]:
     res = {k: v for k, v in m.items() if k not in ("shards", SHUFFLE)}
     res["shards"] = m[SHUFFLE]["source_shards"]
     return res
+
+
+#: the columns that say where a row comes from (file, example): what a shard's key digest hashes
+KEY_COLUMNS = ("source_file", "example_index", "segment_example_index")
+
+
+def key_digest(batches: Sequence[pa.RecordBatch]) -> str:
+    """sha256 of the :data:`KEY_COLUMNS` of ``batches`` (their value buffers, in order): recorded
+    per shard of a shuffled output (``keys_sha256``) so that the open-time check finds swapped,
+    reordered or replaced rows by reading only these small columns."""
+    h = hashlib.sha256()
+    for name in KEY_COLUMNS:  # column by column: the same digest however rows are batched
+        if not batches or name not in batches[0].schema.names:
+            continue
+        h.update(name.encode())
+        for b in batches:
+            col = b.column(name)
+            arr = col.flatten() if pa.types.is_fixed_size_list(col.type) else col
+            h.update(np.ascontiguousarray(arr.to_numpy(zero_copy_only=False)).tobytes())
+    return h.hexdigest()
 
 
 def take_rows(

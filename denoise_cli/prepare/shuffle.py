@@ -18,6 +18,7 @@ open-time checks first. The cost: every output shard is built in memory (``shard
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from ..output.layout import (
 from ..output.manifest import dumps, read_manifest
 from ..output.remote import is_output_url, localize
 from ..output.shards import ShardWriter, atomic_write_bytes, read_shard_mapped, shard_format
-from ..output.shuffled import SHUFFLE, is_shuffled, permutation, take_rows
+from ..output.shuffled import SHUFFLE, is_shuffled, key_digest, permutation, take_rows
 from .finalize import write_epoch_files, write_top
 
 __all__ = ["DEFAULT_SHARD_ROWS", "shuffle"]
@@ -52,9 +53,16 @@ __all__ = ["DEFAULT_SHARD_ROWS", "shuffle"]
 DEFAULT_SHARD_ROWS = 65_536
 
 
-def shuffle(src: str, out: str, *, seed: int = 0, shard_rows: int | None = None) -> dict[str, Any]:
+def shuffle(
+    src: str,
+    out: str,
+    *,
+    seed: int = 0,
+    shard_rows: int | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Write ``src``'s rows into ``out`` in the order :func:`output.shuffled.permutation` gives
-    (see module docstring); returns the top manifest."""
+    (see module docstring); returns the top manifest. ``notify`` gets a line per shard written."""
     if shard_rows is not None and shard_rows < 1:
         raise ConfigError(f"--shard-rows must be >= 1, got {shard_rows}")
     if is_output_url(out):
@@ -85,7 +93,7 @@ def shuffle(src: str, out: str, *, seed: int = 0, shard_rows: int | None = None)
             sub = epoch_dir(epochs, e)
             d_in = output_path(inp, sub.rstrip("/"), "epoch directory") if sub else inp
             m = read_manifest(d_in) if sub else top
-            manifests.append(_shuffle_one(d_in, dst, m, seed, e, epochs, shard_rows))
+            manifests.append(_shuffle_one(d_in, dst, m, seed, e, epochs, shard_rows, notify))
         return write_top(dst, manifests)
 
 
@@ -97,6 +105,7 @@ def _shuffle_one(
     epoch: int,
     epochs: int,
     shard_rows: int | None,
+    notify: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     fmt = m["format"]
     check_shard_files(d_in, m, "fast")
@@ -122,14 +131,18 @@ def _shuffle_one(
         rel = shuffled_shard_name(1, 0, j, shard_format(fmt).name)
         path = dst / sub / rel
         path.parent.mkdir(parents=True, exist_ok=True)
+        rb = take_rows(batches, starts, perm[a : a + per])
         w = ShardWriter(path, fmt, schema)
         try:
-            w.write(take_rows(batches, starts, perm[a : a + per]))
+            w.write(rb)
             info = w.commit()
         except BaseException:
             w.abort()
             raise
-        shards.append({"path": rel, "source_files": [], **info})
+        shards.append({"path": rel, "source_files": [], **info, "keys_sha256": key_digest([rb])})
+        if notify is not None:
+            where = f"{sub}{rel}"
+            notify(f"{where}: {rb.num_rows:,} rows ({a + rb.num_rows:,} of {n:,})")
     res = {k: v for k, v in m.items() if k != "shards"}
     res["shards"] = shards
     res[SHUFFLE] = {
