@@ -26,6 +26,7 @@ from denoise_cli.config import Lengths
 from denoise_cli.errors import OutputError, VerifyError
 from denoise_cli.output.manifest import read_manifest
 from denoise_cli.output.shards import batch_arrays, open_shard
+from denoise_cli.output.shuffled import key_digest
 from denoise_cli.prepare.shuffle import shuffle
 
 SMALL = Lengths("encoder-decoder", 128, 48)
@@ -78,9 +79,11 @@ def _edit_manifest(out: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     mp.write_bytes(orjson.dumps(m))
 
 
-def _rewrite(out: Path, rel: str, edit: Callable[[dict[str, np.ndarray]], None]) -> None:
+def _rewrite(
+    out: Path, rel: str, edit: Callable[[dict[str, np.ndarray]], None], keys: bool = True
+) -> None:
     """Rewrite an Arrow shard with edited columns (same schema) and update the manifest's bytes
-    and sha256, so that only the row checks can notice."""
+    and sha256 (and with ``keys`` its keys_sha256), so that only the row checks can notice."""
     p = out / rel
     schema = pa.ipc.open_stream(pa.memory_map(str(p))).schema
     a = {k: np.array(v) for k, v in _read(p).items()}
@@ -92,14 +95,17 @@ def _rewrite(out: Path, rel: str, edit: Callable[[dict[str, np.ndarray]], None])
             cols.append(pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]))
         else:
             cols.append(pa.array(v))
+    rb = pa.RecordBatch.from_arrays(cols, schema=schema)
     with pa.OSFile(str(p), "wb") as fh, pa.ipc.new_stream(fh, schema) as w:
-        w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
+        w.write_batch(rb)
 
     def fix(m: dict[str, Any]) -> None:
         for s in m["shards"]:
             if s["path"] == rel:
                 s["bytes"] = p.stat().st_size
                 s["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+                if keys:
+                    s["keys_sha256"] = key_digest([rb])
 
     _edit_manifest(out, fix)
 
@@ -218,9 +224,11 @@ def test_swapped_shuffled_shards(pairs: dict[str, tuple[Path, Path]], tmp_path: 
     (out / PHYS1).write_bytes(a)
     msg = _problems(out)
     assert f"{PHYS0}: sha256 " in msg and f"{PHYS1}: sha256 " in msg
-    # without the hashes: the rebuilt rows break their files' chains
+    assert f"{PHYS0}: its rows' source_file/example_index hash to " in msg  # keys_sha256
+    # without the file hashes: the key digests, and the rebuilt rows break their files' chains
     msg = _problems(out, checksums=False)
-    assert f"{REBUILT} row " in msg and "sha256" not in msg
+    assert f"{REBUILT} row " in msg and f"{PHYS0}: sha256" not in msg
+    assert f"{PHYS1}: its rows' source_file/example_index hash to " in msg
 
 
 def _swap_rows(a: dict[str, np.ndarray], i: int, j: int) -> None:
@@ -242,7 +250,28 @@ def test_swapped_rows_in_a_shuffled_shard(
     msg = _problems(out)
     for rel, r in pos:
         assert f"{rel}{REBUILT} row {r}: " in msg
-    assert "sha256" not in msg
+    assert "sha256" not in msg  # the manifest's hashes and key digest were updated
+
+
+def test_swapped_rows_key_digest(pairs: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    """Swapped rows with the file hashes updated, not the key digest: the digest tells."""
+    out = _copy(pairs["ed"][1], tmp_path)
+    _rewrite(out, PHYS0, lambda x: _swap_rows(x, 3, 50), keys=False)
+    msg = _problems(out)
+    assert f"{PHYS0}: its rows' source_file/example_index hash to " in msg
+    assert "the manifest's keys_sha256 says" in msg
+
+
+def test_edited_keys_sha256(pairs: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    out = _copy(pairs["ed"][1], tmp_path)
+
+    def edit(m: dict[str, Any]) -> None:
+        m["shards"][1]["keys_sha256"] = "0" * 64
+
+    _edit_manifest(out, edit)
+    msg = _problems(out)
+    assert f"{PHYS1}: its rows' source_file/example_index hash to " in msg
+    assert "1 problem(s)" in msg
 
 
 def test_out_of_vocabulary_token_in_a_shuffled_shard(

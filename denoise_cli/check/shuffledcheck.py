@@ -18,7 +18,7 @@ from ..errors import OutputError
 from ..output.layout import MANIFEST
 from ..output.manifest import dumps
 from ..output.shards import open_shard
-from ..output.shuffled import SHUFFLE, source_manifest
+from ..output.shuffled import KEY_COLUMNS, SHUFFLE, key_digest, source_manifest
 from .problems import Problems
 
 __all__ = ["check_shuffle_manifest", "check_shuffled_shards"]
@@ -68,21 +68,31 @@ def check_shuffle_manifest(m: dict[str, Any], probs: Problems) -> None:
 def check_shuffled_shards(
     out: Path, m: dict[str, Any], want_schema: pa.Schema, probs: Problems
 ) -> None:
-    """The shards of a shuffled output as files: schema and row count each (their rows are
-    checked through the logical shards they rebuild)."""
+    """The shards of a shuffled output as files: schema, row count and the digest of the key
+    columns each (``output.shuffled.key_digest``, the manifest's ``keys_sha256``); their rows
+    are checked through the logical shards they rebuild."""
     for s in m["shards"]:
         rel = s["path"]
         p = out / rel
         if not p.is_file():
             continue
         try:
-            schema, batches = open_shard(p, m["format"], ["source_file"])
+            schema, _ = open_shard(p, m["format"], [])
             if not schema.equals(want_schema):
                 probs.add(f"{rel}: schema differs from the one this manifest implies")
                 continue
+            keys = [c for c in KEY_COLUMNS if c in schema.names]
+            batches = list(open_shard(p, m["format"], keys)[1])
             n = sum(rb.num_rows for rb in batches)
+            got = key_digest(batches)
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError, OutputError) as e:
             probs.add(f"{rel}: unreadable ({type(e).__name__}: {e})")
             continue
         if n != int(s["rows"]):
             probs.add(f"{rel}: holds {n:,} rows, the manifest says {s['rows']:,}")
+        want = s.get("keys_sha256")  # absent in shuffled outputs written before it was recorded
+        if want is not None and got != want:
+            probs.add(
+                f"{rel}: its rows' {'/'.join(keys)} hash to {got[:12]}..., the manifest's "
+                f"keys_sha256 says {str(want)[:12]}... (rows swapped, reordered or replaced)"
+            )
