@@ -614,8 +614,13 @@ def choose_backend(
         return BackendChoice(requested, "hf", "requested")
     # ``model``: ``TokenizerInfo.model_head``; spares parsing a huge vocabulary's JSON
     ruled_out = _ruled_out(model or {})
-    parsed = orjson.loads(tokenizer_json) if ruled_out is None else None
-    spec = ruled_out if parsed is None else analyze(parsed)
+    parsed: dict[str, Any] = {}
+    spec: FastSpec | str
+    if ruled_out is None:
+        parsed = orjson.loads(tokenizer_json)  # once: for the analysis and the engine
+        spec = analyze(parsed)
+    else:
+        spec = ruled_out
     if isinstance(spec, str):
         if requested == "fast":
             raise ConfigError(
@@ -624,8 +629,7 @@ def choose_backend(
         return BackendChoice(requested, "hf", spec)
     texts = [*TORTURE_TEXTS, *(sample() if callable(sample) else sample)]
     hf = Encoder(tokenizer_json, np.zeros(0, np.int32), None, built=built)
-    assert parsed is not None
-    engine = build_encoding(parsed, spec)  # from the same parse as the analysis
+    engine = build_encoding(parsed, spec)
     del parsed
     fast = Encoder(tokenizer_json, np.zeros(0, np.int32), None, fast=spec, engine=engine)
     bad = first_difference(texts, hf.encode_lists, fast.encode_lists)
