@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from denoise_cli.config import TokenConfig, load_mixture
 from denoise_cli.source import fastbpe
@@ -183,3 +185,34 @@ def test_real_corpus_arrays_equal_hf() -> None:
             n += len(b.texts)
             if n >= 2000:
                 return
+
+
+def exact_splits(tokens: list[str]) -> int:
+    """The obvious count of splits of a token into two tokens."""
+    v = set(tokens)
+    return sum(1 for t in v for k in range(1, len(t)) if t[:k] in v and t[k:] in v)
+
+
+@pytest.mark.parametrize("which", ["gpt2", "gpt2-merges"])
+def test_split_candidates_count_the_real_splits(which: str) -> None:
+    d = orjson.loads(info().json)
+    tokens = list(d["model"]["vocab"])
+    if which == "gpt2-merges":  # the tokens that merges make, a vocabulary with gaps
+        tokens = sorted({a + b for a, b in fastbpe._merges(d["model"]["merges"])})[:5000]
+        tokens += [chr(c) for c in range(32, 600)]
+    assert fastbpe.split_candidates(tokens) == exact_splits(tokens)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="ab\u0100\U0001f600", min_size=1, max_size=7), max_size=40))
+def test_split_candidates_on_random_vocabularies(tokens: list[str]) -> None:
+    tokens = list(dict.fromkeys(tokens))  # a vocabulary has each token once
+    assert fastbpe.split_candidates(tokens) == exact_splits(tokens)
+
+
+def test_an_incomplete_merges_list_is_still_refused_with_the_exact_count() -> None:
+    d = orjson.loads(info().json)
+    merges = d["model"]["merges"]
+    d["model"]["merges"] = merges[:100] + merges[101:]  # one valid split is not a merge
+    why = fastbpe.analyze(d)
+    assert isinstance(why, str) and "not complete: 1 splits" in why

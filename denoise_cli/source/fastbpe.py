@@ -150,7 +150,7 @@ def _merge_rule(model: dict[str, Any]) -> str | None:
         res = [vocab[a + b] for a, b in merges]
     except (KeyError, IndexError, ValueError, TypeError):
         return "a merge makes a token that is not in the vocabulary"
-    if any(a not in vocab or b not in vocab for a, b in merges):
+    if not set(itertools.chain.from_iterable(merges)) <= vocab.keys():
         return "a merge names a token that is not in the vocabulary"
     for i in range(1, len(res)):
         if res[i] < res[i - 1]:
@@ -159,7 +159,11 @@ def _merge_rule(model: dict[str, Any]) -> str | None:
                 f"{res[i - 1]}: merge order is not id order"
             )
     mset = set(merges)
-    missing = 0
+    # every merge is a split of a vocabulary token into two vocabulary tokens (checked above),
+    # so the list is complete when there are no more such splits than distinct merges
+    if split_candidates(list(vocab)) == len(mset):
+        return None
+    missing = 0  # the exact count (and an example) for the reason
     example = ""
     for tok in vocab:
         for k in range(1, len(tok)):
@@ -173,6 +177,52 @@ def _merge_rule(model: dict[str, Any]) -> str | None:
             f"vocabulary tokens are not merges (e.g. {example}); tiktoken would merge them"
         )
     return None
+
+
+_HASH_BASE = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
+
+
+def split_candidates(tokens: Sequence[str]) -> int:
+    """An upper bound on the number of splits ``(t[:k], t[k:])``, ``0 < k < len(t)``, of the
+    ``tokens`` into two of the ``tokens``: a split counts when both halves' polynomial hashes
+    (mod 2**64) are hashes of tokens. Equal strings have equal hashes, so every real split is
+    counted; a collision can only add one. Vectorized; the exact loop is ~5x slower."""
+    lens = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    if not len(tokens) or int(lens.max()) < 2:
+        return 0
+    chars = np.frombuffer("".join(tokens).encode("utf-32-le"), dtype=np.uint32)
+    c = chars.astype(np.uint64) + np.uint64(1)
+    n = len(c)
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    with np.errstate(over="ignore"):
+        base = np.full(n, _HASH_BASE, dtype=np.uint64)
+        inv = np.full(n, pow(_HASH_BASE, -1, 1 << 64), dtype=np.uint64)
+        pw = np.ones(n + 1, dtype=np.uint64)
+        np.cumprod(base, out=pw[1:])  # B**i
+        ipw = np.ones(n, dtype=np.uint64)
+        np.cumprod(inv[:-1], out=ipw[1:])  # B**-i
+        g = np.zeros(n + 1, dtype=np.uint64)
+        np.cumsum(c * ipw, out=g[1:])
+
+        def h(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            """Hash of chars [a, b): sum of c[i] * B**(b-1-i)."""
+            out: np.ndarray = (g[b] - g[a]) * pw[b - 1]
+            return out
+
+        known = np.unique(h(starts, ends))  # sorted
+        per = np.maximum(lens - 1, 0)  # splits of each token
+        first = np.repeat(starts, per)
+        cut = first + 1 + np.arange(int(per.sum())) - np.repeat(np.cumsum(per) - per, per)
+        last = np.repeat(ends, per)
+
+        def member(x: np.ndarray) -> np.ndarray:
+            found: np.ndarray = known[np.searchsorted(known, x) % len(known)] == x
+            return found
+
+        ok = member(h(first, cut))
+        ok &= member(h(cut, last))
+    return int(np.count_nonzero(ok))
 
 
 def _self_encoding(vocab: dict[str, int], merges: list[tuple[str, str]]) -> str | None:
