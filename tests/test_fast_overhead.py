@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from denoise_cli.config import TokenConfig, load_mixture
 from denoise_cli.source import fastbpe
 from denoise_cli.source import tokenize as tk
+from denoise_cli.source.backend import choose_backend
 from denoise_cli.source.discover import find_inputs
 from denoise_cli.source.read import FileStats, iter_batches
 from denoise_cli.source.tokenize import (
@@ -26,7 +27,6 @@ from denoise_cli.source.tokenize import (
     TokenizerInfo,
     build_shared_tokenizer,
     build_tokenizer,
-    choose_backend,
     share_with_workers,
 )
 

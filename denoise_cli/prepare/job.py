@@ -32,15 +32,14 @@ from ..rows.plan import (
     sentinels_needed,
     targets_length_window,
 )
+from ..source.backend import BackendChoice, choose_backend
 from ..source.discover import InputFile, find_inputs
 from ..source.read import FileStats, iter_batches
 from ..source.stream import SplitFilter, prefix_stops
 from ..source.tokenize import (
-    BackendChoice,
     Encoder,
     TokenizerInfo,
     build_tokenizer,
-    choose_backend,
     load_tokenizer_json,
     share_with_workers,
 )
