@@ -31,6 +31,7 @@ Usage (repository root)::
 ``--baseline DIR`` (a directory holding another revision's ``denoise_cli/``, e.g. from
 ``git archive``) adds ``prepare-fast@base`` / ``prepare-hf@base``, the same runs with that
 revision on ``PYTHONPATH``, interleaved in the same rounds; ``--kinds`` picks the prepare kinds.
+``--breakdown`` times the per-run pieces of a fast-backend ``prepare`` one by one instead.
 """
 
 from __future__ import annotations
@@ -177,6 +178,73 @@ def run_one(args: argparse.Namespace, kind: str, inputs: list[str], out: Path) -
     return res
 
 
+def breakdown(args: argparse.Namespace, inputs: list[str]) -> None:
+    """``--breakdown``: the per-run (fixed) pieces of ``prepare --tokenizer-backend fast``, each
+    timed alone in this process or a fresh child (CPU-s, best of 5)."""
+    import numpy as np
+    import orjson
+
+    from denoise_cli.config import TokenConfig, load_mixture
+    from denoise_cli.source import fastbpe
+    from denoise_cli.source.discover import find_inputs
+    from denoise_cli.source.read import FileStats, iter_batches
+    from denoise_cli.source.tokenize import Encoder, build_tokenizer
+
+    def child_cpu(code: str) -> float:
+        best = float("inf")
+        for _ in range(5):
+            before = tree_cpu()
+            subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+            best = min(best, tree_cpu() - before)
+        return best
+
+    def best_of(f: Any) -> tuple[float, Any]:
+        best, out = float("inf"), None
+        for _ in range(5):
+            t0 = time.process_time()
+            out = f()
+            best = min(best, time.process_time() - t0)
+        return best, out
+
+    rows: list[tuple[str, float]] = [
+        ("interpreter start (`python -c pass`)", child_cpu("pass")),
+        (
+            "main process imports (`cli`, `prepare.run`)",
+            child_cpu("import denoise_cli.cli, denoise_cli.prepare.run"),
+        ),
+        (
+            "forkserver imports (its preload modules)",
+            child_cpu(
+                "import denoise_cli.engines.procs, denoise_cli.prepare.worker, "
+                "denoise_cli.engines.local"
+            ),
+        ),
+    ]
+    t, info = best_of(
+        lambda: build_tokenizer(args.tokenizer, TokenConfig(), load_mixture("ul2"), 100)
+    )
+    rows.append(("`build_tokenizer` (HF build, special tokens, `to_str`)", t))
+    t, d = best_of(lambda: orjson.loads(info.json))
+    rows.append(("parse of the tokenizer JSON (orjson)", t))
+    t, spec = best_of(lambda: fastbpe.analyze(d))
+    rows.append(("`fastbpe.analyze`", t))
+    t, enc = best_of(lambda: fastbpe.build_encoding(d, spec))
+    rows.append(("`fastbpe.build_encoding` (ranks + `tiktoken.Encoding`)", t))
+    batch = next(
+        iter(iter_batches(find_inputs(inputs[:1])[0], stats=FileStats(), batch_chars=1 << 18))
+    )
+    texts = [*fastbpe.TORTURE_TEXTS, *(x[: 1 << 16] for x in batch.texts[:256])]
+    hf = Encoder(info.json, np.zeros(0, np.int32), None, built=info.built)
+    t, _ = best_of(lambda: hf.encode_lists(texts))
+    chars = sum(map(len, texts))
+    rows.append((f"self-check, HF encode ({len(texts)} texts, {chars:,} chars)", t))
+    t, _ = best_of(lambda: fastbpe.encode_texts(enc, spec, texts))
+    rows.append(("self-check, tiktoken encode (the same texts)", t))
+    print("| piece | CPU-s |\n|---|---:|")
+    for name, v in rows:
+        print(f"| {name} | {v:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--child", choices=[*KINDS, "prepare-hf@base", "prepare-fast@base"])
@@ -194,6 +262,11 @@ def main() -> None:
         "adds the kinds prepare-fast@base and prepare-hf@base, run with it on PYTHONPATH",
     )
     ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="instead of the runs: time the fixed (per-run) pieces of a fast-backend prepare",
+    )
+    ap.add_argument(
         "--kinds",
         default=",".join(KINDS),
         help="comma-separated kinds to run (bare-hf and bare-fast are always run)",
@@ -209,6 +282,9 @@ def main() -> None:
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed")
     inputs = inputs_of(args)
+    if args.breakdown:
+        breakdown(args, inputs)
+        return
     wanted = [k for k in args.kinds.split(",") if k]
     kinds = ("bare-hf", "bare-fast", *(k for k in wanted if k.startswith("prepare")))
     if args.baseline:
