@@ -27,6 +27,11 @@ Usage (repository root)::
 
     python benchmarks/bench_tokenize_backend.py --input ../shared/corpus/en-prose \\
         --tokenizer ../shared/tokenizers/gpt2/tokenizer.json --rounds 3 --files 2
+
+``--baseline DIR`` (a directory holding another revision's ``denoise_cli/``, e.g. from
+``git archive``) adds ``prepare-fast@base`` / ``prepare-hf@base``, the same runs with that
+revision on ``PYTHONPATH``, interleaved in the same rounds; ``--kinds`` picks the prepare kinds.
+``--breakdown`` times the per-run pieces of a fast-backend ``prepare`` one by one instead.
 """
 
 from __future__ import annotations
@@ -66,6 +71,12 @@ def child(args: argparse.Namespace) -> None:
     files = args.inputs
     if kind.startswith("prepare"):
         out = Path(args.out)
+        env = dict(os.environ)
+        if kind.endswith("@base"):  # the baseline revision's denoise_cli (--baseline DIR)
+            env["PYTHONPATH"] = os.pathsep.join([args.baseline, env.get("PYTHONPATH", "")])
+            kind = kind[: -len("@base")]
+        else:
+            env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
         cmd = [
             sys.executable,
             "-m",
@@ -84,7 +95,7 @@ def child(args: argparse.Namespace) -> None:
             "--quiet",
             "--overwrite",
         ]
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, env=env)
         m = json.loads((out / "denoise.json").read_text())
         print(
             json.dumps(
@@ -154,6 +165,8 @@ def run_one(args: argparse.Namespace, kind: str, inputs: list[str], out: Path) -
     t0 = time.perf_counter()
     cmd = [sys.executable, __file__, "--child", kind, "--tokenizer", args.tokenizer]
     cmd += ["--workers", str(args.workers), "--out", str(out), "--inputs", *inputs]
+    if args.baseline:
+        cmd += ["--baseline", args.baseline]
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     reap_all()  # orphaned descendants (forkserver, workers) were re-parented to us
     wall = time.perf_counter() - t0
@@ -165,9 +178,76 @@ def run_one(args: argparse.Namespace, kind: str, inputs: list[str], out: Path) -
     return res
 
 
+def breakdown(args: argparse.Namespace, inputs: list[str]) -> None:
+    """``--breakdown``: the per-run (fixed) pieces of ``prepare --tokenizer-backend fast``, each
+    timed alone in this process or a fresh child (CPU-s, best of 5)."""
+    import numpy as np
+    import orjson
+
+    from denoise_cli.config import TokenConfig, load_mixture
+    from denoise_cli.source import fastbpe
+    from denoise_cli.source.discover import find_inputs
+    from denoise_cli.source.read import FileStats, iter_batches
+    from denoise_cli.source.tokenize import Encoder, build_tokenizer
+
+    def child_cpu(code: str) -> float:
+        best = float("inf")
+        for _ in range(5):
+            before = tree_cpu()
+            subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+            best = min(best, tree_cpu() - before)
+        return best
+
+    def best_of(f: Any) -> tuple[float, Any]:
+        best, out = float("inf"), None
+        for _ in range(5):
+            t0 = time.process_time()
+            out = f()
+            best = min(best, time.process_time() - t0)
+        return best, out
+
+    rows: list[tuple[str, float]] = [
+        ("interpreter start (`python -c pass`)", child_cpu("pass")),
+        (
+            "main process imports (`cli`, `prepare.run`)",
+            child_cpu("import denoise_cli.cli, denoise_cli.prepare.run"),
+        ),
+        (
+            "forkserver imports (its preload modules)",
+            child_cpu(
+                "import denoise_cli.engines.procs, denoise_cli.prepare.worker, "
+                "denoise_cli.engines.local"
+            ),
+        ),
+    ]
+    t, info = best_of(
+        lambda: build_tokenizer(args.tokenizer, TokenConfig(), load_mixture("ul2"), 100)
+    )
+    rows.append(("`build_tokenizer` (HF build, special tokens, `to_str`)", t))
+    t, d = best_of(lambda: orjson.loads(info.json))
+    rows.append(("parse of the tokenizer JSON (orjson)", t))
+    t, spec = best_of(lambda: fastbpe.analyze(d))
+    rows.append(("`fastbpe.analyze`", t))
+    t, enc = best_of(lambda: fastbpe.build_encoding(d, spec))
+    rows.append(("`fastbpe.build_encoding` (ranks + `tiktoken.Encoding`)", t))
+    batch = next(
+        iter(iter_batches(find_inputs(inputs[:1])[0], stats=FileStats(), batch_chars=1 << 18))
+    )
+    texts = [*fastbpe.TORTURE_TEXTS, *(x[: 1 << 16] for x in batch.texts[:256])]
+    hf = Encoder(info.json, np.zeros(0, np.int32), None, built=info.built)
+    t, _ = best_of(lambda: hf.encode_lists(texts))
+    chars = sum(map(len, texts))
+    rows.append((f"self-check, HF encode ({len(texts)} texts, {chars:,} chars)", t))
+    t, _ = best_of(lambda: fastbpe.encode_texts(enc, spec, texts))
+    rows.append(("self-check, tiktoken encode (the same texts)", t))
+    print("| piece | CPU-s |\n|---|---:|")
+    for name, v in rows:
+        print(f"| {name} | {v:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--child", choices=KINDS)
+    ap.add_argument("--child", choices=[*KINDS, "prepare-hf@base", "prepare-fast@base"])
     ap.add_argument("--inputs", nargs="*", default=[])
     ap.add_argument("--out", default="")
     ap.add_argument("--input", help="input directory or file (the corpus)")
@@ -175,6 +255,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--files", type=int, default=0, help="first N input files (0 = all)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--baseline",
+        default="",
+        help="a directory holding another revision's denoise_cli/ (e.g. from git archive): "
+        "adds the kinds prepare-fast@base and prepare-hf@base, run with it on PYTHONPATH",
+    )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="instead of the runs: time the fixed (per-run) pieces of a fast-backend prepare",
+    )
+    ap.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help="comma-separated kinds to run (bare-hf and bare-fast are always run)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     if args.child:
@@ -186,13 +282,23 @@ def main() -> None:
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise SystemExit("prctl(PR_SET_CHILD_SUBREAPER) failed")
     inputs = inputs_of(args)
+    if args.breakdown:
+        breakdown(args, inputs)
+        return
+    wanted = [k for k in args.kinds.split(",") if k]
+    kinds = ("bare-hf", "bare-fast", *(k for k in wanted if k.startswith("prepare")))
+    if args.baseline:
+        args.baseline = str(Path(args.baseline).resolve())
+        if not (Path(args.baseline) / "denoise_cli").is_dir():
+            ap.error(f"--baseline {args.baseline} has no denoise_cli/")
+        kinds += tuple(k + "@base" for k in kinds if k.startswith("prepare"))
     tmp = Path(tempfile.mkdtemp(prefix="bench-tok-"))
     print(f"inputs: {len(inputs)} file(s) from {args.input}; tokenizer {args.tokenizer}")
     print(f"workers {args.workers}, rounds {args.rounds}, cpu_count {os.cpu_count()}")
     runs: list[dict[str, Any]] = []
     try:
         for r in range(args.rounds):
-            order = KINDS if r % 2 == 0 else tuple(reversed(KINDS))
+            order = kinds if r % 2 == 0 else tuple(reversed(kinds))
             for kind in order:
                 res = run_one(args, kind, inputs, tmp / kind)
                 res["round"] = r
@@ -203,8 +309,8 @@ def main() -> None:
                     f"wall {res['wall']:6.1f} s load1 {res['load1']:.2f}",
                     flush=True,
                 )
-            shutil.rmtree(tmp / "prepare-hf", ignore_errors=True)
-            shutil.rmtree(tmp / "prepare-fast", ignore_errors=True)
+            for kind in kinds:
+                shutil.rmtree(tmp / kind, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     toks = {r["tokens"] for r in runs if "tokens" in r}
@@ -220,28 +326,38 @@ def main() -> None:
         (r,) = [x for x in runs if x["kind"] == kind and x["round"] == rnd]
         return float(r["encode_cpu"] if kind.startswith("bare") else r["tree_cpu"])
 
-    print(f"\n{'kind':14s} {'median CPU-s':>12s} {'tok/CPU-s':>12s}  (bare: encode only)")
+    print(f"\n{'kind':17s} {'median CPU-s':>12s} {'tok/CPU-s':>12s}  (bare: encode only)")
     med = {}
-    for k in KINDS:
+    for k in kinds:
         med[k] = statistics.median(cpu(k, r) for r in range(args.rounds))
-        print(f"{k:14s} {med[k]:12.2f} {n / med[k]:12,.0f}")
+        print(f"{k:17s} {med[k]:12.2f} {n / med[k]:12,.0f}")
     for k in ("bare-hf", "bare-fast"):
         tree = statistics.median(x["tree_cpu"] for x in runs if x["kind"] == k)
         print(f"({k} whole process incl. reading and start-up: {tree:.2f} CPU-s)")
-    r1 = [cpu("bare-hf", r) / cpu("prepare-fast", r) for r in range(args.rounds)]
-    r2 = [cpu("bare-fast", r) / cpu("prepare-fast", r) for r in range(args.rounds)]
-    r3 = [cpu("prepare-hf", r) / cpu("prepare-fast", r) for r in range(args.rounds)]
-    r4 = [cpu("bare-hf", r) / cpu("prepare-hf", r) for r in range(args.rounds)]
     fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    rounds = range(args.rounds)
     print("\nper round (same-round ratios), median:")
-    print(
-        f"bare-hf CPU / prepare-fast CPU   {fmt(r1)}  median {statistics.median(r1):.2f}  (goal >= 3)"
-    )
-    print(
-        f"prepare-fast / bare-fast tok/CPU {fmt(r2)}  median {statistics.median(r2):.2f}  (goal >= 0.9)"
-    )
-    print(f"prepare-hf CPU / prepare-fast    {fmt(r3)}  median {statistics.median(r3):.2f}")
-    print(f"prepare-hf / bare-hf tok/CPU     {fmt(r4)}  median {statistics.median(r4):.2f}")
+    for fast in ("prepare-fast", "prepare-fast@base"):
+        if fast not in kinds:
+            continue
+        tag = " (baseline)" if fast.endswith("@base") else ""
+        r1 = [cpu("bare-hf", r) / cpu(fast, r) for r in rounds]
+        r2 = [cpu("bare-fast", r) / cpu(fast, r) for r in rounds]
+        print(
+            f"bare-hf CPU / {fast} CPU{tag}   {fmt(r1)}  median {statistics.median(r1):.2f}"
+            "  (goal >= 3)"
+        )
+        print(
+            f"{fast} / bare-fast tok/CPU{tag} {fmt(r2)}  median {statistics.median(r2):.2f}"
+            "  (goal >= 0.9)"
+        )
+    for hf in ("prepare-hf", "prepare-hf@base"):
+        if hf in kinds:
+            r4 = [cpu("bare-hf", r) / cpu(hf, r) for r in rounds]
+            print(f"{hf} / bare-hf tok/CPU     {fmt(r4)}  median {statistics.median(r4):.2f}")
+    if "prepare-fast@base" in kinds:
+        r5 = [cpu("prepare-fast@base", r) - cpu("prepare-fast", r) for r in rounds]
+        print(f"prepare-fast CPU-s saved vs baseline {fmt(r5)}  median {statistics.median(r5):.2f}")
     loads = [x["load1"] for x in runs]
     print(
         f"load average (1 min) at run starts: min {min(loads):.2f} median {statistics.median(loads):.2f} max {max(loads):.2f}"

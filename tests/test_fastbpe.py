@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 from denoise_cli.config import Lengths, PrepareConfig, TokenConfig, load_mixture
 from denoise_cli.errors import ConfigError
 from denoise_cli.prepare.run import prepare
-from denoise_cli.source import fastbpe
+from denoise_cli.source import backend, fastbpe
 from denoise_cli.source import tokenize as tkz
+from denoise_cli.source.backend import choose_backend
 from denoise_cli.source.discover import find_inputs
 from denoise_cli.source.read import FileStats, iter_batches
 from denoise_cli.source.tokenize import (
     Encoder,
     build_tokenizer,
-    choose_backend,
     load_tokenizer_json,
 )
 
@@ -335,13 +335,13 @@ def test_prepare_fast_equals_hf_and_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checked: list[int] = []
-    real = tkz.first_difference
+    real = backend.first_difference
 
     def spy(texts: Any, ref: Any, cand: Any) -> int | None:
         checked.append(len(texts))
         return real(texts, ref, cand)
 
-    monkeypatch.setattr(tkz, "first_difference", spy)
+    monkeypatch.setattr(backend, "first_difference", spy)
     cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=Lengths("encoder-decoder", 128, 128))
     outs = {}
     for b in ("hf", "fast"):

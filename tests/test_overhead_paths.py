@@ -17,13 +17,13 @@ import tokenizers
 
 from denoise_cli.config import TokenConfig, load_mixture
 from denoise_cli.source import tokenize as tk
+from denoise_cli.source.backend import choose_backend
 from denoise_cli.source.fastbpe import analyze
 from denoise_cli.source.special import model_head, special_ids_of, special_token_ids
 from denoise_cli.source.tokenize import (
     Encoder,
     build_shared_tokenizer,
     build_tokenizer,
-    choose_backend,
     load_tokenizer_json,
     share_with_workers,
 )

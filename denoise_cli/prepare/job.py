@@ -32,15 +32,14 @@ from ..rows.plan import (
     sentinels_needed,
     targets_length_window,
 )
+from ..source.backend import BackendChoice, choose_backend
 from ..source.discover import InputFile, find_inputs
 from ..source.read import FileStats, iter_batches
 from ..source.stream import SplitFilter, prefix_stops
 from ..source.tokenize import (
-    BackendChoice,
     Encoder,
     TokenizerInfo,
     build_tokenizer,
-    choose_backend,
     load_tokenizer_json,
     share_with_workers,
 )
@@ -95,11 +94,9 @@ class Job:
         return shard_name(self.cfg.epochs, epoch, file_idx, part, self.cfg.format)
 
     def worker_preload(self) -> contextlib.AbstractContextManager[None]:
-        """Around a process pool's start: its forkserver builds the HF tokenizer once for all
-        workers (``tokenize.share_with_workers``)."""
-        if self.encoder.backend != "hf":
-            return contextlib.nullcontext()
-        return share_with_workers(self.encoder.tokenizer_json)
+        """Around a process pool's start: its forkserver builds the encoder's tokenizer (HF, or
+        tiktoken for the fast backend) once for all workers (``tokenize.share_with_workers``)."""
+        return share_with_workers(self.encoder.tokenizer_json, self.encoder.fast)
 
 
 def rows_per_part(cfg: PrepareConfig) -> int:
@@ -147,7 +144,10 @@ def make_job(prep: Prepared, out: Path) -> Job:
         cfg=cfg,
         plans=prep.plans,
         special=tok.special_ids(),
-        encoder=tok.encoder(prep.backend.spec if prep.backend else None),
+        encoder=tok.encoder(
+            prep.backend.spec if prep.backend else None,
+            prep.backend.engine if prep.backend else None,
+        ),
         out=str(out),
         files=tuple(prep.files),
         rows_per_part=rows_per_part(cfg),
@@ -171,7 +171,10 @@ def apply_limit(prep: Prepared) -> bool:
         prep.files,
         docs=cfg.limit_docs,
         tokens=cfg.limit_tokens,
-        encoder=prep.tokenizer.encoder(prep.backend.spec if prep.backend else None)
+        encoder=prep.tokenizer.encoder(
+            prep.backend.spec if prep.backend else None,
+            prep.backend.engine if prep.backend else None,
+        )
         if cfg.limit_tokens
         else None,
         text_key=cfg.text_key,
@@ -204,7 +207,8 @@ def choose_encoder_backend(prep: Prepared, requested: str, mine: Sequence[int]) 
                 return [text[: 1 << 16] for text in batch.texts[:256]]
         return []
 
-    choice = choose_backend(prep.tokenizer.json, requested, sample, prep.tokenizer.model_head)
+    tok = prep.tokenizer
+    choice = choose_backend(tok.json, requested, sample, tok.model_head, tok.built)
     if choice.warning:
         print(f"denoise: warning: {choice.warning}", file=sys.stderr)
     return choice

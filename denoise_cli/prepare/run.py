@@ -108,7 +108,7 @@ def prepare(
     ``storage_options``: fsspec options for URL inputs and a URL ``out_dir``
     (``--storage-options``); a URL ``out_dir`` is staged under ``staging_dir`` (default: the
     temp directory) and published part by part (:mod:`.publish`).
-    ``tokenizer_backend``: auto, hf or fast (``tokenize.choose_backend``; same ids either way).
+    ``tokenizer_backend``: auto, hf or fast (``source.backend.choose_backend``; same ids either way).
     ``progress_interval``: seconds between plain progress lines (default: a bar on a terminal,
     else every 30 s; see ``engines.progress.Progress``).
     ``notify`` receives the one-line "resuming: ..." message when earlier work is reused.

@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,12 +33,9 @@ from ..errors import ConfigError
 from ..rows.base import SpecialIds
 from .docsplit import DocSplitter
 from .fastbpe import (
-    TORTURE_TEXTS,
     FastSpec,
-    analyze,
     build_encoding,
     encode_texts,
-    first_difference,
 )
 from .special import (
     find_token,
@@ -150,15 +147,17 @@ class TokenizerInfo:
             ids.discard(self.unk[1])
         return np.array(sorted(ids), dtype=np.int32)
 
-    def encoder(self, fast: FastSpec | None = None) -> Encoder:
+    def encoder(self, fast: FastSpec | None = None, engine: Any = None) -> Encoder:
         """The encoder of documents for this tokenizer (reserved ids replaced or refused);
-        ``fast``: encode with tiktoken (``choose_backend``), else HF ``tokenizers``."""
+        ``fast``: encode with tiktoken (``choose_backend``; ``engine``: its ``Encoding`` when
+        this process built it already), else HF ``tokenizers``."""
         return Encoder(
             self.json,
             self.reserved_ids(),
             self.unk[1] if self.unk else None,
             fast=fast,
             built=None if fast is not None else self.built,
+            engine=engine,
         )
 
     @classmethod
@@ -276,15 +275,19 @@ def build_tokenizer(
 #: names a readable file (a memfd of the parent, ``/proc/PID/fd/N``) holding the tokenizer JSON
 #: the workers encode with; set by :func:`share_with_workers` while a process pool starts
 SHARED_TOKENIZER_ENV = "DENOISE_SHARED_TOKENIZER"
+#: set with it when the workers encode with tiktoken: the :class:`~.fastbpe.FastSpec` (JSON)
+SHARED_FAST_ENV = "DENOISE_SHARED_FAST"
 _SHARED: list[tuple[str, Any]] = []  # (tokenizer JSON, the Tokenizer built from it)
+_SHARED_FAST: list[tuple[str, FastSpec, Any]] = []  # (tokenizer JSON, spec, tiktoken Encoding)
 
 
 @contextlib.contextmanager
-def share_with_workers(tokenizer_json: str) -> Iterator[None]:
+def share_with_workers(tokenizer_json: str, fast: FastSpec | None = None) -> Iterator[None]:
     """While open, a forkserver started from this process builds ``tokenizer_json`` once, when
     it imports this module, and every worker forked from it starts with the tokenizer built
-    (:func:`build_shared_tokenizer`) instead of building its own. The JSON is handed over in
-    an anonymous memory file (Linux); elsewhere this does nothing."""
+    (:func:`build_shared_tokenizer`) instead of building its own: the HF ``Tokenizer``, or with
+    ``fast`` the tiktoken ``Encoding``. The JSON is handed over in an anonymous memory file
+    (Linux); elsewhere this does nothing."""
     if not (sys.platform.startswith("linux") and hasattr(os, "memfd_create")):
         yield
         return
@@ -294,9 +297,14 @@ def share_with_workers(tokenizer_json: str) -> Iterator[None]:
         while data:
             data = data[os.write(fd, data) :]
         os.environ[SHARED_TOKENIZER_ENV] = f"/proc/{os.getpid()}/fd/{fd}"
+        if fast is not None:
+            import orjson
+
+            os.environ[SHARED_FAST_ENV] = orjson.dumps(fast.__dict__).decode()
         yield
     finally:
         os.environ.pop(SHARED_TOKENIZER_ENV, None)
+        os.environ.pop(SHARED_FAST_ENV, None)
         os.close(fd)
 
 
@@ -304,12 +312,19 @@ def build_shared_tokenizer() -> None:
     """Build the tokenizer that :func:`share_with_workers` names in the environment, once per
     process (a forkserver's preload). Never raises: a worker without it builds its own."""
     path = os.environ.pop(SHARED_TOKENIZER_ENV, None)
-    if not path or _SHARED:
+    fast = os.environ.pop(SHARED_FAST_ENV, None)
+    if not path or _SHARED or _SHARED_FAST:
         return
     try:
         with open(path, encoding="utf-8", newline="") as f:
             text = f.read()
-        _SHARED.append((text, _tokenizers().Tokenizer.from_str(text)))
+        if fast is None:
+            _SHARED.append((text, _tokenizers().Tokenizer.from_str(text)))
+            return
+        import orjson
+
+        spec = FastSpec(**orjson.loads(fast))
+        _SHARED_FAST.append((text, spec, build_encoding(orjson.loads(text), spec)))
     except Exception:  # an exception here would kill the forkserver
         return
 
@@ -333,6 +348,7 @@ class Encoder:
         piece_chars: int = PIECE_CHARS,
         fast: FastSpec | None = None,
         built: Any = None,
+        engine: Any = None,
     ) -> None:
         self._json = tokenizer_json
         self._reserved = np.asarray(reserved, dtype=np.int32)
@@ -345,7 +361,8 @@ class Encoder:
         self._piece_chars = piece_chars
         self._splitter: DocSplitter | None = None
         self.fast = fast
-        self._enc: Any = None
+        # the tiktoken ``Encoding`` of ``fast``, if this process already built it (never pickled)
+        self._enc: Any = engine if fast is not None else None
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -380,11 +397,28 @@ class Encoder:
         if self.fast is None:
             encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
             return [e.ids for e in encs]
-        if self._enc is None:
-            import orjson
+        return [np.asarray(ids).tolist() for ids in self.encode_arrays(texts)]
 
-            self._enc = build_encoding(orjson.loads(self._json), self.fast)
-        return encode_texts(self._enc, self.fast, texts)
+    def encode_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The fast backend's raw ids per document, as uint32 arrays (no Python lists)."""
+        assert self.fast is not None
+        return encode_texts(self.engine, self.fast, texts)
+
+    @property
+    def engine(self) -> Any:
+        """The fast backend's tiktoken ``Encoding``: the one handed over at construction (this
+        process's self-check built it), else the one a forkserver built for its workers
+        (:func:`share_with_workers`), else built here from the tokenizer JSON."""
+        assert self.fast is not None
+        if self._enc is None:
+            shared = _SHARED_FAST[0] if _SHARED_FAST else None
+            if shared is not None and shared[0] == self._json and shared[1] == self.fast:
+                self._enc = _SHARED_FAST.pop()[2]
+            else:
+                import orjson
+
+                self._enc = build_encoding(orjson.loads(self._json), self.fast)
+        return self._enc
 
     @property
     def splitter(self) -> DocSplitter:
@@ -397,9 +431,7 @@ class Encoder:
         bounds = [0, *self.splitter.cuts(text, self._piece_chars), len(text)]
         pieces = []
         for a, b in itertools.pairwise(bounds):
-            ids = self.encode_lists([text[a:b]])[0]
-            pieces.append(np.asarray(ids, dtype=np.int32))
-            del ids
+            pieces.append(self._encode_flat([text[a:b]])[0])
         return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
     @property
@@ -421,6 +453,23 @@ class Encoder:
             self._tok = tok
         return self._tok
 
+    def _encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(all ids of ``texts`` back to back as a new int32 array, int64 ids per text)."""
+        if self.fast is not None:
+            arrays = self.encode_arrays(texts)
+            lens = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+            flat = np.concatenate(arrays)  # a new array (the tiktoken buffers are read-only)
+            del arrays
+            # ids < 2**31 (build_tokenizer checks the vocabulary size): the same values
+            return (flat.view(np.int32) if flat.dtype == np.uint32 else flat.astype(np.int32)), lens
+        ids_lists = self.encode_lists(texts)
+        lens = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
+        # chain.from_iterable is ~2x faster than a generator expression here (measured)
+        values = np.fromiter(
+            itertools.chain.from_iterable(ids_lists), dtype=np.int32, count=int(lens.sum())
+        )
+        return values, lens
+
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """Encode documents -> (flat int32 ids, int64 offsets of len(texts)+1, counters).
 
@@ -436,20 +485,16 @@ class Encoder:
         batch = list(texts)
         for i in long:
             batch[i] = ""
-        ids_lists = self.encode_lists(batch)
+        values, lens = self._encode_flat(batch)
         del batch
         if self._unk_text is not None:
             u = self._unk_text
             spelled = sum(t.count(u) for t in texts if u in t)
             if spelled:
                 counts["reserved_replaced"] = spelled
-        lens = np.fromiter((len(x) for x in ids_lists), dtype=np.int64, count=len(ids_lists))
         offsets = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         total = int(offsets[-1])
-        # chain.from_iterable is ~2x faster than a generator expression here (measured)
-        values = np.fromiter(itertools.chain.from_iterable(ids_lists), dtype=np.int32, count=total)
-        del ids_lists
         if long:
             big = {i: self.encode_long(texts[i]) for i in long}
             segs = [
@@ -483,99 +528,6 @@ class Encoder:
                     np.cumsum(lens, out=offsets[1:])
                     counts["reserved_token"] = len(docs)
         return values, offsets, counts
-
-
-BACKENDS = ("auto", "hf", "fast")
-
-
-@dataclass(frozen=True)
-class BackendChoice:
-    """Which engine encodes documents, and why (recorded in the manifest)."""
-
-    requested: str
-    used: str  # "hf" or "fast"
-    reason: str  # why fast is not used, or what was checked
-    spec: FastSpec | None = None
-    checked_texts: int = 0
-    warning: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"requested": self.requested, "used": self.used, "reason": self.reason}
-        if self.spec is not None:
-            import tiktoken
-
-            d["engine"] = f"tiktoken {tiktoken.__version__}"
-            d.update(self.spec.to_dict())
-        # nothing that depends on which file came first: merged parts equal one machine's run
-        return d
-
-
-def _ruled_out(head: dict[str, Any]) -> str | None:
-    """:func:`~.fastbpe.analyze`'s reason when the model's head alone rules tiktoken out (the
-    same reason, from the checks it makes first); None when the whole JSON must be analyzed."""
-    if not head:
-        return None
-    if head.get("type") != "BPE":
-        return f"model is {head.get('type')}, not BPE"
-    if head.get("dropout"):
-        return None  # its reason quotes the JSON's float
-    for key, what in (
-        ("unk_token", "an unk token"),
-        ("continuing_subword_prefix", "a continuing-subword prefix"),
-        ("end_of_word_suffix", "an end-of-word suffix"),
-        ("byte_fallback", "byte fallback"),
-    ):
-        if head.get(key):
-            return f"BPE model has {what} ({head[key]!r})"
-    return None
-
-
-def choose_backend(
-    tokenizer_json: str,
-    requested: str,
-    sample: Sequence[str] | Callable[[], Sequence[str]] = (),
-    model: dict[str, Any] | None = None,
-) -> BackendChoice:
-    """Pick the document encoder. ``fast`` when :func:`~.fastbpe.analyze` accepts the tokenizer
-    and tiktoken gives HF's ids on the torture texts and ``sample`` (a run's first documents, or
-    a function that reads them: called only when the tokenizer qualifies);
-    a difference falls back to HF with a warning naming the first differing text. ``hf``: always
-    HF. ``fast``: ConfigError naming the reason when not reproducible (self-check included).
-    ``model`` (``TokenizerInfo.model_head``) lets a non-BPE model be ruled out unparsed."""
-    import orjson
-
-    if requested not in BACKENDS:
-        raise ConfigError(
-            f"--tokenizer-backend must be one of {', '.join(BACKENDS)}, got {requested!r}"
-        )
-    if requested == "hf":
-        return BackendChoice(requested, "hf", "requested")
-    # ``model``: ``TokenizerInfo.model_head``; spares parsing a huge vocabulary's JSON
-    ruled_out = _ruled_out(model or {})
-    spec = ruled_out if ruled_out is not None else analyze(orjson.loads(tokenizer_json))
-    if isinstance(spec, str):
-        if requested == "fast":
-            raise ConfigError(
-                f"--tokenizer-backend fast: tiktoken cannot reproduce this tokenizer: {spec}"
-            )
-        return BackendChoice(requested, "hf", spec)
-    texts = [*TORTURE_TEXTS, *(sample() if callable(sample) else sample)]
-    hf = Encoder(tokenizer_json, np.zeros(0, np.int32), None)
-    fast = Encoder(tokenizer_json, np.zeros(0, np.int32), None, fast=spec)
-    bad = first_difference(texts, hf.encode_lists, fast.encode_lists)
-    if bad is not None:
-        shown = texts[bad][:80]
-        where = "built-in torture text" if bad < len(TORTURE_TEXTS) else "first documents"
-        msg = (
-            f"tiktoken and HF tokenizers differ on a {where} ({shown!r}"
-            f"{'...' if len(texts[bad]) > 80 else ''}): using HF tokenizers"
-        )
-        if requested == "fast":
-            raise ConfigError(f"--tokenizer-backend fast: {msg.split(': using')[0]}")
-        return BackendChoice(requested, "hf", "self-check failed: " + msg, None, len(texts), msg)
-    return BackendChoice(
-        requested, "fast", "reproducible: identical ids on the self-check", spec, len(texts)
-    )
 
 
 build_shared_tokenizer()  # a no-op unless this process is a forkserver started to share one
