@@ -133,6 +133,12 @@ def test_refuses_foreign_directories_and_touches_nothing(src: Path, tmp_path: Pa
     with pytest.raises(ConfigError, match="shard-rows"):
         shuffle(str(src), str(tmp_path / "z"), shard_rows=0)
     assert _digest(src) == before
+    merging = tmp_path / "m"  # an interrupted merge's directory is not ours to clear
+    (merging / ".denoise").mkdir(parents=True)
+    (merging / ".denoise" / "merge.json").write_text("{}")
+    with pytest.raises(OutputError, match="another denoise command"):
+        shuffle(str(src), str(merging))
+    assert (merging / ".denoise" / "merge.json").read_text() == "{}"
     sh = tmp_path / "sh"
     shuffle(str(src), str(sh))
     with pytest.raises(ConfigError, match="already a shuffled output"):

@@ -171,8 +171,9 @@ def gather(
     size: int | None = None,
     zero_copy: bool = False,
 ) -> Batch:
-    """Rows ``idx`` of ``ds`` as tensors, gathered in one pass straight into new tensors
-    (``DenoiseDataset.take(out=...)`` on their ``.numpy()`` views): int64 when ``long`` (the
+    """Rows ``idx`` of ``ds`` as tensors, gathered in one pass straight into new arrays
+    (``DenoiseDataset.take(out=...)``, or one copy per column for a slice of one record batch)
+    that the tensors wrap: int64 when ``long`` (the
     widening is part of the gather), allocated in pinned memory when ``pin_memory`` (then the
     host-to-device copy can be ``non_blocking``). ``size > len(idx)`` appends padding rows
     (``ds.pad_values``: labels -100, attention_mask 0, input_length 0, ...).
@@ -188,19 +189,15 @@ def gather(
     size = n if size is None else size
     if size < n:
         raise ValueError(f"size {size} < {n} rows")
+    idx = np.asarray(idx, dtype=np.int64)
+    # increasing over a span of n - 1: consecutive rows, perhaps one slice of one record batch
+    consecutive = bool(n) and idx[-1] - idx[0] == n - 1 and bool((idx[1:] > idx[:-1]).all())
     if zero_copy:
         if long:
             raise ValueError(
                 "zero_copy needs long=False (ids are stored as int32: widen on the device)"
             )
-        idx = np.asarray(idx, dtype=np.int64)
-        if (
-            n
-            and size == n
-            and not pin_memory
-            and idx[-1] - idx[0] == n - 1
-            and (idx[1:] > idx[:-1]).all()  # increasing over a span of n - 1: consecutive
-        ):
+        if consecutive and size == n and not pin_memory:
             got = tensor_views(ds).get(int(idx[0]), int(idx[-1]) + 1, cols)
             if got is not None:
                 return got
@@ -219,10 +216,7 @@ def gather(
             t = torch.from_numpy(arrays[k])
         tensors[k] = t
     outs = arrays if size == n else {k: a[:n] for k, a in arrays.items()}
-    idx = np.asarray(idx, dtype=np.int64)
-    view = None
-    if n and idx[-1] - idx[0] == n - 1 and (idx[1:] > idx[:-1]).all():  # consecutive rows
-        view = ds.view(int(idx[0]), int(idx[-1]) + 1, cols)
+    view = ds.view(int(idx[0]), int(idx[-1]) + 1, cols) if consecutive else None
     if view is not None:  # one contiguous copy per column (widened in the same pass)
         for k, o in outs.items():
             np.copyto(o, view[k], casting="safe")

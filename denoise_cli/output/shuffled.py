@@ -129,11 +129,9 @@ class _Physical:
 
 def _load_physical(out: Path, m: dict[str, Any]) -> _Physical:
     batches: list[pa.RecordBatch] = []
-    keep: list[Any] = []
     for s in m["shards"]:
         p = output_path(out, s["path"], f"{MANIFEST}: shard path")
-        bs, buf = read_shard_mapped(p, m["format"])
-        keep.append(buf)
+        bs, _ = read_shard_mapped(p, m["format"])  # batches hold their mapping open
         batches.extend(b for b in bs if b.num_rows)
     n = sum(b.num_rows for b in batches)
     sh = m[SHUFFLE]

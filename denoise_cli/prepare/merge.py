@@ -32,7 +32,6 @@ from ..output.layout import (
     epoch_dir,
     locked_output,
     merge_record,
-    only_state,
     output_path,
     run_record,
     tmp_path,
@@ -41,7 +40,7 @@ from ..output.manifest import diff, dumps, read_manifest, totals_from_files
 from ..output.remote import is_output_url, localize
 from ..output.shards import atomic_write_bytes
 from .finalize import write_epoch_files, write_top
-from .outdir import read_identity
+from .outdir import check_new_output, read_identity
 
 
 def _identity(part: Path) -> dict[str, Any]:
@@ -105,37 +104,15 @@ def merge(
         )
     dst = Path(out)
     check_no_overlap(dst, dirs, [])
-    _check_dst(dst)  # before writing anything
+    check_new_output(dst, merge_record(dst), "merge")  # before writing anything
     dst.mkdir(parents=True, exist_ok=True)
     with locked_output(dst, "denoise merge"):
-        _check_dst(dst)
+        check_new_output(dst, merge_record(dst), "merge")
         # an interrupted merge (or a kill before its marker): start over, only our entries go
         clear_output(dst)
         marker = {"parts": [str(d.resolve()) for d in dirs], "copy": copy}
         atomic_write_bytes(merge_record(dst), dumps(marker))
         return _merge_into(dst, dirs, tops, seen, count, copy)
-
-
-def _check_dst(dst: Path) -> None:
-    """Merge into a new or empty directory, or one an interrupted merge left (rerun)."""
-    if not dst.exists():
-        return
-    if not dst.is_dir():
-        raise OutputError(f"{dst} exists and is not a directory")
-    names = sorted(e.name for e in dst.iterdir())
-    if not names:
-        return
-    if (dst / MANIFEST).exists():
-        raise OutputError(f"{dst} already holds a denoise output; merge into a new directory")
-    if run_record(dst).exists():
-        raise OutputError(
-            f"{dst} holds an unfinished `denoise prepare` output; merge into a new directory"
-        )
-    if not (merge_record(dst).is_file() or only_state(dst)):
-        raise OutputError(
-            f"{dst} is not empty and is not an interrupted merge (it holds "
-            f"{', '.join(names[:5])}); merge into a new directory"
-        )
 
 
 def _merge_into(

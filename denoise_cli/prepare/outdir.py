@@ -16,6 +16,8 @@ import orjson
 from .. import __version__
 from ..errors import OutputError
 from ..output.layout import (
+    MANIFEST,
+    MARKERS,
     SPLIT_MARKER,
     STATE_DIR,
     clear_output,
@@ -87,3 +89,30 @@ def claim_split(root: Path, split: str) -> None:
         atomic_write_bytes(marker, dumps({"split": split}))
     for d in work_dirs(root):
         d.mkdir(parents=True, exist_ok=True)
+
+
+def check_new_output(dst: Path, marker: Path, verb: str) -> None:
+    """Where ``denoise merge`` / ``shuffle`` (``verb``) may write: a new or empty directory, or
+    one its own interrupted run left (its ``marker`` in ``.denoise/``, or only ``.denoise/``).
+    Anything else (a complete output, another command's unfinished one, foreign files) is
+    refused, naming what is there. Writes nothing."""
+    if not dst.exists():
+        return
+    if not dst.is_dir():
+        raise OutputError(f"{dst} exists and is not a directory")
+    names = sorted(e.name for e in dst.iterdir())
+    if not names:
+        return
+    if (dst / MANIFEST).exists():
+        raise OutputError(f"{dst} already holds a denoise output; {verb} into a new directory")
+    other = [m for m in MARKERS if m != marker.name and (dst / STATE_DIR / m).is_file()]
+    if other:
+        raise OutputError(
+            f"{dst} holds an unfinished output of another denoise command ({STATE_DIR}/"
+            f"{other[0]}); {verb} into a new directory"
+        )
+    if not (marker.is_file() or only_state(dst)):
+        raise OutputError(
+            f"{dst} is not empty and is not an interrupted {verb} (it holds "
+            f"{', '.join(names[:5])}); {verb} into a new directory"
+        )

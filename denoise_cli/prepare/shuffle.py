@@ -34,10 +34,7 @@ from ..output.layout import (
     clear_output,
     epoch_dir,
     locked_output,
-    merge_record,
-    only_state,
     output_path,
-    run_record,
     shuffle_record,
     shuffled_shard_name,
 )
@@ -46,6 +43,7 @@ from ..output.remote import is_output_url, localize
 from ..output.shards import ShardWriter, atomic_write_bytes, read_shard_mapped, shard_format
 from ..output.shuffled import SHUFFLE, is_shuffled, key_digest, permutation, take_rows
 from .finalize import write_epoch_files, write_top
+from .outdir import check_new_output
 
 __all__ = ["DEFAULT_SHARD_ROWS", "shuffle"]
 
@@ -80,10 +78,10 @@ def shuffle(
         raise ConfigError(f"{inp} is already a shuffled output; shuffle its source instead")
     dst = Path(out)
     check_no_overlap(dst, [inp], [])
-    _check_dst(dst)
+    check_new_output(dst, shuffle_record(dst), "shuffle")
     dst.mkdir(parents=True, exist_ok=True)
     with locked_output(dst, "denoise shuffle"):
-        _check_dst(dst)
+        check_new_output(dst, shuffle_record(dst), "shuffle")
         clear_output(dst)  # an interrupted shuffle: start over, only our entries go
         marker = {"source": str(inp.resolve()), "seed": seed, "shard_rows": shard_rows}
         atomic_write_bytes(shuffle_record(dst), dumps(marker))
@@ -110,13 +108,11 @@ def _shuffle_one(
     fmt = m["format"]
     check_shard_files(d_in, m, "fast")
     batches: list[pa.RecordBatch] = []
-    keep: list[Any] = []  # the mappings stay open while their rows are read
     chain: dict[int, int] = {}
     for s in m["shards"]:
         p = output_path(d_in, s["path"], f"{MANIFEST}: shard path")
-        bs, buf = read_shard_mapped(p, fmt)
+        bs, _ = read_shard_mapped(p, fmt)  # batches hold their mapping open
         check_shard_rows(p, s, bs, chain)
-        keep.append(buf)
         batches.extend(b for b in bs if b.num_rows)
     n = sum(b.num_rows for b in batches)
     if not n:
@@ -154,26 +150,3 @@ def _shuffle_one(
     tok = (d_in / TOKENIZER).read_text(encoding="utf-8")
     write_epoch_files(dst / sub, res, tok, epochs > 1)
     return res
-
-
-def _check_dst(dst: Path) -> None:
-    """Shuffle into a new or empty directory, or one an interrupted shuffle left (rerun)."""
-    if not dst.exists():
-        return
-    if not dst.is_dir():
-        raise OutputError(f"{dst} exists and is not a directory")
-    names = sorted(e.name for e in dst.iterdir())
-    if not names:
-        return
-    if (dst / MANIFEST).exists():
-        raise OutputError(f"{dst} already holds a denoise output; shuffle into a new directory")
-    if run_record(dst).exists() or merge_record(dst).exists():
-        raise OutputError(
-            f"{dst} holds an unfinished `denoise prepare` or `merge` output; shuffle into a new "
-            "directory"
-        )
-    if not (shuffle_record(dst).is_file() or only_state(dst)):
-        raise OutputError(
-            f"{dst} is not empty and is not an interrupted shuffle (it holds "
-            f"{', '.join(names[:5])}); shuffle into a new directory"
-        )
