@@ -148,6 +148,25 @@ def _load_physical(out: Path, m: dict[str, Any]) -> _Physical:
     return _Physical(batches, starts, inv, schema)
 
 
+class _ShuffledRows:
+    """The shards of one shuffled dataset, mapped once, on first use, for all its logical shards."""
+
+    def __init__(self, out: Path, m: dict[str, Any]) -> None:
+        self.out, self.m = out, m
+        self._phys: _Physical | None = None
+
+    def exists(self) -> bool:
+        return all(
+            output_path(self.out, s["path"], f"{MANIFEST}: shard path").is_file()
+            for s in self.m["shards"]
+        )
+
+    def physical(self) -> _Physical:
+        if self._phys is None:
+            self._phys = _load_physical(self.out, self.m)
+        return self._phys
+
+
 @dataclass
 class LogicalShard:
     """One shard as the checks see it: ``entry`` is its manifest entry (a shuffled output: the
@@ -159,23 +178,21 @@ class LogicalShard:
     path: Path | None  # the shard file; None: rebuilt from a shuffled output's rows
     fmt: str
     first: int = 0  # a rebuilt shard: its first source row
-    _phys: list[_Physical] = field(default_factory=list, repr=False)
-    _load: Any = field(default=None, repr=False)
+    rows: _ShuffledRows | None = field(default=None, repr=False)  # a rebuilt shard's source
 
     def exists(self) -> bool:
         """Its file is there (a rebuilt shard: every shard of the shuffled output)."""
         if self.path is not None:
             return self.path.is_file()
-        return bool(self._load is not None and self._load(check_only=True))
+        return self.rows is not None and self.rows.exists()
 
     def open(
         self, columns: Sequence[str] | None = None
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         if self.path is not None:
             return open_shard(self.path, self.fmt, columns)
-        if not self._phys:
-            self._phys.append(self._load())
-        ph = self._phys[0]
+        assert self.rows is not None
+        ph = self.rows.physical()
         # as open_shard: the file's schema, the stored columns ``columns`` are read from
         cols = stored_columns(ph.schema, columns) if columns is not None else None
         lo, hi = self.first, self.first + int(self.entry["rows"])
@@ -229,22 +246,12 @@ def logical_shards(out: Path, m: dict[str, Any]) -> list[LogicalShard]:
             for s in m["shards"]
         ]
     _check_entry(m)
-    cache: list[_Physical] = []
-
-    def load(check_only: bool = False) -> Any:
-        if check_only:
-            return all(
-                output_path(out, s["path"], f"{MANIFEST}: shard path").is_file()
-                for s in m["shards"]
-            )
-        if not cache:
-            cache.append(_load_physical(out, m))
-        return cache[0]
+    rows = _ShuffledRows(out, m)
 
     res: list[LogicalShard] = []
     first = 0
     for s in m[SHUFFLE]["source_shards"]:
         rel = f"{s['path']} (rebuilt from the shuffled rows)"
-        res.append(LogicalShard(s, rel, None, fmt, first, _load=load))
+        res.append(LogicalShard(s, rel, None, fmt, first, rows))
         first += int(s["rows"])
     return res
