@@ -280,14 +280,17 @@ def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_tree(spec: dict[str, Any]) -> dict[str, Any]:
-    """``prepare(...)`` and nothing else: the parent (a subreaper) measures the CPU of this
-    process and of every process under it (forkserver, workers, resource tracker)."""
-    from denoise_cli.prepare.run import prepare
+    """``denoise prepare`` as a user runs it (``cli.main``: how it ends the process is part of
+    what is measured) and nothing else: the parent (a subreaper) measures the CPU of this
+    process and of every process under it (workers; a forkserver and the resource tracker where
+    the pool starts from one). The result line is printed by an ``atexit`` handler, since the
+    command ends the process."""
+    import atexit
 
     timing = spec.get("encode_dir")
     if timing:
         # encode_batch_fast timed inside prepare's own processes (this one, and the pool's
-        # workers through their forkserver's preload); its build is not counted
+        # workers); its build is not counted
         import denoise_cli.engines.local as local
 
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -297,24 +300,36 @@ def child_tree(spec: dict[str, Any]) -> dict[str, Any]:
         )
         import encode_timer  # noqa: F401
 
-        plain = local._mp_context
-        local._mp_context = lambda preload: plain([*preload, "encode_timer"])  # type: ignore[assignment]
-    man = prepare(
-        spec["files"],
-        spec["out"],
-        _cfg(spec["mixture"]),
-        tokenizer=spec.get("tokenizer"),
-        workers=int(spec["workers"]),
-        overwrite=True,
-        progress=False,
-    )
-    tot = man["totals"]
-    res = {"tokens": tot.get("tokens", 0), "docs": tot.get("docs", 0)}
-    if timing:
-        from encode_timer import read_totals
+        plain: Any = local._mp_context
 
-        res["encode_cpu"], res["encode_tokens"] = read_totals(timing)
-    return res
+        # (forked workers have it from this process; a forkserver imports it as a preload;
+        # a --baseline revision from before the start-method choice passes no method)
+        def with_timer(*args: Any) -> Any:
+            return plain(*args[:-1], [*args[-1], "encode_timer"])
+
+        local._mp_context = with_timer  # type: ignore[assignment]
+
+    def report() -> None:
+        from denoise_cli.output.manifest import read_manifest
+
+        tot = read_manifest(Path(spec["out"]))["totals"]
+        res = {"tokens": tot.get("tokens", 0), "docs": tot.get("docs", 0)}
+        if timing:
+            from encode_timer import read_totals
+
+            res["encode_cpu"], res["encode_tokens"] = read_totals(timing)
+        print(RESULT + json.dumps(res), flush=True)
+
+    atexit.register(report)
+    sys.argv = ["denoise", "prepare", "--mixture", spec["mixture"], *spec["files"], spec["out"]]
+    sys.argv += ["--inputs-length", "512", "--targets-length", "512", "--overwrite", "-q"]
+    sys.argv += ["--workers", str(spec["workers"])]
+    if spec.get("tokenizer"):
+        sys.argv += ["--tokenizer", spec["tokenizer"]]
+    from denoise_cli.cli import main
+
+    main()
+    raise AssertionError("denoise's main() returned")
 
 
 class _TimedTok:
@@ -685,6 +700,16 @@ def overhead_main(a: argparse.Namespace) -> None:
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
     )
+    # as installed (pip compiles bytecode): cached .pyc files, written by one untimed warm-up
+    # run per revision (PYTHONDONTWRITEBYTECODE would have every run compile denoise_cli anew)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    warm = tmp / "warm"
+    warm.mkdir()
+    first_docs(files[0], warm / "w.jsonl.zst", 3)
+    for _, path in revs:
+        spec = {**base, "files": [str(warm / "w.jsonl.zst")], "workers": 1, "out": str(tmp / "w")}
+        run_tree("tree", spec, log, path)
+        shutil.rmtree(tmp / "w", ignore_errors=True)
     rows: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for rep in range(a.repeats):

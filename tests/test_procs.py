@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from test_reliability import ARGS, make_corpus
 
+from denoise_cli.engines.local import START_METHOD_ENV
 from denoise_cli.engines.procs import Terminated, terminate_raises
 from denoise_cli.prepare.resume import resume_point
 
@@ -83,12 +84,19 @@ def big_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("procs") / "in", files=4, docs=2000)
 
 
-def _start(inp: Path, out: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _start(
+    inp: Path, out: Path, log: Path, *extra: str, start: str | None = None
+) -> subprocess.Popen[bytes]:
     # stderr to a file: an orphan holding a pipe would make communicate() hang
+    env = dict(os.environ)
+    env.pop(START_METHOD_ENV, None)
+    if start:
+        env[START_METHOD_ENV] = start
     return subprocess.Popen(
         [sys.executable, "-m", "denoise_cli", "prepare", str(inp), str(out), *ARGS, *extra],
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
+        env=env,
     )
 
 
@@ -105,15 +113,20 @@ def _wait_for_commit(p: subprocess.Popen[bytes], out: Path, timeout: float = 120
 
 @linux_only
 @pytest.mark.slow
+@pytest.mark.parametrize("start", [None, "forkserver"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_nothing_outlives_the_main_process(
-    subreaper: None, big_corpus: Path, tmp_path: Path, sig: signal.Signals
+    subreaper: None, big_corpus: Path, tmp_path: Path, sig: signal.Signals, start: str | None
 ) -> None:
     out, log = tmp_path / "o", tmp_path / "err.txt"
-    p = _start(big_corpus, out, log, "--workers", "2")
+    p = _start(big_corpus, out, log, "--workers", "2", start=start)
     _wait_for_commit(p, out)
-    tree = process_tree(p.pid)  # forkserver, resource tracker, workers
-    assert len(tree) >= 3, tree
+    tree = process_tree(p.pid)
+    kids = [k for k in tree if (st := _stat(k)) is not None and st[1] == p.pid]
+    if start is None:  # the default: 2 workers forked from the main process, nothing else
+        assert len(kids) == 2 and len(tree) == 2, tree
+    else:  # forkserver and resource tracker, the workers under the server
+        assert len(tree) >= 4 and len(kids) == 2, tree
     os.kill(p.pid, sig)
     rc = p.wait(timeout=60)
     deadline = time.time() + 10
@@ -135,7 +148,7 @@ def test_nothing_outlives_the_main_process(
     assert lines[0].startswith(f"denoise: interrupted; {done} of 4 files committed"), err
     assert lines[0].endswith("rerun the same command to resume"), err
     assert done + parts > 0
-    q = _start(big_corpus, out, tmp_path / "err2.txt", "--workers", "2")
+    q = _start(big_corpus, out, tmp_path / "err2.txt", "--workers", "2", start=start)
     assert q.wait(timeout=600) == 0, (tmp_path / "err2.txt").read_text()
     first = (tmp_path / "err2.txt").read_text().splitlines()[0]
     assert first.startswith(f"denoise: resuming: {done} of 4 files done"), first

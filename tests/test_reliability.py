@@ -170,10 +170,12 @@ def test_kill9_one_worker_then_resume(
     victim = None
     deadline = time.time() + dur * 0.8
     while time.time() < deadline and victim is None:
-        # main -> forkserver -> workers: a worker is a grandchild of the main process
-        grandkids = [g for k in descendants(p.pid) for g in descendants(k)]
-        if grandkids:
-            victim = grandkids[-1]
+        # workers are forked from the main process (main -> forkserver -> workers where
+        # the pool starts from a forkserver: then they are its grandchildren)
+        kids = descendants(p.pid)
+        workers = [g for k in kids for g in descendants(k)] or kids
+        if workers:
+            victim = workers[-1]
         time.sleep(0.05)
     if victim is None:
         pytest.skip("run finished before a worker could be killed")
