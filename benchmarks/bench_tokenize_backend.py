@@ -292,6 +292,13 @@ def main() -> None:
         if not (Path(args.baseline) / "denoise_cli").is_dir():
             ap.error(f"--baseline {args.baseline} has no denoise_cli/")
         kinds += tuple(k + "@base" for k in kinds if k.startswith("prepare"))
+    # as installed (pip compiles bytecode): every run reads cached .pyc files instead of
+    # compiling denoise_cli anew (as PYTHONDONTWRITEBYTECODE would have it)
+    import compileall
+
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    for root in [REPO, *([Path(args.baseline)] if args.baseline else [])]:
+        compileall.compile_dir(str(root / "denoise_cli"), quiet=1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-tok-"))
     print(f"inputs: {len(inputs)} file(s) from {args.input}; tokenizer {args.tokenizer}")
     print(f"workers {args.workers}, rounds {args.rounds}, cpu_count {os.cpu_count()}")

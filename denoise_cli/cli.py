@@ -619,6 +619,9 @@ def verify(
 
 def main() -> None:
     """The ``denoise`` command: run the app, then end the process with :func:`exit_now`."""
+    from .source.tokenize import keep_builds_until_exit
+
+    keep_builds_until_exit()  # exit_now does not free them
     try:
         app()
     except KeyboardInterrupt:
@@ -634,14 +637,15 @@ def exit_now(code: int | str | None) -> NoReturn:
     the interpreter down object by object: a 262k-vocabulary tokenizer alone takes ~0.4 CPU-s
     to free, while the kernel takes the pages back at once (benchmarks/README_prepare.md). The
     ``atexit`` handlers still run (Ray's shutdown, temporary directories, multiprocessing's
-    finalizers) and the standard streams are flushed; with another thread still running, the
-    ordinary exit, which waits for it. Only the ``denoise`` entry point calls this: in-process
-    callers of ``app`` keep their interpreter."""
+    finalizers) and the standard streams are flushed. The ordinary exit where it matters: with
+    another thread still running (it waits for it) or under a profiler or tracer (``python -m
+    cProfile``, coverage: they write their results as the interpreter ends). Only the
+    ``denoise`` entry point calls this: in-process callers of ``app`` keep their interpreter."""
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
     status = 0 if code is None else int(code)
-    if threading.active_count() > 1:
+    if threading.active_count() > 1 or sys.getprofile() or sys.gettrace():
         sys.exit(status)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

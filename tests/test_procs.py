@@ -113,8 +113,10 @@ def _wait_for_commit(p: subprocess.Popen[bytes], out: Path, timeout: float = 120
 
 @linux_only
 @pytest.mark.slow
-@pytest.mark.parametrize("start", [None, "forkserver"])
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("start", [None, "forkserver"], ids=["fork", "forkserver"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: signal.Signals(s).name
+)
 def test_nothing_outlives_the_main_process(
     subreaper: None, big_corpus: Path, tmp_path: Path, sig: signal.Signals, start: str | None
 ) -> None:

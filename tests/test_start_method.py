@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -24,6 +25,7 @@ from denoise_cli.source import tokenize as tk
 
 ROOT = Path(__file__).resolve().parent.parent
 T5TOK = str(ROOT / "tests" / "data" / "t5-tiny-tokenizer.json")
+PARALLEL = "TOKENIZERS_PARALLELISM"
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork start method")
 
 
@@ -34,20 +36,26 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def _single_threaded() -> bool:
-    return threading.active_count() == 1
+def _fresh_choice(env: dict[str, str]) -> str:
+    """``start_method()`` in a fresh interpreter (this one may run other threads)."""
+    code = "from denoise_cli.engines.local import start_method; print(start_method())"
+    full = {k: v for k, v in os.environ.items() if k not in (START_METHOD_ENV, PARALLEL)}
+    p = subprocess.run(
+        [sys.executable, "-c", code], env={**full, **env}, capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
 
 
 @linux_only
 @pytest.mark.parametrize("value", [None, "false", "0", "off", "no"])
-def test_fork_when_alone_and_tokenizers_not_forced_parallel(
-    clean_env: pytest.MonkeyPatch, value: str | None
-) -> None:
-    if not _single_threaded():
-        pytest.skip("the test process runs other threads")
-    if value is not None:
-        clean_env.setenv("TOKENIZERS_PARALLELISM", value)
-    assert start_method() == "fork"
+def test_fork_when_alone_and_tokenizers_not_forced_parallel(value: str | None) -> None:
+    assert _fresh_choice({} if value is None else {PARALLEL: value}) == "fork"
+
+
+@linux_only
+def test_fresh_process_forced_parallel_gets_a_forkserver() -> None:
+    assert _fresh_choice({PARALLEL: "true"}) == "forkserver"
 
 
 @linux_only

@@ -255,7 +255,8 @@ class TensorViews:
         for k in columns:
             if k not in ts:
                 raise KeyError(f"no column {k!r} (columns: {', '.join(self.ds.columns)})")
-        return {k: ts[k].narrow(0, lo, hi - lo) for k in columns}
+        # a slice, not ``narrow``: ~1 us less per column (torch's operator dispatch)
+        return {k: ts[k][lo:hi] for k in columns}
 
 
 _TENSOR_VIEWS: weakref.WeakKeyDictionary[DenoiseDataset, TensorViews] = weakref.WeakKeyDictionary()
