@@ -5,8 +5,10 @@ blocks, side by side in one run.
 ``--data OUT`` is an ordinary output; the script shuffles it once into ``--shuffled DIR`` (timed:
 CPU-seconds of the `denoise shuffle` process) unless that directory already holds its shuffle.
 Each measurement is a fresh child process; ways are interleaved round by round (A B A B ...).
-A child opens the output, faults the mapping in (one untimed pass), then times three epochs of
-64-row batches of the model columns (input_ids, attention_mask, labels); CPU = user + system of
+A child opens the output and runs one untimed epoch the way it measures (faulting the mapping in
+and making the way's one-time objects, such as the zero-copy tensors of each record batch), then
+times ``--epochs`` epochs (default 10) of 64-row batches of the model columns (input_ids,
+attention_mask, labels): the steady state of a training run; CPU = user + system of
 the child (``getrusage``), so a batch's cost includes the loader's Python work, the copies and the
 fresh pages of new arrays. Ways (``rows``: ``shuffle=True`` on OUT; ``blocks``:
 ``shuffle="blocks"`` on the shuffled output):
@@ -18,6 +20,9 @@ fresh pages of new arrays. Ways (``rows``: ``shuffle=True`` on OUT; ``blocks``:
 - ``torch blocks zero-copy``: ``long=False, zero_copy=True`` (read-only tensors over the mapping).
 
     python benchmarks/bench_shuffle.py --data OUT --shuffled OUT-SHUF [--rounds 5]
+
+``--baseline DIR`` (another revision's ``denoise_cli/``, e.g. from ``git archive``) adds the
+ways of ``--baseline-ways`` run with that revision, as ``WAY @base``, in the same rounds.
 
 Recorded figures: ``benchmarks/README_load.md``.
 """
@@ -42,10 +47,9 @@ torch.set_num_threads(1)
 from denoise_cli import open_dataset
 from denoise_cli.torch_data import MODEL_COLUMNS, DenoiseBatches
 out, way = sys.argv[1], sys.argv[2]
+epochs = int(sys.argv[3])
 ds = open_dataset(out)
 shuffle = "blocks" if "blocks" in way else True
-for b in ds.iter_batches(64, shuffle=shuffle, columns=MODEL_COLUMNS):  # fault the mapping in
-    pass
 if way.startswith("numpy"):
     def epoch(e):
         return ds.iter_batches(64, shuffle=shuffle, seed=0, epoch=e, columns=MODEL_COLUMNS)
@@ -60,15 +64,18 @@ else:
 def cpu():
     s = resource.getrusage(resource.RUSAGE_SELF)
     return s.ru_utime + s.ru_stime
+for b in epoch(epochs):  # untimed: faults the mapping in, makes the way's one-time objects
+    pass
 c = cpu()
 n = 0
-for e in range(3):
+for e in range(epochs):
     for b in epoch(e):
         n += 1
 c = cpu() - c
 print(json.dumps({"us_per_batch": c / n * 1e6, "batches": n}))
 """
 
+BASE = " @base"
 WAYS = [
     "numpy rows",
     "numpy blocks",
@@ -80,10 +87,16 @@ WAYS = [
 ]
 
 
-def run(out: str, way: str) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def run(out: str, way: str, baseline: str | None = None, epochs: int = 3) -> float:
+    root = baseline if way.endswith(BASE) and baseline else str(ROOT)
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    way = way.removesuffix(BASE)
     r = subprocess.run(
-        [sys.executable, "-c", CHILD, out, way], env=env, cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", CHILD, out, way, str(epochs)],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
     )
     if r.returncode:
         sys.exit(f"{way}: {r.stderr[-2000:]}")
@@ -100,7 +113,13 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="an ordinary denoise output")
     ap.add_argument("--shuffled", required=True, help="its shuffle (made here if missing)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=10, help="timed epochs per child")
+    ap.add_argument("--baseline", help="a directory holding another revision's denoise_cli/")
+    ap.add_argument("--baseline-ways", default="torch blocks zero-copy", help="comma-separated")
     args = ap.parse_args()
+    ways = list(WAYS)
+    if args.baseline:
+        ways += [w + BASE for w in args.baseline_ways.split(",") if w]
     if not (Path(args.shuffled) / "denoise.json").exists():
         c = children_cpu()
         subprocess.run(
@@ -111,19 +130,22 @@ def main() -> None:
         print(f"denoise shuffle: {children_cpu() - c:.2f} CPU-s")
     res: dict[str, list[float]] = {}
     for r in range(args.rounds):
-        order = WAYS if r % 2 == 0 else WAYS[::-1]
+        order = ways if r % 2 == 0 else ways[::-1]
         for way in order:
             out = args.shuffled if "blocks" in way else args.data
-            res.setdefault(way, []).append(run(out, way))
+            res.setdefault(way, []).append(run(out, way, args.baseline, args.epochs))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print("| way | us/batch (median) | per round |")
     print("|---|---:|---|")
-    for way in WAYS:
+    for way in ways:
         v = res[way]
         cells = ", ".join(f"{x:,.0f}" for x in v)
         print(f"| {way} | {statistics.median(v):,.1f} | {cells} |")
-    print(f"(median of {args.rounds} interleaved rounds; three epochs of 64 x 512 batches each)")
+    print(
+        f"(median of {args.rounds} interleaved rounds; {args.epochs} epochs of 64 x 512 batches "
+        "each, after one untimed epoch)"
+    )
 
 
 if __name__ == "__main__":

@@ -58,3 +58,37 @@ def test_the_command_exits_through_exit_now_with_its_status(tmp_path: Path) -> N
     assert p.returncode != 0
     assert p.stderr.startswith("denoise: error:"), p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+KEEP = """
+import sys
+from denoise_cli.config import TokenConfig, load_mixture
+from denoise_cli.source import tokenize as tk
+if {keep}:
+    tk.keep_builds_until_exit()
+info = tk.build_tokenizer(None, TokenConfig(), load_mixture("ul2"), 8)
+kept = tk._KEPT or []
+print(sum(t is info.built for t in kept))
+"""
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_command_keeps_its_tokenizer_builds_for_exit_now(keep: bool) -> None:
+    """``main`` asks for it (exit_now never frees them); a library caller frees as usual."""
+    p = subprocess.run(
+        [sys.executable, "-c", KEEP.format(keep=keep)], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == ("1" if keep else "0")
+
+
+def test_main_asks_to_keep_builds() -> None:
+    src = (
+        "import sys; from denoise_cli import cli; from denoise_cli.source import tokenize as tk\n"
+        "sys.argv = ['denoise', '--version']\n"
+        "import atexit; atexit.register(lambda: print('kept' if tk._KEPT is not None else 'no'))\n"
+        "cli.main()\n"
+    )
+    p = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith("kept"), p.stdout

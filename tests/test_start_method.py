@@ -172,3 +172,24 @@ def test_forked_workers_build_no_tokenizer(
     builders = {int(x) for x in log.read_text().split()}
     assert len(seen) == 2 and os.getpid() not in seen
     assert builders == {os.getpid()}, (builders, seen)
+
+
+@linux_only
+def test_the_terminal_progress_bar_starts_no_thread() -> None:
+    """A tqdm bar starts a monitor thread by default, which would rule the fork out for every
+    run on a terminal: the bar is made without one."""
+    code = (
+        "import io, threading\n"
+        "from denoise_cli.engines.progress import Progress\n"
+        "from denoise_cli.engines.local import start_method\n"
+        "class Tty(io.StringIO):\n"
+        "    def isatty(self): return True\n"
+        "p = Progress(100, 2, True, stream=Tty())\n"
+        "p.update(1, 10, 50)\n"
+        "assert p.bar is not None\n"
+        "print(threading.active_count(), start_method())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (START_METHOD_ENV, PARALLEL)}
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["1", "fork"]

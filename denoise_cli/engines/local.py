@@ -77,8 +77,8 @@ def _worker_init(unit: Unit, job: Any, q: Any, main_pid: int) -> None:
         sig = getattr(signal, name, None)
         if sig is not None and callable(signal.getsignal(sig)):
             signal.signal(sig, signal.SIG_DFL)
-    # die with the parent (the forkserver, which dies with the main process; or the main
-    # process itself under spawn), whatever killed it
+    # die with the parent (the main process when forked or spawned; else the forkserver, which
+    # dies with the main process), whatever killed it
     die_with_parent(main_pid)
     _WORKER.update(unit=unit, job=job, q=q)
 

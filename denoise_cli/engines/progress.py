@@ -72,7 +72,12 @@ class Progress:
         if enabled and self.interval is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(
+            class Bar(tqdm):  # type: ignore[misc]
+                # no monitor thread: the pool's workers are forked only from a process
+                # with no other thread (engines.local.start_method)
+                monitor_interval = 0
+
+            self.bar = Bar(
                 total=1000,
                 desc=f"files 0/{nfiles}",
                 bar_format="prepare |{bar:20}| {desc}",
