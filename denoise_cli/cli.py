@@ -651,7 +651,9 @@ def exit_now(code: int | str | None) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (``| head``) or a closed stream
+        except OSError:  # a closed pipe (``| head``), a full disk: lost output, as CPython says
+            status = status or 120
+        except ValueError:  # a stream closed already
             pass
     os._exit(status)
 

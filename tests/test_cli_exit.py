@@ -3,6 +3,7 @@ yet with the exit status, the flushed output and the ``atexit`` handlers of an o
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,15 @@ def test_main_asks_to_keep_builds() -> None:
     p = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().endswith("kept"), p.stdout
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_output_that_cannot_be_flushed_is_not_a_success(tmp_path: Path) -> None:
+    """As CPython's own exit: stdout on a full disk (/dev/full) gives 120, not 0."""
+    src = "from denoise_cli.cli import exit_now\nprint('x' * 10)\nexit_now(0)\n"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered: the
+    with open("/dev/full", "w") as full:  # write succeeds, the flush at the end fails
+        p = subprocess.run(
+            [sys.executable, "-c", src], stdout=full, stderr=subprocess.PIPE, env=env
+        )
+    assert p.returncode == 120, p.stderr

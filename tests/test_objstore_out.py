@@ -272,9 +272,11 @@ def test_kill9_then_resume_against_the_bucket(
             assert not fs.exists("objout/k/denoise.json")
     assert kills >= 1
     assert fs.exists("objout/k/.denoise/lock")  # the dead run's
+    assert list(tmp_path.glob("denoise-stage-*"))  # what the killed processes left
     res = subprocess.run([*cmd, "--workers", "1"], env=env, capture_output=True, timeout=600)
     assert res.returncode == 0, res.stderr.decode()
     assert "resuming: " in res.stderr.decode()  # work from the bucket was reused
+    assert not list(tmp_path.glob("denoise-stage-*"))  # removed by the rerun, its own too
     assert bucket_shards(fs, "objout/k") == ref
     m = json.loads(fs.cat_file("objout/k/denoise.json"))
     assert m["totals"] == json.loads((reference / "denoise.json").read_bytes())["totals"]

@@ -15,15 +15,18 @@ See docs/architecture.md and docs/scaling.md.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..engines.procs import pid_alive
 from ..errors import OutputError
 from ..output.layout import (
     DATA_DIR,
@@ -50,11 +53,60 @@ def rel_of(p: Path) -> str:
     return p.as_posix()
 
 
+STAGE_PREFIX = "denoise-stage-"
+
+
 def make_stage(staging_dir: str | None) -> Path:
-    """A new staging directory owned by this process (under ``staging_dir`` or the temp dir)."""
+    """A new staging directory owned by this process (under ``staging_dir`` or the temp dir),
+    named ``denoise-stage-<host>_<pid namespace>-<pid>-<random>``; first the stale ones are removed
+    (:func:`remove_stale_stages`)."""
     base = Path(staging_dir) if staging_dir else Path(tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="denoise-stage-", dir=base))
+    remove_stale_stages(base)
+    d = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{_host()}-{os.getpid()}-", dir=base))
+    (d / STATE_DIR).mkdir()  # what marks it as a run's (never uploaded: publish skips it)
+    return d
+
+
+def _host() -> str:
+    """This host and PID namespace (containers may share a host name and a staging volume, but
+    a pid means something only in its own namespace)."""
+    name = "".join(c if c.isalnum() or c == "." else "_" for c in socket.gethostname()) or "host"
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        ns = 0
+    return f"{name}_{ns}"
+
+
+def remove_stale_stages(base: Path) -> list[Path]:
+    """Remove the staging directories under ``base`` that a killed run left (``kill -9`` of a
+    worker or of the main process, which takes its forked workers with it): those named by
+    :func:`make_stage` for this host whose process is gone, and that hold a run's state
+    directory (or nothing at all). Another host's (a shared ``--staging-dir``), a live
+    process's and anything not named and shaped so are left alone. Returns the directories
+    removed."""
+    mine = f"{STAGE_PREFIX}{_host()}-"
+    gone: list[Path] = []
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(mine)]
+    except OSError:
+        return gone
+    for name in names:
+        pid, sep, rest = name[len(mine) :].partition("-")
+        d = base / name
+        if not (sep and rest and pid.isdigit()) or d.is_symlink() or not d.is_dir():
+            continue
+        if pid_alive(int(pid)):
+            continue
+        if (d / STATE_DIR).is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty
+        if not d.exists():
+            gone.append(d)
+    return gone
 
 
 class StoreMirror:
