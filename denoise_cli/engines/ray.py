@@ -126,13 +126,18 @@ def _file_task(unit: Unit, box: list[Any], file_idx: int, sink: Any) -> dict[str
     # Each task gets one CPU: never let the tokenizers' Rust pool oversubscribe it. Read at
     # every encode call, so this holds even when tokenizers was imported earlier.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    sink.started.remote(
-        {
-            "file": file_idx,
-            "pid": os.getpid(),
-            "node": ray.util.get_node_ip_address(),
-            "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
-        }
+    # waited for (one round trip per file): recorded before the task can finish, so the
+    # driver's last poll sees every attempt (a retry's "restarted" warning was otherwise lost
+    # when that attempt finished before its fire-and-forget call reached the sink)
+    ray.get(
+        sink.started.remote(
+            {
+                "file": file_idx,
+                "pid": os.getpid(),
+                "node": ray.util.get_node_ip_address(),
+                "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
+            }
+        )
     )
     job = _job(ray, box[0])
     _clean_stale_tmp(job, file_idx)
