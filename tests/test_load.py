@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from helpers import SAMPLE, T5_TINY, Outputs
+from helpers import SAMPLE, T5_TINY, Outputs, read_output_table
 
 from denoise_cli import DenoiseDataset, open_dataset
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
@@ -63,20 +63,7 @@ def ds(out_ed: Path) -> DenoiseDataset:
 
 def _reference(out: Path) -> dict[str, np.ndarray]:
     """All rows read with pyarrow alone (no denoise code), shard by shard in manifest order."""
-    import orjson
-
-    m = orjson.loads((out / "denoise.json").read_bytes())
-    tables = []
-    for s in m["shards"]:
-        p = out / s["path"]
-        if m["format"] == "parquet":
-            import pyarrow.parquet as pq
-
-            tables.append(pq.read_table(p))
-        else:
-            with pa.OSFile(str(p)) as f:
-                tables.append(pa.ipc.open_stream(f).read_all())
-    t = pa.concat_tables(tables)
+    t = read_output_table(out)
     ref = {}
     for name in t.column_names:
         col = t.column(name)

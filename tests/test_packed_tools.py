@@ -4,7 +4,6 @@ and corruptions of the packed structure are caught with a precise message."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +11,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
 import pytest
-from helpers import ONE, T5_TINY, Outputs
+from helpers import ONE, T5_TINY, Outputs, refresh_shard_entry, write_arrow_shard
 from typer.testing import CliRunner
 
 from denoise_cli.check.inspect import inspect_rows
@@ -65,25 +63,12 @@ def _rewrite(out: Path, edit: Callable[[dict[str, np.ndarray]], None], rel: str 
     """Rewrite a shard with edited columns and update the manifest's size and sha256, so that
     only the semantic checks can notice."""
     p = out / rel
-    schema = pa.ipc.open_stream(pa.memory_map(str(p))).schema
     a = {k: np.array(v) for k, v in _read(out, rel).items()}
     edit(a)
-    cols = []
-    for f in schema:
-        v = a[f.name]
-        if pa.types.is_fixed_size_list(f.type):
-            cols.append(pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]))
-        else:
-            cols.append(pa.array(v))
-    with pa.OSFile(str(p), "wb") as f, pa.ipc.new_stream(f, schema) as w:
-        w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
-    mp = out / "denoise.json"
+    write_arrow_shard(p, a)
     m = _manifest(out)
-    for s in m["shards"]:
-        if s["path"] == rel:
-            s["bytes"] = p.stat().st_size
-            s["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
-    mp.write_bytes(orjson.dumps(m))
+    refresh_shard_entry(m, rel, p)
+    (out / "denoise.json").write_bytes(orjson.dumps(m))
 
 
 def _problems(out: Path, **kw: object) -> str:

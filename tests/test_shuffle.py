@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from helpers import T5_TINY, Outputs
+from helpers import T5_TINY, Outputs, read_output_table
 
 from denoise_cli import open_dataset
 from denoise_cli.config import Lengths, PrepareConfig, load_mixture
@@ -49,23 +49,6 @@ def _perm(n: int, seed: int, epoch: int = 0) -> np.ndarray:
     return np.random.Generator(np.random.PCG64(ss)).permutation(n)
 
 
-def _table(out: Path) -> pa.Table:
-    """All rows of a dataset with pyarrow alone, shards in manifest order."""
-    import orjson
-    import pyarrow.parquet as pq
-
-    m = orjson.loads((out / "denoise.json").read_bytes())
-    parts = []
-    for s in m["shards"]:
-        p = out / s["path"]
-        if m["format"] == "parquet":
-            parts.append(pq.read_table(p))
-        else:
-            with pa.OSFile(str(p)) as f:
-                parts.append(pa.ipc.open_stream(f).read_all())
-    return pa.concat_tables(parts)
-
-
 def _digest(out: Path) -> dict[str, str]:
     return {
         str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -90,8 +73,8 @@ def test_rows_are_the_source_rows_in_the_seeded_order(
     s = outputs(_cfg(**kw), tokenizer=T5_TINY)
     out = tmp_path / "sh"
     m = shuffle(str(s), str(out), seed=7, shard_rows=128)
-    ref = _table(s)
-    got = _table(out)
+    ref = read_output_table(s)
+    got = read_output_table(out)
     assert got.schema.equals(ref.schema, check_metadata=True)
     n = ref.num_rows
     assert got.num_rows == n and n > 256
@@ -206,8 +189,8 @@ def test_epochs_each_get_their_own_order(outputs: Outputs, tmp_path: Path) -> No
     out = tmp_path / "sh"
     shuffle(str(s), str(out), seed=5, shard_rows=200)
     for e in range(2):
-        ref = _table(s / f"epoch-{e}")
-        got = _table(out / f"epoch-{e}")
+        ref = read_output_table(s / f"epoch-{e}")
+        got = read_output_table(out / f"epoch-{e}")
         assert got.equals(ref.take(pa.array(_perm(ref.num_rows, 5, e))))
         a, b = open_dataset(s, epoch=e), open_dataset(out, epoch=e)
         np.testing.assert_array_equal(
@@ -270,7 +253,7 @@ def test_block_batches_are_views_and_equal_copies(src: Path, tmp_path: Path) -> 
     out = tmp_path / "sh"
     shuffle(str(src), str(out), seed=0, shard_rows=256)
     ds = open_dataset(out)
-    ref = _table(out)
+    ref = read_output_table(out)
     ids = np.stack(ref.column("input_ids").to_numpy(zero_copy_only=False))
     plan = epoch_batches(len(ds), 32, shuffle="blocks", seed=4, epoch=1)
     got = list(ds.iter_batches(32, shuffle="blocks", seed=4, epoch=1, columns=MODEL_COLS))
@@ -348,7 +331,9 @@ def test_cli_shuffle_and_one_line_errors(src: Path, tmp_path: Path) -> None:
     r = subprocess.run([*cmd, "--seed", "4", "--shard-rows", "200"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "rows" in r.stdout and r.stderr.count("shuffle: data/shuffled-") >= 2
-    assert _table(out).equals(_table(src).take(pa.array(_perm(_table(src).num_rows, 4))))
+    assert read_output_table(out).equals(
+        read_output_table(src).take(pa.array(_perm(read_output_table(src).num_rows, 4)))
+    )
     r = subprocess.run(cmd, capture_output=True, text=True)  # OUT now holds an output
     assert r.returncode == 4 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [

@@ -6,7 +6,6 @@ manifest are caught. Where a problem lands is computed from the source output's 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +13,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
 import pytest
-from helpers import SAMPLE, T5_TINY, Outputs, make_cfg
+from helpers import SAMPLE, T5_TINY, Outputs, make_cfg, refresh_shard_entry, write_arrow_shard
 
 from denoise_cli.check.inspect import choose_rows, inspect_rows
 from denoise_cli.check.spec import OutputSpec
@@ -85,27 +83,14 @@ def _rewrite(
     """Rewrite an Arrow shard with edited columns (same schema) and update the manifest's bytes
     and sha256 (and with ``keys`` its keys_sha256), so that only the row checks can notice."""
     p = out / rel
-    schema = pa.ipc.open_stream(pa.memory_map(str(p))).schema
     a = {k: np.array(v) for k, v in _read(p).items()}
     edit(a)
-    cols = []
-    for f in schema:
-        v = a[f.name]
-        if pa.types.is_fixed_size_list(f.type):
-            cols.append(pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]))
-        else:
-            cols.append(pa.array(v))
-    rb = pa.RecordBatch.from_arrays(cols, schema=schema)
-    with pa.OSFile(str(p), "wb") as fh, pa.ipc.new_stream(fh, schema) as w:
-        w.write_batch(rb)
+    rb = write_arrow_shard(p, a)
 
     def fix(m: dict[str, Any]) -> None:
-        for s in m["shards"]:
-            if s["path"] == rel:
-                s["bytes"] = p.stat().st_size
-                s["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
-                if keys:
-                    s["keys_sha256"] = key_digest([rb])
+        s = refresh_shard_entry(m, rel, p)
+        if s is not None and keys:
+            s["keys_sha256"] = key_digest([rb])
 
     _edit_manifest(out, fix)
 

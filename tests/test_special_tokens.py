@@ -5,14 +5,13 @@ inside the text even without ``--source``."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
 import pytest
+from helpers import refresh_shard_entry, write_arrow_shard
 
 from denoise_cli import open_dataset
 from denoise_cli.check.verify import verify
@@ -121,25 +120,14 @@ def _rewrite_shard(out: Path, rel: str, edit: Any) -> None:
     from denoise_cli.output.shards import batch_arrays, open_shard
 
     p = out / rel
-    schema, batches = open_shard(p, "arrow")
+    _, batches = open_shard(p, "arrow")
     parts = [batch_arrays(rb) for rb in batches]
     a = {k: np.concatenate([x[k] for x in parts]).copy() for k in parts[0]}
     edit(a)
-    cols = []
-    for f in schema:
-        v = a[f.name]
-        if pa.types.is_fixed_size_list(f.type):
-            cols.append(pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]))
-        else:
-            cols.append(pa.array(v))
-    with pa.OSFile(str(p), "wb") as fh, pa.ipc.new_stream(fh, schema) as w:
-        w.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
+    write_arrow_shard(p, a)
     mp = out / "denoise.json"
     m = orjson.loads(mp.read_bytes())
-    for s in m["shards"]:
-        if s["path"] == rel:
-            s["bytes"] = p.stat().st_size
-            s["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+    refresh_shard_entry(m, rel, p)
     mp.write_bytes(orjson.dumps(m))
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
-from helpers import ONE, SAMPLE, T5_TINY, Outputs
+from helpers import ONE, SAMPLE, T5_TINY, Outputs, refresh_shard_entry, write_arrow_shard
 from typer.testing import CliRunner
 
 from denoise_cli.check.spec import SENT0, OutputSpec
@@ -77,28 +76,11 @@ def _rewrite(
     """Rewrite an Arrow shard with edited columns (same schema); by default update the manifest's
     bytes and sha256 so that only the semantic checks can notice."""
     p = out / rel
-    schema = pa.ipc.open_stream(pa.memory_map(str(p))).schema
     a = {k: np.array(v) for k, v in _read(out, rel).items()}
     edit(a)
-    cols = []
-    for f in schema:
-        v = a[f.name]
-        if pa.types.is_fixed_size_list(f.type):
-            cols.append(pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]))
-        else:
-            cols.append(pa.array(v))
-    rb = pa.RecordBatch.from_arrays(cols, schema=schema)
-    with pa.OSFile(str(p), "wb") as f, pa.ipc.new_stream(f, schema) as w:
-        w.write_batch(rb)
+    write_arrow_shard(p, a)
     if update_checksum:
-        _edit_manifest(out, lambda m: _set_shard(m, rel, p))
-
-
-def _set_shard(m: dict, rel: str, p: Path) -> None:
-    for s in m["shards"]:
-        if s["path"] == rel:
-            s["bytes"] = p.stat().st_size
-            s["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+        _edit_manifest(out, lambda m: refresh_shard_entry(m, rel, p))
 
 
 def _edit_manifest(out: Path, edit: Callable[[dict], None]) -> None:
@@ -312,7 +294,7 @@ def test_id_outside_vocabulary(outs: dict[str, Path], tmp_path: Path) -> None:
     col = pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1)), ids.shape[1])
     t = t.set_column(0, t.schema.field("input_ids"), col)
     pq.write_table(t, out / rel)
-    _edit_manifest(out, lambda m: _set_shard(m, rel, out / rel))
+    _edit_manifest(out, lambda m: refresh_shard_entry(m, rel, out / rel))
     msg = _problems(out)
     assert (
         f"{rel} row 4: input_ids column 7 holds {vocab}, outside the vocabulary of {vocab:,}" in msg

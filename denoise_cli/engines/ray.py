@@ -18,6 +18,7 @@ go through ``Progress.note`` (:class:`RayLogRoute`), never the bar. See docs/sca
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -128,17 +129,19 @@ def _file_task(unit: Unit, box: list[Any], file_idx: int, sink: Any) -> dict[str
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     # waited for (one round trip per file): recorded before the task can finish, so the
     # driver's last poll sees every attempt (a retry's "restarted" warning was otherwise lost
-    # when that attempt finished before its fire-and-forget call reached the sink)
-    ray.get(
-        sink.started.remote(
-            {
-                "file": file_idx,
-                "pid": os.getpid(),
-                "node": ray.util.get_node_ip_address(),
-                "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
-            }
+    # when that attempt finished before its fire-and-forget call reached the sink); the sink
+    # is cosmetic, so a failure to reach it never fails the file
+    with contextlib.suppress(ray.exceptions.RayError):
+        ray.get(
+            sink.started.remote(
+                {
+                    "file": file_idx,
+                    "pid": os.getpid(),
+                    "node": ray.util.get_node_ip_address(),
+                    "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
+                }
+            )
         )
-    )
     job = _job(ray, box[0])
     _clean_stale_tmp(job, file_idx)
     rep = _Reporter(sink)
