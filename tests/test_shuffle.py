@@ -285,6 +285,101 @@ def test_block_batches_are_views_and_equal_copies(src: Path, tmp_path: Path) -> 
         DenoiseBatches(out, 32, zero_copy=True)
 
 
+@pytest.mark.parametrize(
+    ("rank", "world", "drop", "resume"),
+    [(0, 1, True, 0), (1, 2, False, 0), (0, 3, True, 2), (0, 1, False, 5)],
+)
+def test_zero_copy_block_path_equals_the_copied_plan(
+    src: Path, tmp_path: Path, rank: int, world: int, drop: bool, resume: int
+) -> None:
+    """The zero-copy path of ``shuffle="blocks"`` (block numbers located at once, no row
+    indices) yields the copied loader's batches, in its order: record batches of 100 rows put
+    some 32-row blocks across two of them (copied there), ranks split the blocks, the short last
+    block is kept or dropped, and a resumed loader continues where the state says."""
+    from denoise_cli.torch_data import DenoiseBatches
+
+    out = tmp_path / "sh"
+    shuffle(str(src), str(out), seed=0, shard_rows=100)
+    ds = open_dataset(out)
+    kw: dict[str, Any] = dict(
+        shuffle="blocks", seed=4, epoch=1, columns=MODEL_COLS, rank=rank, world_size=world,
+        drop_last=drop,
+    )  # fmt: skip
+    zc_db = DenoiseBatches(ds, 32, long=False, zero_copy=True, **kw)
+    cp_db = DenoiseBatches(ds, 32, long=False, **kw)
+    if resume:
+        state = {"epoch": 1, "batches": resume, "seed": 4, "rank": rank, "world_size": world}
+        zc_db.load_state_dict(state)
+        cp_db.load_state_dict(state)
+    zc, cp = list(zc_db), list(cp_db)
+    plan = epoch_batches(len(ds), 32, **{k: v for k, v in kw.items() if k != "columns"})
+    assert len(zc) == len(cp) == len(plan) - resume > 0
+    assert zc_db.state_dict()["batches"] == cp_db.state_dict()["batches"] == len(plan)
+    views = 0
+    for z, c, idx in zip(zc, cp, plan[resume:], strict=True):
+        assert list(z) == list(MODEL_COLS)
+        for k in MODEL_COLS:
+            assert z[k].dtype == c[k].dtype and torch.equal(z[k], c[k])
+        assert len(z["input_ids"]) == len(idx)
+        bi = np.searchsorted(ds._starts, idx[0], side="right") - 1
+        view = ds.batch_view(int(bi))["input_ids"]
+        base = view.__array_interface__["data"][0]
+        ptr = z["input_ids"].data_ptr()
+        inside = idx[-1] < ds._starts[bi + 1]
+        assert (base <= ptr < base + view.nbytes) == bool(inside)  # view iff in one batch
+        views += bool(inside)
+    assert 0 < views < len(zc) or world > 1  # both kinds were served
+
+
+def test_zero_copy_block_path_in_a_dataloader_worker(
+    src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker 1 of 2 takes every other batch of the plan on both paths."""
+    import types
+
+    import denoise_cli.load.torch_data as td
+
+    out = tmp_path / "sh"
+    shuffle(str(src), str(out), seed=0, shard_rows=100)
+    ds = open_dataset(out)
+    monkeypatch.setattr(td, "get_worker_info", lambda: types.SimpleNamespace(id=1, num_workers=2))
+    kw: dict[str, Any] = dict(shuffle="blocks", seed=2, columns=MODEL_COLS, long=False)
+    zc = list(td.DenoiseBatches(ds, 32, zero_copy=True, **kw))
+    cp = list(td.DenoiseBatches(ds, 32, **kw))
+    plan = epoch_batches(len(ds), 32, shuffle="blocks", seed=2)[1::2]
+    assert len(zc) == len(cp) == len(plan) > 1
+    for z, c, idx in zip(zc, cp, plan, strict=True):
+        assert len(z["labels"]) == len(idx)
+        assert all(torch.equal(z[k], c[k]) for k in MODEL_COLS)
+
+
+def test_locate_many_and_epoch_blocks_match_their_scalar_forms(src: Path, tmp_path: Path) -> None:
+    from denoise_cli.load import epoch_blocks
+
+    out = tmp_path / "sh"
+    shuffle(str(src), str(out), seed=0, shard_rows=100)
+    ds = open_dataset(out)
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, len(ds), 500)
+    stops = np.minimum(starts + rng.integers(1, 150, 500), len(ds))
+    bi, lo, hi = ds.locate_many(starts, stops)
+    for s0, s1, b, lo_, hi_ in zip(starts, stops, bi, lo, hi, strict=True):
+        loc = ds.locate(int(s0), int(s1))
+        assert (loc is None) == (b < 0)
+        if loc is not None:
+            assert loc == (b, lo_, hi_)
+    assert (bi < 0).any() and (bi >= 0).any()
+    for rank, world, drop in [(0, 1, True), (1, 3, False), (2, 3, True)]:
+        blocks = epoch_blocks(len(ds), 32, 7, 2, rank, world, drop)
+        plan = epoch_batches(
+            len(ds), 32, shuffle="blocks", seed=7, epoch=2, rank=rank, world_size=world,
+            drop_last=drop,
+        )  # fmt: skip
+        assert [np.arange(b * 32, min(b * 32 + 32, len(ds))).tolist() for b in blocks] == [
+            p.tolist() for p in plan
+        ]
+
+
 def test_open_refuses_swapped_or_reordered_shuffled_shards(src: Path, tmp_path: Path) -> None:
     """Two shards of the same size swapped keep every size and count: the per-shard digest of
     the (file, example) columns catches it at open, as the chain check does for ordinary

@@ -122,6 +122,20 @@ class DenoiseDataset:
             return None
         return bi, start - st[bi], stop - st[bi]
 
+    def locate_many(
+        self, starts: np.ndarray, stops: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`locate` of many row ranges at once: arrays ``(record batch, lo, hi)``, with
+        record batch ``-1`` where that range is not one slice of one record batch (every range
+        must be non-empty and within the rows)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        stops = np.asarray(stops, dtype=np.int64)
+        bi = np.searchsorted(self._starts, starts, side="right") - 1
+        first = self._starts[bi]
+        inside = stops <= self._starts[np.minimum(bi + 1, len(self._starts) - 1)]
+        bi = np.where(inside, bi, -1) if not self.compact else np.full_like(bi, -1)
+        return bi, starts - first, stops - first
+
     def batch_view(self, bi: int) -> dict[str, np.ndarray]:
         """Every column of record batch ``bi`` as read-only views of the mapped shard (cached)."""
         return self._view(bi)
@@ -360,15 +374,31 @@ def _block_batches(
     world_size`` blocks; ``pad_last``: every rank gets ``ceil(blocks / world_size)`` batches (the
     short or missing ones to be padded)."""
     nblocks = -(-n // batch_size)
-    full = n // batch_size
-    order = epoch_order(nblocks if not drop_last else full, shuffle=True, seed=seed, epoch=epoch)
-    mine = order[rank::world_size]
-    if drop_last:
-        mine = mine[: full // world_size]
+    mine = epoch_blocks(n, batch_size, seed, epoch, rank, world_size, drop_last)
     res = [np.arange(b * batch_size, min((b + 1) * batch_size, n), dtype=np.int64) for b in mine]
     if pad_last:
         res += [np.zeros(0, dtype=np.int64)] * (-(-nblocks // world_size) - len(res))
     return res
+
+
+def epoch_blocks(
+    n: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    drop_last: bool,
+) -> np.ndarray:
+    """The blocks (block ``b`` = rows ``b * batch_size`` up to ``(b + 1) * batch_size``, the last
+    one short) that rank ``rank`` reads in an epoch of ``shuffle="blocks"``, in order: the
+    :func:`_block_batches` plan as block numbers (what a zero-copy reader needs, with no row
+    indices made)."""
+    nblocks = -(-n // batch_size)
+    full = n // batch_size
+    order = epoch_order(nblocks if not drop_last else full, shuffle=True, seed=seed, epoch=epoch)
+    mine = order[rank::world_size]
+    return mine[: full // world_size] if drop_last else mine
 
 
 def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
