@@ -18,7 +18,7 @@ import tokenizers
 from denoise_cli.config import TokenConfig, load_mixture
 from denoise_cli.source import tokenize as tk
 from denoise_cli.source.backend import choose_backend
-from denoise_cli.source.fastbpe import analyze
+from denoise_cli.source.fastengine import analyze
 from denoise_cli.source.special import model_head, special_ids_of, special_token_ids
 from denoise_cli.source.tokenize import (
     Encoder,

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .fastbpe import TORTURE_TEXTS, FastSpec, analyze, build_encoding, first_difference
+from .fastbpe import TORTURE_TEXTS, first_difference
+from .fastengine import FastSpec, analyze, build_engine
 from .tokenize import Encoder
 
 BACKENDS = ("auto", "hf", "fast")
@@ -64,13 +65,12 @@ def _ruled_out(head: dict[str, Any]) -> str | None:
         return None
     if head.get("type") != "BPE":
         return f"model is {head.get('type')}, not BPE"
-    if head.get("dropout"):
-        return None  # its reason quotes the JSON's float
+    if head.get("dropout") or head.get("byte_fallback"):
+        return None  # dropout: its reason quotes the JSON's float; byte fallback: fastsp's case
     for key, what in (
         ("unk_token", "an unk token"),
         ("continuing_subword_prefix", "a continuing-subword prefix"),
         ("end_of_word_suffix", "an end-of-word suffix"),
-        ("byte_fallback", "byte fallback"),
     ):
         if head.get(key):
             return f"BPE model has {what} ({head[key]!r})"
@@ -117,7 +117,7 @@ def choose_backend(
         return BackendChoice(requested, "hf", spec)
     texts = [*TORTURE_TEXTS, *(sample() if callable(sample) else sample)]
     hf = Encoder(tokenizer_json, np.zeros(0, np.int32), None, built=built)
-    engine = build_encoding(parsed, spec)
+    engine = build_engine(parsed, spec)
     del parsed
     fast = Encoder(tokenizer_json, np.zeros(0, np.int32), None, fast=spec, engine=engine)
     bad = first_difference(texts, hf.encode_lists, fast.encode_lists)

@@ -78,9 +78,18 @@ class FastSpec:
     pattern: str
     pattern_name: str
     normalizer: str | None  # a Unicode normal form, or None
+    #: ``byte-level`` (this module) or ``sentencepiece-bpe`` (:mod:`.fastsp`)
+    kind: str = "byte-level"
+    #: sentencepiece-bpe: ``first`` (Metaspace: prepend the replacement unless the text starts
+    #: with it), ``always`` (the ``Prepend`` normalizer) or ``never``
+    prepend: str | None = None
+    replacement: str | None = None  # sentencepiece-bpe: what a space becomes ("▁")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pattern": self.pattern_name, "normalizer": self.normalizer}
+        d: dict[str, Any] = {"pattern": self.pattern_name, "normalizer": self.normalizer}
+        if self.kind != "byte-level":  # byte-level manifests stay as they were
+            d.update(kind=self.kind, prepend=self.prepend)
+        return d
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -138,15 +147,15 @@ def _normalizer(norm: Any) -> tuple[str | None] | str:
     return f"normalizer {t} cannot be applied outside HF tokenizers"
 
 
-def _merges(raw: Sequence[Any]) -> list[tuple[str, str]]:
+def parse_merges(raw: Sequence[Any]) -> list[tuple[str, str]]:
     return [(m[0], m[1]) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in raw]
 
 
-def _merge_rule(model: dict[str, Any]) -> str | None:
+def merge_rule(model: dict[str, Any]) -> str | None:
     """None when HF's merges give exactly tiktoken's rank rule (see the module docstring)."""
     vocab: dict[str, int] = model["vocab"]
     try:
-        merges = _merges(model.get("merges") or [])
+        merges = parse_merges(model.get("merges") or [])
         res = [vocab[a + b] for a, b in merges]
     except (KeyError, IndexError, ValueError, TypeError):
         return "a merge makes a token that is not in the vocabulary"
@@ -225,7 +234,7 @@ def split_candidates(tokens: Sequence[str]) -> int:
     return int(np.count_nonzero(ok))
 
 
-def _self_encoding(vocab: dict[str, int], merges: list[tuple[str, str]]) -> str | None:
+def self_encoding(vocab: dict[str, int], merges: list[tuple[str, str]]) -> str | None:
     """With ``ignore_merges=false``: every token must come out of its own bytes by merges (as
     tiktoken's whole-piece lookup assumes). Returns the first token that does not, or None."""
     rank = {(a, b): i for i, (a, b) in reversed(list(enumerate(merges)))}
@@ -285,11 +294,11 @@ def analyze(d: dict[str, Any]) -> FastSpec | str:
         return "vocabulary lacks some of the 256 byte tokens"
     if len(set(vocab.values())) != len(vocab):
         return "vocabulary has duplicate ids"
-    why = _merge_rule(model)
+    why = merge_rule(model)
     if why:
         return why
     if not model.get("ignore_merges"):
-        bad = _self_encoding(vocab, _merges(model.get("merges") or []))
+        bad = self_encoding(vocab, parse_merges(model.get("merges") or []))
         if bad is not None:
             return (
                 f"ignore_merges=false and token {bad!r} does not encode to itself by merges "

@@ -32,11 +32,7 @@ from ..config import Mixture, TokenConfig
 from ..errors import ConfigError
 from ..rows.base import SpecialIds
 from .docsplit import DocSplitter
-from .fastbpe import (
-    FastSpec,
-    build_encoding,
-    encode_texts,
-)
+from .fastengine import FastSpec, build_engine, encode_texts
 from .special import (
     find_token,
     model_head,
@@ -350,7 +346,7 @@ def build_shared_tokenizer() -> None:
         import orjson
 
         spec = FastSpec(**orjson.loads(fast))
-        _SHARED_FAST.append((text, spec, build_encoding(orjson.loads(text), spec)))
+        _SHARED_FAST.append((text, spec, build_engine(orjson.loads(text), spec)))
     except Exception:  # an exception here would kill the forkserver
         return
 
@@ -443,7 +439,7 @@ class Encoder:
             else:
                 import orjson
 
-                self._enc = build_encoding(orjson.loads(self._json), self.fast)
+                self._enc = build_engine(orjson.loads(self._json), self.fast)
         return self._enc
 
     @property
