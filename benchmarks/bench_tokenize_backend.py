@@ -7,7 +7,9 @@ Four kinds of run, each a fresh child process, interleaved A B C D / D C B A ove
 - ``bare-hf``: ``Tokenizer.from_str`` + ``encode_batch_fast(texts, add_special_tokens=False)``
   (single-threaded) on the pipeline's own batches (``read.iter_batches``) of the input files;
 - ``bare-fast``: tiktoken ``encode_ordinary_batch(texts, num_threads=1)`` with the encoding
-  ``fastbpe`` builds from the same tokenizer.json, on the same batches;
+  ``fastengine`` builds from the same tokenizer.json, on the same batches (SentencePiece-style
+  tokenizers: on the texts after the engine's text rule, ``fastsp.sp_text``, timed; the ranks
+  are mapped to ids after the clock);
 - ``prepare-hf`` / ``prepare-fast``: ``denoise prepare --mixture ul2 --tokenizer-backend X``
   (encoder-decoder I=T=512, ``--workers`` as given, quiet), end to end.
 
@@ -106,7 +108,7 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
     import orjson
 
-    from denoise_cli.source import fastbpe
+    from denoise_cli.source import fastengine, fastsp
     from denoise_cli.source.discover import find_inputs
     from denoise_cli.source.read import FileStats, iter_batches
 
@@ -131,18 +133,26 @@ def child(args: argparse.Namespace) -> None:
         cpu = time.process_time() - t0
     else:
         d = orjson.loads(text)
-        spec = fastbpe.analyze(d)
-        assert isinstance(spec, fastbpe.FastSpec), spec
-        enc = fastbpe.build_encoding(d, spec)
+        spec = fastengine.analyze(d)
+        assert isinstance(spec, fastengine.FastSpec), spec
+        engine = fastengine.build_engine(d, spec)
+        sp = spec.kind == fastsp.KIND
+        # SentencePiece-style: the engine's text rule and tiktoken; ranks -> ids after the clock
+        enc = engine.enc if sp else engine
         t0 = time.process_time()
+        out = []
+        for texts in batches:
+            if sp:
+                texts = [fastsp.sp_text(t, spec) if t else t for t in texts]
+            out.append(enc.encode_ordinary_batch(texts, num_threads=1))
+        cpu = time.process_time() - t0
         n = 0
         digest = 0
-        for texts in batches:
-            ids = enc.encode_ordinary_batch(texts, num_threads=1)
+        for ids in out:
+            if sp:
+                ids = [engine.ids(np.array(x, dtype=np.uint32)).tolist() for x in ids]
             n += sum(len(x) for x in ids)
             digest ^= hash(tuple(ids[0])) if ids else 0
-        cpu = time.process_time() - t0
-    del np
     print(json.dumps({"encode_cpu": cpu, "tokens": n, "digest": digest}))
 
 
@@ -185,7 +195,7 @@ def breakdown(args: argparse.Namespace, inputs: list[str]) -> None:
     import orjson
 
     from denoise_cli.config import TokenConfig, load_mixture
-    from denoise_cli.source import fastbpe
+    from denoise_cli.source import fastbpe, fastengine
     from denoise_cli.source.discover import find_inputs
     from denoise_cli.source.read import FileStats, iter_batches
     from denoise_cli.source.tokenize import Encoder, build_tokenizer
@@ -226,10 +236,10 @@ def breakdown(args: argparse.Namespace, inputs: list[str]) -> None:
     rows.append(("`build_tokenizer` (HF build, special tokens, `to_str`)", t))
     t, d = best_of(lambda: orjson.loads(info.json))
     rows.append(("parse of the tokenizer JSON (orjson)", t))
-    t, spec = best_of(lambda: fastbpe.analyze(d))
-    rows.append(("`fastbpe.analyze`", t))
-    t, enc = best_of(lambda: fastbpe.build_encoding(d, spec))
-    rows.append(("`fastbpe.build_encoding` (ranks + `tiktoken.Encoding`)", t))
+    t, spec = best_of(lambda: fastengine.analyze(d))
+    rows.append(("`fastengine.analyze`", t))
+    t, enc = best_of(lambda: fastengine.build_engine(d, spec))
+    rows.append(("`fastengine.build_engine` (ranks + `tiktoken.Encoding`)", t))
     batch = next(
         iter(iter_batches(find_inputs(inputs[:1])[0], stats=FileStats(), batch_chars=1 << 18))
     )
@@ -238,7 +248,7 @@ def breakdown(args: argparse.Namespace, inputs: list[str]) -> None:
     t, _ = best_of(lambda: hf.encode_lists(texts))
     chars = sum(map(len, texts))
     rows.append((f"self-check, HF encode ({len(texts)} texts, {chars:,} chars)", t))
-    t, _ = best_of(lambda: fastbpe.encode_texts(enc, spec, texts))
+    t, _ = best_of(lambda: fastengine.encode_texts(enc, spec, texts))
     rows.append(("self-check, tiktoken encode (the same texts)", t))
     print("| piece | CPU-s |\n|---|---:|")
     for name, v in rows:
@@ -251,7 +261,9 @@ def main() -> None:
     ap.add_argument("--inputs", nargs="*", default=[])
     ap.add_argument("--out", default="")
     ap.add_argument("--input", help="input directory or file (the corpus)")
-    ap.add_argument("--tokenizer", help="a byte-level BPE tokenizer.json (e.g. GPT-2's)")
+    ap.add_argument(
+        "--tokenizer", help="a tokenizer.json with a fast engine (GPT-2's, Llama 2's, ...)"
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--files", type=int, default=0, help="first N input files (0 = all)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)

@@ -247,20 +247,26 @@ def build_sp_engine(d: dict[str, Any], spec: FastSpec) -> SpEngine:
     return SpEngine(enc, single, multi)
 
 
+def sp_text(text: str, spec: FastSpec) -> str:
+    """What tiktoken splits and merges: spaces replaced, the replacement prepended by the rule
+    (a non-empty ``text``)."""
+    rep = spec.replacement or "\u2581"
+    s = text.replace(" ", rep)
+    if spec.prepend == "always" or (spec.prepend == "first" and not s.startswith(rep)):
+        s = rep + s
+    return s
+
+
 def encode_sp(engine: SpEngine, spec: FastSpec, texts: Sequence[str]) -> list[np.ndarray]:
     """Encode documents one by one, each as a uint32 array of ids: ``" "`` -> the replacement,
     the prepend rule, tiktoken, then the rank -> id tables."""
-    rep = spec.replacement or "\u2581"
-    prepend = spec.prepend
     f = engine.enc.encode_to_numpy
     out: list[np.ndarray] = []
     for t in texts:
         if not t:  # HF gives no ids for an empty text (nothing to prepend to)
             out.append(np.zeros(0, dtype=np.uint32))
             continue
-        s = t.replace(" ", rep)
-        if prepend == "always" or (prepend == "first" and not s.startswith(rep)):
-            s = rep + s
+        s = sp_text(t, spec)
         try:
             r = f(s, allowed_special=_NO_SPECIAL, disallowed_special=())
         except UnicodeEncodeError:  # tiktoken's own repair in ``encode_ordinary``
