@@ -223,6 +223,7 @@ def _plain_added(d: dict[str, Any]) -> None:
         (_add_token("aß"), "which is not a vocabulary token"),
         (_plain_added, "non-special added token"),
         (_add_token("zqzq"), "does not encode to itself"),  # no merge makes it
+        (_edit(("model", "merges"), [["a"], 3]), "not pairs of tokens"),
     ],
 )
 def test_analyze_refuses_what_the_engine_does_not_reproduce(
@@ -262,6 +263,33 @@ def test_unknown_characters_fall_back_to_their_bytes() -> None:
     want = [v[M + "中"], v[fastsp.byte_token(0xE4)], v[fastsp.byte_token(0xB8)]]
     want += [v[fastsp.byte_token(0x81)]]
     assert fast.encode_lists(["中丁"]) == hf.encode_lists(["中丁"]) == [want]
+
+
+def test_rank_to_ids_table_matches_a_slow_reference() -> None:
+    """``SpEngine.ids`` (vectorized) against the obvious per-rank expansion, on random ranks
+    with many prefixes of unknown characters among them."""
+    _, fast = encoders("metaspace")
+    eng = fast.engine
+    assert isinstance(eng, fastsp.SpEngine) and eng.n_multi > 0
+    rng = np.random.default_rng(5)
+    n = len(eng.single)
+
+    def slow(ranks: np.ndarray) -> list[int]:
+        out: list[int] = []
+        for r in ranks.tolist():
+            if r < eng.n_multi:
+                out += eng.multi_ids[eng.multi_start[r] : eng.multi_start[r + 1]].tolist()
+            else:
+                out.append(int(eng.single[r]))
+        return out
+
+    for size in (0, 1, 7, 500):
+        for share in (0.0, 0.3, 1.0):
+            multi = rng.random(size) < share
+            ranks = np.where(
+                multi, rng.integers(0, eng.n_multi, size), rng.integers(eng.n_multi, n, size)
+            ).astype(np.uint32)
+            assert eng.ids(ranks).tolist() == slow(ranks)
 
 
 ALPHABET = [" ", "  ", M, "\n", "\t", "a", "b", "e", "t", "h", "the", "ing", "-", "0", "1", ".", "<",

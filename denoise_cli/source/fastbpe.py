@@ -151,11 +151,11 @@ def parse_merges(raw: Sequence[Any]) -> list[tuple[str, str]]:
     return [(m[0], m[1]) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in raw]
 
 
-def merge_rule(model: dict[str, Any]) -> str | None:
+def merge_rule(model: dict[str, Any], parsed: list[tuple[str, str]] | None = None) -> str | None:
     """None when HF's merges give exactly tiktoken's rank rule (see the module docstring)."""
     vocab: dict[str, int] = model["vocab"]
     try:
-        merges = parse_merges(model.get("merges") or [])
+        merges = parsed if parsed is not None else parse_merges(model.get("merges") or [])
         res = [vocab[a + b] for a, b in merges]
     except (KeyError, IndexError, ValueError, TypeError):
         return "a merge makes a token that is not in the vocabulary"

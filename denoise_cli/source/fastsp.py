@@ -130,7 +130,10 @@ def analyze_sp(d: dict[str, Any]) -> FastSpec | str:
     if missing:
         return f"vocabulary lacks byte token {byte_token(missing[0])} ({len(missing)} missing)"
     outside = _outside(d)
-    merges = parse_merges(model.get("merges") or [])
+    try:
+        merges = parse_merges(model.get("merges") or [])
+    except (IndexError, ValueError, TypeError, AttributeError):
+        return "merges list is not pairs of tokens"
     for a, b in merges:
         if a in outside or b in outside or a + b in outside:
             return f"merge {(a, b)} involves a byte or added token"
@@ -143,7 +146,7 @@ def analyze_sp(d: dict[str, Any]) -> FastSpec | str:
             return f"token {tok!r} has character {bad!r}, which is not a vocabulary token"
         if not split and rep in tok.lstrip(rep):
             return f"token {tok!r} has {rep!r} after another character (would span a split)"
-    why = merge_rule(model)
+    why = merge_rule(model, merges)
     if why:
         return why
     bad_tok = _self_encoding(vocab, merges, outside)
@@ -186,26 +189,34 @@ def _outside(d: dict[str, Any]) -> set[str]:
 
 @dataclass
 class SpEngine:
-    """The tiktoken ``Encoding`` of a SentencePiece-style BPE and its rank -> ids tables."""
+    """The tiktoken ``Encoding`` of a SentencePiece-style BPE and its rank -> ids tables. Ranks
+    below ``n_multi`` (the prefixes of multi-byte characters) stand for several byte ids, found
+    only where tiktoken stopped inside an unknown character; every other rank is one id."""
 
     enc: Any
-    #: rank -> id, or ``_MULTI`` for a prefix of an unknown character (several byte ids)
+    #: rank -> id (``_MULTI`` for the ranks below ``n_multi``)
     single: np.ndarray
-    #: rank -> its byte ids, for the ``_MULTI`` ranks
-    multi: dict[int, list[int]]
+    n_multi: int
+    #: rank (< ``n_multi``) -> its byte ids: ``multi_ids[multi_start[r] : multi_start[r + 1]]``
+    multi_start: np.ndarray
+    multi_ids: np.ndarray
 
     def ids(self, ranks: np.ndarray) -> np.ndarray:
-        """The ids of tiktoken's ``ranks`` (uint32)."""
+        """The ids of tiktoken's ``ranks`` (uint32), vectorized."""
         out: np.ndarray = self.single[ranks]
-        if len(out) and self.multi and (out == _MULTI).any():
-            flat: list[int] = []
-            for r, o in zip(ranks.tolist(), out.tolist(), strict=True):
-                if o == _MULTI:
-                    flat.extend(self.multi[r])
-                else:
-                    flat.append(o)
-            out = np.array(flat, dtype=np.uint32)
-        return out
+        if not len(ranks) or int(ranks.min()) >= self.n_multi:
+            return out
+        at = np.flatnonzero(ranks < self.n_multi)  # the few prefixes of unknown characters
+        r = ranks[at].astype(np.int64)
+        first, lens = self.multi_start[r], self.multi_start[r + 1] - self.multi_start[r]
+        sizes = np.ones(len(ranks), dtype=np.int64)
+        sizes[at] = lens
+        starts = np.cumsum(sizes) - sizes  # where each rank's ids begin in the result
+        res = np.repeat(out, sizes)
+        k = np.repeat(np.arange(len(at)), lens)
+        within = np.arange(len(k)) - np.repeat(np.cumsum(lens) - lens, lens)
+        res[starts[at][k] + within] = self.multi_ids[first[k] + within]
+        return res
 
 
 def build_sp_engine(d: dict[str, Any], spec: FastSpec) -> SpEngine:
@@ -236,15 +247,19 @@ def build_sp_engine(d: dict[str, Any], spec: FastSpec) -> SpEngine:
     for tok, i in sorted(vocab.items(), key=lambda x: x[1]):
         if len(tok) > 1 and tok not in outside:
             add(tok.encode("utf-8"), [i])
+    n_multi = next((r for r, x in enumerate(ids) if len(x) == 1), len(ids))
+    assert all(len(x) == 1 for x in ids[n_multi:])  # the prefixes come first, then single ids
     single = np.array([x[0] if len(x) == 1 else _MULTI for x in ids], dtype=np.uint32)
-    multi = {r: x for r, x in enumerate(ids) if len(x) > 1}
+    multi_start = np.zeros(n_multi + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in ids[:n_multi]], out=multi_start[1:])
+    multi_ids = np.array([i for x in ids[:n_multi] for i in x], dtype=np.uint32)
     enc = tiktoken.Encoding(
         "denoise-" + spec.pattern_name,
         pat_str=spec.pattern,
         mergeable_ranks=ranks,
         special_tokens={NEVER_SPECIAL: len(ids)},
     )
-    return SpEngine(enc, single, multi)
+    return SpEngine(enc, single, n_multi, multi_start, multi_ids)
 
 
 def sp_text(text: str, spec: FastSpec) -> str:
