@@ -207,6 +207,13 @@ def _plain_added(d: dict[str, Any]) -> None:
     )  # fmt: skip
 
 
+def _special_char(d: dict[str, Any]) -> None:
+    d["added_tokens"].append(
+        {"id": d["model"]["vocab"]["x"], "content": "x", "single_word": False, "lstrip": False,
+         "rstrip": False, "normalized": False, "special": True}
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
@@ -224,6 +231,7 @@ def _plain_added(d: dict[str, Any]) -> None:
         (_plain_added, "non-special added token"),
         (_add_token("zqzq"), "does not encode to itself"),  # no merge makes it
         (_edit(("model", "merges"), [["a"], 3]), "not pairs of tokens"),
+        (_special_char, "single vocabulary character"),
     ],
 )
 def test_analyze_refuses_what_the_engine_does_not_reproduce(

@@ -1,8 +1,9 @@
 """Which engine encodes a run's documents: tiktoken where it provably gives HF's ids, else HF.
 
 :func:`choose_backend` rules tiktoken out from the model's head when it can (no JSON parse),
-else parses the tokenizer JSON once for :func:`~.fastbpe.analyze` and, when the tokenizer
-qualifies, the tiktoken ``Encoding``; then it runs the self-check: both engines on the built-in
+else parses the tokenizer JSON once for :func:`~.fastengine.analyze` and, when the tokenizer
+qualifies, the engine (a tiktoken ``Encoding``, or :class:`~.fastsp.SpEngine` for
+SentencePiece-style BPE); then it runs the self-check: both engines on the built-in
 torture texts and the run's first documents, any difference falling back to HF with a warning
 naming the text. The choice (:class:`BackendChoice`) is recorded in the manifest; the
 ``Encoding`` it built travels with it to the run's in-process encoder (never pickled). See
@@ -59,7 +60,7 @@ class BackendChoice:
 
 
 def _ruled_out(head: dict[str, Any]) -> str | None:
-    """:func:`~.fastbpe.analyze`'s reason when the model's head alone rules tiktoken out (the
+    """:func:`~.fastengine.analyze`'s reason when the model's head alone rules tiktoken out (the
     same reason, from the checks it makes first); None when the whole JSON must be analyzed."""
     if not head:
         return None
@@ -84,7 +85,7 @@ def choose_backend(
     model: dict[str, Any] | None = None,
     built: Any = None,
 ) -> BackendChoice:
-    """Pick the document encoder. ``fast`` when :func:`~.fastbpe.analyze` accepts the tokenizer
+    """Pick the document encoder. ``fast`` when :func:`~.fastengine.analyze` accepts the tokenizer
     and tiktoken gives HF's ids on the torture texts and ``sample`` (a run's first documents, or
     a function that reads them: called only when the tokenizer qualifies);
     a difference falls back to HF with a warning naming the first differing text. ``hf``: always

@@ -130,6 +130,10 @@ def analyze_sp(d: dict[str, Any]) -> FastSpec | str:
     if missing:
         return f"vocabulary lacks byte token {byte_token(missing[0])} ({len(missing)} missing)"
     outside = _outside(d)
+    chars = {t for t in vocab if len(t) == 1}
+    both = sorted(chars & outside)
+    if both:  # HF's model would still look the character up as an initial symbol
+        return f"added token {both[0]!r} is a single vocabulary character"
     try:
         merges = parse_merges(model.get("merges") or [])
     except (IndexError, ValueError, TypeError, AttributeError):
@@ -137,7 +141,6 @@ def analyze_sp(d: dict[str, Any]) -> FastSpec | str:
     for a, b in merges:
         if a in outside or b in outside or a + b in outside:
             return f"merge {(a, b)} involves a byte or added token"
-    chars = {t for t in vocab if len(t) == 1}
     for tok in vocab:
         if tok in outside or len(tok) < 2:
             continue

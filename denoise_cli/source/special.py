@@ -99,7 +99,7 @@ def special_ids_of(tok: Any, tokenizer_json: str, sentinel_template: str) -> dic
 
 
 def model_head(tok: Any) -> dict[str, Any]:
-    """The model's type and the BPE options :func:`~.fastbpe.analyze` checks first."""
+    """The model's type and the BPE options :func:`~.fastengine.analyze` checks first."""
     m = tok.model
     head: dict[str, Any] = {"type": type(m).__name__}
     for key in ("dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix"):

@@ -126,7 +126,7 @@ class TokenizerInfo:
     #: the extended ``tokenizers.Tokenizer`` that ``build_tokenizer`` made (``json`` is its
     #: ``to_str()``): handed to this process's encoder instead of a second build; not pickled
     built: Any = field(repr=False, compare=False, default=None)
-    #: the model's type and the BPE options ``fastbpe.analyze`` checks first (``choose_backend``
+    #: the model's type and the BPE options ``fastengine.analyze`` checks first (``choose_backend``
     #: decides from these without parsing ``json`` when they already rule tiktoken out)
     model_head: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
