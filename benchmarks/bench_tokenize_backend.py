@@ -61,7 +61,7 @@ PR_SET_CHILD_SUBREAPER = 36
 def inputs_of(args: argparse.Namespace) -> list[str]:
     from denoise_cli.source.discover import find_inputs
 
-    files = find_inputs([args.input])
+    files = find_inputs([str(Path(args.input).resolve())])  # children run elsewhere
     if args.files:
         files = files[: args.files]
     return [f.path for f in files]
@@ -72,13 +72,16 @@ def child(args: argparse.Namespace) -> None:
     kind = args.child
     files = args.inputs
     if kind.startswith("prepare"):
-        out = Path(args.out)
+        out = Path(args.out).resolve()
         env = dict(os.environ)
+        # ``python -m`` puts its working directory first on sys.path: run it from the root of
+        # the revision it is to import (from the repository root, a baseline run imported the
+        # repository's denoise_cli, not the baseline's: fixed 2026-12-01 18:45 UTC)
+        root = str(REPO)
         if kind.endswith("@base"):  # the baseline revision's denoise_cli (--baseline DIR)
-            env["PYTHONPATH"] = os.pathsep.join([args.baseline, env.get("PYTHONPATH", "")])
+            root = args.baseline
             kind = kind[: -len("@base")]
-        else:
-            env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
         cmd = [
             sys.executable,
             "-m",
@@ -97,7 +100,7 @@ def child(args: argparse.Namespace) -> None:
             "--quiet",
             "--overwrite",
         ]
-        subprocess.run(cmd, check=True, env=env)
+        subprocess.run(cmd, check=True, env=env, cwd=root)
         m = json.loads((out / "denoise.json").read_text())
         print(
             json.dumps(
@@ -284,6 +287,8 @@ def main() -> None:
         help="comma-separated kinds to run (bare-hf and bare-fast are always run)",
     )
     args = ap.parse_args()
+    if args.tokenizer:
+        args.tokenizer = str(Path(args.tokenizer).resolve())  # children run elsewhere
     sys.path.insert(0, str(REPO))
     if args.child:
         child(args)
