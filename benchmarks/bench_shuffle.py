@@ -116,8 +116,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10, help="timed epochs per child")
     ap.add_argument("--baseline", help="a directory holding another revision's denoise_cli/")
     ap.add_argument("--baseline-ways", default="torch blocks zero-copy", help="comma-separated")
+    ap.add_argument("--ways", default=",".join(WAYS), help="comma-separated (default: all)")
     args = ap.parse_args()
-    ways = list(WAYS)
+    ways = [w for w in args.ways.split(",") if w]
+    unknown = sorted(set(ways) - set(WAYS))
+    if unknown:
+        ap.error(f"unknown ways {unknown}; choose from {WAYS}")
     if args.baseline:
         ways += [w + BASE for w in args.baseline_ways.split(",") if w]
     if not (Path(args.shuffled) / "denoise.json").exists():
