@@ -399,3 +399,14 @@ def test_real_llama_tokenizer_identical_on_the_real_corpus() -> None:
                 assert a == b, f"{path.name} document {i + j}"
         docs += len(texts)
     assert docs > 2000
+    # and random text over several scripts, spaces, emoji, combining marks, controls
+    rng = np.random.default_rng(11)
+    blocks = [(0x20, 0x7F), (0xA0, 0x250), (0x370, 0x530), (0x4E00, 0x4F00), (0x1F600, 0x1F650),
+              (0x300, 0x370), (0x0, 0x20), (0x2580, 0x2590), (0xAC00, 0xAD00)]  # fmt: skip
+    randoms = []
+    for _ in range(3000):
+        lo, hi = blocks[rng.integers(len(blocks))], blocks[rng.integers(len(blocks))]
+        cps = np.concatenate([rng.integers(*lo, 20), rng.integers(*hi, 20), [32] * 8])
+        randoms.append("".join(map(chr, rng.permutation(cps)[: rng.integers(1, 48)])))
+    randoms += list(TORTURE_TEXTS) + EDGE_TEXTS
+    assert hf.encode_lists(randoms) == fast.encode_lists(randoms)
