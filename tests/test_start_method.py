@@ -99,11 +99,25 @@ def _digest(out: Path) -> str:
     return h.hexdigest()
 
 
+def _tokenizer(which: str | None, tmp_path: Path) -> str | None:
+    """``None`` (embedded GPT-2: byte-level fast engine), T5 (HF), ``"sp"`` (a Llama-style
+    SentencePiece BPE: the ``fastsp`` engine, whose spec travels to a forkserver as JSON)."""
+    if which != "sp":
+        return which
+    import orjson
+    from test_fastsp import variant
+
+    path = tmp_path / "sp-tokenizer.json"
+    path.write_bytes(orjson.dumps(variant("metaspace")))
+    return str(path)
+
+
 @linux_only
-@pytest.mark.parametrize("tokenizer", [None, T5TOK])  # fast backend (GPT-2), HF (T5 unigram)
+@pytest.mark.parametrize("which", [None, T5TOK, "sp"])  # fast (GPT-2), HF (T5), fast (Llama-style)
 def test_fork_forkserver_spawn_and_in_process_give_the_same_bytes(
-    clean_env: pytest.MonkeyPatch, tmp_path: Path, tokenizer: str | None
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, which: str | None
 ) -> None:
+    tokenizer = _tokenizer(which, tmp_path)
     inp = make_corpus(tmp_path / "in", files=3, docs=60)
     cfg = PrepareConfig(mixture=load_mixture("ul2"), lengths=Lengths("encoder-decoder", 128, 64))
     digests = {}
@@ -112,18 +126,20 @@ def test_fork_forkserver_spawn_and_in_process_give_the_same_bytes(
             clean_env.setenv(START_METHOD_ENV, how)
         out = tmp_path / how
         workers = 1 if how == "in-process" else 2
-        prepare([str(inp)], str(out), cfg, tokenizer=tokenizer, workers=workers, progress=False)
+        m = prepare([str(inp)], str(out), cfg, tokenizer=tokenizer, workers=workers, progress=False)
+        assert m["tokenizer_backend"]["used"] == ("hf" if which == T5TOK else "fast")
         digests[how] = _digest(out)
     assert len(set(digests.values())) == 1, digests
 
 
 @linux_only
-@pytest.mark.parametrize("tokenizer", [None, T5TOK])
+@pytest.mark.parametrize("which", [None, T5TOK, "sp"])
 def test_forked_workers_build_no_tokenizer(
-    clean_env: pytest.MonkeyPatch, tmp_path: Path, tokenizer: str | None
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, which: str | None
 ) -> None:
     """Every tokenizer build (HF or tiktoken) is logged with its process id: with the pool
     forked from this process, only this process builds; the workers use its build."""
+    tokenizer = _tokenizer(which, tmp_path)
     log = tmp_path / "builds.txt"
     real = tk._tokenizers()
     import tiktoken
