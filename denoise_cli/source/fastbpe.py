@@ -68,6 +68,10 @@ TORTURE_TEXTS: tuple[str, ...] = (
     "control \x00\x01\x7f \u200b\u200c\u200d \ufeff \u2028 \u00a0nbsp \u3000ideo",
     "MIXED case DON'T WON'T Y'ALL O'Neil rock'n'roll '' ' '",
     "a" * 300 + " " + "ab" * 150 + " " + "🙂" * 50,
+    # runs of one character: where two different pairs can make the same token and overlap
+    # (``▁▁▁ + ▁`` / ``▁ + ▁▁▁``, ``-- + -`` / ``- + --``), the merge rules' residual risk
+    "w" + "".join(" " * k + "w" for k in range(1, 41)) + "\n" + "\t" * 9 + "\n" * 7,
+    " ".join(c * k for c in "-=._0*#~" for k in range(1, 21)),
 )
 
 
