@@ -410,3 +410,21 @@ def test_real_llama_tokenizer_identical_on_the_real_corpus() -> None:
         randoms.append("".join(map(chr, rng.permutation(cps)[: rng.integers(1, 48)])))
     randoms += list(TORTURE_TEXTS) + EDGE_TEXTS
     assert hf.encode_lists(randoms) == fast.encode_lists(randoms)
+
+
+def test_cli_summary_names_the_engine(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from denoise_cli.cli import app
+
+    tok = tmp_path / "tokenizer.json"
+    tok.write_bytes(orjson.dumps(variant("metaspace")))
+    out = tmp_path / "o"
+    args = ["prepare", str(SAMPLE), str(out), "--tokenizer", str(tok), "--workers", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "tokenizer backend: fast (sentencepiece-bpe on tiktoken" in res.output
+    hf_args = [*args[:2], str(tmp_path / "h"), *args[3:], "--tokenizer-backend", "hf"]
+    res = CliRunner().invoke(app, hf_args)
+    assert res.exit_code == 0, res.output
+    assert "tokenizer backend: hf (HF tokenizers; requested)" in res.output

@@ -244,6 +244,8 @@ def prepare_summary(m: dict[str, Any], out: str, run: dict[str, Any] | None = No
     be = m.get("tokenizer_backend")
     if be:
         eng = be.get("engine", "HF tokenizers") if be["used"] == "fast" else "HF tokenizers"
+        if be["used"] == "fast" and be.get("kind"):  # e.g. sentencepiece-bpe (fastsp)
+            eng = f"{be['kind']} on {eng}"
         lines.append(f"tokenizer backend: {be['used']} ({eng}; {be['reason']})")
     lines += [f"note: {n}" for n in tokenizer_notes(tok)]
     if run is not None:
