@@ -10,8 +10,9 @@ bytes (an ASCII vocabulary character, else the byte's ``<0xXX>`` id), then the m
 characters, then the multi-character tokens in id order; a rank maps back to its id (a prefix
 of an unknown character back to its ``<0xXX>`` ids). Text is split where no vocabulary token can
 span (before a ``"▁"`` that follows another character), which is how HF's whole-document BPE
-factors into pieces. :func:`analyze` proves the rest or names why not: byte fallback with all
-256 byte tokens, every token's characters in the vocabulary, no ``"▁"`` inside a token, HF's
+factors into pieces. :func:`analyze_sp` proves the rest or names why not: byte fallback with
+all 256 byte tokens, every token's characters in the vocabulary, no ``"▁"`` after another
+character in a token, HF's
 merge order equal to tiktoken's rank order on a complete merges list (``fastbpe.merge_rule``)
 and every token encoding to itself. Residual risk (equal-rank overlapping pairs, as for
 byte-level BPE) is caught by the self-check. Cost: one ``str.replace`` and one table lookup per
@@ -26,21 +27,22 @@ from typing import Any
 
 import numpy as np
 
-from .fastbpe import FastSpec, merge_rule, parse_merges
+from .fastbpe import NEVER_SPECIAL, FastSpec, merge_rule, parse_merges
 
 __all__ = [
     "KIND",
     "SpEngine",
     "analyze_sp",
     "build_sp_engine",
+    "byte_token",
     "encode_sp",
     "is_sentencepiece_style",
+    "sp_text",
 ]
 
 KIND = "sentencepiece-bpe"
 _MULTI = 0xFFFFFFFF  # a rank that stands for several ids (a prefix of an unknown character)
 _NO_SPECIAL: frozenset[str] = frozenset()
-NEVER_SPECIAL = "<|denoise: never a special token|>"
 
 
 def byte_token(b: int) -> str:
@@ -49,9 +51,8 @@ def byte_token(b: int) -> str:
 
 
 def is_sentencepiece_style(d: dict[str, Any]) -> bool:
-    """Whether the tokenizer looks SentencePiece-style (byte fallback, Metaspace or a
-    ``Replace(" ", ...)`` normalizer): :func:`analyze_sp` then gives the reason, not the
-    byte-level analysis."""
+    """Whether the tokenizer looks SentencePiece-style (byte fallback or a Metaspace
+    pre-tokenizer): :func:`analyze_sp` then gives the reason, not the byte-level analysis."""
     model = d.get("model") or {}
     pre = d.get("pre_tokenizer") or {}
     return bool(model.get("byte_fallback")) or (
