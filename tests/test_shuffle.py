@@ -329,6 +329,18 @@ def test_zero_copy_block_path_equals_the_copied_plan(
         assert (base <= ptr < base + view.nbytes) == bool(inside)  # view iff in one batch
         views += bool(inside)
     assert 0 < views < len(zc) or world > 1  # both kinds were served
+    # the numpy loader's block path: the same plan, views where the block is in one batch
+    np_kw = {k: v for k, v in kw.items() if k not in ("world_size", "columns")}
+    for cols in (MODEL_COLS, None):
+        got = list(ds.iter_batches(32, world_size=world, columns=cols, **np_kw))
+        assert len(got) == len(plan)
+        for g, idx in zip(got, plan, strict=True):
+            want = ds.take(idx, cols)
+            assert list(g) == list(want)
+            for k in want:
+                np.testing.assert_array_equal(g[k], want[k])
+    with pytest.raises(KeyError, match="no column 'nope'"):
+        next(ds.iter_batches(32, shuffle="blocks", columns=["nope"]))
 
 
 def test_zero_copy_block_path_in_a_dataloader_worker(
