@@ -326,6 +326,8 @@ def child_tree(spec: dict[str, Any]) -> dict[str, Any]:
     sys.argv += ["--workers", str(spec["workers"])]
     if spec.get("tokenizer"):
         sys.argv += ["--tokenizer", spec["tokenizer"]]
+    if spec.get("backend"):
+        sys.argv += ["--tokenizer-backend", spec["backend"]]
     from denoise_cli.cli import main
 
     main()
@@ -681,7 +683,8 @@ def verdict(ok: bool) -> str:
 def overhead_main(a: argparse.Namespace) -> None:
     """``--overhead``: per repeat, interleaved: the bare tokenizer (``encode_batch_fast`` on the
     pipeline's batches, one process, encode CPU only), then ``prepare()`` of each revision
-    (``--baseline`` first when given), each as the CPU of its whole process tree."""
+    (``--baseline`` first when given; ``--tokenizer-backend hf``: this measures the HF path, the
+    one tokenizers without a fast engine take), each as the CPU of its whole process tree."""
     import statistics
 
     if not become_subreaper():
@@ -691,7 +694,9 @@ def overhead_main(a: argparse.Namespace) -> None:
     files = shards[: 1 if a.quick else (a.files or len(shards))]
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-", dir=a.tmp))
     log = tmp / "children.log"
-    base = {"mixture": a.mixture, "tokenizer": a.tokenizer}
+    # HF tokenizers in prepare too: the overhead is against HF's own encode calls (a tokenizer
+    # with a fast engine would otherwise leave the timer only the self-check's calls)
+    base = {"mixture": a.mixture, "tokenizer": a.tokenizer, "backend": "hf"}
     revs = [("before", a.baseline)] if a.baseline else []
     revs.append(("after" if a.baseline else "this", None))
     print(
