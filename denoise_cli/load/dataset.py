@@ -289,7 +289,7 @@ class DenoiseDataset:
 
         See :func:`epoch_batches` for the exact plan."""
         if shuffle == BLOCKS and not pad_last:
-            yield from self._block_batches(
+            yield from self._iter_blocks(
                 batch_size, seed, epoch, rank, world_size, drop_last, columns
             )
             return
@@ -313,7 +313,7 @@ class DenoiseDataset:
                 b = self.take(chunk, columns)
             yield self.pad_batch(b, batch_size) if pad_last else b
 
-    def _block_batches(
+    def _iter_blocks(
         self,
         batch_size: int,
         seed: int,
@@ -323,32 +323,42 @@ class DenoiseDataset:
         drop_last: bool,
         columns: Sequence[str] | None,
     ) -> Iterator[dict[str, np.ndarray]]:
-        """:meth:`iter_batches` for ``shuffle="blocks"``: the plan as block numbers, located all
-        at once (:meth:`locate_many`), each batch a slice per column of its record batch (~1 us);
-        a block across two record batches (or a compact output's) is gathered."""
+        """:meth:`iter_batches` for ``shuffle="blocks"`` (no padding): each batch a slice per
+        column of its record batch (~1 us), a block across two record batches (or a compact
+        output's) gathered."""
         cols = list(self.columns) if columns is None else list(columns)
         for k in cols:
             if k not in self._info:
                 raise KeyError(f"no column {k!r} (columns: {', '.join(self.columns)})")
-        n = len(self)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(
-                f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}"
-            )
-        blocks = epoch_blocks(n, batch_size, seed, epoch, rank, world_size, drop_last)
-        first = blocks * batch_size
-        last = np.minimum(first + batch_size, n)
-        where, los, his = self.locate_many(first, last)
-        for bi, lo, hi, a, b in zip(
-            where.tolist(), los.tolist(), his.tolist(), first.tolist(), last.tolist(), strict=True
-        ):
+        _check_plan(batch_size, rank, world_size)
+        blocks = epoch_blocks(len(self), batch_size, seed, epoch, rank, world_size, drop_last)
+        for bi, lo, hi, a, b in self.locate_blocks(blocks, batch_size):
             if bi >= 0:
                 v = self._view(bi)
                 yield {k: v[k][lo:hi] for k in cols}
             else:
                 yield self.take(np.arange(a, b), columns)
+
+    def locate_blocks(
+        self, blocks: np.ndarray, batch_size: int
+    ) -> Iterator[tuple[int, int, int, int, int]]:
+        """For each block (rows ``b * batch_size`` up to ``(b + 1) * batch_size``, the last one
+        short), located all at once (:meth:`locate_many`): ``(record batch, lo, hi, first row,
+        stop row)``, record batch ``-1`` where the block is not one slice of one record batch.
+        The plan a zero-copy block reader follows, with no row indices made."""
+        first = np.asarray(blocks, dtype=np.int64) * batch_size
+        stop = np.minimum(first + batch_size, len(self))
+        where, los, his = self.locate_many(first, stop)
+        return zip(
+            where.tolist(), los.tolist(), his.tolist(), first.tolist(), stop.tolist(), strict=True
+        )
+
+
+def _check_plan(batch_size: int, rank: int, world_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
 
 
 def epoch_batches(
@@ -380,10 +390,7 @@ def epoch_batches(
     these blocks changes per epoch (:func:`_block_batches`), so each batch is a contiguous slice
     (a zero-copy view where it lies in one record batch). The rows that make up a batch are then
     the same every epoch."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+    _check_plan(batch_size, rank, world_size)
     drop_last = drop_last and not pad_last
     if shuffle == BLOCKS:
         return _block_batches(n, batch_size, seed, epoch, rank, world_size, drop_last, pad_last)

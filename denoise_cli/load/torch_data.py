@@ -500,27 +500,17 @@ class DenoiseBatches(IterableDataset[Batch]):
         """The plan of :meth:`plan` for ``shuffle="blocks"`` with ``zero_copy``, served from block
         numbers located all at once (no row indices per batch): a batch is then one slice per
         column, which is most of its ~7 us; a block across two record batches is copied."""
-        n, bs = len(ds), self.batch_size
-        blocks = epoch_blocks(n, bs, self.seed, epoch, self.rank, self.world_size, self.drop_last)[
-            start:
-        ][wid::nw]
-        lo_rows = blocks * bs
-        hi_rows = np.minimum(lo_rows + bs, n)
-        where, los, his = ds.locate_many(lo_rows, hi_rows)
-        for bi, lo, hi, first, last in zip(
-            where.tolist(),
-            los.tolist(),
-            his.tolist(),
-            lo_rows.tolist(),
-            hi_rows.tolist(),
-            strict=True,
-        ):
+        bs = self.batch_size
+        blocks = epoch_blocks(
+            len(ds), bs, self.seed, epoch, self.rank, self.world_size, self.drop_last
+        )
+        for bi, lo, hi, first, stop in ds.locate_blocks(blocks[start:][wid::nw], bs):
             self._consumed += 1
             if bi >= 0:
                 ts = tv.record_batch(bi)
                 yield {k: ts[k][lo:hi] for k in cols}
             else:
-                yield gather(ds, np.arange(first, last), self.columns, long=False)
+                yield gather(ds, np.arange(first, stop), self.columns, long=False)
 
 
 class DenoiseTorchDataset(Dataset[Batch]):

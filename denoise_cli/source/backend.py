@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .fastbpe import TORTURE_TEXTS, first_difference
+from .fastbpe import TORTURE_TEXTS, bpe_options_reason, first_difference
 from .fastengine import FastSpec, analyze, build_engine
 from .tokenize import Encoder
 
@@ -64,18 +64,13 @@ def _ruled_out(head: dict[str, Any]) -> str | None:
     same reason, from the checks it makes first); None when the whole JSON must be analyzed."""
     if not head:
         return None
-    if head.get("type") != "BPE":
-        return f"model is {head.get('type')}, not BPE"
-    if head.get("dropout") or head.get("byte_fallback"):
+    if head.get("type") == "BPE" and (head.get("dropout") or head.get("byte_fallback")):
         return None  # dropout: its reason quotes the JSON's float; byte fallback: fastsp's case
-    for key, what in (
-        ("unk_token", "an unk token"),
-        ("continuing_subword_prefix", "a continuing-subword prefix"),
-        ("end_of_word_suffix", "an end-of-word suffix"),
-    ):
-        if head.get(key):
-            return f"BPE model has {what} ({head[key]!r})"
-    return None
+    # the byte-level analysis's first checks, less the two above (a built model's head holds
+    # no ignore_merges)
+    return bpe_options_reason(
+        head, ("unk_token", "continuing_subword_prefix", "end_of_word_suffix")
+    )
 
 
 def choose_backend(

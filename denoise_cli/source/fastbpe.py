@@ -260,33 +260,66 @@ def hf_bpe(word: str, rank: dict[tuple[str, str], int]) -> list[str]:
     return parts
 
 
+#: The BPE model options a fast engine may refuse, as its reason names them.
+BPE_OPTIONS: dict[str, str] = {
+    "dropout": "BPE dropout",
+    "unk_token": "an unk token",
+    "continuing_subword_prefix": "a continuing-subword prefix",
+    "end_of_word_suffix": "an end-of-word suffix",
+    "byte_fallback": "byte fallback",
+    "ignore_merges": "ignore_merges (whole words looked up first)",
+}
+
+
+def bpe_options_reason(model: dict[str, Any], refused: Sequence[str]) -> str | None:
+    """The reason when ``model`` is not BPE or sets one of the ``refused`` options (checked in
+    that order, named as in :data:`BPE_OPTIONS`), else None. ``model`` may be the parsed JSON's
+    ``model`` or ``special.model_head``'s summary of a built one: the same reason either way."""
+    if model.get("type") != "BPE":
+        return f"model is {model.get('type')}, not BPE"
+    for key in refused:
+        if model.get(key):
+            return f"BPE model has {BPE_OPTIONS[key]} ({model[key]!r})"
+    return None
+
+
+def plain_added_reason(d: dict[str, Any]) -> str | None:
+    """The reason when the tokenizer has non-special added tokens (HF matches them in text,
+    even with ``encode_special_tokens=True``; no fast engine does), else None."""
+    plain = [a["content"] for a in d.get("added_tokens") or [] if not a.get("special")]
+    if not plain:
+        return None
+    return (
+        f"{len(plain)} non-special added token(s) (e.g. {plain[0]!r}) are matched in text by "
+        "HF tokenizers"
+    )
+
+
 def analyze(d: dict[str, Any]) -> FastSpec | str:
     """A :class:`FastSpec` when tiktoken reproduces this tokenizer.json's encoding, else the
     reason (one line) why not."""
     model = d.get("model") or {}
-    if model.get("type") != "BPE":
-        return f"model is {model.get('type')}, not BPE"
-    for key, what in (
-        ("dropout", "BPE dropout"),
-        ("unk_token", "an unk token"),
-        ("continuing_subword_prefix", "a continuing-subword prefix"),
-        ("end_of_word_suffix", "an end-of-word suffix"),
-        ("byte_fallback", "byte fallback"),
-    ):
-        if model.get(key):
-            return f"BPE model has {what} ({model[key]!r})"
+    why = bpe_options_reason(
+        model,
+        (
+            "dropout",
+            "unk_token",
+            "continuing_subword_prefix",
+            "end_of_word_suffix",
+            "byte_fallback",
+        ),
+    )
+    if why:
+        return why
     norm = _normalizer(d.get("normalizer"))
     if isinstance(norm, str):
         return norm
     pat = _pattern(d.get("pre_tokenizer"))
     if isinstance(pat, str):
         return pat
-    plain = [a["content"] for a in d.get("added_tokens") or [] if not a.get("special")]
-    if plain:
-        return (
-            f"{len(plain)} non-special added token(s) (e.g. {plain[0]!r}) are matched in text by "
-            "HF tokenizers"
-        )
+    why = plain_added_reason(d)
+    if why:
+        return why
     vocab = model.get("vocab")
     if not isinstance(vocab, dict) or not vocab:
         return "BPE vocabulary is not a token -> id map"

@@ -27,10 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from .fastbpe import NEVER_SPECIAL, FastSpec, merge_rule, parse_merges
+from .fastbpe import (
+    NEVER_SPECIAL,
+    FastSpec,
+    bpe_options_reason,
+    merge_rule,
+    parse_merges,
+    plain_added_reason,
+)
 
 __all__ = [
     "KIND",
+    "SP_REFUSED",
     "SpEngine",
     "analyze_sp",
     "build_sp_engine",
@@ -41,6 +49,8 @@ __all__ = [
 ]
 
 KIND = "sentencepiece-bpe"
+#: the BPE options this engine refuses (an unk token is fine: byte fallback covers every byte)
+SP_REFUSED = ("dropout", "continuing_subword_prefix", "end_of_word_suffix", "ignore_merges")
 _MULTI = 0xFFFFFFFF  # a rank that stands for several ids (a prefix of an unknown character)
 _NO_SPECIAL: frozenset[str] = frozenset()
 
@@ -100,28 +110,18 @@ def analyze_sp(d: dict[str, Any]) -> FastSpec | str:
     """A :class:`~.fastbpe.FastSpec` of kind ``sentencepiece-bpe`` when the tokenizer is provably
     reproduced by :class:`SpEngine` (see the module docstring), else the reason (one line)."""
     model = d.get("model") or {}
-    if model.get("type") != "BPE":
-        return f"model is {model.get('type')}, not BPE"
-    for key, what in (
-        ("dropout", "BPE dropout"),
-        ("continuing_subword_prefix", "a continuing-subword prefix"),
-        ("end_of_word_suffix", "an end-of-word suffix"),
-        ("ignore_merges", "ignore_merges (whole words looked up first)"),
-    ):
-        if model.get(key):
-            return f"BPE model has {what} ({model[key]!r})"
+    why = bpe_options_reason(model, SP_REFUSED)
+    if why:
+        return why
     if not model.get("byte_fallback"):
         return "BPE model without byte fallback and without a byte-level vocabulary"
     rule = _text_rule(d)
     if isinstance(rule, str):
         return rule
     rep, prepend, split = rule
-    plain = [a["content"] for a in d.get("added_tokens") or [] if not a.get("special")]
-    if plain:
-        return (
-            f"{len(plain)} non-special added token(s) (e.g. {plain[0]!r}) are matched in text by "
-            "HF tokenizers"
-        )
+    why = plain_added_reason(d)
+    if why:
+        return why
     vocab = model.get("vocab")
     if not isinstance(vocab, dict) or not vocab:
         return "BPE vocabulary is not a token -> id map"
