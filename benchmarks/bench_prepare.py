@@ -280,13 +280,19 @@ def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_tree(spec: dict[str, Any]) -> dict[str, Any]:
-    """``denoise prepare`` as a user runs it (``cli.main``: how it ends the process is part of
+    """``denoise prepare`` as a user runs it (``command.main``: how it ends the process is part of
     what is measured) and nothing else: the parent (a subreaper) measures the CPU of this
     process and of every process under it (workers; a forkserver and the resource tracker where
     the pool starts from one). The result line is printed by an ``atexit`` handler, since the
     command ends the process."""
     import atexit
 
+    try:  # as the `denoise` console script does before anything loads numpy
+        from denoise_cli.command import single_threaded_blas
+    except ImportError:  # a --baseline revision from before denoise_cli.command
+        pass
+    else:
+        single_threaded_blas()
     timing = spec.get("encode_dir")
     if timing:
         # encode_batch_fast timed inside prepare's own processes (this one, and the pool's
