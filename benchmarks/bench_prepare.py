@@ -688,7 +688,7 @@ def verdict(ok: bool) -> str:
 
 def overhead_main(a: argparse.Namespace) -> None:
     """``--overhead``: per repeat, interleaved: the bare tokenizer (``encode_batch_fast`` on the
-    pipeline's batches, one process, encode CPU only), then ``prepare()`` of each revision
+    pipeline's batches, in ``--bare-procs`` processes, encode CPU only), then ``prepare()`` of each revision
     (``--baseline`` first when given; ``--tokenizer-backend hf``: this measures the HF path, the
     one tokenizers without a fast engine take), each as the CPU of its whole process tree."""
     import statistics
@@ -724,7 +724,12 @@ def overhead_main(a: argparse.Namespace) -> None:
     rows: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for rep in range(a.repeats):
-        bare = run_tree("bare", {**base, "files": files, "procs": 1}, log)
+        # as many bare processes as prepare has workers, each on whole files: two processes on
+        # this machine's two vCPUs each encode ~5-15% slower than one alone, and the bare
+        # baseline should pay that too (--bare-procs 1: the baseline of the figures before
+        # 2026-12-01 22:00 UTC)
+        procs = a.bare_procs or a.workers
+        bare = run_tree("bare", {**base, "files": files, "procs": procs}, log)
         row = {"bare": float(bare["cpu"])}
         for name, path in revs:
             out = str(tmp / f"out-{name}")
@@ -738,7 +743,7 @@ def overhead_main(a: argparse.Namespace) -> None:
             row[name + "_tokens"] = float(r["tokens"])  # documents' tokens + one EOS each
         rows.append(row)
         print(
-            f"[{time.perf_counter() - t0:5.0f}s] repeat {rep + 1}: bare encode "
+            f"[{time.perf_counter() - t0:5.0f}s] repeat {rep + 1}: bare encode ({procs} proc.) "
             f"{row['bare']:.2f} CPU-s; "
             + "; ".join(
                 f"prepare {n} {row[n]:.2f} CPU-s = bare + {row[n] / row['bare'] - 1:.1%}, "
@@ -787,6 +792,12 @@ def main() -> None:
         help="directory of .jsonl.zst shards (default: %(default)s)",
     )
     ap.add_argument("--files", type=int, default=0, help="use the first K shards (0 = all)")
+    ap.add_argument(
+        "--bare-procs",
+        type=int,
+        default=0,
+        help="with --overhead: processes of the bare tokenizer run (default: --workers)",
+    )
     ap.add_argument(
         "--workers",
         type=int,
