@@ -375,6 +375,69 @@ def test_a_live_lock_is_respected(s3: dict[str, Any], raw: Path) -> None:
     assert m["totals"]["rows"] > 0
 
 
+def _dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
+    return int(done.stdout)
+
+
+def _race(out: RemoteOutput, monkeypatch: pytest.MonkeyPatch, seen: Any) -> None:
+    """Make ``out`` see the lock as ``seen`` (a ``_read_lock`` result): what a run reads just
+    before another run writes its own lock."""
+    monkeypatch.setattr(out, "_read_lock", lambda: seen)
+
+
+@pytest.mark.parametrize("store", ["s3", "file"])
+def test_two_runs_that_both_saw_no_lock_cannot_both_take_it(
+    s3: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    """Run A holds the lock; run B read the prefix before A wrote it (no lock seen). B's
+    create-if-absent fails, so B is refused and A's lock stays A's (a plain write would have
+    replaced it, and B's read-back would have found its own token)."""
+    if store == "s3":
+        url, opts = "s3://objout/race/", s3
+    else:
+        url, opts = (tmp_path / "race").as_uri(), {}
+    a, b = RemoteOutput(url, opts), RemoteOutput(url, opts)
+    with a.lock():
+        mine = a.read_json(".denoise/lock")
+        assert mine is not None
+        _race(b, monkeypatch, (None, None))
+        with pytest.raises(OutputError, match="took the lock at the same time"):
+            with b.lock():
+                pass
+        a.refresh()
+        assert a.read_json(".denoise/lock") == mine
+    a.refresh()
+    assert a.read_json(".denoise/lock") is None  # released by its holder
+
+
+def test_two_runs_taking_over_one_stale_lock_cannot_both_take_it(
+    s3: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead run's lock is taken over by A; run B had read the same dead lock (and its ETag)
+    before A replaced it. On S3 the takeover is conditional on that version: B is refused."""
+    fs = s3fs_of(s3)
+    url = "s3://objout/stale/"
+    dead = {"host": socket.gethostname(), "pid": _dead_pid(), "token": "d", "time": time.time()}
+    fs.pipe("objout/stale/.denoise/lock", orjson.dumps(dead))
+    a, b = RemoteOutput(url, s3), RemoteOutput(url, s3)
+    assert b.conditional_writes
+    b.refresh()
+    seen_by_b = b._read_lock()
+    assert seen_by_b[0] == dead and seen_by_b[1]
+    with a.lock():
+        mine = a.read_json(".denoise/lock")
+        assert mine is not None and mine["token"] != "d"
+        _race(b, monkeypatch, seen_by_b)
+        with pytest.raises(OutputError, match="took the lock at the same time"):
+            with b.lock():
+                pass
+        a.refresh()
+        assert a.read_json(".denoise/lock") == mine
+
+
 def test_resume_reads_only_keys_that_pass_the_path_rules(
     s3: dict[str, Any], raw: Path, reference: Path
 ) -> None:

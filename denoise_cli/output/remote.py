@@ -5,10 +5,12 @@ as a local output (``output.layout`` names them all), reached through fsspec.
 ``layout`` for a prefix (a foreign prefix is refused, ``--overwrite`` removes only our own
 entries, the manifest first). Every key listed or read from the store goes through
 ``layout.rel_problem``. An object PUT is atomic (a key is absent or whole); on a plain
-filesystem (``file://``) uploads go to a temporary name and are renamed. Object stores have no
-atomic lock: :meth:`RemoteOutput.lock` is a best-effort lock object (host, pid, token),
-refreshed while held and taken over when its holder is dead (same host) or silent for
-``LOCK_STALE_S``; one writer per OUT is the rule. :func:`localize` is the read side: a copy of
+filesystem (``file://``) uploads go to a temporary name and are renamed. :meth:`RemoteOutput.lock`
+is a lock object (host, pid, token), refreshed while held and taken over when its holder is
+dead (same host) or silent for ``LOCK_STALE_S``. It is created only if absent where the
+filesystem can (fsspec's ``mode="create"``: S3 conditional writes, a local ``O_EXCL``) and taken
+over only if still the stale version read (S3 ``If-Match``); elsewhere it is best-effort (write,
+read back) and one writer per OUT is the rule. :func:`localize` is the read side: a copy of
 a complete output (manifest, tokenizer, shards) in a local cache directory, keyed by the URL
 and the manifest's digest, so every reader (``open_dataset``, ``verify``, ``stats``, ...) runs
 unchanged on local, memory-mappable files. See docs/architecture.md.
@@ -238,20 +240,78 @@ class RemoteOutput:
                 if not rel_problem(rel) and rel.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
                     self.fs.rm(key)
 
+    @property
+    def conditional_writes(self) -> bool:
+        """Whether a key can be replaced only if it is still the version read (S3's
+        ``If-Match``; s3fs passes it through)."""
+        return bool({"s3", "s3a"} & set(getattr(self.fs, "protocol", ())))
+
+    def _read_lock(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The lock object and, where :attr:`conditional_writes`, its ETag (read before and
+        after the content: a lock replaced in between is reported, not guessed at)."""
+        if not self.conditional_writes:
+            return self.read_json(LOCK), None
+
+        def etag() -> str | None:
+            try:
+                tag = self.fs.info(self.key(LOCK)).get("ETag")
+            except FileNotFoundError:
+                return None
+            return None if tag is None else str(tag)
+
+        before = etag()
+        held = self.read_json(LOCK)
+        self.refresh()
+        if etag() != before:
+            raise OutputError(f"{self.url}/{LOCK} changed while it was read: another run is there")
+        return held, before
+
+    def _put_lock(self, data: bytes, held_etag: str | None, replacing: bool) -> bool:
+        """Write the lock object: created only if absent where the store can (fsspec's
+        ``mode="create"``: S3's ``If-None-Match``, a local ``O_EXCL``), or replacing only the
+        stale version read (``If-Match``). False when another run got there first; a store
+        that offers neither gets a plain write (the read-back in :meth:`lock` decides)."""
+        key = self.key(LOCK)
+        try:
+            if not replacing:
+                if self.atomic_put:  # a plain filesystem: the directory first
+                    self.fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
+                self.fs.pipe_file(key, data, mode="create")
+            elif held_etag is not None:
+                self.fs.pipe_file(key, data, IfMatch=held_etag)
+            else:
+                self.write(LOCK, data)
+        except FileExistsError:
+            return False
+        except (TypeError, NotImplementedError, ValueError):  # no exclusive create here
+            self.write(LOCK, data)
+        except OSError:
+            if not (replacing and held_etag is not None):
+                raise
+            # a failed If-Match (412) or the store's error: the read-back tells which
+            self.refresh()
+            cur = self.read_json(LOCK)
+            if cur is not None and orjson.loads(data).get("token") != cur.get("token"):
+                return False
+            raise
+        return True
+
     @contextlib.contextmanager
     def lock(self, what: str = "denoise prepare") -> Iterator[None]:
-        """Hold the best-effort lock object ``.denoise/lock`` for the duration (see the module
-        docstring: not atomic; one writer per OUT)."""
+        """Hold the lock object ``.denoise/lock`` for the duration (see the module docstring:
+        atomic where the store offers conditional writes, best-effort elsewhere)."""
         me = {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8)}
         self.refresh()
-        held = self.read_json(LOCK)
+        held, etag = self._read_lock()
         if held is not None and not self._stale(held):
             raise OutputError(
                 f"{self.url} is locked by a running `{what}` (host {held.get('host')}, pid "
                 f"{held.get('pid')}); wait for it, or delete {self.url}/{LOCK} if no run is "
-                "writing there (object stores have no atomic lock: one writer per OUT)"
+                "writing there"
             )
-        self.write(LOCK, orjson.dumps({**me, "time": time.time()}))
+        data = orjson.dumps({**me, "time": time.time()})
+        if not self._put_lock(data, etag, replacing=held is not None):
+            raise OutputError(f"{self.url}: another `{what}` took the lock at the same time")
         self.refresh()
         now = self.read_json(LOCK)
         if now is None or now.get("token") != me["token"]:
