@@ -409,6 +409,8 @@ def test_two_runs_that_both_saw_no_lock_cannot_both_take_it(
                 pass
         a.refresh()
         assert a.read_json(".denoise/lock") == mine
+        # no temporary left behind by either (file:// writes a temporary, then links it)
+        assert [n for n in a.listdir(".denoise") if n.startswith(".tmp")] == []
     a.refresh()
     assert a.read_json(".denoise/lock") is None  # released by its holder
 

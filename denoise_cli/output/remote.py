@@ -8,7 +8,7 @@ entries, the manifest first). Every key listed or read from the store goes throu
 filesystem (``file://``) uploads go to a temporary name and are renamed. :meth:`RemoteOutput.lock`
 is a lock object (host, pid, token), refreshed while held and taken over when its holder is
 dead (same host) or silent for ``LOCK_STALE_S``. It is created only if absent where the
-filesystem can (fsspec's ``mode="create"``: S3 conditional writes, a local ``O_EXCL``) and taken
+filesystem can (fsspec's ``mode="create"``: S3 conditional writes; a local hard link) and taken
 over only if still the stale version read (S3 ``If-Match``); elsewhere it is best-effort (write,
 read back) and one writer per OUT is the rule. :func:`localize` is the read side: a copy of
 a complete output (manifest, tokenizer, shards) in a local cache directory, keyed by the URL
@@ -268,14 +268,14 @@ class RemoteOutput:
 
     def _put_lock(self, data: bytes, held_etag: str | None, replacing: bool) -> bool:
         """Write the lock object: created only if absent where the store can (fsspec's
-        ``mode="create"``: S3's ``If-None-Match``, a local ``O_EXCL``), or replacing only the
+        ``mode="create"``: S3's ``If-None-Match``; :meth:`_link_new` locally), or replacing only the
         stale version read (``If-Match``). False when another run got there first; a store
         that offers neither gets a plain write (the read-back in :meth:`lock` decides)."""
         key = self.key(LOCK)
+        if self.atomic_put and not replacing:
+            return self._link_new(key, data)
         try:
             if not replacing:
-                if self.atomic_put:  # a plain filesystem: the directory first
-                    self.fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
                 self.fs.pipe_file(key, data, mode="create")
             elif held_etag is not None:
                 self.fs.pipe_file(key, data, IfMatch=held_etag)
@@ -294,6 +294,26 @@ class RemoteOutput:
             if cur is not None and orjson.loads(data).get("token") != cur.get("token"):
                 return False
             raise
+        return True
+
+    def _link_new(self, key: str, data: bytes) -> bool:
+        """On a plain filesystem: ``data`` under ``key`` only if ``key`` is absent, whole or not
+        at all (written under a temporary name, then hard-linked: ``link`` fails on an existing
+        name, and a kill leaves no half-written lock). A filesystem without hard links gets
+        the ordinary atomic write (the read-back in :meth:`lock` decides)."""
+        parent = key.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/{TMP_PREFIX}lock.{os.getpid()}.{secrets.token_hex(4)}"
+        self.fs.pipe_file(tmp, data)
+        try:
+            os.link(tmp, key)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            self.fs.mv(tmp, key)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         return True
 
     @contextlib.contextmanager
