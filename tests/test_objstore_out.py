@@ -415,6 +415,31 @@ def test_two_runs_that_both_saw_no_lock_cannot_both_take_it(
     assert a.read_json(".denoise/lock") is None  # released by its holder
 
 
+def test_a_lock_temporary_removed_by_the_holder_refuses_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """file://: the run holding the lock clears temporaries (``remove_temporaries``) while
+    another run is between writing its temporary lock and linking it: that run is refused with
+    the lock message, not a crash, and the holder's lock is untouched."""
+    url = (tmp_path / "gone").as_uri()
+    a, b = RemoteOutput(url), RemoteOutput(url)
+    with a.lock():
+        mine = a.read_json(".denoise/lock")
+        _race(b, monkeypatch, (None, None))
+        plain = b.fs.pipe_file
+
+        def then_cleared(path: str, data: bytes, **kw: Any) -> None:
+            plain(path, data, **kw)
+            a.remove_temporaries()
+
+        monkeypatch.setattr(b.fs, "pipe_file", then_cleared)
+        with pytest.raises(OutputError, match="took the lock at the same time"):
+            with b.lock():
+                pass
+        a.refresh()
+        assert a.read_json(".denoise/lock") == mine
+
+
 def test_two_runs_taking_over_one_stale_lock_cannot_both_take_it(
     s3: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -288,10 +288,9 @@ class RemoteOutput:
         except OSError:
             if not (replacing and held_etag is not None):
                 raise
-            # a failed If-Match (412) or the store's error: the read-back tells which
+            # a failed If-Match (412: another run replaced the lock) or the store's own error
             self.refresh()
-            cur = self.read_json(LOCK)
-            if cur is not None and orjson.loads(data).get("token") != cur.get("token"):
+            if self.read_json(LOCK) is not None:
                 return False
             raise
         return True
@@ -307,7 +306,8 @@ class RemoteOutput:
         self.fs.pipe_file(tmp, data)
         try:
             os.link(tmp, key)
-        except FileExistsError:
+        except (FileExistsError, FileNotFoundError):
+            # the lock exists, or the run holding it removed our temporary (remove_temporaries)
             return False
         except OSError:  # no hard links here
             self.fs.mv(tmp, key)
